@@ -1,0 +1,125 @@
+"""Command line: a thin layer over `pipeline.api`.
+
+python -m pipeline STAGE --config FILE [--set key=value ...] [--force]
+python -m pipeline all --config FILE [--set ...]      every stage in order, with status and time
+python -m pipeline status --config FILE
+python -m pipeline demo-data [--out DIR] [--seed N]
+python -m pipeline score SUBMISSION.csv --masks DIR [--metric tgs|dice]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from pipeline import cache
+from pipeline import config as config_mod
+from pipeline import stages  # noqa: F401  (registers the stages)
+from pipeline.errors import UserError
+
+DEFAULT_CONFIG = "configs/demo.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    stage_lines = "\n".join(f"  {s.name:<12} {s.doc}" for s in cache.STAGES.values())
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Staged, cached segmentation pipeline.",
+        epilog=f"stages (in run order):\n{stage_lines}\n\nother commands:\n  all          run every stage in order\n  status       list each stage as done, partial, stale or missing\n  report       print the per-step CV table\n  demo-data    generate the synthetic demo dataset\n  score        score a submission CSV against a folder of masks",
+    )
+    p.add_argument(
+        "command", help="a stage name or one of: all, status, report, demo-data, score"
+    )
+    p.add_argument("target", nargs="?", help="score: the submission CSV")
+    p.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        help=f"experiment YAML (default {DEFAULT_CONFIG})",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. segment.train.epochs=3",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rerun the stage even if its artifacts are cached",
+    )
+    p.add_argument("--masks", help="score: folder of ground-truth masks")
+    p.add_argument("--metric", default="tgs", help="score: tgs | dice | iou")
+    p.add_argument("--out", default=None, help="demo-data: output folder")
+    p.add_argument("--seed", type=int, default=None, help="demo-data: seed")
+    return p
+
+
+def _run_stage(cfg: config_mod.Config, name: str, force: bool) -> None:
+    start = time.perf_counter()
+    folder, ran = cache.run_stage(cfg, name, force=force)
+    state = "ran" if ran else "cached"
+    print(
+        f"[{name}] {state} in {time.perf_counter() - start:.1f}s -> {folder}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo-data":
+        from pipeline import demo
+
+        extra = (["--out", args.out] if args.out else []) + (
+            ["--seed", str(args.seed)] if args.seed is not None else []
+        )
+        return demo.main(extra)
+    if args.command == "score":
+        from pipeline.api import score_submission
+
+        if not args.target or not args.masks:
+            raise UserError("score needs a submission CSV and --masks DIR")
+        value, n = score_submission(args.target, args.masks, args.metric)
+        print(f"{args.metric}: {value:.4f} over {n} images")
+        return 0
+    cfg = config_mod.load(args.config, args.overrides)
+    if args.command == "status":
+        for name, state, key in cache.status(cfg):
+            print(f"{name:<12} {state:<8} {key}")
+        return 0
+    if args.command == "report":
+        from pipeline.report import build_report
+
+        print(build_report(cfg))
+        return 0
+    if args.command == "all":
+        for name in cache.STAGES:
+            _run_stage(cfg, name, force=False)
+        from pipeline.report import build_report
+
+        print(build_report(cfg, save=True))
+        return 0
+    if args.command not in cache.STAGES:
+        raise UserError(
+            f"unknown command {args.command!r}; valid: {', '.join([*cache.STAGES, 'all', 'status', 'report', 'demo-data', 'score'])}"
+        )
+    _run_stage(cfg, args.command, args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Stage keys, artifact folders, manifests and the skip/rerun logic.
+
+A stage's key hashes the config sections it reads, the keys of its upstream stages and a
+fingerprint of the external files it reads. Its folder is `<artifacts>/<experiment>/<stage>-<key>`.
+`manifest.json` is written last, by atomic rename: a folder without one (a crash, a kill)
+is never taken as finished, but a stage may resume from what it left there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import config as config_mod
+from pipeline import paths
+from pipeline.schema import Config
+
+MANIFEST = "manifest.json"
+PACKAGES = (
+    "torch",
+    "segmentation-models-pytorch",
+    "timm",
+    "albumentations",
+    "numpy",
+    "opencv-python-headless",
+    "lightgbm",
+    "scikit-learn",
+    "pandas",
+)
+
+
+@dataclass
+class Context:
+    """What a stage function gets: the config, its own folder and its upstream folders."""
+
+    cfg: Config
+    stage: str
+    key: str
+    dir: Path
+    upstream: dict[str, Path]
+    log: Callable[[str], None] = print
+    extra_manifest: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage: `fn(ctx) -> metrics` writes its artifacts into ctx.dir."""
+
+    name: str
+    sections: tuple[str, ...]
+    upstream: tuple[str, ...]
+    fn: (
+        Callable[[Context], dict] | str
+    )  # "module:function", imported on first use (keeps the CLI light)
+    version: str = "1"
+    inputs: Callable[[Config], dict] | None = None  # fingerprint of external files
+    doc: str = ""
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register(stage: Stage) -> Stage:
+    STAGES[stage.name] = stage
+    return stage
+
+
+def get_stage(name: str) -> Stage:
+    if name not in STAGES:
+        raise KeyError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
+    return STAGES[name]
+
+
+def resolve_fn(fn: Callable[[Context], dict] | str) -> Callable[[Context], dict]:
+    if callable(fn):
+        return fn
+    module, _, attr = fn.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(
+        json.dumps(obj, sort_keys=True, default=str).encode()
+    ).hexdigest()[:12]
+
+
+def stage_inputs(cfg: Config, stage: Stage) -> dict:
+    return stage.inputs(cfg) if stage.inputs else {}
+
+
+def key_material(cfg: Config, name: str, _memo: dict | None = None) -> dict:
+    """Everything a stage's key hashes: own sections, seed, inputs, upstream keys."""
+    stage = get_stage(name)
+    return {
+        "stage": name,
+        "version": stage.version,
+        "seed": cfg.experiment.seed,
+        "config": {s: config_mod.section(cfg, s) for s in stage.sections},
+        "inputs": stage_inputs(cfg, stage),
+        "upstream": {u: stage_key(cfg, u, _memo) for u in stage.upstream},
+    }
+
+
+def stage_key(cfg: Config, name: str, _memo: dict | None = None) -> str:
+    memo = {} if _memo is None else _memo
+    if name not in memo:
+        memo[name] = _hash(key_material(cfg, name, memo))
+    return memo[name]
+
+
+def stage_dir(cfg: Config, name: str, key: str | None = None) -> Path:
+    key = key or stage_key(cfg, name)
+    return paths.stage_dir(cfg.experiment.artifacts, cfg.experiment.name, name, key)
+
+
+def read_manifest(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def is_done(cfg: Config, name: str) -> bool:
+    return read_manifest(stage_dir(cfg, name)) is not None
+
+
+def status(cfg: Config) -> list[tuple[str, str, str]]:
+    """(stage, state, key) for each stage: done, partial (no manifest), stale or missing."""
+    rows = []
+    exp_dir = paths.experiment_dir(cfg.experiment.artifacts, cfg.experiment.name)
+    memo: dict = {}
+    for name in STAGES:
+        key = stage_key(cfg, name, memo)
+        folder = stage_dir(cfg, name, key)
+        if read_manifest(folder) is not None:
+            state = "done"
+        elif folder.exists():
+            state = "partial"
+        elif any(read_manifest(p) for p in exp_dir.glob(f"{name}-*") if p.is_dir()):
+            state = "stale"
+        else:
+            state = "missing"
+        rows.append((name, state, key))
+    return rows
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def _write_manifest(
+    ctx: Context, material: dict, seconds: float, metrics: dict
+) -> None:
+    manifest = {
+        "stage": ctx.stage,
+        "key": ctx.key,
+        "seed": ctx.cfg.experiment.seed,
+        "experiment": ctx.cfg.experiment.name,
+        "config_file": ctx.cfg.source,
+        "config": material["config"],
+        "inputs": {
+            "files": material["inputs"],
+            "upstream": {u: str(p) for u, p in ctx.upstream.items()},
+        },
+        "upstream_keys": material["upstream"],
+        "versions": package_versions(),
+        "host": platform.node(),
+        "timings": {
+            "seconds": round(seconds, 2),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+        "metrics": metrics,
+        **ctx.extra_manifest,
+    }
+    atomic_write_text(ctx.dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
+
+
+def run_stage(
+    cfg: Config, name: str, force: bool = False, log: Callable[[str], None] = print
+) -> tuple[Path, bool]:
+    """Run one stage (its upstream first, from cache when done). Returns (folder, ran)."""
+    stage = get_stage(name)
+    upstream = {u: run_stage(cfg, u, log=log)[0] for u in stage.upstream}
+    memo: dict = {}
+    key = stage_key(cfg, name, memo)
+    folder = stage_dir(cfg, name, key)
+    if not force and read_manifest(folder) is not None:
+        return folder, False
+    if force and folder.exists():
+        shutil.rmtree(folder)
+    material = key_material(cfg, name, memo)
+    ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, log=log)
+    start = time.perf_counter()
+    # The folder is created lazily by the stage so that input errors leave nothing behind.
+    metrics = resolve_fn(stage.fn)(ctx) or {}
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "config.yaml", config_mod.dump(cfg))
+    _write_manifest(ctx, material, time.perf_counter() - start, metrics)
+    return folder, True
+
+
+def load_upstream(cfg: Config, name: str) -> Path:
+    """Folder of a finished stage, for notebooks and later stages; fails if not done."""
+    folder = stage_dir(cfg, name)
+    if read_manifest(folder) is None:
+        raise FileNotFoundError(
+            f"stage '{name}' has no finished artifacts at {folder}; run: python -m pipeline {name} --config {cfg.source}"
+        )
+    return folder
+
+
+def file_fingerprint(*entries: str | None) -> dict:
+    """Cheap fingerprint of input files or folders (name, size, mtime), like make's.
+
+    Entries are config paths; the labels stay as written so keys do not depend on where
+    the repository is checked out."""
+    out = {}
+    for entry in entries:
+        root = paths.resolve(entry)
+        if root is None:
+            continue
+        if root.is_file():
+            st = root.stat()
+            out[str(entry)] = _hash([st.st_size, st.st_mtime_ns])
+        elif root.is_dir():
+            listing = sorted(
+                (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                for p in root.iterdir()
+                if p.is_file()
+            )
+            out[str(entry)] = _hash(listing)
+        else:
+            out[str(entry)] = "missing"
+    return out

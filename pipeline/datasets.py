@@ -1,0 +1,193 @@
+"""Datasets over the ingest stores: geometry (pad / resize / tile), augmentation from
+config, the distance-transform target and the oversampling weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pipeline.errors import UserError
+from pipeline.schema import InputCfg
+from pipeline.store import ArrayStore
+
+# ImageNet statistics; a grayscale stem summed over RGB sees the mean of the three.
+MEAN = {1: (0.449,), 3: (0.485, 0.456, 0.406)}
+STD = {1: (0.226,), 3: (0.229, 0.224, 0.225)}
+# Coverage bins for oversampling: empty, small (<10%), medium (<50%), large.
+COVERAGE_EDGES = (0.0, 0.1, 0.5)
+
+
+def coverage_bin(coverage: np.ndarray) -> np.ndarray:
+    """Names of the oversampling bins for each coverage value."""
+    cov = np.asarray(coverage, dtype=float)
+    return np.select(
+        [cov <= 0, cov < COVERAGE_EDGES[1], cov < COVERAGE_EDGES[2]],
+        ["empty", "small", "medium"],
+        "large",
+    )
+
+
+def sample_weights(coverage: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+    """Per-image sampling weight from the configured per-bin weights."""
+    unknown = set(weights) - {"empty", "small", "medium", "large"}
+    if unknown:
+        raise UserError(
+            f"train.oversample: unknown bin {sorted(unknown)[0]!r}; valid: empty, small, medium, large"
+        )
+    bins = coverage_bin(coverage)
+    return np.array([weights.get(b, 1.0) for b in bins], dtype=np.float64)
+
+
+def build_augment(specs: list[dict]) -> A.Compose | None:
+    """albumentations pipeline from a list of {name: Transform, **kwargs}."""
+    transforms = []
+    for spec in specs:
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        cls = getattr(A, str(name), None)
+        if cls is None or not isinstance(cls, type):
+            raise UserError(f"train.augment: unknown albumentations transform {name!r}")
+        try:
+            transforms.append(cls(**spec))
+        except TypeError as exc:
+            raise UserError(f"train.augment: {name}: {exc}") from exc
+    return A.Compose(transforms) if transforms else None
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an image of any size becomes a fixed-size network input, and back."""
+
+    mode: str
+    size: int
+
+    @classmethod
+    def from_cfg(cls, cfg: InputCfg) -> Geometry:
+        if cfg.mode == "pad" and cfg.size % 32:
+            raise UserError(
+                f"input.size: {cfg.size} must be a multiple of 32 for mode 'pad'"
+            )
+        return cls(cfg.mode, cfg.size)
+
+    def forward(self, img: np.ndarray, interp: int = cv2.INTER_LINEAR) -> np.ndarray:
+        """HxWxC -> SxSxC (pad mode reflects around the centre; resize scales)."""
+        h, w = img.shape[:2]
+        if self.mode == "resize":
+            out = cv2.resize(img, (self.size, self.size), interpolation=interp)
+            return out[..., None] if out.ndim == 2 else out
+        s = self.size if self.mode == "pad" else max(self.size, h, w)
+        if h > s or w > s:
+            raise UserError(
+                f"input.size {self.size} is smaller than an image of {h}x{w}; use mode resize or tile"
+            )
+        top, left = (s - h) // 2, (s - w) // 2
+        out = cv2.copyMakeBorder(
+            img, top, s - h - top, left, s - w - left, cv2.BORDER_REFLECT_101
+        )
+        return out[..., None] if out.ndim == 2 else out
+
+    def backward(self, prob: np.ndarray, h: int, w: int) -> np.ndarray:
+        """Network-size map (S,S) -> the image's original (h, w)."""
+        if self.mode == "resize":
+            return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+        s = prob.shape[0]
+        top, left = (s - h) // 2, (s - w) // 2
+        return prob[top : top + h, left : left + w]
+
+
+def distance_target(mask: np.ndarray, signed: bool) -> np.ndarray:
+    """Distance to the background inside the foreground, scaled to [0, 1] per image;
+    signed adds minus the (scaled) distance to the foreground outside it."""
+    m = (mask > 0).astype(np.uint8)
+    inside = cv2.distanceTransform(m, cv2.DIST_L2, 5)
+    out = inside / inside.max() if inside.max() > 0 else inside
+    if signed and m.any() and not m.all():
+        outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 5)
+        out = out - outside / outside.max()
+    return out.astype(np.float32)
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 HxWxC -> normalised float CxHxW."""
+    c = img.shape[2]
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(MEAN[1 if c == 1 else 3][:c] if c <= 3 else [0.45] * c).view(
+        -1, 1, 1
+    )
+    std = torch.tensor(STD[1 if c == 1 else 3][:c] if c <= 3 else [0.225] * c).view(
+        -1, 1, 1
+    )
+    return (x - mean) / std
+
+
+class SegDataset(Dataset):
+    """Training/validation samples: image, mask, distance target, label and coverage.
+
+    In tile mode, training takes one random `size` crop per image (tiles with foreground
+    preferred half of the time, since defects are small); inference tiles separately."""
+
+    def __init__(
+        self,
+        images: ArrayStore,
+        masks: ArrayStore | None,
+        indices: np.ndarray,
+        geometry: Geometry,
+        augment: A.Compose | None = None,
+        signed: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.images, self.masks, self.indices = images, masks, np.asarray(indices)
+        self.geometry, self.augment, self.signed = geometry, augment, signed
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _crop(self, img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = self.geometry.size
+        h, w = img.shape[:2]
+        if h <= s and w <= s:
+            return img, mask
+        if mask.any() and self.rng.random() < 0.5:
+            ys, xs = np.nonzero(mask[..., 0])
+            k = self.rng.integers(len(ys))
+            y0 = int(np.clip(ys[k] - s // 2, 0, max(h - s, 0)))
+            x0 = int(np.clip(xs[k] - s // 2, 0, max(w - s, 0)))
+        else:
+            y0, x0 = (
+                int(self.rng.integers(max(h - s, 0) + 1)),
+                int(self.rng.integers(max(w - s, 0) + 1)),
+            )
+        return img[y0 : y0 + s, x0 : x0 + s], mask[y0 : y0 + s, x0 : x0 + s]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        idx = int(self.indices[i])
+        img = np.asarray(self.images[idx])
+        mask = (
+            np.asarray(self.masks[idx])
+            if self.masks is not None
+            else np.zeros((*img.shape[:2], 1), np.uint8)
+        )
+        if self.geometry.mode == "tile":
+            img, mask = self._crop(img, mask)
+        img = self.geometry.forward(img)
+        mask = self.geometry.forward(mask, cv2.INTER_NEAREST)
+        if self.augment is not None:
+            res = self.augment(image=img, mask=mask)
+            img, mask = res["image"], res["mask"]
+            img = img[..., None] if img.ndim == 2 else img
+            mask = mask[..., None] if mask.ndim == 2 else mask
+        m = (mask[..., 0] > 0).astype(np.float32)
+        return {
+            "image": to_tensor(img),
+            "mask": torch.from_numpy(m)[None],
+            "dist": torch.from_numpy(distance_target(m, self.signed))[None],
+            "label": torch.tensor(float(m.any())),
+            "coverage": torch.tensor(float(m.mean())),
+            "index": torch.tensor(idx),
+        }

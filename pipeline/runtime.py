@@ -1,0 +1,72 @@
+"""Device, precision and seeding: the few places where CPU and CUDA differ."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.schema import ExperimentCfg, TrainCfg
+
+
+def pick_device(cfg: ExperimentCfg) -> torch.device:
+    """cuda when present (or asked for), else cpu; also applies the CPU thread count."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmul support (AVX512-BF16 or AMX); without it bf16 autocast is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast(device: torch.device, tcfg: TrainCfg) -> contextlib.AbstractContextManager:
+    """Mixed precision: bf16 on CUDA (or fp16 where bf16 is missing), bf16 on a CPU that has it."""
+    if tcfg.bf16 == "off":
+        return contextlib.nullcontext()
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    if tcfg.bf16 == "on" or cpu_has_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def needs_grad_scaler(device: torch.device, tcfg: TrainCfg) -> bool:
+    return (
+        device.type == "cuda"
+        and tcfg.bf16 != "off"
+        and not torch.cuda.is_bf16_supported()
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])

@@ -1,0 +1,55 @@
+"""Ingest stages: validate every input file, then cache decoded arrays.
+
+Train and test are separate stages so that pointing `data.test_images` at another folder
+(a private held-out set, say) re-ingests only the test images and reruns only inference,
+not the fold models."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline import paths
+from pipeline.cache import Context
+from pipeline.errors import UserError
+from pipeline.ingest import Sources, ingest
+from pipeline.schema import DataCfg
+
+
+def _required(value: str | None, key: str):
+    path = paths.resolve(value)
+    if path is None:
+        raise UserError(f"data.{key} is not set")
+    return path
+
+
+def train_sources(d: DataCfg) -> Sources:
+    return Sources(
+        train_images=_required(d.train_images, "train_images"),
+        train_masks=paths.resolve(d.train_masks),
+        train_rle_csv=paths.resolve(d.train_rle_csv),
+        metadata_csv=[paths.resolve(m) for m in d.metadata],
+        mask_threshold=d.mask_threshold,
+        channels=d.channels,
+        id_column=d.id_column,
+        rle_column=d.rle_column,
+    )
+
+
+def run_train(ctx: Context) -> dict:
+    stats = ingest(train_sources(ctx.cfg.data), ctx.dir)
+    return {k: stats["train"][k] for k in ("count", "empty", "empty_share", "mean_coverage_nonempty")} | {"channels": stats["channels"]}
+
+
+def run_test(ctx: Context) -> dict:
+    d = ctx.cfg.data
+    channels = json.loads((ctx.upstream["ingest"] / "stats.json").read_text())["channels"]
+    src = Sources(
+        train_images=None,
+        test_images=_required(d.test_images, "test_images"),
+        sample_submission=paths.resolve(d.sample_submission),
+        metadata_csv=[paths.resolve(m) for m in d.metadata],
+        channels=channels,
+        id_column=d.id_column,
+    )
+    stats = ingest(src, ctx.dir)
+    return {"count": stats["test"]["count"], "channels": channels}

@@ -1,0 +1,143 @@
+"""Segmentation stage: per fold, an smp model with an optional distance-map head, trained
+by the shared loop; out-of-fold probability and distance maps for every train image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.cache import Context
+from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
+from pipeline.evaluation import score_probs
+from pipeline.losses import ScheduledLoss, distance_loss
+from pipeline.models import build_segmentation
+from pipeline.predict import predict, save_maps
+from pipeline.runtime import pick_device
+from pipeline.schema import Config, SegmentCfg
+from pipeline.stages.folds import load_folds
+from pipeline.store import ArrayStore
+from pipeline.train import Fitter, Task
+
+
+def open_train(ingest_dir: Path) -> tuple[ArrayStore, ArrayStore, pd.DataFrame]:
+    """Images, masks and the train table of an ingest artifact."""
+    table = pd.read_csv(ingest_dir / "train.csv", dtype={"id": str}, keep_default_na=False)
+    return ArrayStore(ingest_dir, "images"), ArrayStore(ingest_dir, "masks"), table
+
+
+def fold_indices(images: ArrayStore, folds: pd.DataFrame, k: int, max_images: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Store positions of the training part and the validation fold k."""
+    pos = np.array([images.position(i) for i in folds["id"]])
+    train, val = pos[folds["fold"].to_numpy() != k], pos[folds["fold"].to_numpy() == k]
+    if max_images and len(train) > max_images:
+        train = np.sort(np.random.default_rng(seed).choice(train, max_images, replace=False))
+    return train, val
+
+
+def folds_to_run(cfg_folds: list[int], folds: pd.DataFrame) -> list[int]:
+    return cfg_folds or sorted(folds["fold"].unique().tolist())
+
+
+def build_model(cfg: SegmentCfg, in_channels: int):
+    return build_segmentation(cfg.model, in_channels, aux=cfg.aux.weight > 0)
+
+
+def seg_task(cfg: SegmentCfg, model_predict) -> Task:
+    """Loss = scheduled segmentation loss + lambda x distance regression; validation = mAP."""
+    seg_loss = ScheduledLoss(cfg.train.loss)
+
+    def loss(out, batch, epoch):
+        total, parts = seg_loss(out["mask"], batch["mask"], epoch)
+        if cfg.aux.weight > 0:
+            d = distance_loss(out["dist"], batch["dist"], cfg.aux.signed)
+            parts["dist"] = float(d.detach())
+            total = total + cfg.aux.weight * d
+        return total, parts
+
+    return Task(loss=loss, validate=model_predict)
+
+
+def train_fold(cfg: Config, folder: Path, images: ArrayStore, masks: ArrayStore, coverage: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, k: int, log=print, extra_images=None) -> torch.nn.Module:
+    """Train fold k (resuming if interrupted) and return the final model."""
+    scfg = cfg.segment
+    device = pick_device(cfg.experiment)
+    geometry = Geometry.from_cfg(scfg.input)
+    model = build_model(scfg, images[0].shape[2])
+    seed = cfg.experiment.seed + k
+    ds = SegDataset(images, masks, train_idx, geometry, build_augment(scfg.train.augment), scfg.aux.signed, seed)
+    if extra_images is not None:
+        ds = torch.utils.data.ConcatDataset([ds, extra_images])
+    weights = sample_weights(np.concatenate([coverage[train_idx], np.full(len(ds) - len(train_idx), 0.5)]), scfg.train.oversample)
+
+    def validate(m) -> dict[str, float]:
+        preds = predict(m, images, val_idx, geometry, ["none"], device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap)
+        probs = [out["mask"] for _, out in preds]
+        return {"score": float(score_probs([masks[i][..., 0] for i in val_idx], probs, scfg.train.eval_threshold).mean())}
+
+    fitter = Fitter(model, seg_task(scfg, validate), scfg.train, folder, device, seed, log)
+    fitter.fit(ds, weights)
+    model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
+    return model
+
+
+def predict_oof(cfg: Config, model, images: ArrayStore, val_idx: np.ndarray, folder: Path) -> None:
+    """OOF maps of fold k with TTA, stored quantised in the fold folder."""
+    scfg = cfg.segment
+    if (folder / "oof.index.csv").exists():
+        return
+    out = list(predict(model, images, val_idx, Geometry.from_cfg(scfg.input), scfg.train.tta, pick_device(cfg.experiment), scfg.train, scfg.aux.signed, scfg.input.tile_overlap))
+    ids = [images.ids[i] for i, _ in out]
+    if scfg.aux.weight > 0:
+        save_maps(folder, "oof_dist", ids, [o["dist"] for _, o in out])
+    save_maps(folder, "oof", ids, [o["mask"] for _, o in out])
+
+
+def merge_oof(stage_dir: Path, fold_dirs: list[Path], names: tuple[str, ...], order: list[str]) -> None:
+    """Fold OOF stores -> one store per name in train order (each id exactly once)."""
+    from pipeline.store import write_store
+
+    for name in names:
+        parts = [ArrayStore(d, name) for d in fold_dirs if (d / f"{name}.index.csv").exists()]
+        if not parts:
+            continue
+        where = {i: p for p in parts for i in p.ids}
+        write_store(stage_dir, name, ((i, np.asarray(where[i].get(i))) for i in order if i in where))
+
+
+def oof_scores(stage_dir: Path, masks: ArrayStore, folds: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """Per-image OOF metric (TGS mAP and Dice) at a pixel threshold."""
+    oof = ArrayStore(stage_dir, "oof")
+    probs = [oof[i][..., 0].astype(np.float32) / 255.0 for i in range(len(oof))]
+    truths = [masks.get(i)[..., 0] for i in oof.ids]
+    fold_of = dict(zip(folds["id"], folds["fold"], strict=True))
+    return pd.DataFrame({"id": oof.ids, "fold": [fold_of[i] for i in oof.ids], "tgs": score_probs(truths, probs, threshold, "tgs"), "dice": score_probs(truths, probs, threshold, "dice")})
+
+
+def run(ctx: Context) -> dict:
+    cfg = ctx.cfg
+    images, masks, table = open_train(ctx.upstream["ingest"])
+    folds = load_folds(ctx.upstream["folds"])
+    coverage = table.set_index("id").loc[images.ids, "coverage"].to_numpy()
+    ctx.dir.mkdir(parents=True, exist_ok=True)
+    fold_dirs = []
+    for k in folds_to_run(cfg.segment.train.folds, folds):
+        folder = ctx.dir / f"fold{k}"
+        train_idx, val_idx = fold_indices(images, folds, k, cfg.segment.train.max_images, cfg.experiment.seed)
+        model = train_fold(cfg, folder, images, masks, coverage, train_idx, val_idx, k, ctx.log)
+        predict_oof(cfg, model, images, val_idx, folder)
+        fold_dirs.append(folder)
+    merge_oof(ctx.dir, fold_dirs, ("oof", "oof_dist"), images.ids)
+    scores = oof_scores(ctx.dir, masks, folds, cfg.segment.train.eval_threshold)
+    scores.to_csv(ctx.dir / "oof_scores.csv", index=False)
+    fits = {d.name: json.loads((d / "fit.json").read_text()) for d in fold_dirs}
+    return {
+        "oof_tgs": round(float(scores["tgs"].mean()), 4),
+        "oof_dice": round(float(scores["dice"].mean()), 4),
+        "fold_tgs": {f"fold{k}": round(float(v), 4) for k, v in scores.groupby("fold")["tgs"].mean().items()},
+        "fits": fits,
+        "n_oof": len(scores),
+    }

@@ -1,0 +1,212 @@
+"""The one training loop, shared by segmentation and the classifier.
+
+AdamW, a cosine or one-cycle schedule per step, validation on the fold each epoch with the
+competition metric, best-epoch tracking, SWA of the last K epochs (torch.optim.swa_utils with
+the BN update), mixed precision, and a checkpoint each epoch holding everything needed to
+resume at the next epoch: model, optimiser, schedulers, SWA average and every RNG state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
+from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
+from tqdm import tqdm
+
+from pipeline import runtime
+from pipeline.schema import TrainCfg
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class Task:
+    """What differs between models: the loss and the per-epoch validation (returns 'score')."""
+
+    loss: Callable[[Batch, Batch, int], tuple[torch.Tensor, dict[str, float]]]
+    validate: Callable[[nn.Module], dict[str, float]]
+
+
+def _scheduler(opt: torch.optim.Optimizer, tcfg: TrainCfg, total_steps: int):
+    if total_steps <= 0 or tcfg.scheduler == "none":
+        return None
+    if tcfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg.lr, total_steps=total_steps, pct_start=0.2)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps, eta_min=tcfg.lr * 0.01)
+
+
+def _save(obj: object, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def make_loader(ds: Dataset, tcfg: TrainCfg, weights: np.ndarray | None, generator: torch.Generator) -> DataLoader:
+    """Training loader; weights (oversampling) switch to sampling with replacement."""
+    if weights is not None and not np.allclose(weights, weights[0]):
+        sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(ds), replacement=True, generator=generator)
+    else:
+        sampler = RandomSampler(ds, generator=generator)
+    # drop_last avoids a 1-sample batch, which BatchNorm rejects in training mode.
+    return DataLoader(ds, batch_size=tcfg.batch_size, sampler=sampler, num_workers=tcfg.num_workers, drop_last=len(ds) > tcfg.batch_size, persistent_workers=tcfg.num_workers > 0)
+
+
+def _to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch:
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if channels_last:
+        out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def train_epoch(model: nn.Module, loader: DataLoader, task: Task, opt: torch.optim.Optimizer, sched, tcfg: TrainCfg, device: torch.device, epoch: int, scaler=None, desc: str = "") -> dict[str, float]:
+    """One pass over the loader; returns mean loss and parts."""
+    model.train()
+    totals: dict[str, float] = {}
+    n = 0
+    for batch in tqdm(loader, desc=desc, leave=False, mininterval=5, disable=None):
+        batch = _to_device(batch, device, tcfg.channels_last)
+        with runtime.autocast(device, tcfg):
+            out = model(batch["image"])
+        # The loss runs in fp32: Lovász sorts errors and Dice sums areas, both fragile in bf16.
+        loss, parts = task.loss({k: v.float() for k, v in out.items()}, batch, epoch)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        if sched is not None:
+            sched.step()
+        for k, v in {"loss": float(loss.detach()), **parts}.items():
+            totals[k] = totals.get(k, 0.0) + v
+        n += 1
+    return {f"train_{k}": v / max(n, 1) for k, v in totals.items()}
+
+
+def _plot_curves(history: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(history["epoch"], history["train_loss"], marker="o", label="train loss")
+    a.set_xlabel("epoch")
+    a.legend()
+    b.plot(history["epoch"], history["val_score"], marker="o", color="C1", label="val score")
+    b.set_xlabel("epoch")
+    b.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+class Fitter:
+    """Trains one model into `out_dir`, resuming from its checkpoint when one is there."""
+
+    def __init__(self, model: nn.Module, task: Task, tcfg: TrainCfg, out_dir: Path, device: torch.device, seed: int, log: Callable[[str], None] = print) -> None:
+        self.model, self.task, self.tcfg, self.out_dir = model, task, tcfg, out_dir
+        self.device, self.seed, self.log = device, seed, log
+        self.ckpt = out_dir / "checkpoint.pt"
+        self.final = out_dir / "model.pt"
+
+    def fit(self, train_ds: Dataset, weights: np.ndarray | None = None, on_epoch_end: Callable[[int], None] | None = None) -> dict:
+        """Train (or resume) and write model.pt, metrics.csv, curves.png, fit.json."""
+        if self.final.exists() and (self.out_dir / "fit.json").exists():
+            return json.loads((self.out_dir / "fit.json").read_text())
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tcfg, model, device = self.tcfg, self.model, self.device
+        runtime.seed_everything(self.seed)
+        model.to(device)
+        if tcfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        gen = torch.Generator().manual_seed(self.seed)
+        loader = make_loader(train_ds, tcfg, weights, gen)
+        main_epochs = max(tcfg.epochs - tcfg.swa_epochs, 0)
+        opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+        sched = _scheduler(opt, tcfg, len(loader) * main_epochs)
+        swa = AveragedModel(model) if tcfg.swa_epochs > 0 else None
+        swa_sched = SWALR(opt, swa_lr=tcfg.swa_lr, anneal_epochs=1) if swa is not None else None
+        scaler = torch.amp.GradScaler("cuda") if runtime.needs_grad_scaler(device, tcfg) else None
+        state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1}
+        if self.ckpt.exists():
+            state = self._resume(opt, sched, swa, swa_sched, gen)
+            self.log(f"resuming {self.out_dir.name} at epoch {state['epoch']}")
+        for epoch in range(state["epoch"], tcfg.epochs):
+            start = time.perf_counter()
+            in_swa = swa is not None and epoch >= main_epochs
+            row = train_epoch(model, loader, self.task, opt, None if in_swa else sched, tcfg, device, epoch, scaler, desc=f"{self.out_dir.name} ep{epoch}")
+            if in_swa:
+                swa.update_parameters(model)
+                swa_sched.step()
+            val = self.task.validate(model)
+            row.update({"epoch": epoch, "lr": opt.param_groups[0]["lr"], "swa": in_swa, "seconds": round(time.perf_counter() - start, 2)})
+            row.update({f"val_{k}": v for k, v in val.items()})
+            state["history"].append(row)
+            if val["score"] > state["best_score"]:
+                state["best_score"], state["best_epoch"] = val["score"], epoch
+                _save(model.state_dict(), self.out_dir / "best.pt")
+            state["epoch"] = epoch + 1
+            self._checkpoint(state, opt, sched, swa, swa_sched, gen)
+            self.log(f"{self.out_dir.name} epoch {epoch}: loss {row['train_loss']:.4f} val {val['score']:.4f} ({row['seconds']:.0f}s)")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+        return self._finish(state, swa, loader)
+
+    def _checkpoint(self, state, opt, sched, swa, swa_sched, gen) -> None:
+        _save({
+            "state": state, "model": self.model.state_dict(), "opt": opt.state_dict(),
+            "sched": sched.state_dict() if sched else None, "swa": swa.state_dict() if swa else None,
+            "swa_sched": swa_sched.state_dict() if swa_sched else None, "rng": runtime.rng_state(), "gen": gen.get_state(),
+        }, self.ckpt)
+        history = pd.DataFrame(state["history"])
+        history.to_csv(self.out_dir / "metrics.csv", index=False)
+        _plot_curves(history, self.out_dir / "curves.png")
+
+    def _resume(self, opt, sched, swa, swa_sched, gen) -> dict:
+        ck = torch.load(self.ckpt, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        if sched is not None and ck["sched"] is not None:
+            sched.load_state_dict(ck["sched"])
+        if swa is not None and ck["swa"] is not None:
+            swa.load_state_dict(ck["swa"])
+        if swa_sched is not None and ck["swa_sched"] is not None:
+            swa_sched.load_state_dict(ck["swa_sched"])
+        runtime.set_rng_state(ck["rng"])
+        gen.set_state(ck["gen"])
+        return ck["state"]
+
+    def _finish(self, state: dict, swa: AveragedModel | None, loader: DataLoader) -> dict:
+        summary = {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "epochs": self.tcfg.epochs}
+        if swa is not None:
+            # BN statistics of averaged weights are not the average of BN statistics: recompute.
+            images = (b["image"].to(self.device) for b in loader)
+            with runtime.autocast(self.device, self.tcfg):
+                update_bn(images, swa)
+            final = swa.module
+            summary["swa_score"] = self.task.validate(final)["score"]
+            summary["final"] = "swa"
+        else:
+            final = self.model
+            final.load_state_dict(torch.load(self.out_dir / "best.pt", map_location=self.device, weights_only=True))
+            summary["final"] = "best"
+        _save(final.state_dict(), self.final)
+        (self.out_dir / "fit.json").write_text(json.dumps(summary, indent=2))
+        self.ckpt.unlink(missing_ok=True)
+        return summary
