@@ -13,9 +13,11 @@ import argparse
 import sys
 import time
 
-from pipeline import cache
+from pipeline import (
+    cache,
+    stages,  # noqa: F401  (registers the stages)
+)
 from pipeline import config as config_mod
-from pipeline import stages  # noqa: F401  (registers the stages)
 from pipeline.errors import UserError
 
 DEFAULT_CONFIG = "configs/demo.yaml"
@@ -29,9 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Staged, cached segmentation pipeline.",
         epilog=f"stages (in run order):\n{stage_lines}\n\nother commands:\n  all          run every stage in order\n  status       list each stage as done, partial, stale or missing\n  report       print the per-step CV table\n  demo-data    generate the synthetic demo dataset\n  score        score a submission CSV against a folder of masks",
     )
-    p.add_argument(
-        "command", help="a stage name or one of: all, status, report, demo-data, score"
-    )
+    p.add_argument("command", help="a stage name or one of: all, status, report, demo-data, score")
     p.add_argument("target", nargs="?", help="score: the submission CSV")
     p.add_argument(
         "--config",
@@ -84,9 +84,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo-data":
         from pipeline import demo
 
-        extra = (["--out", args.out] if args.out else []) + (
-            ["--seed", str(args.seed)] if args.seed is not None else []
-        )
+        extra = (["--out", args.out] if args.out else []) + (["--seed", str(args.seed)] if args.seed is not None else [])
         return demo.main(extra)
     if args.command == "score":
         from pipeline.api import score_submission

@@ -59,9 +59,7 @@ class Stage:
     name: str
     sections: tuple[str, ...]
     upstream: tuple[str, ...]
-    fn: (
-        Callable[[Context], dict] | str
-    )  # "module:function", imported on first use (keeps the CLI light)
+    fn: Callable[[Context], dict] | str  # "module:function", imported on first use (keeps the CLI light)
     version: str = "1"
     inputs: Callable[[Config], dict] | None = None  # fingerprint of external files
     doc: str = ""
@@ -96,9 +94,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def _hash(obj: Any) -> str:
-    return hashlib.sha256(
-        json.dumps(obj, sort_keys=True, default=str).encode()
-    ).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def stage_inputs(cfg: Config, stage: Stage) -> dict:
@@ -171,9 +167,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _write_manifest(
-    ctx: Context, material: dict, seconds: float, metrics: dict
-) -> None:
+def _write_manifest(ctx: Context, material: dict, seconds: float, metrics: dict) -> None:
     manifest = {
         "stage": ctx.stage,
         "key": ctx.key,
@@ -198,9 +192,7 @@ def _write_manifest(
     atomic_write_text(ctx.dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
 
 
-def run_stage(
-    cfg: Config, name: str, force: bool = False, log: Callable[[str], None] = print
-) -> tuple[Path, bool]:
+def run_stage(cfg: Config, name: str, force: bool = False, log: Callable[[str], None] = print) -> tuple[Path, bool]:
     """Run one stage (its upstream first, from cache when done). Returns (folder, ran)."""
     stage = get_stage(name)
     upstream = {u: run_stage(cfg, u, log=log)[0] for u in stage.upstream}
@@ -209,13 +201,23 @@ def run_stage(
     folder = stage_dir(cfg, name, key)
     if not force and read_manifest(folder) is not None:
         return folder, False
+    backup = folder.with_name(folder.name + ".previous")
     if force and folder.exists():
-        shutil.rmtree(folder)
+        # Keep the old result until the forced run succeeds.
+        shutil.rmtree(backup, ignore_errors=True)
+        folder.rename(backup)
     material = key_material(cfg, name, memo)
     ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, log=log)
     start = time.perf_counter()
     # The folder is created lazily by the stage so that input errors leave nothing behind.
-    metrics = resolve_fn(stage.fn)(ctx) or {}
+    try:
+        metrics = resolve_fn(stage.fn)(ctx) or {}
+    except BaseException:
+        if backup.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            backup.rename(folder)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "config.yaml", config_mod.dump(cfg))
     _write_manifest(ctx, material, time.perf_counter() - start, metrics)
@@ -246,11 +248,7 @@ def file_fingerprint(*entries: str | None) -> dict:
             st = root.stat()
             out[str(entry)] = _hash([st.st_size, st.st_mtime_ns])
         elif root.is_dir():
-            listing = sorted(
-                (p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                for p in root.iterdir()
-                if p.is_file()
-            )
+            listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in root.iterdir() if p.is_file())
             out[str(entry)] = _hash(listing)
         else:
             out[str(entry)] = "missing"

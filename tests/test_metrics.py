@@ -130,15 +130,9 @@ def test_scores_from_counts_hand_values() -> None:
     inter = np.array([0, 0, 6, 3, 5])
     truth_area = np.array([0, 0, 10, 4, 5])
     pred_area = np.array([0, 1, 6, 3, 5])
-    np.testing.assert_allclose(
-        scores_from_counts(inter, truth_area, pred_area, "tgs"), [1, 0, 0.2, 0.5, 1]
-    )
-    np.testing.assert_allclose(
-        scores_from_counts(inter, truth_area, pred_area, "iou"), [1, 0, 0.6, 0.75, 1]
-    )
-    np.testing.assert_allclose(
-        scores_from_counts(inter, truth_area, pred_area, "dice"), [1, 0, 0.75, 6 / 7, 1]
-    )
+    np.testing.assert_allclose(scores_from_counts(inter, truth_area, pred_area, "tgs"), [1, 0, 0.2, 0.5, 1])
+    np.testing.assert_allclose(scores_from_counts(inter, truth_area, pred_area, "iou"), [1, 0, 0.6, 0.75, 1])
+    np.testing.assert_allclose(scores_from_counts(inter, truth_area, pred_area, "dice"), [1, 0, 0.75, 6 / 7, 1])
 
 
 def test_scores_from_counts_rejects_impossible_counts() -> None:
@@ -163,9 +157,7 @@ def test_get_metric() -> None:
     "call",
     [
         lambda: get_metric("f1"),
-        lambda: batch_scores(
-            np.zeros((1, 2, 2), bool), np.zeros((1, 2, 2), bool), "f1"
-        ),
+        lambda: batch_scores(np.zeros((1, 2, 2), bool), np.zeros((1, 2, 2), bool), "f1"),
         lambda: scores_from_counts(np.array([0]), np.array([0]), np.array([0]), "f1"),
     ],
 )

@@ -161,9 +161,7 @@ def test_matches_real_masks() -> None:
         png = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         assert png is not None, path
         truth = (png > 0).astype(np.uint8)
-        np.testing.assert_array_equal(
-            rle_decode(rle, truth.shape), truth, err_msg=img_id
-        )
+        np.testing.assert_array_equal(rle_decode(rle, truth.shape), truth, err_msg=img_id)
         expected = "" if isinstance(rle, float) else rle.strip()
         assert rle_encode(truth) == expected, img_id
         checked += 1

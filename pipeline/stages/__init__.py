@@ -6,7 +6,16 @@ from __future__ import annotations
 from pipeline.cache import Stage, file_fingerprint, register
 from pipeline.schema import Config
 
-_TRAIN_DATA = ("data.train_images", "data.train_masks", "data.train_rle_csv", "data.id_column", "data.rle_column", "data.metadata", "data.mask_threshold", "data.channels")
+_TRAIN_DATA = (
+    "data.train_images",
+    "data.train_masks",
+    "data.train_rle_csv",
+    "data.id_column",
+    "data.rle_column",
+    "data.metadata",
+    "data.mask_threshold",
+    "data.channels",
+)
 
 
 def _train_inputs(cfg: Config) -> dict:
@@ -19,12 +28,78 @@ def _test_inputs(cfg: Config) -> dict:
     return file_fingerprint(d.test_images, d.sample_submission, *d.metadata)
 
 
-register(Stage("ingest", _TRAIN_DATA, (), "pipeline.stages.ingest:run_train", inputs=_train_inputs, doc="validate the train data and cache decoded arrays"))
-register(Stage("ingest_test", ("data.test_images", "data.sample_submission", "data.id_column", "data.metadata", "data.channels"), ("ingest",), "pipeline.stages.ingest:run_test", inputs=_test_inputs, doc="validate the test folder and cache decoded arrays"))
+register(
+    Stage(
+        "ingest",
+        _TRAIN_DATA,
+        (),
+        "pipeline.stages.ingest:run_train",
+        inputs=_train_inputs,
+        doc="validate the train data and cache decoded arrays",
+    )
+)
+register(
+    Stage(
+        "ingest_test",
+        ("data.test_images", "data.sample_submission", "data.id_column", "data.metadata", "data.channels"),
+        ("ingest",),
+        "pipeline.stages.ingest:run_test",
+        inputs=_test_inputs,
+        doc="validate the test folder and cache decoded arrays",
+    )
+)
 register(Stage("folds", ("folds",), ("ingest",), "pipeline.stages.folds:run", doc="stratified (grouped) K folds on coverage bins"))
-register(Stage("classify", ("classify",), ("ingest", "folds"), "pipeline.stages.classify:run", doc="empty-mask classifier: OOF probabilities, ROC/AUC"))
-register(Stage("segment", ("segment",), ("ingest", "folds"), "pipeline.stages.segment:run", doc="U-Net + distance head per fold: OOF probability maps"))
-register(Stage("pseudo", ("pseudo", "segment"), ("ingest", "ingest_test", "folds", "segment", "classify"), "pipeline.stages.pseudo:run", doc="pseudo-label confident test images and retrain"))
-register(Stage("ensemble", ("ensemble", "segment.train.tta", "classify.train.tta"), ("ingest", "ingest_test", "folds", "classify", "segment", "pseudo"), "pipeline.stages.ensemble:run", doc="test inference (TTA, fold average) and OOF-fitted blend"))
-register(Stage("scorer", ("scorer",), ("ingest", "folds", "ensemble"), "pipeline.stages.scorer:run", doc="LightGBM LB-score predictor choosing post-processing"))
-register(Stage("submit", ("submit", "data.solution_masks"), ("ingest_test", "ensemble", "scorer"), "pipeline.stages.submit:run", doc="gate, post-process, RLE-encode, validate, write CSV"))
+register(
+    Stage(
+        "classify",
+        ("classify",),
+        ("ingest", "folds"),
+        "pipeline.stages.classify:run",
+        doc="empty-mask classifier: OOF probabilities, ROC/AUC",
+    )
+)
+register(
+    Stage(
+        "segment",
+        ("segment",),
+        ("ingest", "folds"),
+        "pipeline.stages.segment:run",
+        doc="U-Net + distance head per fold: OOF probability maps",
+    )
+)
+register(
+    Stage(
+        "pseudo",
+        ("pseudo", "segment"),
+        ("ingest", "ingest_test", "folds", "segment", "classify"),
+        "pipeline.stages.pseudo:run",
+        doc="pseudo-label confident test images and retrain",
+    )
+)
+register(
+    Stage(
+        "ensemble",
+        ("ensemble", "segment.train.tta", "classify.train.tta"),
+        ("ingest", "ingest_test", "folds", "classify", "segment", "pseudo"),
+        "pipeline.stages.ensemble:run",
+        doc="test inference (TTA, fold average) and OOF-fitted blend",
+    )
+)
+register(
+    Stage(
+        "scorer",
+        ("scorer", "submit.metric"),
+        ("ingest", "ingest_test", "folds", "ensemble"),
+        "pipeline.stages.scorer:run",
+        doc="LightGBM LB-score predictor choosing post-processing",
+    )
+)
+register(
+    Stage(
+        "submit",
+        ("submit", "data.solution_masks", "data.sample_submission"),
+        ("ingest", "ingest_test", "ensemble", "scorer"),
+        "pipeline.stages.submit:run",
+        doc="gate, post-process, RLE-encode, validate, write CSV",
+    )
+)

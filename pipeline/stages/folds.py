@@ -18,32 +18,28 @@ def coverage_bins(coverage: np.ndarray, n_bins: int) -> np.ndarray:
     return np.where(cov > 0, bins, 0)
 
 
-def make_folds(
-    train: pd.DataFrame, n_folds: int, n_bins: int, seed: int, group_column: str | None
-) -> np.ndarray:
+def make_folds(train: pd.DataFrame, n_folds: int, n_bins: int, seed: int, group_column: str | None) -> np.ndarray:
     """Fold index per row of `train` (needs columns id, coverage, and the group column)."""
     strata = coverage_bins(train["coverage"].to_numpy(), n_bins)
     # Merge strata too small to spread over every fold into their neighbour, else sklearn warns and skews.
     counts = np.bincount(strata, minlength=n_bins + 1)
     for b in range(n_bins, 0, -1):
-        if 0 < counts[b] < n_folds and b > 1:
-            strata[strata == b] = b - 1
-            counts[b - 1] += counts[b]
+        if not 0 < counts[b] < n_folds:
+            continue
+        # Merge into the nearest populated non-empty bin (downwards first; bin 1 merges upwards).
+        targets = [t for t in (*range(b - 1, 0, -1), *range(b + 1, n_bins + 1)) if counts[t] > 0]
+        if targets:
+            strata[strata == b] = targets[0]
+            counts[targets[0]] += counts[b]
             counts[b] = 0
     folds = np.full(len(train), -1, dtype=int)
     if group_column:
         if group_column not in train.columns:
-            raise UserError(
-                f"folds.group_column: column {group_column!r} not in the train metadata (columns: {', '.join(train.columns)})"
-            )
-        splitter = StratifiedGroupKFold(
-            n_splits=n_folds, shuffle=True, random_state=seed
-        )
+            raise UserError(f"folds.group_column: column {group_column!r} not in the train metadata (columns: {', '.join(train.columns)})")
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
         splits = splitter.split(train, strata, groups=train[group_column].to_numpy())
     else:
-        splits = StratifiedKFold(
-            n_splits=n_folds, shuffle=True, random_state=seed
-        ).split(train, strata)
+        splits = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(train, strata)
     for k, (_, val) in enumerate(splits):
         folds[val] = k
     return folds
@@ -58,12 +54,8 @@ def run(ctx: Context) -> dict:
     cfg = ctx.cfg.folds
     train = pd.read_csv(ctx.upstream["ingest"] / "train.csv", dtype={"id": str})
     if len(train) < cfg.n_folds:
-        raise UserError(
-            f"folds.n_folds={cfg.n_folds} but only {len(train)} train images"
-        )
-    folds = make_folds(
-        train, cfg.n_folds, cfg.coverage_bins, cfg.seed, cfg.group_column
-    )
+        raise UserError(f"folds.n_folds={cfg.n_folds} but only {len(train)} train images")
+    folds = make_folds(train, cfg.n_folds, cfg.coverage_bins, cfg.seed, cfg.group_column)
     out = pd.DataFrame(
         {
             "id": train["id"],
@@ -77,7 +69,5 @@ def run(ctx: Context) -> dict:
     ctx.dir.mkdir(parents=True, exist_ok=True)
     out.to_csv(ctx.dir / "folds.csv", index=False)
     sizes = out.groupby("fold").size().tolist()
-    empty = (
-        out.assign(e=out["coverage"] == 0).groupby("fold")["e"].mean().round(3).tolist()
-    )
+    empty = out.assign(e=out["coverage"] == 0).groupby("fold")["e"].mean().round(3).tolist()
     return {"fold_sizes": sizes, "fold_empty_share": empty}

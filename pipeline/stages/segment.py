@@ -61,17 +61,35 @@ def seg_task(cfg: SegmentCfg, model_predict) -> Task:
     return Task(loss=loss, validate=model_predict)
 
 
-def train_fold(cfg: Config, folder: Path, images: ArrayStore, masks: ArrayStore, coverage: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, k: int, log=print, extra_images=None) -> torch.nn.Module:
-    """Train fold k (resuming if interrupted) and return the final model."""
+def train_fold(
+    cfg: Config,
+    folder: Path,
+    images: ArrayStore,
+    masks: ArrayStore,
+    coverage: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    k: int,
+    log=print,
+    extra: tuple[torch.utils.data.Dataset, np.ndarray] | None = None,
+    init: Path | None = None,
+) -> torch.nn.Module:
+    """Train fold k (resuming if interrupted) and return the final model.
+
+    `extra` adds (dataset, coverage) samples to the training part only (pseudo-labels);
+    `init` starts from saved weights instead of the encoder's pretrained ones."""
     scfg = cfg.segment
     device = pick_device(cfg.experiment)
     geometry = Geometry.from_cfg(scfg.input)
     model = build_model(scfg, images[0].shape[2])
+    if init is not None:
+        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
     seed = cfg.experiment.seed + k
     ds = SegDataset(images, masks, train_idx, geometry, build_augment(scfg.train.augment), scfg.aux.signed, seed)
-    if extra_images is not None:
-        ds = torch.utils.data.ConcatDataset([ds, extra_images])
-    weights = sample_weights(np.concatenate([coverage[train_idx], np.full(len(ds) - len(train_idx), 0.5)]), scfg.train.oversample)
+    cov = coverage[train_idx]
+    if extra is not None:
+        ds, cov = torch.utils.data.ConcatDataset([ds, extra[0]]), np.concatenate([cov, extra[1]])
+    weights = sample_weights(cov, scfg.train.oversample)
 
     def validate(m) -> dict[str, float]:
         preds = predict(m, images, val_idx, geometry, ["none"], device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap)
@@ -89,7 +107,19 @@ def predict_oof(cfg: Config, model, images: ArrayStore, val_idx: np.ndarray, fol
     scfg = cfg.segment
     if (folder / "oof.index.csv").exists():
         return
-    out = list(predict(model, images, val_idx, Geometry.from_cfg(scfg.input), scfg.train.tta, pick_device(cfg.experiment), scfg.train, scfg.aux.signed, scfg.input.tile_overlap))
+    out = list(
+        predict(
+            model,
+            images,
+            val_idx,
+            Geometry.from_cfg(scfg.input),
+            scfg.train.tta,
+            pick_device(cfg.experiment),
+            scfg.train,
+            scfg.aux.signed,
+            scfg.input.tile_overlap,
+        )
+    )
     ids = [images.ids[i] for i, _ in out]
     if scfg.aux.weight > 0:
         save_maps(folder, "oof_dist", ids, [o["dist"] for _, o in out])
@@ -114,7 +144,14 @@ def oof_scores(stage_dir: Path, masks: ArrayStore, folds: pd.DataFrame, threshol
     probs = [oof[i][..., 0].astype(np.float32) / 255.0 for i in range(len(oof))]
     truths = [masks.get(i)[..., 0] for i in oof.ids]
     fold_of = dict(zip(folds["id"], folds["fold"], strict=True))
-    return pd.DataFrame({"id": oof.ids, "fold": [fold_of[i] for i in oof.ids], "tgs": score_probs(truths, probs, threshold, "tgs"), "dice": score_probs(truths, probs, threshold, "dice")})
+    return pd.DataFrame(
+        {
+            "id": oof.ids,
+            "fold": [fold_of[i] for i in oof.ids],
+            "tgs": score_probs(truths, probs, threshold, "tgs"),
+            "dice": score_probs(truths, probs, threshold, "dice"),
+        }
+    )
 
 
 def run(ctx: Context) -> dict:
@@ -141,3 +178,39 @@ def run(ctx: Context) -> dict:
         "fits": fits,
         "n_oof": len(scores),
     }
+
+
+def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Test probability (and distance) maps: every fold model of `model_dir`, with TTA,
+    averaged, at each image's original size."""
+    scfg = cfg.segment
+    device = pick_device(cfg.experiment)
+    geometry = Geometry.from_cfg(scfg.input)
+    paths = sorted(model_dir.glob("fold*/model.pt"))
+    if not paths:
+        raise FileNotFoundError(f"no fold models under {model_dir}")
+    masks: list[np.ndarray] | None = None
+    dists: list[np.ndarray] | None = None
+    for path in paths:
+        model = build_model(scfg, test_images[0].shape[2])
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        outs = [
+            o
+            for _, o in predict(
+                model,
+                test_images,
+                np.arange(len(test_images)),
+                geometry,
+                scfg.train.tta,
+                device,
+                scfg.train,
+                scfg.aux.signed,
+                scfg.input.tile_overlap,
+            )
+        ]
+        m = [o["mask"] / len(paths) for o in outs]
+        masks = m if masks is None else [a + b for a, b in zip(masks, m, strict=True)]
+        if "dist" in outs[0]:
+            d = [o["dist"] / len(paths) for o in outs]
+            dists = d if dists is None else [a + b for a, b in zip(dists, d, strict=True)]
+    return masks, dists

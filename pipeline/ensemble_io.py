@@ -1,0 +1,73 @@
+"""Read access to the ensemble stage's outputs (blended OOF/test maps, distance maps,
+classifier probabilities), shared by the scorer, the submission and the notebooks."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.predict import dequantise
+from pipeline.store import ArrayStore
+
+
+def _maps(folder: Path, name: str, ids: list[str]) -> list[np.ndarray] | None:
+    if not (folder / f"{name}.index.csv").exists():
+        return None
+    store = ArrayStore(folder, name)
+    return [dequantise(store.get(i)[..., 0]) for i in ids]
+
+
+class EnsembleOutputs:
+    """Blended predictions of one ensemble artifact, with the ingest data they refer to."""
+
+    def __init__(self, ensemble_dir: Path, ingest_dir: Path, ingest_test_dir: Path) -> None:
+        self.dir, self.ingest_dir = Path(ensemble_dir), Path(ingest_dir)
+        self.ingest_test_dir = Path(ingest_test_dir)
+        oof_cls = pd.read_csv(self.dir / "oof_cls.csv", dtype={"id": str}, keep_default_na=False, na_values=[""])
+        test_cls = pd.read_csv(self.dir / "test_cls.csv", dtype={"id": str}, keep_default_na=False, na_values=[""])
+        self.oof_ids: list[str] = oof_cls["id"].tolist()
+        self.test_ids: list[str] = test_cls["id"].tolist()
+        self.oof_cls = oof_cls["prob"].to_numpy(dtype=float)
+        self.test_cls = test_cls["prob"].to_numpy(dtype=float)
+
+    @cached_property
+    def images(self) -> ArrayStore:
+        return ArrayStore(self.ingest_dir, "images")
+
+    @cached_property
+    def masks(self) -> ArrayStore:
+        return ArrayStore(self.ingest_dir, "masks")
+
+    @cached_property
+    def test_images(self) -> ArrayStore:
+        return ArrayStore(self.ingest_test_dir, "test_images")
+
+    @cached_property
+    def train_meta(self) -> pd.DataFrame:
+        return pd.read_csv(self.ingest_dir / "train.csv", dtype={"id": str})
+
+    @cached_property
+    def test_meta(self) -> pd.DataFrame:
+        return pd.read_csv(self.ingest_test_dir / "test.csv", dtype={"id": str})
+
+    def truths(self) -> list[np.ndarray]:
+        return [self.masks.get(i)[..., 0] > 0 for i in self.oof_ids]
+
+    @cached_property
+    def _oof(self) -> list[np.ndarray]:
+        return _maps(self.dir, "oof", self.oof_ids)
+
+    def oof_probs(self) -> list[np.ndarray]:
+        return self._oof
+
+    def oof_dists(self) -> list[np.ndarray] | None:
+        return _maps(self.dir, "oof_dist", self.oof_ids)
+
+    def test_probs(self) -> list[np.ndarray]:
+        return _maps(self.dir, "test", self.test_ids)
+
+    def test_dists(self) -> list[np.ndarray] | None:
+        return _maps(self.dir, "test_dist", self.test_ids)

@@ -1,0 +1,52 @@
+"""Per-image features for the LB-score predictor, computed the same way for OOF and test."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+
+AREA_THRESHOLDS = (0.3, 0.5, 0.7)
+
+
+def _components(mask: np.ndarray) -> tuple[int, float]:
+    """Number of connected components and the largest one's share of the image."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return 0, 0.0
+    return n - 1, float(stats[1:, cv2.CC_STAT_AREA].max()) / mask.size
+
+
+def image_features(prob: np.ndarray, dist: np.ndarray | None, image: np.ndarray) -> dict[str, float]:
+    """Statistics of one probability map (and distance map and image)."""
+    f = {
+        "p_mean": float(prob.mean()),
+        "p_max": float(prob.max()),
+        "p_std": float(prob.std()),
+        "p_q90": float(np.quantile(prob, 0.9)),
+        "uncertain": float(np.mean((prob > 0.2) & (prob < 0.8))),
+        "img_mean": float(image.mean()),
+        "img_std": float(image.std()),
+        "size": float(prob.size),
+    }
+    for t in AREA_THRESHOLDS:
+        f[f"area_{t}"] = float(np.mean(prob > t))
+    f["n_comp"], f["largest_comp"] = _components(prob > 0.5)
+    if dist is not None:
+        f["d_mean"], f["d_max"] = float(dist.mean()), float(dist.max())
+        inside = prob > 0.5
+        f["d_in_mean"] = float(dist[inside].mean()) if inside.any() else 0.0
+    return f
+
+
+def feature_table(
+    ids: list[str], probs: list[np.ndarray], dists: list[np.ndarray] | None, images, cls_probs: np.ndarray, meta: pd.DataFrame | None
+) -> pd.DataFrame:
+    """One row per image: map statistics, classifier probability, numeric metadata."""
+    rows = [image_features(p, None if dists is None else dists[i], images.get(ids[i])) for i, p in enumerate(probs)]
+    table = pd.DataFrame(rows, index=pd.Index(ids, name="id"))
+    table["cls_prob"] = np.asarray(cls_probs, dtype=float)
+    if meta is not None:
+        numeric = meta.set_index("id").select_dtypes("number").drop(columns=["height", "width", "coverage", "empty"], errors="ignore")
+        table = table.join(numeric.add_prefix("meta_"), how="left")
+    return table

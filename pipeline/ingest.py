@@ -1,0 +1,330 @@
+"""Validate a segmentation dataset, then cache it as memmapped stores.
+
+``validate`` checks everything (folders, files, pairing, masks, RLE, ids,
+metadata) and writes nothing. ``ingest`` writes only when there are zero
+problems and reuses the arrays ``validate`` decoded, so every file is decoded
+once whether callers run ``validate`` then ``ingest`` or ``ingest`` alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import UserError
+from pipeline.imageio import (
+    Report,
+    decode_all,
+    list_folder,
+    load_image,
+    pair_masks,
+    read_id_csv,
+    report_duplicates,
+    with_channels,
+)
+from pipeline.rle import rle_decode, validate_rle
+from pipeline.store import write_store
+
+__all__ = ["IngestError", "Sources", "format_problems", "ingest", "validate"]
+
+_PATHS = (
+    "train_images",
+    "train_masks",
+    "train_rle_csv",
+    "test_images",
+    "sample_submission",
+)
+# Metadata columns with these names get a prefix rather than shadowing ours.
+_OWN_COLUMNS = {"height", "width", "coverage", "empty"}
+
+
+@dataclass
+class Sources:
+    """Where a dataset lives. ``train_images=None`` ingests the test set alone;
+    then pass the train ingest's channel count so both stores match."""
+
+    train_images: Path | None
+    train_masks: Path | None = None
+    train_rle_csv: Path | None = None
+    test_images: Path | None = None
+    sample_submission: Path | None = None
+    metadata_csv: list[Path] = field(default_factory=list)
+    mask_threshold: int = 0
+    channels: Literal["auto", 1, 3] = "auto"
+    id_column: str = "id"
+    rle_column: str = "rle_mask"
+
+    def __post_init__(self) -> None:
+        for name in _PATHS:
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
+        self.metadata_csv = [Path(p) for p in self.metadata_csv]
+        if str(self.channels) in ("1", "3"):
+            self.channels = int(self.channels)  # YAML may give "1"
+
+
+class IngestError(UserError):
+    """Validation failed; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(problems)
+        self.problems = list(problems)
+
+    def __str__(self) -> str:
+        return format_problems(self.problems)
+
+
+def format_problems(problems: list[str], limit: int = 20) -> str:
+    """First ``limit`` lines, then how many more there are."""
+    lines = list(problems[:limit])
+    if len(problems) > limit:
+        lines.append(f"... and {len(problems) - limit} more problems")
+    return "\n".join(lines)
+
+
+@dataclass
+class _Scan:
+    problems: list[str]
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    tests: dict[str, np.ndarray] = field(default_factory=dict)
+    test_order: list[str] = field(default_factory=list)
+    metadata: pd.DataFrame | None = None
+    bits: Counter = field(default_factory=Counter)
+
+
+def _rle_masks(report: Report, src: Sources, train: dict[str, Path], images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    path = src.train_rle_csv
+    df = read_id_csv(report, path, [src.id_column, src.rle_column], text=True)
+    if df is None:
+        return {}
+    report_duplicates(report, path, df[src.id_column])
+    masks: dict[str, np.ndarray] = {}
+    rows = zip(df[src.id_column], df[src.rle_column].fillna(""))
+    for line, (item_id, rle) in enumerate(rows, start=2):  # line 1 is the header
+        if item_id not in train:
+            report.add(path, f"line {line}: id {item_id} has no image")
+        elif item_id in images and item_id not in masks:
+            shape = images[item_id].shape[:2]
+            error = validate_rle(rle, shape)
+            if error:
+                report.add(path, f"line {line}: id {item_id}: malformed RLE: {error}")
+            else:
+                masks[item_id] = rle_decode(rle, shape)
+    for item_id in sorted(train.keys() - set(df[src.id_column])):
+        report.add(train[item_id], f"no row in {report.name(path)}")
+    return masks
+
+
+def _submission_order(report: Report, src: Sources, test: dict[str, Path]) -> list[str]:
+    path = src.sample_submission
+    if path is None:
+        return sorted(test)
+    if src.test_images is None:
+        report.add(path, "given without test_images")
+        return []
+    df = read_id_csv(report, path, [src.id_column], text=True)
+    if df is None or not test:  # problem already reported; avoid a line per id
+        return sorted(test)
+    ids = df[src.id_column]
+    report_duplicates(report, path, ids)
+    order = list(dict.fromkeys(ids))
+    for item_id in order:
+        if item_id not in test:
+            report.add(path, f"id {item_id} has no test image")
+    listed = set(order)
+    for item_id, image in test.items():
+        if item_id not in listed:
+            report.add(image, f"id not in {report.name(path)}")
+    return [i for i in order if i in test]
+
+
+def _metadata(report: Report, src: Sources, ids: dict[str, Path]) -> pd.DataFrame | None:
+    frames = []
+    for path in src.metadata_csv:
+        df = read_id_csv(report, path, [src.id_column], text=False)
+        if df is not None:
+            df = df.rename(columns={src.id_column: "id"})
+            frames.append(df.assign(_source=report.name(path)))
+    if not frames or len(frames) < len(src.metadata_csv):
+        return None  # unreadable file already reported; skip a line per id
+    meta = pd.concat(frames, ignore_index=True)
+    dups = meta[meta["id"].duplicated(keep=False)]
+    for item_id, where in dups.groupby("id")["_source"]:
+        report.add(", ".join(sorted(set(where))), f"duplicate id {item_id} ({len(where)} rows)")
+    known = set(meta["id"])
+    names = ", ".join(report.name(p) for p in src.metadata_csv)
+    for item_id, path in ids.items():
+        if item_id not in known:
+            report.add(path, f"id {item_id} missing from metadata ({names})")
+    return meta.drop_duplicates("id").drop(columns="_source")
+
+
+def _scan(src: Sources) -> _Scan:
+    report = Report([getattr(src, n) for n in _PATHS] + src.metadata_csv)
+    scan = _Scan(report.problems)
+    if src.channels not in ("auto", 1, 3):
+        report.add("channels", f"must be 'auto', 1 or 3, got {src.channels!r}")
+    if src.train_images is None and src.test_images is None:
+        report.add("sources", "no train_images and no test_images")
+    # cv2 releases the GIL while decoding, so threads scale without pickling.
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        train = list_folder(report, src.train_images)
+        loaded = decode_all(report, pool, train, load_image)
+        scan.images = {i: r.array for i, r in loaded.items()}
+        scan.bits.update(r.bits for r in loaded.values())
+        if src.train_images is not None:
+            scan.masks = _masks(report, pool, src, train, scan.images)
+        test = list_folder(report, src.test_images)
+        loaded = decode_all(report, pool, test, load_image)
+    scan.tests = {i: r.array for i, r in loaded.items()}
+    scan.bits.update(r.bits for r in loaded.values())
+    for item_id in sorted(train.keys() & test.keys()):
+        report.add(test[item_id], f"id {item_id} is also a train image")
+    scan.test_order = _submission_order(report, src, test)
+    scan.metadata = _metadata(report, src, {**train, **test})
+    return scan
+
+
+def _masks(
+    report: Report,
+    pool: Executor,
+    src: Sources,
+    train: dict[str, Path],
+    images: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    if src.train_masks is not None and src.train_rle_csv is not None:
+        report.add("sources", "give train_masks or train_rle_csv, not both")
+    elif src.train_masks is not None:
+        return pair_masks(report, pool, train, images, src.train_masks, src.mask_threshold)
+    elif src.train_rle_csv is not None:
+        return _rle_masks(report, src, train, images)
+    else:
+        report.add("sources", "no train masks: give train_masks or train_rle_csv")
+    return {}
+
+
+# One slot: validate() then ingest() on unchanged files reuses the decoded
+# arrays. Only clean scans are kept; a failed one leads to edited files anyway.
+_last: tuple[tuple, _Scan] | None = None
+
+
+def _fingerprint(src: Sources) -> tuple:
+    entries = []
+    for path in [getattr(src, n) for n in _PATHS] + src.metadata_csv:
+        if path is not None and path.is_dir():
+            with os.scandir(path) as it:
+                entries += sorted((e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in it)
+        elif path is not None and path.is_file():
+            entries.append((str(path), path.stat().st_size, path.stat().st_mtime_ns))
+    return repr(src), tuple(entries)
+
+
+def validate(src: Sources) -> list[str]:
+    """Problem lines, one per problem, each naming its file; writes nothing."""
+    global _last
+    scan = _scan(src)
+    _last = None if scan.problems else (_fingerprint(src), scan)
+    return list(scan.problems)
+
+
+def _take_scan(src: Sources) -> _Scan:
+    global _last
+    cached, _last = _last, None
+    if cached is not None and cached[0] == _fingerprint(src):
+        return cached[1]
+    return _scan(src)
+
+
+def ingest(src: Sources, out: Path) -> dict:
+    """Validate, then write stores, train.csv / test.csv and stats.json into ``out``.
+
+    Raises IngestError, having written nothing, if there is any problem.
+    """
+    scan = _take_scan(src)
+    if scan.problems:
+        raise IngestError(scan.problems)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = [*scan.images.values(), *scan.tests.values()]
+    channels = int(src.channels) if src.channels != "auto" else _auto_channels(arrays)
+    stats: dict = {
+        "channels": channels,
+        "bit_depths": {str(k): v for k, v in sorted(scan.bits.items())},
+    }
+    if scan.images:
+        stats["mask_source"] = "masks" if src.train_masks else "rle"
+        stats["train"] = _write_train(scan, out, channels)
+    if scan.tests:
+        stats["test"] = _write_test(scan, out, channels)
+    if scan.metadata is not None:
+        stats["metadata_columns"] = [str(c) for c in scan.metadata.columns if c != "id"]
+    # Written last: its presence marks a complete ingest.
+    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
+def _auto_channels(arrays: list[np.ndarray]) -> int:
+    # load_image already collapsed gray and identical-channel RGB to 2-D.
+    return 1 if all(a.ndim == 2 for a in arrays) else 3
+
+
+def _table(ids: list[str], arrays: dict[str, np.ndarray]) -> pd.DataFrame:
+    shapes = np.array([arrays[i].shape[:2] for i in ids], np.int64).reshape(-1, 2)
+    return pd.DataFrame({"id": ids, "height": shapes[:, 0], "width": shapes[:, 1]})
+
+
+def _join_metadata(table: pd.DataFrame, meta: pd.DataFrame | None) -> pd.DataFrame:
+    if meta is None:
+        return table
+    renames = {c: f"meta_{c}" for c in meta.columns if c in _OWN_COLUMNS}
+    return table.merge(meta.rename(columns=renames), on="id", how="left")
+
+
+def _write_train(scan: _Scan, out: Path, channels: int) -> dict:
+    ids = sorted(scan.images)
+    write_store(out, "images", ((i, with_channels(scan.images[i], channels)) for i in ids))
+    write_store(out, "masks", ((i, scan.masks[i]) for i in ids))
+    table = _table(ids, scan.images)
+    table["coverage"] = [float(scan.masks[i].mean()) for i in ids]
+    table["empty"] = table["coverage"] == 0
+    _join_metadata(table, scan.metadata).to_csv(out / "train.csv", index=False)
+    filled = table.loc[~table["empty"], "coverage"]
+    return {
+        "count": len(ids),
+        "empty": int(table["empty"].sum()),
+        "empty_share": float(table["empty"].mean()),
+        "mean_coverage_nonempty": float(filled.mean()) if len(filled) else 0.0,
+        "sizes": _size_summary(table),
+    }
+
+
+def _write_test(scan: _Scan, out: Path, channels: int) -> dict:
+    ids = scan.test_order
+    write_store(out, "test_images", ((i, with_channels(scan.tests[i], channels)) for i in ids))
+    table = _table(ids, scan.tests)
+    _join_metadata(table, scan.metadata).to_csv(out / "test.csv", index=False)
+    return {"count": len(ids), "sizes": _size_summary(table)}
+
+
+def _size_summary(table: pd.DataFrame) -> dict:
+    """Distinct (height, width) pairs, the most common ones, and the ranges."""
+    counts = Counter(zip(table["height"].tolist(), table["width"].tolist()))
+    common = [{"height": h, "width": w, "count": n} for (h, w), n in counts.most_common(5)]
+    summary: dict = {"distinct": len(counts), "most_common": common}
+    for key in ("height", "width"):
+        values = table[key]
+        summary[key] = {
+            "min": int(values.min()),
+            "median": float(values.median()),
+            "max": int(values.max()),
+        }
+    return summary

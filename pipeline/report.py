@@ -1,0 +1,61 @@
+"""The per-step CV table printed at the end of run_all.sh, built from stage manifests."""
+
+from __future__ import annotations
+
+from pipeline import cache
+from pipeline.cache import atomic_write_text
+from pipeline.schema import Config
+
+
+def _metrics(cfg: Config, stage: str) -> tuple[dict, float | None]:
+    m = cache.read_manifest(cache.stage_dir(cfg, stage))
+    return (m["metrics"], m["timings"]["seconds"]) if m else ({}, None)
+
+
+def steps(cfg: Config) -> list[tuple[str, float | None, str]]:
+    """(step, CV, how it was measured) in pipeline order."""
+    seg, _ = _metrics(cfg, "segment")
+    cls, _ = _metrics(cfg, "classify")
+    pseudo, _ = _metrics(cfg, "pseudo")
+    ens, _ = _metrics(cfg, "ensemble")
+    scorer, _ = _metrics(cfg, "scorer")
+    nested = scorer.get("nested_cv", {})
+    lgbm = max((nested[p] for p in ("global", "per_image") if p in nested), default=None)
+    lgbm_name = max(("global", "per_image"), key=lambda p: nested.get(p, -1)) if nested else ""
+    return [
+        ("raw segmentation @0.5", seg.get("oof_tgs"), "OOF"),
+        ("+ classifier gating", nested.get("gate_only"), f"nested CV, gate chosen on k-1 folds (AUC {cls.get('oof_auc', 'n/a')})"),
+        (
+            "+ pseudo-labels",
+            pseudo.get("oof_tgs") if pseudo.get("rounds") else None,
+            "OOF after the last round" if pseudo.get("rounds") else "off (pseudo.rounds = 0)",
+        ),
+        ("+ ensemble", ens.get("oof_tgs"), f"OOF of the blend {ens.get('models', [])} weights {ens.get('weights', [])}"),
+        ("+ grid post-processing", nested.get("grid"), "nested CV (threshold, min area, gate)"),
+        ("+ LightGBM post-processing", lgbm, f"nested CV, policy {lgbm_name}"),
+    ]
+
+
+def build_report(cfg: Config, save: bool = False) -> str:
+    """Markdown table of CV per step and time per stage (saved next to the submission)."""
+    lines = [f"## {cfg.experiment.name}: CV ({cfg.submit.metric}) per step", "", "| step | CV | measured as |", "|---|---|---|"]
+    for name, value, how in steps(cfg):
+        lines.append(f"| {name} | {'-' if value is None else f'{value:.4f}'} | {how} |")
+    sub, _ = _metrics(cfg, "submit")
+    if sub:
+        lines.append(f"\nsubmission: {sub.get('file')} (policy {sub.get('policy')}, CV {sub.get('cv')})")
+        if "hidden_score" in sub:
+            lines.append(f"hidden test solution score: {sub['hidden_score']:.4f}")
+    lines += ["", "| stage | seconds |", "|---|---|"]
+    total = 0.0
+    for name in cache.STAGES:
+        _, sec = _metrics(cfg, name)
+        total += sec or 0.0
+        lines.append(f"| {name} | {'-' if sec is None else f'{sec:.1f}'} |")
+    lines.append(f"| total | {total:.1f} |")
+    text = "\n".join(lines)
+    if save:
+        folder = cache.stage_dir(cfg, "submit")
+        if folder.exists():
+            atomic_write_text(folder / "report.md", text + "\n")
+    return text

@@ -1,0 +1,167 @@
+"""Classifier gating stage: per fold, "this image's mask is non-empty", with dropout before
+the head and an optional coverage-regression head; OOF probabilities and ROC/AUC.
+
+Patch mode (images larger than the network input) trains on random patches labelled by
+their own part of the mask; an image's probability aggregates its patches' outputs either
+weighted by confidence |2p - 1| (a sure patch outweighs unsure ones, yet one confident
+defect patch is not drowned by many confident-empty ones as in a plain mean) or by max."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score, roc_curve
+from torch import nn
+
+from pipeline.cache import Context
+from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
+from pipeline.models import ClassifierNet
+from pipeline.predict import predict
+from pipeline.runtime import pick_device
+from pipeline.schema import ClassifyCfg, Config, InputCfg
+from pipeline.stages.folds import load_folds
+from pipeline.stages.segment import fold_indices, folds_to_run, open_train
+from pipeline.store import ArrayStore
+from pipeline.train import Fitter, Task
+
+
+def geometry(cfg: ClassifyCfg) -> Geometry:
+    """Patch mode is tile geometry at the patch size."""
+    if cfg.patch.enabled:
+        return Geometry.from_cfg(InputCfg("tile", cfg.patch.size, cfg.patch.size - cfg.patch.stride))
+    return Geometry.from_cfg(cfg.input)
+
+
+def overlap(cfg: ClassifyCfg) -> int:
+    return cfg.patch.size - cfg.patch.stride if cfg.patch.enabled else 0
+
+
+def predict_probs(cfg: ClassifyCfg, model: nn.Module, images: ArrayStore, indices: np.ndarray, device, tta: list[str]) -> np.ndarray:
+    """Image-level probabilities (patch outputs aggregated as configured)."""
+    agg = cfg.patch.aggregate if cfg.patch.enabled else "weighted"
+    out = predict(model, images, indices, geometry(cfg), tta, device, cfg.train, overlap=overlap(cfg), aggregate=agg)
+    return np.array([o["cls"] for _, o in out], dtype=np.float64)
+
+
+def safe_auc(y: np.ndarray, p: np.ndarray) -> float:
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def cls_task(cfg: ClassifyCfg, validate) -> Task:
+    bce = nn.BCEWithLogitsLoss()
+
+    def loss(out, batch, epoch):
+        cls_loss = bce(out["cls"], batch["label"])
+        parts = {"cls": float(cls_loss.detach())}
+        total = cls_loss
+        if cfg.coverage_weight > 0:
+            cov_loss = nn.functional.binary_cross_entropy_with_logits(out["cov"], batch["coverage"])
+            parts["cov"] = float(cov_loss.detach())
+            total = total + cfg.coverage_weight * cov_loss
+        return total, parts
+
+    return Task(loss=loss, validate=validate)
+
+
+def train_fold(cfg: Config, folder: Path, images, masks, coverage, train_idx, val_idx, k: int, log=print) -> tuple[nn.Module, np.ndarray]:
+    """Train fold k's classifier; returns the model and its OOF probabilities (with TTA)."""
+    ccfg = cfg.classify
+    device = pick_device(cfg.experiment)
+    model = ClassifierNet(ccfg.model, images[0].shape[2])
+    seed = cfg.experiment.seed + 100 + k
+    ds = SegDataset(images, masks, train_idx, geometry(ccfg), build_augment(ccfg.train.augment), seed=seed)
+    labels = coverage[val_idx] > 0
+
+    def validate(m) -> dict[str, float]:
+        p = predict_probs(ccfg, m, images, val_idx, device, ["none"])
+        return {"score": safe_auc(labels, p)}
+
+    Fitter(model, cls_task(ccfg, validate), ccfg.train, folder, device, seed, log).fit(
+        ds, sample_weights(coverage[train_idx], ccfg.train.oversample)
+    )
+    model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
+    return model, predict_probs(ccfg, model, images, val_idx, device, ccfg.train.tta)
+
+
+def roc_outputs(folder: Path, oof: pd.DataFrame) -> dict:
+    """ROC PNG, a TPR/FPR table by threshold, and AUC per fold and overall."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y, p = oof["label"].to_numpy(), oof["prob"].to_numpy()
+    aucs = {f"fold{k}": round(safe_auc(g["label"].to_numpy(), g["prob"].to_numpy()), 4) for k, g in oof.groupby("fold")}
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for k, g in oof.groupby("fold"):
+        if 0 < g["label"].sum() < len(g):
+            fpr, tpr, _ = roc_curve(g["label"], g["prob"])
+            ax.plot(fpr, tpr, lw=1, alpha=0.6, label=f"fold {k} AUC {aucs[f'fold{k}']:.3f}")
+    overall = safe_auc(y, p)
+    if 0 < y.sum() < len(y):
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, lw=2, color="k", label=f"all AUC {overall:.3f}")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "roc.png", dpi=90)
+    plt.close(fig)
+    thresholds = np.round(np.arange(0.05, 1.0, 0.05), 2)
+    pos, neg = max(y.sum(), 1), max((1 - y).sum(), 1)
+    table = pd.DataFrame(
+        {
+            "threshold": thresholds,
+            "tpr": [((p >= t) & (y == 1)).sum() / pos for t in thresholds],
+            "fpr": [((p >= t) & (y == 0)).sum() / neg for t in thresholds],
+        }
+    )
+    table.to_csv(folder / "roc_table.csv", index=False)
+    return {"oof_auc": round(overall, 4), "fold_auc": aucs}
+
+
+def run(ctx: Context) -> dict:
+    cfg = ctx.cfg
+    ctx.dir.mkdir(parents=True, exist_ok=True)
+    images, masks, table = open_train(ctx.upstream["ingest"])
+    folds = load_folds(ctx.upstream["folds"])
+    if not cfg.classify.enabled:
+        return {"enabled": False}
+    coverage = table.set_index("id").loc[images.ids, "coverage"].to_numpy()
+    parts = []
+    for k in folds_to_run(cfg.classify.train.folds, folds):
+        train_idx, val_idx = fold_indices(images, folds, k, cfg.classify.train.max_images, cfg.experiment.seed)
+        _, probs = train_fold(cfg, ctx.dir / f"fold{k}", images, masks, coverage, train_idx, val_idx, k, ctx.log)
+        parts.append(
+            pd.DataFrame({"id": [images.ids[i] for i in val_idx], "fold": k, "prob": probs, "label": (coverage[val_idx] > 0).astype(int)})
+        )
+    oof = pd.concat(parts).set_index("id").loc[[i for i in images.ids if i in set(pd.concat(parts)["id"])]].reset_index()
+    tmp = ctx.dir / f".oof_cls.csv.tmp{os.getpid()}"
+    oof.to_csv(tmp, index=False)
+    os.replace(tmp, ctx.dir / "oof_cls.csv")
+    return {"enabled": True, **roc_outputs(ctx.dir, oof)}
+
+
+def load_oof(folder: Path) -> pd.DataFrame | None:
+    """OOF classifier probabilities (id, fold, prob, label), or None when disabled."""
+    path = folder / "oof_cls.csv"
+    return pd.read_csv(path, dtype={"id": str}) if path.exists() else None
+
+
+def predict_test(cfg: Config, folder: Path, test_images: ArrayStore) -> np.ndarray:
+    """Test probabilities averaged over the fold classifiers (NaN when disabled)."""
+    paths = sorted(folder.glob("fold*/model.pt"))
+    if not cfg.classify.enabled or not paths:
+        return np.full(len(test_images), np.nan)
+    device = pick_device(cfg.experiment)
+    total = np.zeros(len(test_images))
+    for path in paths:
+        model = ClassifierNet(cfg.classify.model, test_images[0].shape[2])
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        total += predict_probs(cfg.classify, model, test_images, np.arange(len(test_images)), device, cfg.classify.train.tta)
+    return total / len(paths)

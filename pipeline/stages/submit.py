@@ -1,0 +1,55 @@
+"""Submission: gate and post-process the blended test maps with the scorer's chosen
+parameters, RLE-encode, validate (ids and order, RLE, duplicates) before writing, then
+write submissions/<experiment>-cv<score>.csv atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+
+from pipeline import paths
+from pipeline.api import check_submission, score_submission
+from pipeline.cache import Context
+from pipeline.ensemble_io import EnsembleOutputs
+from pipeline.errors import UserError
+from pipeline.ingest import format_problems
+from pipeline.postprocess import apply
+from pipeline.rle import rle_encode
+
+
+def run(ctx: Context) -> dict:
+    cfg = ctx.cfg
+    ens = EnsembleOutputs(ctx.upstream["ensemble"], ctx.upstream["ingest"], ctx.upstream["ingest_test"])
+    params = pd.read_csv(ctx.upstream["scorer"] / "test_params.csv", dtype={"id": str}).set_index("id")
+    policy = json.loads((ctx.upstream["scorer"] / "policy.json").read_text())
+    cv = policy["nested_cv"][policy["policy"]]
+    rows = []
+    for i, prob, cls in zip(ens.test_ids, ens.test_probs(), ens.test_cls, strict=True):
+        p = params.loc[i]
+        rows.append((i, rle_encode(apply(prob, cls, p["threshold"], int(p["min_area"]), p["gate"]))))
+    sub = pd.DataFrame(rows, columns=["id", cfg.submit.rle_column])
+    shapes = {i: ens.test_images.get(i).shape[:2] for i in ens.test_ids}
+    problems = check_submission(sub.rename(columns={cfg.submit.rle_column: "rle"}), ens.test_ids, shapes, "submission")
+    if problems:
+        raise UserError(format_problems(problems))
+    ctx.dir.mkdir(parents=True, exist_ok=True)
+    sub.to_csv(ctx.dir / "submission.csv", index=False)
+    paths.SUBMISSIONS_DIR.mkdir(exist_ok=True)
+    target = paths.SUBMISSIONS_DIR / f"{cfg.experiment.name}-cv{cv:.4f}.csv"
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    sub.to_csv(tmp, index=False)
+    os.replace(tmp, target)
+    metrics = {
+        "file": str(target.relative_to(paths.REPO_ROOT)),
+        "cv": cv,
+        "policy": policy["policy"],
+        "rows": len(sub),
+        "empty_share": round(float((sub[cfg.submit.rle_column] == "").mean()), 4),
+    }
+    solution = paths.resolve(cfg.data.solution_masks)
+    if solution is not None and solution.is_dir():
+        metrics["hidden_score"], _ = score_submission(target, solution, cfg.submit.metric)
+        metrics["hidden_score"] = round(metrics["hidden_score"], 4)
+    return metrics

@@ -1,0 +1,374 @@
+"""Tests for stage keys, artifact folders, manifests and skip/rerun logic.
+
+Uses the real cheap stages (ingest, ingest_test, folds) on a tiny generated dataset, plus two
+throwaway stages registered for the test and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import cache, config, demo
+from pipeline import stages as _stages  # noqa: F401  (registers the real stages)
+from pipeline.cache import Stage
+from pipeline.ingest import IngestError
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CFG = REPO / "configs" / "demo.yaml"
+N_TRAIN, N_TEST = 60, 20
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "demo"
+    demo.generate(root, seed=1, n_train=N_TRAIN, n_test=N_TEST)
+    return root
+
+
+def _data_overrides(root: Path) -> list[str]:
+    return [
+        f"data.train_images={root / 'train' / 'images'}",
+        f"data.train_masks={root / 'train' / 'masks'}",
+        f"data.test_images={root / 'test' / 'images'}",
+        f"data.metadata=[{root / 'metadata.csv'}]",
+        f"data.solution_masks={root / 'test_solution' / 'masks'}",
+    ]
+
+
+def _cfg(tmp_path: Path, *overrides: str, data: Path | None = None):
+    base = [f"experiment.artifacts={tmp_path / 'artifacts'}"]
+    return config.load(DEMO_CFG, [*base, *(_data_overrides(data) if data else []), *overrides])
+
+
+class Dummies:
+    """Two throwaway stages: t_up (reads pseudo.rounds) -> t_down (reads pseudo.epochs)."""
+
+    def __init__(self) -> None:
+        self.calls = {"t_up": 0, "t_down": 0}
+        self.fail_down = False
+        self.seen_partial: list[bool] = []
+
+    def up(self, ctx: cache.Context) -> dict:
+        self.calls["t_up"] += 1
+        ctx.dir.mkdir(parents=True, exist_ok=True)
+        (ctx.dir / "up.txt").write_text(str(ctx.cfg.pseudo.rounds))
+        ctx.extra_manifest["note"] = "from t_up"
+        return {"rounds": ctx.cfg.pseudo.rounds, "score": 0.5}
+
+    def down(self, ctx: cache.Context) -> None:
+        self.calls["t_down"] += 1
+        assert (ctx.upstream["t_up"] / "up.txt").read_text() == str(ctx.cfg.pseudo.rounds)
+        self.seen_partial.append((ctx.dir / "partial.txt").exists())
+        ctx.dir.mkdir(parents=True, exist_ok=True)
+        (ctx.dir / "partial.txt").write_text("half done")
+        if self.fail_down:
+            raise RuntimeError("boom midway")
+        (ctx.dir / "down.txt").write_text("done")
+        return None  # no metrics
+
+
+@pytest.fixture
+def dummies():
+    d = Dummies()
+    cache.register(Stage("t_up", ("pseudo.rounds",), (), d.up, doc="test upstream"))
+    cache.register(Stage("t_down", ("pseudo.epochs",), ("t_up",), d.down, doc="test downstream"))
+    try:
+        yield d
+    finally:
+        cache.STAGES.pop("t_up", None)
+        cache.STAGES.pop("t_down", None)
+
+
+def _states(cfg) -> dict[str, str]:
+    return {name: state for name, state, _ in cache.status(cfg)}
+
+
+# ----------------------------------------------------------------------------- dummy stages
+
+
+def test_dummies_removed_after_use():
+    assert "t_up" not in cache.STAGES and "t_down" not in cache.STAGES
+    assert list(cache.STAGES)[:3] == ["ingest", "ingest_test", "folds"]
+
+
+def test_second_run_is_skipped(tmp_path, dummies):
+    cfg = _cfg(tmp_path)
+    folder, ran = cache.run_stage(cfg, "t_up", log=lambda s: None)
+    assert ran and dummies.calls["t_up"] == 1
+    key = cache.stage_key(cfg, "t_up")
+    assert folder == tmp_path / "artifacts" / "demo" / f"t_up-{key}"
+    assert (folder / "up.txt").exists() and (folder / cache.MANIFEST).exists()
+    folder2, ran2 = cache.run_stage(cfg, "t_up")
+    assert folder2 == folder and not ran2
+    assert dummies.calls["t_up"] == 1
+    # a freshly loaded, identical config maps to the same key and is cached too
+    assert not cache.run_stage(_cfg(tmp_path), "t_up")[1]
+    assert dummies.calls["t_up"] == 1
+
+
+def test_downstream_runs_upstream_first(tmp_path, dummies):
+    cfg = _cfg(tmp_path)
+    _, ran = cache.run_stage(cfg, "t_down")
+    assert ran and dummies.calls == {"t_up": 1, "t_down": 1}
+    assert cache.is_done(cfg, "t_up") and cache.is_done(cfg, "t_down")
+    assert not cache.run_stage(cfg, "t_down")[1]
+    assert dummies.calls == {"t_up": 1, "t_down": 1}
+
+
+def test_downstream_only_change_reruns_only_downstream(tmp_path, dummies):
+    cfg = _cfg(tmp_path)
+    cache.run_stage(cfg, "t_down")
+    up_key, down_key = cache.stage_key(cfg, "t_up"), cache.stage_key(cfg, "t_down")
+    cfg2 = _cfg(tmp_path, f"pseudo.epochs={cfg.pseudo.epochs + 1}")
+    assert cache.stage_key(cfg2, "t_up") == up_key
+    assert cache.stage_key(cfg2, "t_down") != down_key
+    _, ran = cache.run_stage(cfg2, "t_down")
+    assert ran and dummies.calls == {"t_up": 1, "t_down": 2}
+    # both versions of the downstream stage stay on disk; the old config still hits the cache
+    assert cache.is_done(cfg, "t_down") and cache.is_done(cfg2, "t_down")
+    assert not cache.run_stage(cfg, "t_down")[1]
+    assert dummies.calls == {"t_up": 1, "t_down": 2}
+
+
+def test_upstream_change_reruns_upstream_and_downstream(tmp_path, dummies):
+    cfg = _cfg(tmp_path)
+    cache.run_stage(cfg, "t_down")
+    up_key, down_key = cache.stage_key(cfg, "t_up"), cache.stage_key(cfg, "t_down")
+    cfg2 = _cfg(tmp_path, f"pseudo.rounds={cfg.pseudo.rounds + 1}")
+    assert cache.stage_key(cfg2, "t_up") != up_key
+    assert cache.stage_key(cfg2, "t_down") != down_key  # upstream key is part of the downstream key
+    _, ran = cache.run_stage(cfg2, "t_down")
+    assert ran and dummies.calls == {"t_up": 2, "t_down": 2}
+
+
+def test_seed_is_part_of_every_key(tmp_path, dummies):
+    cfg = _cfg(tmp_path)
+    cfg2 = _cfg(tmp_path, "experiment.seed=7")
+    for name in ("t_up", "t_down", "ingest", "folds"):
+        assert cache.stage_key(cfg, name) != cache.stage_key(cfg2, name), name
+
+
+def test_unrelated_change_keeps_keys(tmp_path, dummies):
+    cfg = _cfg(tmp_path)
+    cfg2 = _cfg(tmp_path, "segment.train.epochs=1", "classify.enabled=false", "experiment.device=cpu")
+    for name in ("t_up", "t_down", "ingest", "ingest_test", "folds"):
+        assert cache.stage_key(cfg, name) == cache.stage_key(cfg2, name), name
+    assert cache.stage_key(cfg, "segment") != cache.stage_key(cfg2, "segment")
+
+
+def test_force_reruns(tmp_path, dummies):
+    cfg = _cfg(tmp_path)
+    folder, _ = cache.run_stage(cfg, "t_down")
+    (folder / "stray.txt").write_text("left over")
+    folder2, ran = cache.run_stage(cfg, "t_down", force=True)
+    assert ran and folder2 == folder
+    assert dummies.calls == {"t_up": 1, "t_down": 2}  # force applies to the named stage only
+    assert not (folder / "stray.txt").exists()  # forced runs start from a clean folder
+    assert cache.is_done(cfg, "t_down")
+    _, ran = cache.run_stage(cfg, "t_up", force=True)
+    assert ran and dummies.calls["t_up"] == 2
+
+
+def test_failed_stage_leaves_no_manifest_and_reruns(tmp_path, dummies):
+    cfg = _cfg(tmp_path)
+    dummies.fail_down = True
+    with pytest.raises(RuntimeError, match="boom midway"):
+        cache.run_stage(cfg, "t_down")
+    folder = cache.stage_dir(cfg, "t_down")
+    assert folder.is_dir() and (folder / "partial.txt").exists()
+    assert not (folder / cache.MANIFEST).exists()
+    assert cache.read_manifest(folder) is None
+    assert not cache.is_done(cfg, "t_down")
+    states = _states(cfg)
+    assert states["t_down"] == "partial" and states["t_up"] == "done"
+    with pytest.raises(FileNotFoundError, match="t_down"):
+        cache.load_upstream(cfg, "t_down")
+
+    dummies.fail_down = False
+    folder2, ran = cache.run_stage(cfg, "t_down")
+    assert ran and folder2 == folder
+    assert dummies.calls == {"t_up": 1, "t_down": 2}
+    assert dummies.seen_partial == [False, True]  # the rerun could resume from what was left
+    assert _states(cfg)["t_down"] == "done"
+    assert cache.load_upstream(cfg, "t_down") == folder
+
+
+def test_corrupt_manifest_is_not_done(tmp_path, dummies):
+    cfg = _cfg(tmp_path)
+    folder, _ = cache.run_stage(cfg, "t_up")
+    (folder / cache.MANIFEST).write_text("{not json")
+    assert _states(cfg)["t_up"] == "partial"
+    assert cache.run_stage(cfg, "t_up")[1]
+    assert dummies.calls["t_up"] == 2
+
+
+def test_manifest_contents(tmp_path, dummies):
+    cfg = _cfg(tmp_path, "pseudo.rounds=2")
+    folder, _ = cache.run_stage(cfg, "t_down")
+    up = json.loads((folder.parent / f"t_up-{cache.stage_key(cfg, 't_up')}" / cache.MANIFEST).read_text())
+    for field in ("stage", "key", "seed", "config", "versions", "timings", "metrics", "inputs", "upstream_keys"):
+        assert field in up, field
+    assert up["stage"] == "t_up"
+    assert up["key"] == cache.stage_key(cfg, "t_up")
+    assert up["seed"] == cfg.experiment.seed == 42
+    assert up["experiment"] == "demo"
+    assert up["config_file"] == str(DEMO_CFG)
+    assert up["config"] == {"pseudo.rounds": 2}
+    assert up["metrics"] == {"rounds": 2, "score": 0.5}
+    assert up["versions"]["python"] and "numpy" in up["versions"] and "torch" in up["versions"]
+    assert up["timings"]["seconds"] >= 0 and up["timings"]["finished"]
+    assert up["note"] == "from t_up"  # ctx.extra_manifest is merged in
+    down = cache.read_manifest(folder)
+    assert down["key"] == folder.name.split("-", 1)[1]
+    assert down["metrics"] == {}  # fn returned None
+    assert down["upstream_keys"] == {"t_up": up["key"]}
+    assert down["inputs"]["upstream"] == {"t_up": str(folder.parent / f"t_up-{up['key']}")}
+    # the resolved config is saved next to the manifest and loads back to the same values
+    saved = (folder / "config.yaml").read_text()
+    (tmp_path / "again.yaml").write_text(f"base: {REPO / 'configs' / 'base.yaml'}\n{saved}")
+    again = config.load(tmp_path / "again.yaml")
+    assert again == cfg
+
+
+def test_status_done_stale_missing(tmp_path, dummies):
+    cfg = _cfg(tmp_path)
+    states = _states(cfg)
+    assert states["t_up"] == "missing" and states["t_down"] == "missing"
+    assert states["segment"] == "missing"
+    cache.run_stage(cfg, "t_down")
+    states = _states(cfg)
+    assert states["t_up"] == "done" and states["t_down"] == "done"
+    assert states["segment"] == "missing"
+    # the rows carry each stage's current key, in registration order
+    rows = cache.status(cfg)
+    assert [r[0] for r in rows] == list(cache.STAGES)
+    assert dict((r[0], r[2]) for r in rows)["t_down"] == cache.stage_key(cfg, "t_down")
+
+    cfg2 = _cfg(tmp_path, f"pseudo.epochs={cfg.pseudo.epochs + 1}")
+    states = _states(cfg2)
+    assert states["t_up"] == "done" and states["t_down"] == "stale"
+    cfg3 = _cfg(tmp_path, f"pseudo.rounds={cfg.pseudo.rounds + 1}")
+    states = _states(cfg3)
+    assert states["t_up"] == "stale" and states["t_down"] == "stale"
+    cache.run_stage(cfg3, "t_down")
+    assert _states(cfg3)["t_down"] == "done"
+    assert _states(cfg2)["t_down"] == "stale"  # still not run at that key
+    # another experiment name is another folder: nothing of it exists yet
+    states = _states(_cfg(tmp_path, "experiment.name=other"))
+    assert states["t_up"] == "missing" and states["t_down"] == "missing"
+
+
+def test_partial_old_folder_is_not_stale(tmp_path, dummies):
+    cfg = _cfg(tmp_path)
+    dummies.fail_down = True
+    with pytest.raises(RuntimeError):
+        cache.run_stage(cfg, "t_down")
+    cfg2 = _cfg(tmp_path, f"pseudo.epochs={cfg.pseudo.epochs + 1}")
+    assert _states(cfg2)["t_down"] == "missing"
+
+
+def test_unknown_stage(tmp_path):
+    with pytest.raises(KeyError, match="unknown stage"):
+        cache.get_stage("nope")
+    with pytest.raises(KeyError):
+        cache.stage_key(_cfg(tmp_path), "nope")
+
+
+# ----------------------------------------------------------------------------- real stages
+
+
+def test_real_stages_run_and_cache(tmp_path, tiny_data):
+    cfg = _cfg(tmp_path, data=tiny_data)
+    assert _states(cfg)["folds"] == "missing"
+    folder, ran = cache.run_stage(cfg, "folds")
+    assert ran
+    ingest_dir = cache.stage_dir(cfg, "ingest")
+    assert cache.is_done(cfg, "ingest") and (ingest_dir / "train.csv").exists()
+    folds = pd.read_csv(folder / "folds.csv", dtype={"id": str})
+    train = pd.read_csv(ingest_dir / "train.csv", dtype={"id": str})
+    assert len(folds) == len(train) == N_TRAIN
+    assert list(folds["id"]) == list(train["id"])
+    assert set(folds["fold"]) == set(range(cfg.folds.n_folds))
+    manifest = cache.read_manifest(folder)
+    assert sum(manifest["metrics"]["fold_sizes"]) == N_TRAIN
+    assert manifest["upstream_keys"] == {"ingest": cache.stage_key(cfg, "ingest")}
+    assert manifest["config"] == {"folds": config.section(cfg, "folds")}
+    assert cache.read_manifest(ingest_dir)["inputs"]["files"]  # external files fingerprinted
+
+    states = _states(cfg)
+    assert states["ingest"] == "done" and states["folds"] == "done"
+    assert states["ingest_test"] == "missing" and states["segment"] == "missing"
+    assert not cache.run_stage(cfg, "folds")[1]
+    assert not cache.run_stage(cfg, "ingest")[1]
+
+    # a folds-only change reruns folds against the cached ingest
+    cfg2 = _cfg(tmp_path, "folds.n_folds=4", data=tiny_data)
+    assert cache.stage_key(cfg2, "ingest") == cache.stage_key(cfg, "ingest")
+    assert cache.stage_key(cfg2, "folds") != cache.stage_key(cfg, "folds")
+    assert _states(cfg2)["folds"] == "stale"
+    ingest_mtime = (ingest_dir / cache.MANIFEST).stat().st_mtime_ns
+    folder2, ran = cache.run_stage(cfg2, "folds")
+    assert ran and folder2 != folder
+    assert (ingest_dir / cache.MANIFEST).stat().st_mtime_ns == ingest_mtime
+    assert set(pd.read_csv(folder2 / "folds.csv")["fold"]) == set(range(4))
+
+
+def test_test_images_change_keeps_folds_key(tmp_path, tiny_data):
+    cfg = _cfg(tmp_path, data=tiny_data)
+    cache.run_stage(cfg, "folds")
+    cache.run_stage(cfg, "ingest_test")
+    other = tmp_path / "other_test"
+    shutil.copytree(tiny_data / "test" / "images", other)
+    (other / sorted(os.listdir(other))[0]).unlink()  # a different test set: one image fewer
+    cfg2 = _cfg(tmp_path, f"data.test_images={other}", data=tiny_data)
+    for name in ("ingest", "folds", "segment", "classify"):
+        assert cache.stage_key(cfg2, name) == cache.stage_key(cfg, name), name
+    for name in ("ingest_test", "pseudo", "ensemble", "submit"):
+        assert cache.stage_key(cfg2, name) != cache.stage_key(cfg, name), name
+    states = _states(cfg2)
+    assert states["ingest"] == "done" and states["folds"] == "done" and states["ingest_test"] == "stale"
+    assert not cache.run_stage(cfg2, "folds")[1]
+    folder, ran = cache.run_stage(cfg2, "ingest_test")
+    assert ran
+    assert len(pd.read_csv(folder / "test.csv")) == N_TEST - 1
+    assert _states(cfg2)["ingest_test"] == "done"
+
+
+def test_input_file_change_invalidates_ingest_and_downstream(tmp_path, tiny_data):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    cfg = _cfg(tmp_path, data=data)
+    cache.run_stage(cfg, "folds")
+    keys = {n: cache.stage_key(cfg, n) for n in ("ingest", "ingest_test", "folds")}
+    meta = data / "metadata.csv"
+    st = meta.stat()
+    os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    cfg2 = _cfg(tmp_path, data=data)
+    for name, key in keys.items():
+        assert cache.stage_key(cfg2, name) != key, name
+    states = _states(cfg2)
+    assert states["ingest"] == "stale" and states["folds"] == "stale"
+    _, ran = cache.run_stage(cfg2, "folds")
+    assert ran and cache.is_done(cfg2, "ingest")
+
+
+def test_ingest_error_leaves_nothing(tmp_path, tiny_data):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    mask = sorted((data / "train" / "masks").iterdir())[0]
+    mask.unlink()  # an image without its mask
+    cfg = _cfg(tmp_path, data=data)
+    with pytest.raises(IngestError) as info:
+        cache.run_stage(cfg, "folds")
+    assert mask.stem in str(info.value)
+    assert not cache.stage_dir(cfg, "ingest").exists()
+    assert _states(cfg)["ingest"] == "missing"
