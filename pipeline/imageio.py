@@ -215,7 +215,7 @@ def decode_all(
     loader: Callable[[Path], Loaded],
 ) -> dict[str, Loaded]:
     """Decode every path on ``pool``; report failures, return the successes."""
-    results = dict(zip(paths, pool.map(loader, paths.values())))
+    results = dict(zip(paths, pool.map(loader, paths.values()), strict=True))
     for item_id, loaded in results.items():
         if loaded.problem:
             report.add(paths[item_id], loaded.problem)

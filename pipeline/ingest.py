@@ -108,7 +108,7 @@ def _rle_masks(report: Report, src: Sources, train: dict[str, Path], images: dic
         return {}
     report_duplicates(report, path, df[src.id_column])
     masks: dict[str, np.ndarray] = {}
-    rows = zip(df[src.id_column], df[src.rle_column].fillna(""))
+    rows = zip(df[src.id_column], df[src.rle_column].fillna(""), strict=True)
     for line, (item_id, rle) in enumerate(rows, start=2):  # line 1 is the header
         if item_id not in train:
             report.add(path, f"line {line}: id {item_id} has no image")
@@ -317,7 +317,7 @@ def _write_test(scan: _Scan, out: Path, channels: int) -> dict:
 
 def _size_summary(table: pd.DataFrame) -> dict:
     """Distinct (height, width) pairs, the most common ones, and the ranges."""
-    counts = Counter(zip(table["height"].tolist(), table["width"].tolist()))
+    counts = Counter(zip(table["height"].tolist(), table["width"].tolist(), strict=True))
     common = [{"height": h, "width": w, "count": n} for (h, w), n in counts.most_common(5)]
     summary: dict = {"distinct": len(counts), "most_common": common}
     for key in ("height", "width"):

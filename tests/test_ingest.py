@@ -97,7 +97,7 @@ def test_good_ingest(tmp_path: Path) -> None:
 
     train = pd.read_csv(out / "train.csv", dtype={"id": str})
     assert list(train.columns) == ["id", "height", "width", "coverage", "empty", "z"]
-    cov = dict(zip(train["id"], train["coverage"]))
+    cov = dict(zip(train["id"], train["coverage"], strict=True))
     assert cov["a"] == pytest.approx(32 / 256) and cov["b"] == cov["a"]
     assert cov["c"] == 0 and cov["d"] == pytest.approx(32 / 480)
     assert train["z"].tolist() == [1, 2, 3, 4, 5]
