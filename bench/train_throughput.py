@@ -1,18 +1,19 @@
 """Training-loop throughput: the pipeline's loop vs a minimal hand-written PyTorch loop.
 
-Pipeline side: `pipeline.train.train_epoch` over the real `SegDataset` on the ingest
-`ArrayStore`s, with the config's augmentations, distance target, oversampling sampler
-(`make_loader`), the `ScheduledLoss` + distance-loss task (`seg_task`), the cosine schedule,
-and the configured autocast / channels_last.
-Baseline side: a fresh copy of the same model (same initial weights), the same images and
-masks pre-built as tensors in memory (padded/resized by the same Geometry, no augmentation),
-plain BCE + Dice from the same loss registry, the same autocast / channels_last settings,
-the same batch size and number of batches. Epochs alternate (baseline, pipeline, ...) after
-a two-batch warm-up of each, since the machine is noisy; the ratio is taken over the totals.
+Pipeline: `pipeline.train.train_epoch` over the real `SegDataset` on the ingest ArrayStores, with
+the config's augmentations, distance target, oversampling sampler (`make_loader`), the
+ScheduledLoss + distance-loss task (`seg_task`), cosine schedule, autocast and channels_last.
+Baseline: a copy of the same model (same init), the same images/masks pre-built in memory by the
+same Geometry (no augmentation), plain BCE + Dice, the same autocast/channels_last/batch size.
+The machine is noisy (another process taking a core can slow a 2-thread torch step many times
+over), so the sides alternate batch by batch: one baseline step runs after each pipeline step,
+timed apart (pipeline: loading + step). Prints img/s of each side, the ratio pipeline/baseline
+of the totals and the median per-batch ratio (robust to load spikes); two warm-up batches per
+side are not timed. (With num_workers > 0 workers would prefetch during baseline steps.)
 
-Run:  .venv/bin/python bench/train_throughput.py [--config configs/demo.yaml]
-        [--set segment.input.mode=pad --set segment.input.size=128] [--images 256] [--repeats 2]
-      add --profile to print the top cProfile costs of one extra pipeline epoch.
+Run: .venv/bin/python bench/train_throughput.py [--config configs/demo.yaml] [--images 256]
+       [--repeats 2 (pipeline epochs)] [--set segment.input.mode=pad --set segment.input.size=128]
+       [--profile (cProfile one more pipeline epoch)]
 """
 
 from __future__ import annotations
@@ -55,107 +56,103 @@ def load_data(cfg, n: int):
     return images, masks, idx, coverage[idx]
 
 
-def baseline_epoch(model, opt, x_all, m_all, bs, n_batches, tcfg, device, gen) -> int:
-    """Minimal loop over in-memory tensors; returns images processed."""
+def baseline_steps(model, opt, x_all, m_all, bs, tcfg, device, gen):
+    """Endless minimal training loop over in-memory tensors; yields the seconds of each step."""
     bce, dice = get_loss("bce"), get_loss("dice")
     model.train()
-    perm = torch.randperm(len(x_all), generator=gen)
-    for b in range(n_batches):
-        sel = perm[b * bs : (b + 1) * bs]
-        x, m = x_all[sel].to(device), m_all[sel].to(device)
-        if tcfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with runtime.autocast(device, tcfg):
-            logits = model(x)["mask"]
-        logits = logits.float()
-        loss = bce(logits, m) + dice(logits, m)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss.item()
-    return n_batches * bs
+    while True:
+        perm = torch.randperm(len(x_all), generator=gen)
+        for b in range(len(x_all) // bs):
+            t0 = time.perf_counter()
+            sel = perm[b * bs : (b + 1) * bs]
+            x = x_all[sel].to(device, memory_format=torch.channels_last if tcfg.channels_last else torch.preserve_format)
+            m = m_all[sel].to(device)
+            with runtime.autocast(device, tcfg):
+                logits = model(x)["mask"].float()
+            loss = bce(logits, m) + dice(logits, m)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss.item()
+            yield time.perf_counter() - t0
+
+
+class Paired:
+    """The pipeline's loader, with one baseline step run (and timed apart) after each batch."""
+
+    def __init__(self, loader, steps) -> None:
+        self.loader, self.steps, self.pipe, self.base = loader, steps, [], []
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        t0 = time.perf_counter()
+        for batch in self.loader:
+            yield batch  # train_epoch runs its step, then asks for the next batch
+            self.pipe.append(time.perf_counter() - t0)
+            self.base.append(next(self.steps))
+            t0 = time.perf_counter()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/demo.yaml")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--images", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=2)
+    for name, default in (("--images", 256), ("--repeats", 2)):
+        ap.add_argument(name, type=int, default=default)
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
-    cfg_path = Path(args.config) if Path(args.config).exists() else paths.resolve(args.config)
-    cfg = config.load(cfg_path, args.set)
+    cfg = config.load(Path(args.config) if Path(args.config).exists() else paths.resolve(args.config), args.set)
     scfg, tcfg = cfg.segment, cfg.segment.train
     device = runtime.pick_device(cfg.experiment)
     images, masks, idx, cov = load_data(cfg, args.images)
-    geometry = Geometry.from_cfg(scfg.input)
-    bs, seed = tcfg.batch_size, cfg.experiment.seed
+    geometry, bs, seed = Geometry.from_cfg(scfg.input), tcfg.batch_size, cfg.experiment.seed
 
     torch.manual_seed(seed)
     model_p = build_model(scfg, images[0].shape[2])
     model_b = copy.deepcopy(model_p)  # same architecture, same initial weights
     for m in (model_p, model_b):
-        m.to(device)
-        if tcfg.channels_last:
-            m.to(memory_format=torch.channels_last)
+        m.to(device, memory_format=torch.channels_last if tcfg.channels_last else torch.preserve_format)
 
     # Pipeline: real dataset, augmentation, oversampling sampler, task loss, schedule.
-    ds = SegDataset(images, masks, idx, geometry, build_augment(tcfg.augment), scfg.aux.signed, seed)
-    loader = make_loader(ds, tcfg, sample_weights(cov, tcfg.oversample), torch.Generator().manual_seed(seed))
+    def loader_for(ix, weights):
+        ds = SegDataset(images, masks, ix, geometry, build_augment(tcfg.augment), scfg.aux.signed, seed)
+        return make_loader(ds, tcfg, weights, torch.Generator().manual_seed(seed))
+
+    loader, warm = loader_for(idx, sample_weights(cov, tcfg.oversample)), loader_for(idx[: 2 * bs], None)
     task = seg_task(scfg, lambda m: {"score": 0.0})
     opt_p = torch.optim.AdamW(model_p.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     sched = _scheduler(opt_p, tcfg, len(loader) * (args.repeats + 2))
-    warm_ds = SegDataset(images, masks, idx[: 2 * bs], geometry, build_augment(tcfg.augment), scfg.aux.signed, seed)
-    warm = make_loader(warm_ds, tcfg, None, torch.Generator().manual_seed(seed))
 
     # Baseline: the same images/masks, same geometry, built once, in memory.
     x_all = torch.stack([to_tensor(geometry.forward(np.asarray(images[i]))) for i in idx])
-    m_all = torch.stack(
-        [torch.from_numpy((geometry.forward(np.asarray(masks[i]), cv2.INTER_NEAREST)[..., 0] > 0).astype(np.float32))[None] for i in idx]
-    )
+    m_np = np.stack([geometry.forward(np.asarray(masks[i]), cv2.INTER_NEAREST)[..., :1] > 0 for i in idx])
+    m_all = torch.from_numpy(m_np).permute(0, 3, 1, 2).float().contiguous()
     opt_b = torch.optim.AdamW(model_b.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    gen_b = torch.Generator().manual_seed(seed)
-    n_batches = len(loader)
+    steps = baseline_steps(model_b, opt_b, x_all, m_all, bs, tcfg, device, torch.Generator().manual_seed(seed))
 
-    def run_pipeline(ld) -> int:
-        train_epoch(model_p, ld, task, opt_p, sched, tcfg, device, 0)
-        return len(ld) * bs
-
-    # Warm-up (excluded): two batches each.
-    baseline_epoch(model_b, opt_b, x_all, m_all, bs, 2, tcfg, device, gen_b)
-    run_pipeline(warm)
-
-    totals = {"baseline": [0.0, 0], "pipeline": [0.0, 0]}
-    print(
-        f"{len(idx)} images, {n_batches} batches of {bs}, input {geometry.mode} {geometry.size}, "
-        f"device {device}, threads {torch.get_num_threads()}, autocast {runtime.autocast(device, tcfg)!r}"
-    )
+    next(steps), next(steps)  # warm-up, not timed
+    train_epoch(model_p, warm, task, opt_p, sched, tcfg, device, 0)
+    amp = getattr(runtime.autocast(device, tcfg), "fast_dtype", "off")
+    print(f"{len(idx)} images, batch {bs}, {geometry}, {device}:{torch.get_num_threads()} threads, autocast {amp}, cl={tcfg.channels_last}")
+    pipe, base = [], []
     for r in range(args.repeats):
-        for name in ("baseline", "pipeline"):
-            t0 = time.perf_counter()
-            n = (
-                baseline_epoch(model_b, opt_b, x_all, m_all, bs, n_batches, tcfg, device, gen_b)
-                if name == "baseline"
-                else run_pipeline(loader)
-            )
-            dt = time.perf_counter() - t0
-            totals[name][0] += dt
-            totals[name][1] += n
-            print(f"  round {r} {name:8s} {n / dt:7.1f} img/s ({dt:.2f}s)")
-    ips = {k: n / t for k, (t, n) in totals.items()}
-    print(
-        f"baseline {ips['baseline']:.1f} img/s | pipeline {ips['pipeline']:.1f} img/s | "
-        f"ratio pipeline/baseline {ips['pipeline'] / ips['baseline']:.3f} (goal >= 0.90)"
-    )
-    load = Path("/proc/loadavg").read_text().split()[:3]
-    print(f"load average {' '.join(load)}")
+        paired = Paired(loader, steps)
+        train_epoch(model_p, paired, task, opt_p, sched, tcfg, device, 0)
+        pipe, base = pipe + paired.pipe, base + paired.base
+        b_ips, p_ips = bs * len(paired.base) / sum(paired.base), bs * len(paired.pipe) / sum(paired.pipe)
+        print(f"  epoch {r}: baseline {b_ips:7.1f} img/s | pipeline {p_ips:7.1f} img/s")
+    ips_b, ips_p = bs * len(base) / sum(base), bs * len(pipe) / sum(pipe)
+    med = float(np.median(np.array(base) / np.array(pipe)))
+    print(f"baseline {ips_b:.1f} img/s | pipeline {ips_p:.1f} img/s | pipeline/baseline {ips_p / ips_b:.3f} (goal >= 0.90)")
+    print(f"median per-batch ratio {med:.3f} | load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
     if args.profile:
         prof = cProfile.Profile()
-        prof.runcall(run_pipeline, loader)
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
-        pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+        prof.runcall(train_epoch, model_p, loader, task, opt_p, sched, tcfg, device, 0)
+        for key, n in (("cumulative", 25), ("tottime", 20)):
+            pstats.Stats(prof).sort_stats(key).print_stats(n)
 
 
 if __name__ == "__main__":

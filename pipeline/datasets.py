@@ -41,7 +41,7 @@ def sample_weights(coverage: np.ndarray, weights: dict[str, float]) -> np.ndarra
     return np.array([weights.get(b, 1.0) for b in bins], dtype=np.float64)
 
 
-def build_augment(specs: list[dict]) -> A.Compose | None:
+def build_augment(specs: list[dict], seed: int | None = None) -> A.Compose | None:
     """albumentations pipeline from a list of {name: Transform, **kwargs}."""
     transforms = []
     for spec in specs:
@@ -54,7 +54,8 @@ def build_augment(specs: list[dict]) -> A.Compose | None:
             transforms.append(cls(**spec))
         except TypeError as exc:
             raise UserError(f"train.augment: {name}: {exc}") from exc
-    return A.Compose(transforms) if transforms else None
+    # albumentations 2 keeps its own RNG and ignores numpy's global seed.
+    return A.Compose(transforms, seed=seed) if transforms else None
 
 
 @dataclass(frozen=True)

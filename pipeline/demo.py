@@ -23,13 +23,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
-VERSION = "demo-v1"
+VERSION = "demo-v2"
 GRID_ROWS, GRID_COLS = 16, 20  # tiles per section: 1616 x 2020 px at tile=101
 OVERSAMPLE = 1.5  # cut more tiles than needed so empty share can be chosen
 EMPTY_SHARE = 0.39  # TGS train had ~39% empty masks
 FT_PER_PX = 0.35  # "depth" units per section pixel
 TEST_GAIN, TEST_OFFSET = 0.87, 20.0  # contrast -13%, brightness +~3 levels
-SALT_MEAN = 0.35  # salt mean shift, in units of background texture std
+SALT_MEAN = 0.15  # salt mean shift, in units of background texture std
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, scale: float) -> np.ndarray:
@@ -84,13 +84,13 @@ def _section(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.n
     layers = _layering(rng, h, w)
     chaotic = _bandpass(rng.standard_normal((h, w)).astype(np.float32), 1.3, 4.0)
     background = amp * layers
-    salt = amp * (0.3 * layers + 0.55 * chaotic) + SALT_MEAN
+    salt = amp * (0.6 * layers + 0.45 * chaotic) + SALT_MEAN
     # Soft blend so the body edge itself is not a trivially visible step.
     alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 2.0)
     img = (1 - alpha) * background + alpha * salt
     # Slow brightness drift, so no global intensity threshold separates salt.
     img += 0.45 * _smooth_noise(rng, h, w, 260)
-    img += 0.3 * rng.standard_normal((h, w)).astype(np.float32)
+    img += 0.5 * rng.standard_normal((h, w)).astype(np.float32)
     return img, mask
 
 

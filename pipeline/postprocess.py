@@ -11,8 +11,8 @@ from pipeline.metrics import scores_from_counts
 
 
 def gate_masks(cls_probs: np.ndarray, gate: float, masks: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Empty the masks of images whose classifier probability is below `gate`."""
-    return [m if p >= gate else np.zeros_like(m) for p, m in zip(cls_probs, masks, strict=True)]
+    """Empty the masks of images whose classifier probability is below `gate` (NaN: no classifier, never gates)."""
+    return [m if np.isnan(p) or p >= gate else np.zeros_like(m) for p, m in zip(cls_probs, masks, strict=True)]
 
 
 def apply(prob: np.ndarray, cls_prob: float, threshold: float, min_area: int, gate: float) -> np.ndarray:

@@ -92,7 +92,7 @@ class TrainCfg:
     scheduler: str  # cosine | onecycle | none
     swa_epochs: int  # average the last K epochs (0 = off)
     swa_lr: float
-    bf16: str  # auto | on | off (CPU autocast; CUDA uses fp16 AMP)
+    bf16: str | bool  # auto | on | off (YAML reads on/off as booleans; both accepted)
     channels_last: bool
     num_workers: int
     folds: list[int]  # empty = all folds
@@ -106,6 +106,8 @@ class TrainCfg:
     def check(self) -> str | None:
         if self.scheduler not in ("cosine", "onecycle", "none"):
             return f"scheduler must be cosine, onecycle or none, got {self.scheduler!r}"
+        if isinstance(self.bf16, bool):
+            self.bf16 = "on" if self.bf16 else "off"
         if self.bf16 not in ("auto", "on", "off"):
             return f"bf16 must be auto, on or off, got {self.bf16!r}"
         if not self.loss:

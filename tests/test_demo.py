@@ -104,8 +104,15 @@ def test_tile_positions_on_grid_and_adjacent(demo_dir: Path) -> None:
     by_pos = {(r.section, r.row, r.col): r for r in pos.itertuples() if r.split == "train"}
     pairs = [(a, by_pos[k[0], k[1] + 1, k[2]]) for k, a in by_pos.items() if (k[0], k[1] + 1, k[2]) in by_pos]
     assert len(pairs) >= 5
-    seam = np.mean([np.abs(img(a)[-1] - img(b)[0]).mean() for a, b in pairs])
-    rand = np.mean([np.abs(img(a)[-1] - img(b)[0]).mean() for (a, _), (_, b) in zip(pairs, pairs[3:] + pairs[:3], strict=True)])
+
+    # Smooth along each edge row: per-pixel noise would otherwise hide the continuity.
+    def seam_gap(a, b) -> float:
+        edge_a = cv2.GaussianBlur(img(a)[-1:], (0, 0), 3)
+        edge_b = cv2.GaussianBlur(img(b)[:1], (0, 0), 3)
+        return float(np.abs(edge_a - edge_b).mean())
+
+    seam = np.mean([seam_gap(a, b) for a, b in pairs])
+    rand = np.mean([seam_gap(a, b) for (a, _), (_, b) in zip(pairs, pairs[3:] + pairs[:3], strict=True)])
     assert seam < 0.6 * rand
 
 

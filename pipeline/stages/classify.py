@@ -17,6 +17,7 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 
+from pipeline import runtime
 from pipeline.cache import Context
 from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
 from pipeline.models import ClassifierNet
@@ -71,9 +72,10 @@ def train_fold(cfg: Config, folder: Path, images, masks, coverage, train_idx, va
     """Train fold k's classifier; returns the model and its OOF probabilities (with TTA)."""
     ccfg = cfg.classify
     device = pick_device(cfg.experiment)
-    model = ClassifierNet(ccfg.model, images[0].shape[2])
     seed = cfg.experiment.seed + 100 + k
-    ds = SegDataset(images, masks, train_idx, geometry(ccfg), build_augment(ccfg.train.augment), seed=seed)
+    runtime.seed_everything(seed)
+    model = ClassifierNet(ccfg.model, images[0].shape[2])
+    ds = SegDataset(images, masks, train_idx, geometry(ccfg), build_augment(ccfg.train.augment, seed), seed=seed)
     labels = coverage[val_idx] > 0
 
     def validate(m) -> dict[str, float]:

@@ -36,7 +36,7 @@ def design(features: pd.DataFrame, cands: np.ndarray) -> pd.DataFrame:
 
 
 def fit_model(features: pd.DataFrame, cands: np.ndarray, scores: np.ndarray, params: dict, seed: int) -> lgb.LGBMRegressor:
-    model = lgb.LGBMRegressor(random_state=seed, n_jobs=2, **params)
+    model = lgb.LGBMRegressor(**{"random_state": seed, "n_jobs": 2, **params})
     model.fit(design(features, cands), scores.reshape(-1))
     return model
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline import runtime
 from pipeline.cache import Context
 from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
 from pipeline.evaluation import score_probs
@@ -81,11 +82,12 @@ def train_fold(
     scfg = cfg.segment
     device = pick_device(cfg.experiment)
     geometry = Geometry.from_cfg(scfg.input)
+    seed = cfg.experiment.seed + k
+    runtime.seed_everything(seed)  # the model's random init must not depend on what ran before
     model = build_model(scfg, images[0].shape[2])
     if init is not None:
         model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
-    seed = cfg.experiment.seed + k
-    ds = SegDataset(images, masks, train_idx, geometry, build_augment(scfg.train.augment), scfg.aux.signed, seed)
+    ds = SegDataset(images, masks, train_idx, geometry, build_augment(scfg.train.augment, seed), scfg.aux.signed, seed)
     cov = coverage[train_idx]
     if extra is not None:
         ds, cov = torch.utils.data.ConcatDataset([ds, extra[0]]), np.concatenate([cov, extra[1]])

@@ -42,7 +42,7 @@ def run(ctx: Context) -> dict:
     sub.to_csv(tmp, index=False)
     os.replace(tmp, target)
     metrics = {
-        "file": str(target.relative_to(paths.REPO_ROOT)),
+        "file": os.path.relpath(target, paths.REPO_ROOT),
         "cv": cv,
         "policy": policy["policy"],
         "rows": len(sub),

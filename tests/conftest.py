@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny generated dataset and smoke configs pointing at it.
+
+`smoke_cfg(*overrides, artifacts=None)` loads configs/smoke.yaml with the data paths pointed at a
+session-wide generated dataset (48 train, 12 test images) and the artifacts at a session-wide tmp
+folder, so stages run once per session and later tests reuse them from the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline import config, demo, paths
+from pipeline import stages as _stages  # noqa: F401  (registers the stages)
+from pipeline.schema import Config
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE_CFG = REPO / "configs" / "smoke.yaml"
+SMOKE_SIZES = {"seed": 3, "n_train": 48, "n_test": 12}
+# One torch thread and one LightGBM thread: on a loaded 2-core machine OpenMP spin-waiting makes
+# multi-threaded CPU training 10-50x slower (the smoke pipeline: ~150 s vs ~20 s; the scorer's
+# LightGBM after torch training: 13 s vs 0.3 s). experiment.threads is in no stage key;
+# scorer.lgbm.num_threads changes only the scorer and submit keys.
+FAST = ["experiment.threads=1", "scorer.lgbm.num_threads=1"]
+
+
+def data_overrides(root: Path) -> list[str]:
+    return [
+        f"data.train_images={root / 'train' / 'images'}",
+        f"data.train_masks={root / 'train' / 'masks'}",
+        f"data.test_images={root / 'test' / 'images'}",
+        f"data.metadata=[{root / 'metadata.csv'}]",
+        f"data.solution_masks={root / 'test_solution' / 'masks'}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def smoke_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("smoke_data") / "smoke"
+    demo.generate(root, **SMOKE_SIZES)
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_artifacts(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("smoke_artifacts")
+
+
+@pytest.fixture(scope="session")
+def smoke_overrides(smoke_data, smoke_artifacts) -> Callable[..., list[str]]:
+    """The --set list that points configs/smoke.yaml at the tmp dataset and artifacts."""
+
+    def make(*overrides: str, artifacts: Path | None = None) -> list[str]:
+        return [*data_overrides(smoke_data), f"experiment.artifacts={artifacts or smoke_artifacts}", *FAST, *overrides]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def smoke_cfg(smoke_overrides) -> Callable[..., Config]:
+    def make(*overrides: str, artifacts: Path | None = None) -> Config:
+        return config.load(SMOKE_CFG, smoke_overrides(*overrides, artifacts=artifacts))
+
+    return make
+
+
+@pytest.fixture
+def submissions_dir(tmp_path, monkeypatch) -> Path:
+    """Redirect the submit stage's output folder to a tmp dir.
+
+    paths.REPO_ROOT is redirected too: submit records the file relative to REPO_ROOT and fails
+    for a folder outside it (see test_stages_e2e.test_submit_outside_repo_root). Safe here
+    because every path in the smoke test configs is absolute."""
+    target = tmp_path / "submissions"
+    monkeypatch.setattr(paths, "SUBMISSIONS_DIR", target)
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
+    return target

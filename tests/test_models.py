@@ -1,0 +1,269 @@
+"""Models, offline encoder weights, losses, the auxiliary distance head and input geometry."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline import config
+from pipeline.datasets import Geometry, to_tensor
+from pipeline.errors import UserError
+from pipeline.losses import LOSSES, ScheduledLoss, distance_loss, get_loss
+from pipeline.models import ARCHS, build_segmentation
+from pipeline.predict import predict
+from pipeline.pretrained import LITE_PACKAGES, lite_state_dict
+from pipeline.schema import LossPhase, ModelCfg
+from pipeline.stages.segment import build_model, seg_task
+from pipeline.store import ArrayStore, write_store
+
+REPO = Path(__file__).resolve().parent.parent
+LITE0 = "tu-efficientnet_lite0"
+SMALL_DECODER = [32, 16, 16, 8, 8]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _model_cfg(**kw) -> ModelCfg:
+    base = {
+        "arch": "Unet",
+        "encoder": LITE0,
+        "encoder_weights": "lite",
+        "encoder_depth": 5,
+        "decoder_channels": SMALL_DECODER,
+        "dropout": 0.0,
+    }
+    return ModelCfg(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    """configs/smoke.yaml as is (no data needed: nothing here reads files)."""
+    return config.load(REPO / "configs" / "smoke.yaml", ["segment.train.bf16='off'", "segment.train.channels_last=false"])
+
+
+# ----------------------------------------------------------------------------- offline lite weights
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_lite_weights_fill_every_encoder_tensor(channels):
+    model = build_segmentation(_model_cfg(), in_channels=channels, aux=True)
+    enc = model.net.encoder.state_dict()
+    src = lite_state_dict(LITE0)
+    assert len(enc) == len(src)
+    stems = 0
+    for (src_key, value), (dst_key, got) in zip(src.items(), enc.items(), strict=True):
+        expected = value
+        if value.dim() == 4 and value.shape[1] == 3 and got.shape[1] != 3:
+            expected = value.sum(dim=1, keepdim=True)  # 1-channel stem: summed over RGB
+            stems += 1
+        assert got.shape == expected.shape, (src_key, dst_key)
+        assert torch.equal(got, expected.to(got.dtype)), (src_key, dst_key)
+    assert stems == (1 if channels == 1 else 0)
+    assert next(iter(enc)).endswith("conv_stem.weight")
+    assert enc[next(iter(enc))].shape[1] == channels
+
+
+def test_lite_weights_differ_from_random_init():
+    torch.manual_seed(0)
+    lite = build_segmentation(_model_cfg(), in_channels=1, aux=False).net.encoder.state_dict()
+    torch.manual_seed(0)
+    rand = build_segmentation(_model_cfg(encoder_weights=None), in_channels=1, aux=False).net.encoder.state_dict()
+    weights = [k for k, v in rand.items() if k.endswith("weight") and v.dim() == 4]
+    assert weights
+    differ = [k for k in weights if not torch.equal(lite[k], rand[k])]
+    assert differ == weights
+
+
+def test_lite_weights_with_other_encoder_list_valid_encoders():
+    with pytest.raises(UserError) as err:
+        build_segmentation(_model_cfg(encoder="resnet18"), in_channels=1, aux=False)
+    msg = str(err.value)
+    assert "resnet18" in msg
+    for name in LITE_PACKAGES:
+        assert name in msg
+
+
+def test_unknown_arch_lists_valid_archs():
+    with pytest.raises(UserError) as err:
+        build_segmentation(_model_cfg(arch="UNetX", encoder_weights=None), in_channels=1, aux=False)
+    msg = str(err.value)
+    assert "UNetX" in msg
+    for name in ARCHS:
+        assert name in msg
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def test_unknown_loss_lists_valid_losses():
+    with pytest.raises(UserError) as err:
+        get_loss("nope")
+    msg = str(err.value)
+    assert "nope" in msg
+    for name in LOSSES:
+        assert name in msg
+
+
+def _logits_target(seed: int = 0, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, 1, 16, 16, generator=g, requires_grad=grad)
+    target = (torch.rand(3, 1, 16, 16, generator=g) > 0.6).float()
+    target[2] = 0  # an empty mask too
+    return logits, target
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_each_loss_is_selectable_and_finite(name):
+    logits, target = _logits_target(grad=True)
+    value = get_loss(name)(logits, target)
+    assert value.dim() == 0 and torch.isfinite(value)
+    total, parts = ScheduledLoss([LossPhase(0, {name: 2.0})])(logits, target, epoch=0)
+    assert set(parts) == {name}
+    assert total.dim() == 0 and torch.isfinite(total)
+    assert float(total.detach()) == pytest.approx(2.0 * parts[name], rel=1e-5)
+    total.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+
+
+def test_scheduled_loss_picks_phase_by_epoch():
+    loss = ScheduledLoss([LossPhase(2, {"bce": 1.0, "dice": 0.5}), LossPhase(0, {"lovasz": 1.0})])
+    logits, target = _logits_target(1)
+    for epoch, keys in [(0, {"bce", "dice"}), (1, {"bce", "dice"}), (2, {"lovasz"}), (7, {"lovasz"})]:
+        total, parts = loss(logits, target, epoch)
+        assert set(parts) == keys, epoch
+        expected = parts["bce"] + 0.5 * parts["dice"] if "bce" in keys else parts["lovasz"]
+        assert float(total) == pytest.approx(expected, rel=1e-5)
+
+
+def test_scheduled_loss_zero_weight_term_is_skipped():
+    total, parts = ScheduledLoss([LossPhase(0, {"bce": 1.0, "dice": 0.0})])(*_logits_target(), epoch=0)
+    assert set(parts) == {"bce"}
+
+
+# ----------------------------------------------------------------------------- aux head
+
+
+def _seg_cfg(smoke, weight: float):
+    return dataclasses.replace(smoke.segment, aux=dataclasses.replace(smoke.segment.aux, weight=weight))
+
+
+def test_aux_head_adds_a_dist_output(smoke):
+    torch.manual_seed(0)
+    with_aux = build_model(_seg_cfg(smoke, 0.5), 1).eval()
+    without = build_model(_seg_cfg(smoke, 0.0), 1).eval()
+    assert with_aux.net.segmentation_head[0].out_channels == 2
+    assert without.net.segmentation_head[0].out_channels == 1
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        a, b = with_aux(x), without(x)
+    assert set(a) == {"mask", "dist"} and set(b) == {"mask"}
+    assert a["mask"].shape == a["dist"].shape == b["mask"].shape == (2, 1, 32, 32)
+
+
+def test_aux_weight_changes_the_task_loss(smoke):
+    torch.manual_seed(0)
+    model = build_model(_seg_cfg(smoke, 0.5), 1).eval()
+    x = torch.randn(2, 1, 32, 32)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 8:24, 8:20] = 1
+    dist = torch.rand(2, 1, 32, 32) * mask
+    batch = {"image": x, "mask": mask, "dist": dist}
+    with torch.no_grad():
+        out = model(x)
+    t0, p0 = seg_task(_seg_cfg(smoke, 0.0), None).loss(out, batch, 0)
+    t5, p5 = seg_task(_seg_cfg(smoke, 0.5), None).loss(out, batch, 0)
+    assert "dist" not in p0 and "dist" in p5
+    d = distance_loss(out["dist"], dist, smoke.segment.aux.signed)
+    assert float(d) > 0
+    assert float(t5) != pytest.approx(float(t0))
+    assert float(t5) == pytest.approx(float(t0) + 0.5 * float(d), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize("shape", [(101, 101, 1), (90, 101, 1), (101, 77, 3)])
+def test_pad_roundtrip_is_identity(shape):
+    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    geo = Geometry("pad", 128)
+    fwd = geo.forward(img)
+    assert fwd.shape == (128, 128, shape[2])
+    for c in range(shape[2]):
+        np.testing.assert_array_equal(geo.backward(fwd[..., c], *shape[:2]), img[..., c])
+
+
+def test_resize_backward_returns_original_size():
+    img = np.random.default_rng(0).integers(0, 256, (101, 83, 1), dtype=np.uint8)
+    geo = Geometry("resize", 32)
+    fwd = geo.forward(img)
+    assert fwd.shape == (32, 32, 1)
+    assert geo.backward(fwd[..., 0].astype(np.float32), 101, 83).shape == (101, 83)
+
+
+class PointwiseNet(nn.Module):
+    """A 1x1 conv: its output at a pixel depends only on that pixel, so tiling, padding and
+    flip TTA must reproduce sigmoid(conv(image)) exactly at the original size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.5)
+            self.conv.bias.fill_(-0.2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return {"mask": y, "cls": y.mean(dim=(1, 2, 3))}
+
+
+def _store(tmp_path: Path, images: list[np.ndarray]) -> ArrayStore:
+    write_store(tmp_path, "imgs", ((f"im{i}", a) for i, a in enumerate(images)))
+    return ArrayStore(tmp_path, "imgs")
+
+
+@pytest.mark.parametrize("mode,size,overlap", [("tile", 64, 16), ("tile", 48, 0), ("pad", 128, 0), ("pad", 32, 0)])
+def test_predict_returns_original_size(tmp_path, smoke, mode, size, overlap):
+    rng = np.random.default_rng(1)
+    shapes = [(150, 170), (101, 101), (40, 64)] if mode == "tile" else [(101, 101), (90, 77)]
+    if mode == "pad" and size == 32:
+        shapes = [(32, 20)]
+    images = [rng.integers(0, 256, (*s, 1), dtype=np.uint8) for s in shapes]
+    store = _store(tmp_path, images)
+    model = PointwiseNet()
+    out = dict(
+        predict(
+            model,
+            store,
+            np.arange(len(store)),
+            Geometry(mode, size),
+            ["none", "hflip"],
+            torch.device("cpu"),
+            smoke.segment.train,
+            overlap=overlap,
+        )
+    )
+    assert sorted(out) == list(range(len(store)))
+    for i, img in enumerate(images):
+        got = out[i]["mask"]
+        assert got.shape == img.shape[:2]
+        assert ((got >= 0) & (got <= 1)).all()
+        with torch.no_grad():
+            expected = torch.sigmoid(model.conv(to_tensor(img)[None]))[0, 0].numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert isinstance(out[i]["cls"], float)
+
+
+def test_pad_geometry_refuses_images_larger_than_size():
+    with pytest.raises(UserError):
+        Geometry("pad", 64).forward(np.zeros((101, 101, 1), np.uint8))
