@@ -109,7 +109,7 @@ def main() -> None:
     images, masks, idx, cov = load_data(cfg, args.images)
     geometry, bs, seed = Geometry.from_cfg(scfg.input), tcfg.batch_size, cfg.experiment.seed
 
-    torch.manual_seed(seed)
+    runtime.seed_everything(seed)  # as train_fold does before building the model
     model_p = build_model(scfg, images[0].shape[2])
     model_b = copy.deepcopy(model_p)  # same architecture, same initial weights
     for m in (model_p, model_b):
@@ -117,7 +117,7 @@ def main() -> None:
 
     # Pipeline: real dataset, augmentation, oversampling sampler, task loss, schedule.
     def loader_for(ix, weights):
-        ds = SegDataset(images, masks, ix, geometry, build_augment(tcfg.augment), scfg.aux.signed, seed)
+        ds = SegDataset(images, masks, ix, geometry, build_augment(tcfg.augment, seed), scfg.aux.signed, seed)
         return make_loader(ds, tcfg, weights, torch.Generator().manual_seed(seed))
 
     loader, warm = loader_for(idx, sample_weights(cov, tcfg.oversample)), loader_for(idx[: 2 * bs], None)
