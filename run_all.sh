@@ -16,6 +16,7 @@ while [[ $# -gt 0 ]]; do
 done
 ./.ci/setup_venv.sh
 PY=.venv/bin/python
+export PYTHONUNBUFFERED=1
 if grep -q "data/demo" "$CONFIG" configs/base.yaml && [[ ! -f data/demo/stats.json ]]; then
   $PY -m pipeline demo-data
 fi

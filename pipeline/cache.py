@@ -39,6 +39,11 @@ PACKAGES = (
 )
 
 
+def log_line(text: str) -> None:
+    """Default stage log: stdout, flushed, so a log file shows progress while a stage runs."""
+    print(text, flush=True)
+
+
 @dataclass
 class Context:
     """What a stage function gets: the config, its own folder and its upstream folders."""
@@ -48,7 +53,7 @@ class Context:
     key: str
     dir: Path
     upstream: dict[str, Path]
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = log_line
     extra_manifest: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,6 +67,9 @@ class Stage:
     fn: Callable[[Context], dict] | str  # "module:function", imported on first use (keeps the CLI light)
     version: str = "1"
     inputs: Callable[[Config], dict] | None = None  # fingerprint of external files
+    # Config values read only in some settings; hashed only when non-empty, so keys of the
+    # usual setting do not change when such an option is added.
+    extra: Callable[[Config], dict] | None = None
     doc: str = ""
 
 
@@ -104,7 +112,7 @@ def stage_inputs(cfg: Config, stage: Stage) -> dict:
 def key_material(cfg: Config, name: str, _memo: dict | None = None) -> dict:
     """Everything a stage's key hashes: own sections, seed, inputs, upstream keys."""
     stage = get_stage(name)
-    return {
+    material = {
         "stage": name,
         "version": stage.version,
         "seed": cfg.experiment.seed,
@@ -112,6 +120,10 @@ def key_material(cfg: Config, name: str, _memo: dict | None = None) -> dict:
         "inputs": stage_inputs(cfg, stage),
         "upstream": {u: stage_key(cfg, u, _memo) for u in stage.upstream},
     }
+    extra = stage.extra(cfg) if stage.extra else {}
+    if extra:
+        material["extra"] = extra
+    return material
 
 
 def stage_key(cfg: Config, name: str, _memo: dict | None = None) -> str:
@@ -192,7 +204,7 @@ def _write_manifest(ctx: Context, material: dict, seconds: float, metrics: dict)
     atomic_write_text(ctx.dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
 
 
-def run_stage(cfg: Config, name: str, force: bool = False, log: Callable[[str], None] = print) -> tuple[Path, bool]:
+def run_stage(cfg: Config, name: str, force: bool = False, log: Callable[[str], None] = log_line) -> tuple[Path, bool]:
     """Run one stage (its upstream first, from cache when done). Returns (folder, ran)."""
     stage = get_stage(name)
     upstream = {u: run_stage(cfg, u, log=log)[0] for u in stage.upstream}

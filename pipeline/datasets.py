@@ -77,11 +77,12 @@ class Geometry:
         if self.mode == "resize":
             out = cv2.resize(img, (self.size, self.size), interpolation=interp)
             return out[..., None] if out.ndim == 2 else out
-        s = self.size if self.mode == "pad" else max(self.size, h, w)
-        if h > s or w > s:
+        # pad: exactly size x size; tile: each side at least `size` (the window slides over the rest).
+        th, tw = (self.size, self.size) if self.mode == "pad" else (max(self.size, h), max(self.size, w))
+        if h > th or w > tw:
             raise UserError(f"input.size {self.size} is smaller than an image of {h}x{w}; use mode resize or tile")
-        top, left = (s - h) // 2, (s - w) // 2
-        out = cv2.copyMakeBorder(img, top, s - h - top, left, s - w - left, cv2.BORDER_REFLECT_101)
+        top, left = (th - h) // 2, (tw - w) // 2
+        out = cv2.copyMakeBorder(img, top, th - h - top, left, tw - w - left, cv2.BORDER_REFLECT_101)
         return out[..., None] if out.ndim == 2 else out
 
     def backward(self, prob: np.ndarray, h: int, w: int) -> np.ndarray:

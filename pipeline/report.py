@@ -24,7 +24,11 @@ def steps(cfg: Config) -> list[tuple[str, float | None, str]]:
     lgbm_name = max(("global", "per_image"), key=lambda p: nested.get(p, -1)) if nested else ""
     return [
         ("raw segmentation @0.5", seg.get("oof_tgs"), "OOF"),
-        ("+ classifier gating", nested.get("gate_only"), f"nested CV, gate chosen on k-1 folds (AUC {cls.get('oof_auc', 'n/a')})"),
+        (
+            "+ classifier gating",
+            nested.get("gate_only"),
+            f"nested CV, gate chosen on k-1 folds (AUC {cls.get('oof_auc', seg.get('oof_auc', 'n/a'))})",
+        ),
         (
             "+ pseudo-labels",
             pseudo.get("oof_tgs") if pseudo.get("rounds") else None,

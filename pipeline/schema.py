@@ -152,6 +152,9 @@ class ClassifyCfg:
     coverage_weight: float
     patch: PatchCfg
 
+    def check(self) -> str | None:
+        return None if self.source in ("separate", "seg_head") else f"source must be separate or seg_head, got {self.source!r}"
+
 
 @dataclass
 class PseudoCfg:

@@ -95,7 +95,7 @@ def test_predict_test_maps_at_original_size(cfg, seg_dir):
     test_dir = cache.run_stage(cfg, "ingest_test", log=lambda _: None)[0]
     store = ArrayStore(test_dir, "test_images")
     assert len(store) == N_TEST
-    masks, dists = segment.predict_test(cfg, seg_dir, store)
+    masks, dists, _ = segment.predict_test(cfg, seg_dir, store)
     assert len(masks) == N_TEST and dists is not None and len(dists) == N_TEST
     for i in range(N_TEST):
         assert masks[i].shape == store[i].shape[:2] == (101, 101)

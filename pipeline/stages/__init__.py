@@ -28,6 +28,12 @@ def _test_inputs(cfg: Config) -> dict:
     return file_fingerprint(d.test_images, d.sample_submission, *d.metadata)
 
 
+def _seg_head_extra(cfg: Config) -> dict:
+    # With classify.source = seg_head the segment stage also trains the empty-mask head.
+    c = cfg.classify
+    return {"classify.source": c.source} if c.enabled and c.source == "seg_head" else {}
+
+
 register(
     Stage(
         "ingest",
@@ -64,6 +70,7 @@ register(
         ("segment",),
         ("ingest", "folds"),
         "pipeline.stages.segment:run",
+        extra=_seg_head_extra,
         doc="U-Net + distance head per fold: OOF probability maps",
     )
 )

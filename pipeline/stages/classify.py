@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 
 from pipeline import runtime
@@ -22,6 +21,7 @@ from pipeline.cache import Context
 from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
 from pipeline.models import ClassifierNet
 from pipeline.predict import predict
+from pipeline.roc import roc_outputs, safe_auc
 from pipeline.runtime import pick_device
 from pipeline.schema import ClassifyCfg, Config, InputCfg
 from pipeline.stages.folds import load_folds
@@ -46,10 +46,6 @@ def predict_probs(cfg: ClassifyCfg, model: nn.Module, images: ArrayStore, indice
     agg = cfg.patch.aggregate if cfg.patch.enabled else "weighted"
     out = predict(model, images, indices, geometry(cfg), tta, device, cfg.train, overlap=overlap(cfg), aggregate=agg)
     return np.array([o["cls"] for _, o in out], dtype=np.float64)
-
-
-def safe_auc(y: np.ndarray, p: np.ndarray) -> float:
-    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
 
 
 def cls_task(cfg: ClassifyCfg, validate) -> Task:
@@ -89,44 +85,6 @@ def train_fold(cfg: Config, folder: Path, images, masks, coverage, train_idx, va
     return model, predict_probs(ccfg, model, images, val_idx, device, ccfg.train.tta)
 
 
-def roc_outputs(folder: Path, oof: pd.DataFrame) -> dict:
-    """ROC PNG, a TPR/FPR table by threshold, and AUC per fold and overall."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    y, p = oof["label"].to_numpy(), oof["prob"].to_numpy()
-    aucs = {f"fold{k}": round(safe_auc(g["label"].to_numpy(), g["prob"].to_numpy()), 4) for k, g in oof.groupby("fold")}
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for k, g in oof.groupby("fold"):
-        if 0 < g["label"].sum() < len(g):
-            fpr, tpr, _ = roc_curve(g["label"], g["prob"])
-            ax.plot(fpr, tpr, lw=1, alpha=0.6, label=f"fold {k} AUC {aucs[f'fold{k}']:.3f}")
-    overall = safe_auc(y, p)
-    if 0 < y.sum() < len(y):
-        fpr, tpr, _ = roc_curve(y, p)
-        ax.plot(fpr, tpr, lw=2, color="k", label=f"all AUC {overall:.3f}")
-    ax.plot([0, 1], [0, 1], ls="--", color="grey")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(folder / "roc.png", dpi=90)
-    plt.close(fig)
-    thresholds = np.round(np.arange(0.05, 1.0, 0.05), 2)
-    pos, neg = max(y.sum(), 1), max((1 - y).sum(), 1)
-    table = pd.DataFrame(
-        {
-            "threshold": thresholds,
-            "tpr": [((p >= t) & (y == 1)).sum() / pos for t in thresholds],
-            "fpr": [((p >= t) & (y == 0)).sum() / neg for t in thresholds],
-        }
-    )
-    table.to_csv(folder / "roc_table.csv", index=False)
-    return {"oof_auc": round(overall, 4), "fold_auc": aucs}
-
-
 def run(ctx: Context) -> dict:
     cfg = ctx.cfg
     ctx.dir.mkdir(parents=True, exist_ok=True)
@@ -134,6 +92,8 @@ def run(ctx: Context) -> dict:
     folds = load_folds(ctx.upstream["folds"])
     if not cfg.classify.enabled:
         return {"enabled": False}
+    if cfg.classify.source == "seg_head":
+        return {"enabled": True, "source": "seg_head (trained with the segment stage)"}
     coverage = table.set_index("id").loc[images.ids, "coverage"].to_numpy()
     parts = []
     for k in folds_to_run(cfg.classify.train.folds, folds):

@@ -81,16 +81,17 @@ def run(ctx: Context) -> dict:
     seg_dir = ctx.upstream["segment"]
     if (seg_dir / "oof_dist.index.csv").exists():
         save_maps(ctx.dir, "oof_dist", ids, load_maps(seg_dir, "oof_dist", ids))
-    tests, test_dist = [], None
+    tests, test_dist, test_head = [], None, None
     for name, d in dirs.items():
         ctx.log(f"ensemble: test inference with {name}")
-        maps, dists = segment.predict_test(cfg, d, test_images)
-        tests.append(maps)
-        test_dist = dists if test_dist is None else test_dist
+        maps = segment.predict_test(cfg, d, test_images)
+        tests.append(maps.masks)
+        test_dist = maps.dists if test_dist is None else test_dist
+        test_head = maps.cls if test_head is None else test_head
     save_maps(ctx.dir, "test", test_images.ids, blend(tests, weights))
     if test_dist is not None:
         save_maps(ctx.dir, "test_dist", test_images.ids, test_dist)
-    _write_cls(ctx, ids, test_images)
+    _write_cls(ctx, ids, test_images, test_head)
     return {
         "models": list(dirs),
         "weights": [round(float(w), 3) for w in weights],
@@ -100,10 +101,15 @@ def run(ctx: Context) -> dict:
     }
 
 
-def _write_cls(ctx: Context, ids: list[str], test_images: ArrayStore) -> None:
-    """Classifier probabilities for the blended OOF ids and the test ids (NaN = no classifier)."""
-    oof = classify.load_oof(ctx.upstream["classify"])
+def _write_cls(ctx: Context, ids: list[str], test_images: ArrayStore, test_head: np.ndarray | None) -> None:
+    """Classifier probabilities for the blended OOF ids and the test ids (NaN = no classifier),
+    from the classify stage or, with classify.source = seg_head, from the segmentation head."""
+    head = segment.seg_head(ctx.cfg)
+    oof = classify.load_oof(ctx.upstream["segment" if head else "classify"])
     prob = oof.set_index("id")["prob"].reindex(ids).to_numpy() if oof is not None else np.full(len(ids), np.nan)
     pd.DataFrame({"id": ids, "prob": prob}).to_csv(ctx.dir / "oof_cls.csv", index=False)
-    test_prob = classify.predict_test(ctx.cfg, ctx.upstream["classify"], test_images)
+    if head:
+        test_prob = test_head
+    else:
+        test_prob = classify.predict_test(ctx.cfg, ctx.upstream["classify"], test_images)
     pd.DataFrame({"id": test_images.ids, "prob": test_prob}).to_csv(ctx.dir / "test_cls.csv", index=False)

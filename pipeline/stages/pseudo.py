@@ -55,7 +55,7 @@ def run_round(
 ) -> dict:
     cfg, pcfg = ctx.cfg, ctx.cfg.pseudo
     rdir = ctx.dir / f"round{r}"
-    probs, _ = segment.predict_test(cfg, prev, test_images)
+    probs = segment.predict_test(cfg, prev, test_images).masks
     chosen = select(pcfg, probs, cls_test)
     ids = [test_images.ids[i] for i in chosen]
     labels = write_labels(rdir, ids, [probs[i] for i in chosen], pcfg.soft)

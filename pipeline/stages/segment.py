@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from pipeline.evaluation import score_probs
 from pipeline.losses import ScheduledLoss, distance_loss
 from pipeline.models import build_segmentation
 from pipeline.predict import predict, save_maps
+from pipeline.roc import roc_outputs
 from pipeline.runtime import pick_device
 from pipeline.schema import Config, SegmentCfg
 from pipeline.stages.folds import load_folds
@@ -43,12 +45,29 @@ def folds_to_run(cfg_folds: list[int], folds: pd.DataFrame) -> list[int]:
     return cfg_folds or sorted(folds["fold"].unique().tolist())
 
 
-def build_model(cfg: SegmentCfg, in_channels: int):
-    return build_segmentation(cfg.model, in_channels, aux=cfg.aux.weight > 0)
+# Weight of the image-level BCE when the empty-mask classifier is a head on the segmentation
+# encoder (classify.source: seg_head): small enough not to disturb the masks' loss.
+SEG_HEAD_WEIGHT = 0.2
 
 
-def seg_task(cfg: SegmentCfg, model_predict) -> Task:
-    """Loss = scheduled segmentation loss + lambda x distance regression; validation = mAP."""
+class TestMaps(NamedTuple):
+    masks: list[np.ndarray]
+    dists: list[np.ndarray] | None
+    cls: np.ndarray | None  # image probabilities from the seg_head classifier
+
+
+def seg_head(cfg: Config) -> bool:
+    """Whether the empty-mask classifier rides on the segmentation encoder."""
+    return cfg.classify.enabled and cfg.classify.source == "seg_head"
+
+
+def build_model(cfg: SegmentCfg, in_channels: int, cls_head: bool = False):
+    return build_segmentation(cfg.model, in_channels, aux=cfg.aux.weight > 0, cls_head=cls_head)
+
+
+def seg_task(cfg: SegmentCfg, model_predict, cls_weight: float = 0.0) -> Task:
+    """Loss = scheduled segmentation loss + lambda x distance regression (+ image BCE for a
+    classifier head); validation = mAP."""
     seg_loss = ScheduledLoss(cfg.train.loss)
 
     def loss(out, batch, epoch):
@@ -57,6 +76,10 @@ def seg_task(cfg: SegmentCfg, model_predict) -> Task:
             d = distance_loss(out["dist"], batch["dist"], cfg.aux.signed)
             parts["dist"] = float(d.detach())
             total = total + cfg.aux.weight * d
+        if cls_weight > 0:
+            c = torch.nn.functional.binary_cross_entropy_with_logits(out["cls"], batch["label"])
+            parts["cls"] = float(c.detach())
+            total = total + cls_weight * c
         return total, parts
 
     return Task(loss=loss, validate=model_predict)
@@ -84,7 +107,7 @@ def train_fold(
     geometry = Geometry.from_cfg(scfg.input)
     seed = cfg.experiment.seed + k
     runtime.seed_everything(seed)  # the model's random init must not depend on what ran before
-    model = build_model(scfg, images[0].shape[2])
+    model = build_model(scfg, images[0].shape[2], seg_head(cfg))
     if init is not None:
         model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
     ds = SegDataset(images, masks, train_idx, geometry, build_augment(scfg.train.augment, seed), scfg.aux.signed, seed)
@@ -98,7 +121,7 @@ def train_fold(
         probs = [out["mask"] for _, out in preds]
         return {"score": float(score_probs([masks[i][..., 0] for i in val_idx], probs, scfg.train.eval_threshold).mean())}
 
-    fitter = Fitter(model, seg_task(scfg, validate), scfg.train, folder, device, seed, log)
+    fitter = Fitter(model, seg_task(scfg, validate, SEG_HEAD_WEIGHT if seg_head(cfg) else 0.0), scfg.train, folder, device, seed, log)
     fitter.fit(ds, weights)
     model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
     return model
@@ -123,6 +146,8 @@ def predict_oof(cfg: Config, model, images: ArrayStore, val_idx: np.ndarray, fol
         )
     )
     ids = [images.ids[i] for i, _ in out]
+    if "cls" in out[0][1]:
+        pd.DataFrame({"id": ids, "prob": [o["cls"] for _, o in out]}).to_csv(folder / "oof_cls.csv", index=False)
     if scfg.aux.weight > 0:
         save_maps(folder, "oof_dist", ids, [o["dist"] for _, o in out])
     save_maps(folder, "oof", ids, [o["mask"] for _, o in out])
@@ -156,6 +181,15 @@ def oof_scores(stage_dir: Path, masks: ArrayStore, folds: pd.DataFrame, threshol
     )
 
 
+def _merge_cls(stage_dir: Path, fold_dirs: list[Path], folds: pd.DataFrame, coverage: np.ndarray, images: ArrayStore) -> dict:
+    """The seg_head classifier's OOF probabilities (as the classify stage writes them) and ROC."""
+    oof = pd.concat([pd.read_csv(d / "oof_cls.csv", dtype={"id": str}) for d in fold_dirs])
+    oof["fold"] = oof["id"].map(dict(zip(folds["id"], folds["fold"], strict=True)))
+    oof["label"] = (oof["id"].map(dict(zip(images.ids, coverage, strict=True))) > 0).astype(int)
+    oof.to_csv(stage_dir / "oof_cls.csv", index=False)
+    return roc_outputs(stage_dir, oof)
+
+
 def run(ctx: Context) -> dict:
     cfg = ctx.cfg
     images, masks, table = open_train(ctx.upstream["ingest"])
@@ -173,7 +207,8 @@ def run(ctx: Context) -> dict:
     scores = oof_scores(ctx.dir, masks, folds, cfg.segment.train.eval_threshold)
     scores.to_csv(ctx.dir / "oof_scores.csv", index=False)
     fits = {d.name: json.loads((d / "fit.json").read_text()) for d in fold_dirs}
-    return {
+    head = _merge_cls(ctx.dir, fold_dirs, folds, coverage, images) if seg_head(cfg) else {}
+    return head | {
         "oof_tgs": round(float(scores["tgs"].mean()), 4),
         "oof_dice": round(float(scores["dice"].mean()), 4),
         "fold_tgs": {f"fold{k}": round(float(v), 4) for k, v in scores.groupby("fold")["tgs"].mean().items()},
@@ -182,7 +217,7 @@ def run(ctx: Context) -> dict:
     }
 
 
-def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore) -> TestMaps:
     """Test probability (and distance) maps: every fold model of `model_dir`, with TTA,
     averaged, at each image's original size."""
     scfg = cfg.segment
@@ -193,8 +228,9 @@ def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore) -> tuple
         raise FileNotFoundError(f"no fold models under {model_dir}")
     masks: list[np.ndarray] | None = None
     dists: list[np.ndarray] | None = None
+    cls = np.zeros(len(test_images)) if seg_head(cfg) else None
     for path in paths:
-        model = build_model(scfg, test_images[0].shape[2])
+        model = build_model(scfg, test_images[0].shape[2], seg_head(cfg))
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         outs = [
             o
@@ -215,4 +251,6 @@ def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore) -> tuple
         if "dist" in outs[0]:
             d = [o["dist"] / len(paths) for o in outs]
             dists = d if dists is None else [a + b for a, b in zip(dists, d, strict=True)]
-    return masks, dists
+        if cls is not None:
+            cls += np.array([o["cls"] for o in outs]) / len(paths)
+    return TestMaps(masks, dists, cls)
