@@ -119,7 +119,8 @@ class SegDataset(Dataset):
     """Training/validation samples: image, mask, distance target, label and coverage.
 
     In tile mode, training takes one random `size` crop per image (tiles with foreground
-    preferred half of the time, since defects are small); inference tiles separately."""
+    preferred half of the time, since defects are small), or the fixed crop at `crops[i]`
+    (y, x) when given (an image may then appear once per patch); inference tiles separately."""
 
     def __init__(
         self,
@@ -131,10 +132,12 @@ class SegDataset(Dataset):
         signed: bool = False,
         seed: int = 0,
         soft: bool = False,
+        crops: np.ndarray | None = None,
     ) -> None:
         self.images, self.masks, self.indices = images, masks, np.asarray(indices)
         self.geometry, self.augment, self.signed, self.soft = geometry, augment, signed, soft
         self.rng = np.random.default_rng(seed)
+        self.crops = crops
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -160,7 +163,11 @@ class SegDataset(Dataset):
         idx = int(self.indices[i])
         img = np.asarray(self.images[idx])
         mask = np.asarray(self.masks[idx]) if self.masks is not None else np.zeros((*img.shape[:2], 1), np.uint8)
-        if self.geometry.mode == "tile":
+        if self.crops is not None:
+            y0, x0 = (int(v) for v in self.crops[i])
+            s = self.geometry.size
+            img, mask = img[y0 : y0 + s, x0 : x0 + s], mask[y0 : y0 + s, x0 : x0 + s]
+        elif self.geometry.mode == "tile":
             img, mask = self._crop(img, mask)
         img = self.geometry.forward(img)
         mask = self.geometry.forward(mask, cv2.INTER_NEAREST)

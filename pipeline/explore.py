@@ -67,8 +67,12 @@ def oof_frame(cfg: Config) -> pd.DataFrame:
 
 
 def classifier_oof(cfg: Config) -> pd.DataFrame | None:
-    """The classify stage's OOF probabilities (id, fold, prob, label), None when disabled."""
-    path = api.artifact(cfg, "classify") / "oof_cls.csv"
+    """The empty-mask classifier's OOF probabilities (id, fold, prob, label): from the classify
+    stage, or from the segment stage with classify.source = seg_head; None when disabled."""
+    if not cfg.classify.enabled:
+        return None
+    stage = "segment" if cfg.classify.source == "seg_head" else "classify"
+    path = api.artifact(cfg, stage) / "oof_cls.csv"
     return pd.read_csv(path, dtype={"id": str}) if path.exists() else None
 
 
@@ -98,6 +102,11 @@ def sweep(ens: EnsembleOutputs, thresholds: Sequence[float], min_areas: Sequence
     """candidate_table over a grid, scored on the ensemble's blended OOF maps."""
     cands, scores = candidate_scores(ens.truths(), ens.oof_probs(), ens.oof_cls, thresholds, min_areas, gates, metric)
     return candidate_table(cands, scores)
+
+
+def scorer_policy(cfg: Config) -> dict:
+    """The scorer's policy.json: chosen policy, nested-CV mean metric per policy, grid best."""
+    return json.loads((api.artifact(cfg, "scorer") / "policy.json").read_text())
 
 
 @dataclass

@@ -8,6 +8,7 @@ defect patch is not drowned by many confident-empty ones as in a plain mean) or 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -82,7 +83,57 @@ def train_fold(cfg: Config, folder: Path, images, masks, coverage, train_idx, va
         ds, sample_weights(coverage[train_idx], ccfg.train.oversample)
     )
     model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
+    if ccfg.patch.enabled and ccfg.patch.second_round_conf > 0:
+        model = second_round(cfg, folder / "round2", model, images, masks, train_idx, device, seed, validate, log)
     return model, predict_probs(ccfg, model, images, val_idx, device, ccfg.train.tta)
+
+
+def patch_grid(images: ArrayStore, indices: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every patch position (image index, (y, x)) of a sliding window over the images."""
+    idx, yx = [], []
+    for i in indices:
+        h, w = images[int(i)].shape[:2]
+        for y in sorted({*range(0, max(h - size, 0) + 1, stride), max(h - size, 0)}):
+            for x in sorted({*range(0, max(w - size, 0) + 1, stride), max(w - size, 0)}):
+                idx.append(int(i))
+                yx.append((y, x))
+    return np.array(idx, dtype=int), np.array(yx, dtype=int).reshape(-1, 2)
+
+
+@torch.no_grad()
+def patch_probs(model: nn.Module, ds: SegDataset, device, tcfg) -> tuple[np.ndarray, np.ndarray]:
+    """Classifier probability and truth label of every fixed patch of `ds`."""
+    model.eval()
+    probs, labels = [], []
+    for batch in torch.utils.data.DataLoader(ds, batch_size=64, shuffle=False):
+        with runtime.autocast(device, tcfg):
+            out = model(batch["image"].to(device))
+        probs.append(torch.sigmoid(out["cls"].float()).cpu().numpy())
+        labels.append(batch["label"].numpy())
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def second_round(
+    cfg: Config, folder: Path, model: nn.Module, images, masks, train_idx, device, seed: int, validate, log=print
+) -> nn.Module:
+    """Patch mode, round 2: fine-tune on the training patches that round 1 classifies with
+    confidence |2p - 1| >= patch.second_round_conf, dropping ambiguous patches (a defect
+    cut by the patch border, label noise) that blur the decision boundary."""
+    ccfg = cfg.classify
+    geometry = Geometry("tile", ccfg.patch.size)
+    idx, yx = patch_grid(images, train_idx, ccfg.patch.size, ccfg.patch.stride)
+    probs, labels = patch_probs(model, SegDataset(images, masks, idx, geometry, crops=yx), device, ccfg.train)
+    keep = np.abs(2 * probs - 1) >= ccfg.patch.second_round_conf
+    log(f"{folder.parent.name} round 2: {int(keep.sum())} of {len(keep)} patches pass confidence {ccfg.patch.second_round_conf}")
+    if keep.sum() < ccfg.train.batch_size:
+        return model  # too few confident patches to fine-tune on: keep round 1
+    ds = SegDataset(images, masks, idx[keep], geometry, build_augment(ccfg.train.augment, seed + 1), seed=seed + 1, crops=yx[keep])
+    tcfg = dataclasses.replace(ccfg.train, epochs=max(1, ccfg.train.epochs // 2), swa_epochs=0, lr=ccfg.train.lr * 0.5)
+    # Positive patches count as "small" coverage for the oversampling weights.
+    weights = sample_weights(np.where(labels[keep] > 0, 0.05, 0.0), ccfg.train.oversample)
+    Fitter(model, cls_task(ccfg, validate), tcfg, folder, device, seed + 1, log).fit(ds, weights)
+    model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
+    return model
 
 
 def run(ctx: Context) -> dict:
@@ -117,7 +168,11 @@ def load_oof(folder: Path) -> pd.DataFrame | None:
 
 def predict_test(cfg: Config, folder: Path, test_images: ArrayStore) -> np.ndarray:
     """Test probabilities averaged over the fold classifiers (NaN when disabled)."""
-    paths = sorted(folder.glob("fold*/model.pt"))
+    # A fold's final model is its round-2 fine-tune when patch.second_round_conf made one.
+    paths = [
+        p.parent / "round2" / "model.pt" if (p.parent / "round2" / "model.pt").exists() else p
+        for p in sorted(folder.glob("fold*/model.pt"))
+    ]
     if not cfg.classify.enabled or not paths:
         return np.full(len(test_images), np.nan)
     device = pick_device(cfg.experiment)
