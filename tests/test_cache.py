@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import data_overrides
 
 from pipeline import cache, config, demo
 from pipeline import stages as _stages  # noqa: F401  (registers the real stages)
@@ -34,19 +35,9 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
-def _data_overrides(root: Path) -> list[str]:
-    return [
-        f"data.train_images={root / 'train' / 'images'}",
-        f"data.train_masks={root / 'train' / 'masks'}",
-        f"data.test_images={root / 'test' / 'images'}",
-        f"data.metadata=[{root / 'metadata.csv'}]",
-        f"data.solution_masks={root / 'test_solution' / 'masks'}",
-    ]
-
-
 def _cfg(tmp_path: Path, *overrides: str, data: Path | None = None):
     base = [f"experiment.artifacts={tmp_path / 'artifacts'}"]
-    return config.load(DEMO_CFG, [*base, *(_data_overrides(data) if data else []), *overrides])
+    return config.load(DEMO_CFG, [*base, *(data_overrides(data) if data else []), *overrides])
 
 
 class Dummies:
