@@ -46,7 +46,8 @@ def _round_cfg(cfg: Config) -> Config:
     train = cfg.segment.train
     swa = min(train.swa_epochs, max(cfg.pseudo.epochs - 1, 0))
     phases = [dataclasses.replace(train.loss[-1], until_epoch=0)]  # the final loss phase only
-    new_train = dataclasses.replace(train, epochs=cfg.pseudo.epochs, swa_epochs=swa, loss=phases, lr=train.lr * 0.5)
+    # Fine-tune at the SWA learning rate: the full lr undoes what the last epochs and SWA gained.
+    new_train = dataclasses.replace(train, epochs=cfg.pseudo.epochs, swa_epochs=swa, loss=phases, lr=train.swa_lr)
     return dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, train=new_train))
 
 
