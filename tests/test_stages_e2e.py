@@ -34,7 +34,9 @@ def _run_all(cfg) -> dict[str, bool]:
 def full(smoke_cfg, tmp_path_factory):
     """Every stage of the smoke config, once for this module; returns (cfg, fake repo root)."""
     root = tmp_path_factory.mktemp("e2e_root")
-    cfg = smoke_cfg()
+    # Own artifacts: another module (the notebooks test) may already have cached `submit`
+    # in the shared smoke artifacts, with its submission written elsewhere.
+    cfg = smoke_cfg(artifacts=root / "artifacts")
     with pytest.MonkeyPatch.context() as mp:
         # See conftest.submissions_dir for why REPO_ROOT moves too.
         mp.setattr(paths, "SUBMISSIONS_DIR", root / "submissions")
@@ -103,7 +105,7 @@ def test_second_run_is_fully_cached(full, submissions_dir):
 
 def test_changing_min_areas_reruns_only_scorer_and_submit(full, smoke_cfg, submissions_dir):
     cfg, _ = full
-    changed = smoke_cfg("scorer.min_areas=[0, 30]")
+    changed = smoke_cfg("scorer.min_areas=[0, 30]", artifacts=Path(cfg.experiment.artifacts))
     before = {name: key for name, _, key in cache.status(cfg)}
     after = {name: key for name, _, key in cache.status(changed)}
     assert {n for n in before if before[n] != after[n]} == {"scorer", "submit"}
@@ -148,7 +150,7 @@ def test_classify_outputs(full):
 
 def test_classify_disabled_gives_nan_probs_and_never_gates(full, smoke_cfg):
     base, _ = full
-    cfg = smoke_cfg("classify.enabled=false")
+    cfg = smoke_cfg("classify.enabled=false", artifacts=Path(base.experiment.artifacts))
     ran = {name: cache.run_stage(cfg, name, log=_quiet)[1] for name in ("segment", "classify", "ensemble")}
     assert ran == {"segment": False, "classify": True, "ensemble": True}
     assert cache.stage_dir(cfg, "segment") == cache.stage_dir(base, "segment")
