@@ -22,8 +22,12 @@ def steps(cfg: Config) -> list[tuple[str, float | None, str]]:
     nested = scorer.get("nested_cv", {})
     lgbm = max((nested[p] for p in ("global", "per_image") if p in nested), default=None)
     lgbm_name = max(("global", "per_image"), key=lambda p: nested.get(p, -1)) if nested else ""
+    metric = cfg.submit.metric
+    # The ensemble stage scores its blend in TGS mAP; for another metric the scorer's
+    # no-post-processing candidate on the blended OOF is the same step in that metric.
+    ens_cv = ens.get("oof_tgs") if metric == "tgs" else nested.get("raw@0.5")
     return [
-        ("raw segmentation @0.5", seg.get("oof_tgs"), "OOF"),
+        ("raw segmentation @0.5", seg.get(f"oof_{metric}"), "OOF"),
         (
             "+ classifier gating",
             nested.get("gate_only"),
@@ -34,7 +38,7 @@ def steps(cfg: Config) -> list[tuple[str, float | None, str]]:
             pseudo.get("oof_tgs") if pseudo.get("rounds") else None,
             "OOF after the last round" if pseudo.get("rounds") else "off (pseudo.rounds = 0)",
         ),
-        ("+ ensemble", ens.get("oof_tgs"), f"OOF of the blend {ens.get('models', [])} weights {ens.get('weights', [])}"),
+        ("+ ensemble", ens_cv, f"OOF of the blend {ens.get('models', [])} weights {ens.get('weights', [])}"),
         ("+ grid post-processing", nested.get("grid"), "nested CV (threshold, min area, gate)"),
         ("+ LightGBM post-processing", lgbm, f"nested CV, policy {lgbm_name}"),
     ]
