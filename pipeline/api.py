@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pipeline import (
@@ -14,6 +13,7 @@ from pipeline import (
 )
 from pipeline import config as config_mod
 from pipeline.errors import UserError
+from pipeline.evaluation import counts
 from pipeline.imageio import list_images, load_mask
 from pipeline.ingest import format_problems
 from pipeline.metrics import scores_from_counts
@@ -85,11 +85,6 @@ def score_submission(csv: str | Path, masks_dir: str | Path, metric: str = "tgs"
     problems = check_submission(sub, order, shapes, Path(csv).name)
     if problems:
         raise UserError(format_problems(problems))
-    inter, ta, pa = [], [], []
-    for i, rle in zip(sub["id"], sub["rle"], strict=True):
-        pred, truth = rle_decode(rle, shapes[i]).astype(bool), truths[i] > 0
-        inter.append(np.count_nonzero(pred & truth))
-        ta.append(np.count_nonzero(truth))
-        pa.append(np.count_nonzero(pred))
-    scores = scores_from_counts(np.array(inter), np.array(ta), np.array(pa), metric)
+    preds = [rle_decode(rle, shapes[i]).astype(bool) for i, rle in zip(sub["id"], sub["rle"], strict=True)]
+    scores = scores_from_counts(*counts([truths[i] > 0 for i in sub["id"]], preds), metric)
     return float(scores.mean()), len(scores)

@@ -13,7 +13,8 @@ from pipeline.predict import dequantise
 from pipeline.store import ArrayStore
 
 
-def _maps(folder: Path, name: str, ids: list[str]) -> list[np.ndarray] | None:
+def read_maps(folder: Path, name: str, ids: list[str]) -> list[np.ndarray] | None:
+    """Dequantised maps of store `name` for `ids`, or None when the store is absent."""
     if not (folder / f"{name}.index.csv").exists():
         return None
     store = ArrayStore(folder, name)
@@ -58,16 +59,16 @@ class EnsembleOutputs:
 
     @cached_property
     def _oof(self) -> list[np.ndarray]:
-        return _maps(self.dir, "oof", self.oof_ids)
+        return read_maps(self.dir, "oof", self.oof_ids)
 
     def oof_probs(self) -> list[np.ndarray]:
         return self._oof
 
     def oof_dists(self) -> list[np.ndarray] | None:
-        return _maps(self.dir, "oof_dist", self.oof_ids)
+        return read_maps(self.dir, "oof_dist", self.oof_ids)
 
     def test_probs(self) -> list[np.ndarray]:
-        return _maps(self.dir, "test", self.test_ids)
+        return read_maps(self.dir, "test", self.test_ids)
 
     def test_dists(self) -> list[np.ndarray] | None:
-        return _maps(self.dir, "test_dist", self.test_ids)
+        return read_maps(self.dir, "test_dist", self.test_ids)

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cache import Context
+from pipeline.ensemble_io import read_maps
 from pipeline.errors import UserError
 from pipeline.evaluation import score_probs
-from pipeline.predict import dequantise, save_maps
+from pipeline.predict import save_maps
 from pipeline.stages import classify, segment
 from pipeline.store import ArrayStore
 
@@ -36,8 +37,10 @@ def model_dirs(ctx: Context) -> dict[str, Path]:
 
 
 def load_maps(folder: Path, name: str, ids: list[str]) -> list[np.ndarray]:
-    store = ArrayStore(folder, name)
-    return [dequantise(store.get(i)[..., 0]) for i in ids]
+    maps = read_maps(folder, name, ids)
+    if maps is None:
+        raise FileNotFoundError(f"no '{name}' maps in {folder}")
+    return maps
 
 
 def blend(maps: list[list[np.ndarray]], weights: np.ndarray) -> list[np.ndarray]:

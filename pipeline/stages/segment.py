@@ -17,12 +17,12 @@ from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weight
 from pipeline.evaluation import score_probs
 from pipeline.losses import ScheduledLoss, distance_loss
 from pipeline.models import build_segmentation
-from pipeline.predict import predict, save_maps
+from pipeline.predict import dequantise, predict, save_maps
 from pipeline.roc import roc_outputs
 from pipeline.runtime import pick_device
 from pipeline.schema import Config, SegmentCfg
 from pipeline.stages.folds import load_folds
-from pipeline.store import ArrayStore
+from pipeline.store import ArrayStore, write_store
 from pipeline.train import Fitter, Task
 
 
@@ -155,8 +155,6 @@ def predict_oof(cfg: Config, model, images: ArrayStore, val_idx: np.ndarray, fol
 
 def merge_oof(stage_dir: Path, fold_dirs: list[Path], names: tuple[str, ...], order: list[str]) -> None:
     """Fold OOF stores -> one store per name in train order (each id exactly once)."""
-    from pipeline.store import write_store
-
     for name in names:
         parts = [ArrayStore(d, name) for d in fold_dirs if (d / f"{name}.index.csv").exists()]
         if not parts:
@@ -168,7 +166,7 @@ def merge_oof(stage_dir: Path, fold_dirs: list[Path], names: tuple[str, ...], or
 def oof_scores(stage_dir: Path, masks: ArrayStore, folds: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
     """Per-image OOF metric (TGS mAP and Dice) at a pixel threshold."""
     oof = ArrayStore(stage_dir, "oof")
-    probs = [oof[i][..., 0].astype(np.float32) / 255.0 for i in range(len(oof))]
+    probs = [dequantise(oof[i][..., 0]) for i in range(len(oof))]
     truths = [masks.get(i)[..., 0] for i in oof.ids]
     fold_of = dict(zip(folds["id"], folds["fold"], strict=True))
     return pd.DataFrame(
