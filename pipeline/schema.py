@@ -77,6 +77,9 @@ class InputCfg:
         return None
 
 
+SCHEDULERS = ("cosine", "cosine_restarts", "onecycle", "none")
+
+
 @dataclass
 class LossPhase:
     until_epoch: int  # this phase applies to epochs < until_epoch (0 = to the end)
@@ -89,7 +92,7 @@ class TrainCfg:
     batch_size: int
     lr: float
     weight_decay: float
-    scheduler: str  # cosine | onecycle | none
+    scheduler: str  # cosine | cosine_restarts (one cosine cycle per loss phase) | onecycle | none
     swa_epochs: int  # average the last K epochs (0 = off)
     swa_lr: float
     bf16: str | bool  # auto | on | off (YAML reads on/off as booleans; both accepted)
@@ -104,8 +107,8 @@ class TrainCfg:
     eval_threshold: float
 
     def check(self) -> str | None:
-        if self.scheduler not in ("cosine", "onecycle", "none"):
-            return f"scheduler must be cosine, onecycle or none, got {self.scheduler!r}"
+        if self.scheduler not in SCHEDULERS:
+            return f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"
         if isinstance(self.bf16, bool):
             self.bf16 = "on" if self.bf16 else "off"
         if self.bf16 not in ("auto", "on", "off"):

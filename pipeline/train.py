@@ -8,6 +8,7 @@ resume at the next epoch: model, optimiser, schedulers, SWA average and every RN
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -38,12 +39,31 @@ class Task:
     validate: Callable[[nn.Module], dict[str, float]]
 
 
-def _scheduler(opt: torch.optim.Optimizer, tcfg: TrainCfg, total_steps: int):
+def phase_starts(tcfg: TrainCfg, main_epochs: int) -> list[int]:
+    """Epochs where a loss phase begins, inside the main (pre-SWA) epochs."""
+    starts = [0] + [ph.until_epoch for ph in tcfg.loss[:-1] if ph.until_epoch > 0]
+    return sorted({e for e in starts if e < main_epochs})
+
+
+def _scheduler(opt: torch.optim.Optimizer, tcfg: TrainCfg, steps_per_epoch: int, main_epochs: int):
+    total_steps = steps_per_epoch * main_epochs
     if total_steps <= 0 or tcfg.scheduler == "none":
         return None
     if tcfg.scheduler == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg.lr, total_steps=total_steps, pct_start=0.2)
+    if tcfg.scheduler == "cosine_restarts":
+        # One cosine cycle per loss phase: a single cosine over all epochs has decayed to almost
+        # nothing by the time Lovász takes over, so the second loss barely trains (seen on tgs_salt).
+        bounds = [s * steps_per_epoch for s in phase_starts(tcfg, main_epochs)] + [total_steps]
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _cycle_factor(step, bounds))
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps, eta_min=tcfg.lr * 0.01)
+
+
+def _cycle_factor(step: int, bounds: list[int], floor: float = 0.01) -> float:
+    for lo, hi in itertools.pairwise(bounds):
+        if step < hi:
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step - lo) / (hi - lo)))
+    return floor
 
 
 def _save(obj: object, path: Path) -> None:
@@ -166,7 +186,7 @@ class Fitter:
         loader = make_loader(train_ds, tcfg, weights, gen)
         main_epochs = max(tcfg.epochs - tcfg.swa_epochs, 0)
         opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-        sched = _scheduler(opt, tcfg, len(loader) * main_epochs)
+        sched = _scheduler(opt, tcfg, len(loader), main_epochs)
         swa = AveragedModel(model) if tcfg.swa_epochs > 0 else None
         swa_sched = SWALR(opt, swa_lr=tcfg.swa_lr, anneal_epochs=1) if swa is not None else None
         scaler = torch.amp.GradScaler("cuda") if runtime.needs_grad_scaler(device, tcfg) else None
