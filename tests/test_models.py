@@ -267,3 +267,34 @@ def test_predict_returns_original_size(tmp_path, smoke, mode, size, overlap):
 def test_pad_geometry_refuses_images_larger_than_size():
     with pytest.raises(UserError):
         Geometry("pad", 64).forward(np.zeros((101, 101, 1), np.uint8))
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 64])
+def test_tiled_predict_same_result_for_any_batch_size(tmp_path, smoke, batch_size):
+    # Tiles of several images share a batch; the split back per image must not mix them up.
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (*s, 1), dtype=np.uint8) for s in [(150, 170), (40, 64), (101, 101), (70, 200)]]
+    store = _store(tmp_path, images)
+    torch.manual_seed(0)
+    model = PointwiseNet()
+
+    def run(bs: int) -> dict:
+        return dict(
+            predict(
+                model,
+                store,
+                np.arange(len(store)),
+                Geometry("tile", 48),
+                ["none"],
+                torch.device("cpu"),
+                smoke.segment.train,
+                overlap=16,
+                batch_size=bs,
+            )
+        )
+
+    ref, got = run(1), run(batch_size)
+    assert sorted(got) == list(range(len(images)))
+    for i in ref:
+        np.testing.assert_allclose(got[i]["mask"], ref[i]["mask"], atol=1e-6)
+        assert got[i]["cls"] == pytest.approx(ref[i]["cls"], abs=1e-6)
