@@ -70,6 +70,9 @@ class Stage:
     # Config values read only in some settings; hashed only when non-empty, so keys of the
     # usual setting do not change when such an option is added.
     extra: Callable[[Config], dict] | None = None
+    # Switches inside `sections` that are hashed only when on: adding an opt-in switch (off by
+    # default) leaves the keys of existing artifacts as they were.
+    opt_in: tuple[str, ...] = ()
     doc: str = ""
 
 
@@ -109,6 +112,20 @@ def stage_inputs(cfg: Config, stage: Stage) -> dict:
     return stage.inputs(cfg) if stage.inputs else {}
 
 
+def _hashed_sections(cfg: Config, stage: Stage) -> dict:
+    out = {s: config_mod.section(cfg, s) for s in stage.sections}
+    for switch in stage.opt_in:
+        if config_mod.section(cfg, switch):
+            continue
+        for s, value in out.items():
+            if switch.startswith(s + "."):
+                *parents, leaf = switch[len(s) + 1 :].split(".")
+                for part in parents:
+                    value = value[part]
+                value.pop(leaf)
+    return out
+
+
 def key_material(cfg: Config, name: str, _memo: dict | None = None) -> dict:
     """Everything a stage's key hashes: own sections, seed, inputs, upstream keys."""
     stage = get_stage(name)
@@ -116,7 +133,7 @@ def key_material(cfg: Config, name: str, _memo: dict | None = None) -> dict:
         "stage": name,
         "version": stage.version,
         "seed": cfg.experiment.seed,
-        "config": {s: config_mod.section(cfg, s) for s in stage.sections},
+        "config": _hashed_sections(cfg, stage),
         "inputs": stage_inputs(cfg, stage),
         "upstream": {u: stage_key(cfg, u, _memo) for u in stage.upstream},
     }

@@ -7,12 +7,14 @@ that a confident tile outweighs an unsure neighbour where they overlap."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from pipeline import runtime
 from pipeline.datasets import Geometry, to_tensor
@@ -148,6 +150,32 @@ def predict(
         for j, idx in enumerate(chunk):
             h, w = images[int(idx)].shape[:2]
             yield int(idx), {k: geometry.backward(v[j, 0].numpy(), h, w) if v.dim() == 4 else float(v[j]) for k, v in out.items()}
+
+
+def adapt_bn(
+    model: nn.Module, images: ArrayStore, geometry: Geometry, device: torch.device, overlap: int = 0, batch_size: int = 32
+) -> nn.Module:
+    """AdaBN: a copy of `model` whose BatchNorm statistics are re-estimated on `images` (the test
+    set), for a test domain shifted from train (another scanner, gain or offset); weights stay."""
+    adapted = copy.deepcopy(model).to(device)
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in adapted.modules()):
+        return adapted
+
+    def batches() -> Iterator[torch.Tensor]:
+        tiles = []
+        for i in range(len(images)):
+            img = np.asarray(images[i])
+            tiles.extend(_plan_tiles(img, geometry, overlap).tiles if geometry.mode == "tile" else [to_tensor(geometry.forward(img))])
+            while len(tiles) >= batch_size:
+                yield torch.stack(tiles[:batch_size])
+                tiles = tiles[batch_size:]
+        if len(tiles) > 1:  # BatchNorm rejects a 1-sample batch in training mode
+            yield torch.stack(tiles)
+
+    with torch.no_grad():
+        update_bn(batches(), adapted, device)
+    adapted.eval()
+    return adapted
 
 
 def quantise(prob: np.ndarray) -> np.ndarray:

@@ -185,6 +185,7 @@ class ScorerCfg:
 class EnsembleCfg:
     models: list[str]
     fit_weights: bool
+    adabn: bool  # re-estimate BatchNorm statistics on the test images (shifted test domain)
 
 
 @dataclass

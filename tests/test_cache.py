@@ -156,6 +156,16 @@ def test_unrelated_change_keeps_keys(tmp_path, dummies):
     assert cache.stage_key(cfg, "segment") != cache.stage_key(cfg2, "segment")
 
 
+def test_opt_in_switch_enters_the_key_only_when_on(tmp_path):
+    cfg, on = _cfg(tmp_path), _cfg(tmp_path, "ensemble.adabn=true")
+    material = cache.key_material(cfg, "ensemble")["config"]["ensemble"]
+    assert "adabn" not in material and "models" in material  # off: hashed as before it existed
+    assert cache.key_material(on, "ensemble")["config"]["ensemble"]["adabn"] is True
+    assert cache.stage_key(cfg, "ensemble") != cache.stage_key(on, "ensemble")
+    assert cache.stage_key(cfg, "segment") == cache.stage_key(on, "segment")
+    assert cfg.ensemble.adabn is False  # the config itself keeps the switch
+
+
 def test_force_reruns(tmp_path, dummies):
     cfg = _cfg(tmp_path)
     folder, _ = cache.run_stage(cfg, "t_down")

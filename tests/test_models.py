@@ -15,7 +15,7 @@ from pipeline.datasets import Geometry, to_tensor
 from pipeline.errors import UserError
 from pipeline.losses import LOSSES, ScheduledLoss, distance_loss, get_loss
 from pipeline.models import ARCHS, build_segmentation
-from pipeline.predict import predict
+from pipeline.predict import adapt_bn, predict
 from pipeline.pretrained import LITE_PACKAGES, lite_state_dict
 from pipeline.schema import LossPhase, ModelCfg
 from pipeline.stages.segment import build_model, seg_task
@@ -298,3 +298,27 @@ def test_tiled_predict_same_result_for_any_batch_size(tmp_path, smoke, batch_siz
     for i in ref:
         np.testing.assert_allclose(got[i]["mask"], ref[i]["mask"], atol=1e-6)
         assert got[i]["cls"] == pytest.approx(ref[i]["cls"], abs=1e-6)
+
+
+class BNNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, x):
+        return {"mask": self.bn(x)}
+
+
+@pytest.mark.parametrize("mode,size", [("pad", 128), ("tile", 48)])
+def test_adapt_bn_estimates_statistics_on_the_target_images(tmp_path, mode, size):
+    rng = np.random.default_rng(3)
+    # a shifted domain: intensities around 200, far from the untrained statistics (mean 0, var 1)
+    images = [rng.normal(200, 10, (101, 101, 1)).clip(0, 255).astype(np.uint8) for _ in range(8)]
+    store = _store(tmp_path, images)
+    model = BNNet().eval()
+    adapted = adapt_bn(model, store, Geometry(mode, size), torch.device("cpu"), overlap=16 if mode == "tile" else 0, batch_size=4)
+    assert model.bn.running_mean.item() == 0.0 and model.bn.running_var.item() == 1.0  # original untouched
+    assert not adapted.training
+    target = torch.stack([to_tensor(im) for im in images])
+    assert adapted.bn.running_mean.item() == pytest.approx(float(target.mean()), rel=0.01)
+    assert adapted.bn.running_var.item() == pytest.approx(float(target.var()), rel=0.15)

@@ -111,6 +111,19 @@ def test_ensemble_writes_a_test_map_per_test_id(cfg):
     assert all(store[i].shape == (101, 101, 1) for i in range(len(store)))
 
 
+def test_adabn_changes_test_maps_only(cfg, smoke_cfg):
+    plain = cache.run_stage(cfg, "ensemble", log=lambda _: None)[0]
+    adapted = cache.run_stage(smoke_cfg("ensemble.adabn=true"), "ensemble", log=lambda _: None)[0]
+    assert adapted != plain
+    for name in ("oof", "test"):
+        a, b = ArrayStore(plain, name), ArrayStore(adapted, name)
+        assert a.ids == b.ids
+        diff = max(np.abs(a[i].astype(int) - b[i].astype(int)).max() for i in range(len(a)))
+        assert (diff == 0) if name == "oof" else (diff > 0), name
+    cls_a, cls_b = (pd.read_csv(d / "test_cls.csv")["prob"] for d in (plain, adapted))
+    assert not np.allclose(cls_a, cls_b)
+
+
 # ----------------------------------------------------------------------------- resume
 
 

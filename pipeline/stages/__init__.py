@@ -89,6 +89,7 @@ register(
         ("ensemble", "segment.train.tta", "classify.train.tta"),
         ("ingest", "ingest_test", "folds", "classify", "segment", "pseudo"),
         "pipeline.stages.ensemble:run",
+        opt_in=("ensemble.adabn",),
         doc="test inference (TTA, fold average) and OOF-fitted blend",
     )
 )

@@ -21,7 +21,7 @@ from pipeline import runtime
 from pipeline.cache import Context
 from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
 from pipeline.models import ClassifierNet
-from pipeline.predict import predict
+from pipeline.predict import adapt_bn, predict
 from pipeline.roc import roc_outputs, safe_auc
 from pipeline.runtime import pick_device
 from pipeline.schema import ClassifyCfg, Config, InputCfg
@@ -166,8 +166,9 @@ def load_oof(folder: Path) -> pd.DataFrame | None:
     return pd.read_csv(path, dtype={"id": str}) if path.exists() else None
 
 
-def predict_test(cfg: Config, folder: Path, test_images: ArrayStore) -> np.ndarray:
-    """Test probabilities averaged over the fold classifiers (NaN when disabled)."""
+def predict_test(cfg: Config, folder: Path, test_images: ArrayStore, adabn: bool = False) -> np.ndarray:
+    """Test probabilities averaged over the fold classifiers (NaN when disabled); `adabn`
+    re-estimates BatchNorm statistics on the test images first."""
     # A fold's final model is its round-2 fine-tune when patch.second_round_conf made one.
     paths = [
         p.parent / "round2" / "model.pt" if (p.parent / "round2" / "model.pt").exists() else p
@@ -180,5 +181,7 @@ def predict_test(cfg: Config, folder: Path, test_images: ArrayStore) -> np.ndarr
     for path in paths:
         model = ClassifierNet(cfg.classify.model, test_images[0].shape[2])
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        if adabn:
+            model = adapt_bn(model, test_images, geometry(cfg.classify), device, overlap(cfg.classify))
         total += predict_probs(cfg.classify, model, test_images, np.arange(len(test_images)), device, cfg.classify.train.tta)
     return total / len(paths)

@@ -87,7 +87,7 @@ def run(ctx: Context) -> dict:
     tests, test_dist, test_head = [], None, None
     for name, d in dirs.items():
         ctx.log(f"ensemble: test inference with {name}")
-        maps = segment.predict_test(cfg, d, test_images)
+        maps = segment.predict_test(cfg, d, test_images, cfg.ensemble.adabn)
         tests.append(maps.masks)
         test_dist = maps.dists if test_dist is None else test_dist
         test_head = maps.cls if test_head is None else test_head
@@ -114,5 +114,5 @@ def _write_cls(ctx: Context, ids: list[str], test_images: ArrayStore, test_head:
     if head:
         test_prob = test_head
     else:
-        test_prob = classify.predict_test(ctx.cfg, ctx.upstream["classify"], test_images)
+        test_prob = classify.predict_test(ctx.cfg, ctx.upstream["classify"], test_images, ctx.cfg.ensemble.adabn)
     pd.DataFrame({"id": test_images.ids, "prob": test_prob}).to_csv(ctx.dir / "test_cls.csv", index=False)

@@ -17,7 +17,7 @@ from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weight
 from pipeline.evaluation import score_probs
 from pipeline.losses import ScheduledLoss, distance_loss
 from pipeline.models import build_segmentation
-from pipeline.predict import dequantise, predict, save_maps
+from pipeline.predict import adapt_bn, dequantise, predict, save_maps
 from pipeline.roc import roc_outputs
 from pipeline.runtime import pick_device
 from pipeline.schema import Config, SegmentCfg
@@ -215,9 +215,10 @@ def run(ctx: Context) -> dict:
     }
 
 
-def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore) -> TestMaps:
+def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore, adabn: bool = False) -> TestMaps:
     """Test probability (and distance) maps: every fold model of `model_dir`, with TTA,
-    averaged, at each image's original size."""
+    averaged, at each image's original size; `adabn` re-estimates BatchNorm statistics on the
+    test images first."""
     scfg = cfg.segment
     device = pick_device(cfg.experiment)
     geometry = Geometry.from_cfg(scfg.input)
@@ -230,6 +231,8 @@ def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore) -> TestM
     for path in paths:
         model = build_model(scfg, test_images[0].shape[2], seg_head(cfg))
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        if adabn:
+            model = adapt_bn(model, test_images, geometry, device, scfg.input.tile_overlap)
         outs = [
             o
             for _, o in predict(
