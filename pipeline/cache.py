@@ -70,8 +70,8 @@ class Stage:
     # Config values read only in some settings; hashed only when non-empty, so keys of the
     # usual setting do not change when such an option is added.
     extra: Callable[[Config], dict] | None = None
-    # Switches inside `sections` that are hashed only when on: adding an opt-in switch (off by
-    # default) leaves the keys of existing artifacts as they were.
+    # Switches inside `sections` that are hashed only when on (a bool, or a sub-section whose
+    # `enabled` is true): adding an opt-in switch, off by default, keeps existing artifacts' keys.
     opt_in: tuple[str, ...] = ()
     doc: str = ""
 
@@ -115,7 +115,8 @@ def stage_inputs(cfg: Config, stage: Stage) -> dict:
 def _hashed_sections(cfg: Config, stage: Stage) -> dict:
     out = {s: config_mod.section(cfg, s) for s in stage.sections}
     for switch in stage.opt_in:
-        if config_mod.section(cfg, switch):
+        value = config_mod.section(cfg, switch)
+        if value.get("enabled") if isinstance(value, dict) else value:
             continue
         for s, value in out.items():
             if switch.startswith(s + "."):

@@ -45,13 +45,25 @@ class DataCfg:
 
 
 @dataclass
+class MosaicCfg:
+    enabled: bool  # group touching tiles (found from their edges) so they share a fold
+    margin: float  # ratio test: best edge cost below margin x the runner-up's
+
+    def check(self) -> str | None:
+        return None if 0 < self.margin <= 1 else f"margin must be in (0, 1], got {self.margin}"
+
+
+@dataclass
 class FoldsCfg:
     n_folds: int
     coverage_bins: int
     group_column: str | None
+    mosaic: MosaicCfg
     seed: int
 
     def check(self) -> str | None:
+        if self.mosaic.enabled and self.group_column:
+            return "group_column and mosaic.enabled both set; choose one way of grouping"
         return "n_folds must be >= 2" if self.n_folds < 2 else None
 
 

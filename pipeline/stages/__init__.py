@@ -54,7 +54,16 @@ register(
         doc="validate the test folder and cache decoded arrays",
     )
 )
-register(Stage("folds", ("folds",), ("ingest",), "pipeline.stages.folds:run", doc="stratified (grouped) K folds on coverage bins"))
+register(
+    Stage(
+        "folds",
+        ("folds",),
+        ("ingest",),
+        "pipeline.stages.folds:run",
+        opt_in=("folds.mosaic",),
+        doc="stratified (grouped) K folds on coverage bins; optional mosaic groups",
+    )
+)
 register(
     Stage(
         "classify",

@@ -1,5 +1,6 @@
 """Folds: StratifiedKFold on coverage bins (empty masks are their own bin), or
-StratifiedGroupKFold when the config names a group column (e.g. mosaic clusters)."""
+StratifiedGroupKFold when the config names a group column or asks for mosaic groups
+(tiles that touch in the original image, found from their edges: pipeline/mosaic.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from pipeline import mosaic
 from pipeline.cache import Context
 from pipeline.errors import UserError
+from pipeline.store import ArrayStore
+
+MOSAIC_COLUMN = "mosaic_group"
 
 
 def coverage_bins(coverage: np.ndarray, n_bins: int) -> np.ndarray:
@@ -55,7 +60,11 @@ def run(ctx: Context) -> dict:
     train = pd.read_csv(ctx.upstream["ingest"] / "train.csv", dtype={"id": str})
     if len(train) < cfg.n_folds:
         raise UserError(f"folds.n_folds={cfg.n_folds} but only {len(train)} train images")
-    folds = make_folds(train, cfg.n_folds, cfg.coverage_bins, cfg.seed, cfg.group_column)
+    group_column, metrics = cfg.group_column, {}
+    if cfg.mosaic.enabled:
+        train[MOSAIC_COLUMN], metrics = _mosaic_groups(ctx, train["id"].tolist())
+        group_column = MOSAIC_COLUMN
+    folds = make_folds(train, cfg.n_folds, cfg.coverage_bins, cfg.seed, group_column)
     out = pd.DataFrame(
         {
             "id": train["id"],
@@ -64,10 +73,25 @@ def run(ctx: Context) -> dict:
             "stratum": coverage_bins(train["coverage"].to_numpy(), cfg.coverage_bins),
         }
     )
-    if cfg.group_column:
-        out["group"] = train[cfg.group_column].to_numpy()
+    if group_column:
+        out["group"] = train[group_column].to_numpy()
     ctx.dir.mkdir(parents=True, exist_ok=True)
     out.to_csv(ctx.dir / "folds.csv", index=False)
     sizes = out.groupby("fold").size().tolist()
     empty = out.assign(e=out["coverage"] == 0).groupby("fold")["e"].mean().round(3).tolist()
-    return {"fold_sizes": sizes, "fold_empty_share": empty}
+    return {"fold_sizes": sizes, "fold_empty_share": empty, **metrics}
+
+
+def _mosaic_groups(ctx: Context, ids: list[str]) -> tuple[np.ndarray, dict]:
+    """Mosaic group per id; the pairs found go to mosaic_pairs.csv for inspection."""
+    store = ArrayStore(ctx.upstream["ingest"], "images")
+    images = [np.asarray(store.get(i)) for i in ids]
+    shapes = {im.shape[:2] for im in images}
+    if len(shapes) > 1:
+        raise UserError(f"folds.mosaic: needs tiles of one size, found {len(shapes)} sizes (e.g. {sorted(shapes)[:2]})")
+    pairs = mosaic.find_pairs(mosaic.grayscale_tiles(images), ctx.cfg.folds.mosaic.margin)
+    groups = mosaic.groups_from_pairs(len(ids), pairs)
+    ctx.dir.mkdir(parents=True, exist_ok=True)
+    pairs.assign(a=[ids[i] for i in pairs["a"]], b=[ids[i] for i in pairs["b"]]).to_csv(ctx.dir / "mosaic_pairs.csv", index=False)
+    sizes = np.bincount(groups)
+    return groups, {"mosaic_pairs": len(pairs), "mosaic_groups_over_1": int((sizes > 1).sum()), "mosaic_largest_group": int(sizes.max())}
