@@ -96,6 +96,7 @@ SCHEDULERS = ("cosine", "cosine_restarts", "onecycle", "none")
 class LossPhase:
     until_epoch: int  # this phase applies to epochs < until_epoch (0 = to the end)
     terms: dict[str, float]
+    lr_scale: float = 1.0  # peak lr of this phase's cycle = lr x lr_scale (scheduler cosine_restarts)
 
 
 @dataclass
@@ -127,6 +128,9 @@ class TrainCfg:
             return f"bf16 must be auto, on or off, got {self.bf16!r}"
         if not self.loss:
             return "loss needs at least one phase"
+        scaled = [i for i, ph in enumerate(self.loss) if ph.lr_scale != 1.0]
+        if scaled and self.scheduler != "cosine_restarts":
+            return f"loss[{scaled[0]}].lr_scale needs scheduler cosine_restarts (got {self.scheduler!r})"
         bad = [t for t in self.tta if t not in ("none", "hflip", "vflip")]
         return f"unknown tta {bad[0]!r} (valid: none, hflip, vflip)" if bad else None
 

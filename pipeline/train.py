@@ -39,10 +39,16 @@ class Task:
     validate: Callable[[nn.Module], dict[str, float]]
 
 
-def phase_starts(tcfg: TrainCfg, main_epochs: int) -> list[int]:
-    """Epochs where a loss phase begins, inside the main (pre-SWA) epochs."""
-    starts = [0] + [ph.until_epoch for ph in tcfg.loss[:-1] if ph.until_epoch > 0]
-    return sorted({e for e in starts if e < main_epochs})
+def phase_starts(tcfg: TrainCfg, main_epochs: int) -> list[tuple[int, float]]:
+    """(first epoch, lr scale) of each loss phase that begins inside the main (pre-SWA) epochs."""
+    starts, begin = [], 0
+    for ph in tcfg.loss:
+        if begin < main_epochs and (not starts or begin > starts[-1][0]):
+            starts.append((begin, ph.lr_scale))
+        if ph.until_epoch == 0:
+            break
+        begin = max(begin, ph.until_epoch)
+    return starts
 
 
 def _scheduler(opt: torch.optim.Optimizer, tcfg: TrainCfg, steps_per_epoch: int, main_epochs: int):
@@ -54,16 +60,18 @@ def _scheduler(opt: torch.optim.Optimizer, tcfg: TrainCfg, steps_per_epoch: int,
     if tcfg.scheduler == "cosine_restarts":
         # One cosine cycle per loss phase: a single cosine over all epochs has decayed to almost
         # nothing by the time Lovász takes over, so the second loss barely trains (seen on tgs_salt).
-        bounds = [s * steps_per_epoch for s in phase_starts(tcfg, main_epochs)] + [total_steps]
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _cycle_factor(step, bounds))
+        starts = phase_starts(tcfg, main_epochs)
+        bounds = [e * steps_per_epoch for e, _ in starts] + [total_steps]
+        scales = [sc for _, sc in starts]
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _cycle_factor(step, bounds, scales))
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps, eta_min=tcfg.lr * 0.01)
 
 
-def _cycle_factor(step: int, bounds: list[int], floor: float = 0.01) -> float:
-    for lo, hi in itertools.pairwise(bounds):
+def _cycle_factor(step: int, bounds: list[int], scales: list[float], floor: float = 0.01) -> float:
+    for (lo, hi), scale in zip(itertools.pairwise(bounds), scales, strict=True):
         if step < hi:
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step - lo) / (hi - lo)))
-    return floor
+            return scale * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step - lo) / (hi - lo))))
+    return floor * scales[-1]
 
 
 def _save(obj: object, path: Path) -> None:

@@ -32,9 +32,9 @@ TWO_PHASES = [LossPhase(4, {"bce": 1.0}), LossPhase(0, {"lovasz": 1.0})]
 
 
 def test_phase_starts_ignores_boundaries_inside_swa(smoke_cfg):
-    assert phase_starts(_tcfg(smoke_cfg, "cosine_restarts", 10, 2, TWO_PHASES), 8) == [0, 4]
+    assert phase_starts(_tcfg(smoke_cfg, "cosine_restarts", 10, 2, TWO_PHASES), 8) == [(0, 1.0), (4, 1.0)]
     late = [LossPhase(9, {"bce": 1.0}), LossPhase(0, {"lovasz": 1.0})]
-    assert phase_starts(_tcfg(smoke_cfg, "cosine_restarts", 10, 2, late), 8) == [0]
+    assert phase_starts(_tcfg(smoke_cfg, "cosine_restarts", 10, 2, late), 8) == [(0, 1.0)]
 
 
 def test_cosine_restarts_restarts_the_lr_at_the_loss_switch(smoke_cfg):
@@ -54,3 +54,19 @@ def test_cosine_restarts_with_one_phase_equals_cosine(smoke_cfg):
     a = _lrs(_tcfg(smoke_cfg, "cosine_restarts", 6, 0, one), 4)
     b = _lrs(_tcfg(smoke_cfg, "cosine", 6, 0, one), 4)
     assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_lr_scale_sets_the_peak_of_a_phase_cycle(smoke_cfg):
+    phases = [LossPhase(4, {"bce": 1.0}), LossPhase(0, {"lovasz": 1.0}, lr_scale=0.25)]
+    spe = 5
+    lrs = _lrs(_tcfg(smoke_cfg, "cosine_restarts", 10, 2, phases), spe)
+    assert lrs[0] == pytest.approx(1e-3)
+    assert lrs[4 * spe] == pytest.approx(0.25e-3)  # Lovász cycle peaks at a quarter of the lr
+    assert max(lrs[4 * spe :]) == pytest.approx(0.25e-3)
+
+
+def test_lr_scale_without_cosine_restarts_is_refused(smoke_cfg):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"loss\[1\].lr_scale needs scheduler cosine_restarts"):
+        smoke_cfg("segment.train.loss=[{until_epoch: 1, terms: {bce: 1.0}}, {until_epoch: 0, terms: {lovasz: 1.0}, lr_scale: 0.5}]")
