@@ -49,6 +49,13 @@ def build_report(cfg: Config, save: bool = False) -> str:
     lines = [f"## {cfg.experiment.name}: CV ({cfg.submit.metric}) per step", "", "| step | CV | measured as |", "|---|---|---|"]
     for name, value, how in steps(cfg):
         lines.append(f"| {name} | {'-' if value is None else f'{value:.4f}'} | {how} |")
+    scorer, _ = _metrics(cfg, "scorer")
+    if "grid_best_all_oof_score" in scorer:
+        t, area, gate = scorer["grid_best_all_oof"]
+        lines.append(
+            f"\nfor comparison with one-split scripts (post-processing chosen and scored on the same"
+            f" OOF, optimistic): {scorer['grid_best_all_oof_score']:.4f} at threshold {t}, min area {area:g}, gate {gate}"
+        )
     sub, _ = _metrics(cfg, "submit")
     if sub:
         lines.append(f"\nsubmission: {sub.get('file')} (policy {sub.get('policy')}, CV {sub.get('cv')})")

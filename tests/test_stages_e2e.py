@@ -92,6 +92,11 @@ def test_report_has_every_step(full):
     for stage in cache.STAGES:
         assert f"| {stage} |" in text
     assert "hidden test solution score:" in text
+    scorer = cache.read_manifest(cache.stage_dir(cfg, "scorer"))["metrics"]
+    optimistic = scorer["grid_best_all_oof_score"]
+    assert f"optimistic): {optimistic:.4f}" in text
+    # the in-sample best candidate is at least the no-post-processing candidate, one of the grid's
+    assert optimistic >= scorer["nested_cv"]["raw@0.5"] - 1e-4
 
 
 def test_second_run_is_fully_cached(full, submissions_dir):
