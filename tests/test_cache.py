@@ -157,7 +157,7 @@ def test_unrelated_change_keeps_keys(tmp_path, dummies):
 
 
 def test_opt_in_switch_enters_the_key_only_when_on(tmp_path):
-    cfg, on = _cfg(tmp_path), _cfg(tmp_path, "ensemble.adabn=true")
+    cfg, on = _cfg(tmp_path, "ensemble.adabn=false"), _cfg(tmp_path, "ensemble.adabn=true")
     material = cache.key_material(cfg, "ensemble")["config"]["ensemble"]
     assert "adabn" not in material and "models" in material  # off: hashed as before it existed
     assert cache.key_material(on, "ensemble")["config"]["ensemble"]["adabn"] is True
@@ -302,7 +302,10 @@ def test_real_stages_run_and_cache(tmp_path, tiny_data):
     manifest = cache.read_manifest(folder)
     assert sum(manifest["metrics"]["fold_sizes"]) == N_TRAIN
     assert manifest["upstream_keys"] == {"ingest": cache.stage_key(cfg, "ingest")}
-    assert manifest["config"] == {"folds": config.section(cfg, "folds")}
+    # the manifest records what the key hashes: the folds section, less opt-in switches that are off
+    hashed = {k: v for k, v in config.section(cfg, "folds").items() if k != "mosaic"}
+    assert manifest["config"] == {"folds": hashed}
+    assert "mosaic:" in (folder / "config.yaml").read_text()  # the resolved config keeps everything
     assert cache.read_manifest(ingest_dir)["inputs"]["files"]  # external files fingerprinted
 
     states = _states(cfg)

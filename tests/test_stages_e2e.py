@@ -121,6 +121,20 @@ def test_changing_min_areas_reruns_only_scorer_and_submit(full, smoke_cfg, submi
     assert len(list(submissions_dir.glob("*.csv"))) == 1
 
 
+def test_policy_none_submits_the_raw_maps(full, smoke_cfg, submissions_dir):
+    cfg, _ = full
+    art = Path(cfg.experiment.artifacts)
+    folder, _ = cache.run_stage(smoke_cfg("scorer.policy=none", artifacts=art), "scorer", log=_quiet)
+    params = pd.read_csv(folder / "test_params.csv")
+    assert (params["threshold"] == 0.5).all() and (params["min_area"] == 0).all() and (params["gate"] == 0).all()
+    policy = json.loads((folder / "policy.json").read_text())
+    assert policy["policy"] == "none" and policy["nested_cv"]["none"] == policy["nested_cv"]["raw@0.5"]
+    # auto picks none exactly when no other policy beats it out of sample (ties go to none)
+    auto = json.loads((cache.load_upstream(cfg, "scorer") / "policy.json").read_text())
+    others = max(auto["nested_cv"][p] for p in ("grid", "global", "per_image"))
+    assert (auto["policy"] == "none") == (auto["nested_cv"]["none"] >= others)
+
+
 def test_submit_outside_repo_root(full, tmp_path, monkeypatch):
     cfg, _ = full
     monkeypatch.setattr(paths, "SUBMISSIONS_DIR", tmp_path / "subs")

@@ -108,6 +108,7 @@ register(
         ("scorer", "submit.metric"),
         ("ingest", "ingest_test", "folds", "ensemble"),
         "pipeline.stages.scorer:run",
+        version="2",  # 2: policy none (no post-processing) when nothing beats it; in-sample grid score
         doc="LightGBM LB-score predictor choosing post-processing",
     )
 )

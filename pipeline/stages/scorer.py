@@ -6,7 +6,9 @@ choose on the k-th without its labels where the policy allows, score the k-th):
   grid       candidate with the best true mean on the k-1 fit folds (the usual Kaggle way)
   global     candidate with the best *predicted* mean on the k-th fold
   per_image  each image's candidate with the best predicted score
-`auto` keeps whichever scores best under nested CV, then refits on all OOF for the test set."""
+  none       no post-processing (threshold 0.5, no min area, no gate)
+`auto` keeps whichever scores best under nested CV (none on a tie: when post-processing does
+not beat the raw maps out of sample, it is left out), then refits on all OOF for the test set."""
 
 from __future__ import annotations
 
@@ -92,8 +94,8 @@ def _scatter(path, pred: np.ndarray, true: np.ndarray) -> None:
 
 def run(ctx: Context) -> dict:
     cfg, scfg = ctx.cfg, ctx.cfg.scorer
-    if scfg.policy not in ("auto", *POLICIES):
-        raise UserError(f"scorer.policy: {scfg.policy!r} is not one of auto, {', '.join(POLICIES)}")
+    if scfg.policy not in ("auto", "none", *POLICIES):
+        raise UserError(f"scorer.policy: {scfg.policy!r} is not one of auto, none, {', '.join(POLICIES)}")
     ens = EnsembleOutputs(ctx.upstream["ensemble"], ctx.upstream["ingest"], ctx.upstream["ingest_test"])
     folds = load_folds(ctx.upstream["folds"]).set_index("id").loc[ens.oof_ids, "fold"].to_numpy()
     feats = feature_table(ens.oof_ids, ens.oof_probs(), ens.oof_dists(), ens.images, ens.oof_cls, ens.train_meta)
@@ -105,7 +107,13 @@ def run(ctx: Context) -> dict:
     gate_only = np.flatnonzero((cands[:, 1] == 0) & np.isclose(cands[:, 0], 0.5))
     subsets = {"raw@0.5": base, "gate_only": gate_only} if len(base) else {}
     nested, pred_all = nested_cv(feats, cands, scores, folds, scfg.lgbm, seed, subsets)
-    policy = max(POLICIES, key=lambda p: nested[p]) if scfg.policy == "auto" else scfg.policy
+    options = list(POLICIES)
+    if len(base):
+        nested["none"] = nested["raw@0.5"]
+        options.insert(0, "none")
+    elif scfg.policy == "none":
+        raise UserError("scorer.policy: none needs threshold 0.5, min area 0 and gate 0 among the candidates")
+    policy = max(options, key=lambda p: nested[p]) if scfg.policy == "auto" else scfg.policy
     model = fit_model(feats, cands, scores, scfg.lgbm, seed)
     ctx.dir.mkdir(parents=True, exist_ok=True)
     model.booster_.save_model(str(ctx.dir / "lgbm.txt"))
@@ -116,8 +124,11 @@ def run(ctx: Context) -> dict:
     _scatter(ctx.dir / "pred_vs_true.png", pred_all, scores)
     feats.to_csv(ctx.dir / "oof_features.csv")
     test_feats = feature_table(ens.test_ids, ens.test_probs(), ens.test_dists(), ens.test_images, ens.test_cls, ens.test_meta)
-    test_pred = predicted(model, test_feats, cands) if policy != "grid" else None
-    pick = choose(policy, test_pred if test_pred is not None else np.zeros((len(ens.test_ids), len(cands))), scores)
+    test_pred = predicted(model, test_feats, cands) if policy in ("global", "per_image") else None
+    if policy == "none":
+        pick = np.full(len(ens.test_ids), int(base[0]))
+    else:
+        pick = choose(policy, test_pred if test_pred is not None else np.zeros((len(ens.test_ids), len(cands))), scores)
     params = pd.DataFrame(cands[pick], columns=["threshold", "min_area", "gate"])
     params.insert(0, "id", ens.test_ids)
     params.to_csv(ctx.dir / "test_params.csv", index=False)
