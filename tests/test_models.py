@@ -289,7 +289,7 @@ def test_tiled_predict_same_result_for_any_batch_size(tmp_path, smoke, batch_siz
                 torch.device("cpu"),
                 smoke.segment.train,
                 overlap=16,
-                batch_size=bs,
+                tile_batch=bs,
             )
         )
 
