@@ -163,7 +163,13 @@ def test_section_and_to_dict():
     assert config.section(cfg, "segment.train.epochs") == 6
     train = config.section(cfg, "segment.train")
     assert isinstance(train, dict) and train["loss"][0]["until_epoch"] == 4
-    assert config.section(cfg, "folds") == {"n_folds": 3, "coverage_bins": 10, "group_column": None, "seed": 42}
+    assert config.section(cfg, "folds") == {
+        "n_folds": 3,
+        "coverage_bins": 10,
+        "group_column": None,
+        "mosaic": {"enabled": False, "margin": 0.8},
+        "seed": 42,
+    }
 
 
 # ----------------------------------------------------------------------------- unknown keys
