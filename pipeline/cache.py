@@ -118,12 +118,12 @@ def _hashed_sections(cfg: Config, stage: Stage) -> dict:
         value = config_mod.section(cfg, switch)
         if value.get("enabled") if isinstance(value, dict) else value:
             continue
-        for s, value in out.items():
+        for s, hashed in out.items():
             if switch.startswith(s + "."):
                 *parents, leaf = switch[len(s) + 1 :].split(".")
                 for part in parents:
-                    value = value[part]
-                value.pop(leaf)
+                    hashed = hashed[part]
+                hashed.pop(leaf)
     return out
 
 

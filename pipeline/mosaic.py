@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 
 def _pairwise_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -71,21 +73,9 @@ def find_pairs(tiles: np.ndarray, margin: float) -> pd.DataFrame:
 
 
 def groups_from_pairs(n: int, pairs: pd.DataFrame) -> np.ndarray:
-    """Connected components (union-find) as a group id per tile; lone tiles get their own."""
-    parent = np.arange(n)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in zip(pairs["a"], pairs["b"], strict=True):
-        ra, rb = root(int(a)), root(int(b))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([root(i) for i in range(n)])
-    return np.unique(roots, return_inverse=True)[1]
+    """Connected components as a group id per tile; lone tiles get their own."""
+    graph = coo_matrix((np.ones(len(pairs)), (pairs["a"].to_numpy(int), pairs["b"].to_numpy(int))), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
 
 
 def grayscale_tiles(images: list[np.ndarray]) -> np.ndarray:

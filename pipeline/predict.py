@@ -107,9 +107,11 @@ def _predict_tiled(
     # Tiles of several images can share a forward pass (`batch_size` tiles at least): one image
     # gives only a few tiles, too small a batch for a GPU.
     pending: list[tuple[int, _TilePlan]] = []
+    n_tiles = 0
     for pos, idx in enumerate(indices):
         pending.append((int(idx), _plan_tiles(np.asarray(images[int(idx)]), geometry, overlap)))
-        if sum(len(p.crops) for _, p in pending) < batch_size and pos < len(indices) - 1:
+        n_tiles += len(pending[-1][1].crops)
+        if n_tiles < batch_size and pos < len(indices) - 1:
             continue
         batch = torch.cat([p.tiles for _, p in pending]).to(device)
         out = _forward_tta(model, batch, tta, device, tcfg, signed)
@@ -118,7 +120,7 @@ def _predict_tiled(
             n = len(plan.crops)
             yield i, _blend_tiles(plan, {k: v[start : start + n] for k, v in out.items()}, geometry.size, overlap, aggregate)
             start += n
-        pending = []
+        pending, n_tiles = [], 0
 
 
 def predict(
