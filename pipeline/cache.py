@@ -262,24 +262,3 @@ def load_upstream(cfg: Config, name: str) -> Path:
             f"stage '{name}' has no finished artifacts at {folder}; run: python -m pipeline {name} --config {cfg.source}"
         )
     return folder
-
-
-def file_fingerprint(*entries: str | None) -> dict:
-    """Cheap fingerprint of input files or folders (name, size, mtime), like make's.
-
-    Entries are config paths; the labels stay as written so keys do not depend on where
-    the repository is checked out."""
-    out = {}
-    for entry in entries:
-        root = paths.resolve(entry)
-        if root is None:
-            continue
-        if root.is_file():
-            st = root.stat()
-            out[str(entry)] = _hash([st.st_size, st.st_mtime_ns])
-        elif root.is_dir():
-            listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in root.iterdir() if p.is_file())
-            out[str(entry)] = _hash(listing)
-        else:
-            out[str(entry)] = "missing"
-    return out

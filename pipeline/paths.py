@@ -29,3 +29,10 @@ def experiment_dir(artifacts: str, experiment: str) -> Path:
 def stage_dir(artifacts: str, experiment: str, stage: str, key: str) -> Path:
     """Artifact folder of one stage at one key."""
     return experiment_dir(artifacts, experiment) / f"{stage}-{key}"
+
+
+def fingerprint_memo(artifacts: str) -> Path:
+    """Memo of input-file digests shared by every experiment under one artifacts root."""
+    root = resolve(artifacts)
+    assert root is not None
+    return root / ".fingerprints.json"

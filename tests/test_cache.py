@@ -347,7 +347,7 @@ def test_test_images_change_keeps_folds_key(tmp_path, tiny_data):
     assert _states(cfg2)["ingest_test"] == "done"
 
 
-def test_input_file_change_invalidates_ingest_and_downstream(tmp_path, tiny_data):
+def test_input_content_change_invalidates_ingest_and_downstream(tmp_path, tiny_data):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     cfg = _cfg(tmp_path, data=data)
@@ -355,7 +355,9 @@ def test_input_file_change_invalidates_ingest_and_downstream(tmp_path, tiny_data
     keys = {n: cache.stage_key(cfg, n) for n in ("ingest", "ingest_test", "folds")}
     meta = data / "metadata.csv"
     st = meta.stat()
-    os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched, same bytes
+    assert {n: cache.stage_key(_cfg(tmp_path, data=data), n) for n in keys} == keys
+    meta.write_text(meta.read_text() + "\n")  # same size class, new content
     cfg2 = _cfg(tmp_path, data=data)
     for name, key in keys.items():
         assert cache.stage_key(cfg2, name) != key, name
@@ -363,6 +365,20 @@ def test_input_file_change_invalidates_ingest_and_downstream(tmp_path, tiny_data
     assert states["ingest"] == "stale" and states["folds"] == "stale"
     _, ran = cache.run_stage(cfg2, "folds")
     assert ran and cache.is_done(cfg2, "ingest")
+
+
+def test_recopied_data_keeps_its_artifacts(tmp_path, tiny_data):
+    # A dataset copied again (new mtimes, same bytes) must not retrain every stage.
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    cfg = _cfg(tmp_path, data=data)
+    cache.run_stage(cfg, "folds")
+    keys = {n: cache.stage_key(cfg, n) for n in ("ingest", "ingest_test", "folds")}
+    shutil.rmtree(data)
+    shutil.copytree(tiny_data, data, copy_function=shutil.copy)  # copy: fresh mtimes
+    cfg2 = _cfg(tmp_path, data=data)
+    assert {n: cache.stage_key(cfg2, n) for n in keys} == keys
+    assert not cache.run_stage(cfg2, "folds")[1]
 
 
 def test_ingest_error_leaves_nothing(tmp_path, tiny_data):

@@ -3,7 +3,9 @@ imported only when it runs so that `--help` and `status` stay instant."""
 
 from __future__ import annotations
 
-from pipeline.cache import Stage, file_fingerprint, register
+from pipeline import paths
+from pipeline.cache import Stage, register
+from pipeline.fingerprint import fingerprint
 from pipeline.schema import Config
 
 _TRAIN_DATA = (
@@ -20,12 +22,14 @@ _TRAIN_DATA = (
 
 def _train_inputs(cfg: Config) -> dict:
     d = cfg.data
-    return file_fingerprint(d.train_images, d.train_masks, d.train_rle_csv, *d.metadata)
+    return fingerprint(
+        d.train_images, d.train_masks, d.train_rle_csv, *d.metadata, memo_path=paths.fingerprint_memo(cfg.experiment.artifacts)
+    )
 
 
 def _test_inputs(cfg: Config) -> dict:
     d = cfg.data
-    return file_fingerprint(d.test_images, d.sample_submission, *d.metadata)
+    return fingerprint(d.test_images, d.sample_submission, *d.metadata, memo_path=paths.fingerprint_memo(cfg.experiment.artifacts))
 
 
 def _seg_head_extra(cfg: Config) -> dict:
