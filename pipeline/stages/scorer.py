@@ -26,6 +26,7 @@ from pipeline.postprocess import candidate_scores
 from pipeline.stages.folds import load_folds
 
 POLICIES = ("grid", "global", "per_image")
+NO_RAW = "scorer.policy: none needs threshold 0.5, min area 0 and gate 0 among the candidates"
 
 
 def design(features: pd.DataFrame, cands: np.ndarray) -> pd.DataFrame:
@@ -47,12 +48,17 @@ def predicted(model: lgb.LGBMRegressor, features: pd.DataFrame, cands: np.ndarra
     return model.predict(design(features, cands)).reshape(len(features), len(cands))
 
 
-def choose(policy: str, pred: np.ndarray | None, fit_scores: np.ndarray | None) -> np.ndarray:
-    """Candidate index per image under a policy."""
+def choose(policy: str, n_images: int, pred: np.ndarray | None, fit_scores: np.ndarray, raw: int | None = None) -> np.ndarray:
+    """Candidate index per image under a policy; `raw` is the no-post-processing candidate
+    (policy none); `pred` (LightGBM's predicted scores) is needed by global and per_image."""
+    if policy == "none":
+        if raw is None:
+            raise UserError(NO_RAW)
+        return np.full(n_images, raw)
     if policy == "grid":
-        return np.full(len(pred) if pred is not None else 0, int(np.argmax(fit_scores.mean(axis=0))))
+        return np.full(n_images, int(np.argmax(fit_scores.mean(axis=0))))
     if policy == "global":
-        return np.full(len(pred), int(np.argmax(pred.mean(axis=0))))
+        return np.full(n_images, int(np.argmax(pred.mean(axis=0))))
     return np.argmax(pred, axis=1)
 
 
@@ -67,7 +73,7 @@ def nested_cv(features, cands, scores, fold, params, seed, subsets: dict[str, np
         pred_all[val] = pred
         rows = np.flatnonzero(val)
         for p in POLICIES:
-            held[p][val] = scores[rows, choose(p, pred, scores[fit])]
+            held[p][val] = scores[rows, choose(p, len(rows), pred, scores[fit])]
         for name, cols in subsets.items():
             best = cols[int(np.argmax(scores[fit][:, cols].mean(axis=0)))]
             held[name][val] = scores[rows, best]
@@ -105,14 +111,15 @@ def run(ctx: Context) -> dict:
     seed = cfg.experiment.seed
     base = np.flatnonzero((cands[:, 1] == 0) & (cands[:, 2] == 0) & np.isclose(cands[:, 0], 0.5))
     gate_only = np.flatnonzero((cands[:, 1] == 0) & np.isclose(cands[:, 0], 0.5))
+    raw = int(base[0]) if len(base) else None
+    if scfg.policy == "none" and raw is None:
+        raise UserError(NO_RAW)  # before any file is written
     subsets = {"raw@0.5": base, "gate_only": gate_only} if len(base) else {}
     nested, pred_all = nested_cv(feats, cands, scores, folds, scfg.lgbm, seed, subsets)
     options = list(POLICIES)
-    if len(base):
+    if raw is not None:
         nested["none"] = nested["raw@0.5"]
         options.insert(0, "none")
-    elif scfg.policy == "none":
-        raise UserError("scorer.policy: none needs threshold 0.5, min area 0 and gate 0 among the candidates")
     policy = max(options, key=lambda p: nested[p]) if scfg.policy == "auto" else scfg.policy
     model = fit_model(feats, cands, scores, scfg.lgbm, seed)
     ctx.dir.mkdir(parents=True, exist_ok=True)
@@ -125,10 +132,7 @@ def run(ctx: Context) -> dict:
     feats.to_csv(ctx.dir / "oof_features.csv")
     test_feats = feature_table(ens.test_ids, ens.test_probs(), ens.test_dists(), ens.test_images, ens.test_cls, ens.test_meta)
     test_pred = predicted(model, test_feats, cands) if policy in ("global", "per_image") else None
-    if policy == "none":
-        pick = np.full(len(ens.test_ids), int(base[0]))
-    else:
-        pick = choose(policy, test_pred if test_pred is not None else np.zeros((len(ens.test_ids), len(cands))), scores)
+    pick = choose(policy, len(ens.test_ids), test_pred, scores, raw)
     params = pd.DataFrame(cands[pick], columns=["threshold", "min_area", "gate"])
     params.insert(0, "id", ens.test_ids)
     params.to_csv(ctx.dir / "test_params.csv", index=False)
