@@ -176,6 +176,22 @@ class ClassifyCfg:
 
 
 @dataclass
+class MeanTeacherCfg:
+    enabled: bool  # consistency with an EMA teacher on unlabeled test images while fine-tuning
+    weight: float  # weight of the consistency loss (MSE of probabilities)
+    ema: float  # teacher <- ema x teacher + (1 - ema) x student, after every step
+    batch_size: int  # unlabeled test images per step
+    noise: float  # std of the Gaussian noise added to the student's (normalised) input
+
+    def check(self) -> str | None:
+        if not 0 < self.ema < 1:
+            return f"ema must be in (0, 1), got {self.ema}"
+        if self.batch_size < 2:
+            return f"batch_size must be at least 2 (BatchNorm in training mode), got {self.batch_size}"
+        return None if self.weight >= 0 and self.noise >= 0 else "weight and noise must be >= 0"
+
+
+@dataclass
 class PseudoCfg:
     rounds: int
     prob_lo: float
@@ -186,6 +202,7 @@ class PseudoCfg:
     max_images: int
     soft: bool
     epochs: int
+    mean_teacher: MeanTeacherCfg
 
 
 @dataclass

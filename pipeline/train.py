@@ -37,6 +37,10 @@ class Task:
 
     loss: Callable[[Batch, Batch, int], tuple[torch.Tensor, dict[str, float]]]
     validate: Callable[[nn.Module], dict[str, float]]
+    # An extra loss term computed from the model alone (e.g. consistency on unlabeled images),
+    # and a hook after every optimiser step (e.g. an EMA teacher's update).
+    extra_loss: Callable[[nn.Module], tuple[torch.Tensor, dict[str, float]]] | None = None
+    after_step: Callable[[nn.Module], None] | None = None
 
 
 def phase_starts(tcfg: TrainCfg, main_epochs: int) -> list[tuple[int, float]]:
@@ -126,6 +130,9 @@ def train_epoch(
             out = model(batch["image"])
         # The loss runs in fp32: Lovász sorts errors and Dice sums areas, both fragile in bf16.
         loss, parts = task.loss({k: v.float() for k, v in out.items()}, batch, epoch)
+        if task.extra_loss is not None:
+            extra, extra_parts = task.extra_loss(model)
+            loss, parts = loss + extra, {**parts, **extra_parts}
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -134,6 +141,8 @@ def train_epoch(
         else:
             loss.backward()
             opt.step()
+        if task.after_step is not None:
+            task.after_step(model)
         if sched is not None:
             sched.step()
         for k, v in {"loss": float(loss.detach()), **parts}.items():

@@ -93,7 +93,8 @@ register(
         ("pseudo", "segment"),
         ("ingest", "ingest_test", "folds", "segment", "classify"),
         "pipeline.stages.pseudo:run",
-        doc="pseudo-label confident test images and retrain",
+        opt_in=("pseudo.mean_teacher",),
+        doc="pseudo-label confident test images and retrain (optionally with a mean teacher)",
     )
 )
 register(

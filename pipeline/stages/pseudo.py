@@ -1,5 +1,6 @@
 """Pseudo-labeling stage: select confidently predicted test images, label them (hard or
-soft), and fine-tune each fold's segmentation model on its training part plus those images.
+soft), and fine-tune each fold's segmentation model on its training part plus those images;
+with pseudo.mean_teacher, all test images also add a consistency loss against an EMA teacher.
 Pseudo images only ever enter training parts, so every OOF score stays honest.
 
 Round r predicts the test set with round r-1's models (round 0 = the segment stage's)."""
@@ -15,7 +16,9 @@ import pandas as pd
 
 from pipeline.cache import Context
 from pipeline.datasets import Geometry, SegDataset, build_augment
+from pipeline.mean_teacher import MeanTeacher
 from pipeline.predict import quantise
+from pipeline.runtime import pick_device
 from pipeline.schema import Config, PseudoCfg
 from pipeline.stages import classify, segment
 from pipeline.stages.folds import load_folds
@@ -77,6 +80,12 @@ def run_round(
             soft=pcfg.soft,
         )
         fold_dir = rdir / f"fold{k}"
+        mt = pcfg.mean_teacher
+        teacher = (
+            MeanTeacher(test_images, geometry, mt, rcfg.segment.train, pick_device(cfg.experiment), cfg.experiment.seed + 1000 * r + k)
+            if mt.enabled
+            else None
+        )
         model = segment.train_fold(
             rcfg,
             fold_dir,
@@ -89,6 +98,7 @@ def run_round(
             ctx.log,
             extra=(extra, pseudo_cov),
             init=prev / f"fold{k}" / "model.pt",
+            teacher=teacher,
         )
         segment.predict_oof(rcfg, model, images, val_idx, fold_dir)
     fold_dirs = sorted(rdir.glob("fold*"))
@@ -98,6 +108,7 @@ def run_round(
         "round": r,
         "selected": len(ids),
         "selected_nonempty": int((pseudo_cov > 0).sum()),
+        "mean_teacher": pcfg.mean_teacher.enabled,
         "oof_tgs": round(float(scores["tgs"].mean()), 4),
     }
 

@@ -3,6 +3,7 @@ by the shared loop; out-of-fold probability and distance maps for every train im
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -16,6 +17,7 @@ from pipeline.cache import Context
 from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
 from pipeline.evaluation import score_probs
 from pipeline.losses import ScheduledLoss, distance_loss
+from pipeline.mean_teacher import MeanTeacher
 from pipeline.models import build_segmentation
 from pipeline.predict import adapt_bn, dequantise, predict, save_maps
 from pipeline.roc import roc_outputs
@@ -97,11 +99,13 @@ def train_fold(
     log=print,
     extra: tuple[torch.utils.data.Dataset, np.ndarray] | None = None,
     init: Path | None = None,
+    teacher: MeanTeacher | None = None,
 ) -> torch.nn.Module:
     """Train fold k (resuming if interrupted) and return the final model.
 
     `extra` adds (dataset, coverage) samples to the training part only (pseudo-labels);
-    `init` starts from saved weights instead of the encoder's pretrained ones."""
+    `init` starts from saved weights instead of the encoder's pretrained ones; `teacher` adds
+    its consistency loss on unlabeled images (mean teacher)."""
     scfg = cfg.segment
     device = pick_device(cfg.experiment)
     geometry = Geometry.from_cfg(scfg.input)
@@ -121,7 +125,10 @@ def train_fold(
         probs = [out["mask"] for _, out in preds]
         return {"score": float(score_probs([masks[i][..., 0] for i in val_idx], probs, scfg.train.eval_threshold).mean())}
 
-    fitter = Fitter(model, seg_task(scfg, validate, SEG_HEAD_WEIGHT if seg_head(cfg) else 0.0), scfg.train, folder, device, seed, log)
+    task = seg_task(scfg, validate, SEG_HEAD_WEIGHT if seg_head(cfg) else 0.0)
+    if teacher is not None:
+        task = dataclasses.replace(task, extra_loss=teacher.loss, after_step=teacher.update)
+    fitter = Fitter(model, task, scfg.train, folder, device, seed, log)
     fitter.fit(ds, weights)
     model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
     return model

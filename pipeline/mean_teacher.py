@@ -1,0 +1,72 @@
+"""Mean teacher (Tarvainen & Valpola, 2017) for a test set from a shifted domain.
+
+While a fold model is fine-tuned on its labelled part, each step also draws a batch of
+unlabeled test images: an EMA copy of the model (the teacher, in eval mode) predicts the clean
+view, the model being trained (the student) predicts a noisy, flipped view, and the mean squared
+difference of their probabilities joins the loss. The student so learns to be stable on the test
+domain; its BatchNorm layers, in training mode on the test batches, also see the test statistics
+(what AdaBN does once, here all along). The teacher's weights and buffers follow the student by
+`torch.optim.swa_utils`' EMA, updated after every optimiser step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, RandomSampler
+
+from pipeline import runtime
+from pipeline.datasets import Geometry, SegDataset
+from pipeline.schema import MeanTeacherCfg, TrainCfg
+from pipeline.store import ArrayStore
+
+
+class MeanTeacher:
+    """Consistency loss on unlabeled images against an EMA teacher (`Task.extra_loss`), and the
+    teacher's update (`Task.after_step`)."""
+
+    def __init__(
+        self, images: ArrayStore, geometry: Geometry, cfg: MeanTeacherCfg, tcfg: TrainCfg, device: torch.device, seed: int
+    ) -> None:
+        self.cfg, self.tcfg, self.device = cfg, tcfg, device
+        self.gen = torch.Generator().manual_seed(seed)
+        ds = SegDataset(images, None, np.arange(len(images)), geometry)
+        sampler = RandomSampler(ds, replacement=True, num_samples=1 << 30, generator=self.gen)
+        self.batches = iter(DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=0))
+        self.teacher: AveragedModel | None = None
+
+    def _teacher(self, student: nn.Module) -> AveragedModel:
+        # Built on first use, when the student already sits on its device in its memory format.
+        if self.teacher is None:
+            self.teacher = AveragedModel(student, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema), use_buffers=True)
+            self.teacher.eval()
+        return self.teacher
+
+    def _perturb(self, x: torch.Tensor) -> torch.Tensor:
+        """Student view: Gaussian noise plus a random gain and offset per image, then a
+        horizontal flip (undone on the output so both maps line up)."""
+        n = x.shape[0]
+        gain = 1 + 0.1 * (2 * torch.rand(n, 1, 1, 1, generator=self.gen) - 1)
+        offset = 0.1 * (2 * torch.rand(n, 1, 1, 1, generator=self.gen) - 1)
+        noise = self.cfg.noise * torch.randn(x.shape, generator=self.gen)
+        return (x.cpu() * gain + offset + noise).flip(-1).to(self.device)
+
+    def loss(self, student: nn.Module) -> tuple[torch.Tensor, dict[str, float]]:
+        """Weighted MSE between student and teacher probabilities on one unlabeled batch."""
+        x = next(self.batches)["image"]
+        teacher = self._teacher(student)
+        channels_last = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
+        clean = x.to(self.device).contiguous(memory_format=channels_last)
+        noisy = self._perturb(x).contiguous(memory_format=channels_last)
+        with torch.no_grad(), runtime.autocast(self.device, self.tcfg):
+            target = torch.sigmoid(teacher(clean)["mask"].float())
+        with runtime.autocast(self.device, self.tcfg):
+            out = student(noisy)["mask"]
+        pred = torch.sigmoid(out.float().flip(-1))
+        mse = torch.mean((pred - target) ** 2)
+        return self.cfg.weight * mse, {"consistency": float(mse.detach())}
+
+    def update(self, student: nn.Module) -> None:
+        self._teacher(student).update_parameters(student)

@@ -1,0 +1,111 @@
+"""Mean teacher: the EMA teacher, the consistency loss, and the pseudo stage with it on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import cache
+from pipeline.config import ConfigError
+from pipeline.datasets import Geometry
+from pipeline.mean_teacher import MeanTeacher
+from pipeline.models import build_segmentation
+from pipeline.schema import MeanTeacherCfg
+from pipeline.store import ArrayStore, write_store
+from pipeline.train import Fitter, Task
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _model(smoke_cfg):
+    cfg = smoke_cfg()
+    torch.manual_seed(0)
+    return cfg, build_segmentation(cfg.segment.model, 1, aux=False)
+
+
+def _store(tmp_path, n=6, size=40):
+    rng = np.random.default_rng(0)
+    write_store(tmp_path, "imgs", ((f"t{i}", rng.integers(0, 255, (size, size, 1), dtype=np.uint8)) for i in range(n)))
+    return ArrayStore(tmp_path, "imgs")
+
+
+def _teacher(tmp_path, cfg, **kw):
+    mt = MeanTeacherCfg(**{"enabled": True, "weight": 1.0, "ema": 0.5, "batch_size": 4, "noise": 0.1, **kw})
+    return MeanTeacher(_store(tmp_path), Geometry("resize", 32), mt, cfg.segment.train, torch.device("cpu"), seed=3)
+
+
+def test_teacher_is_an_ema_of_the_student(tmp_path, smoke_cfg):
+    cfg, student = _model(smoke_cfg)
+    mt = _teacher(tmp_path, cfg)
+    mt.update(student)  # first update copies the student
+    before = [p.detach().clone() for p in mt.teacher.module.parameters()]
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    mt.update(student)
+    for old, new, s in zip(before, mt.teacher.module.parameters(), student.parameters(), strict=True):
+        torch.testing.assert_close(new, 0.5 * old + 0.5 * s)  # ema 0.5
+
+
+def test_consistency_loss_trains_the_student_only(tmp_path, smoke_cfg):
+    cfg, student = _model(smoke_cfg)
+    mt = _teacher(tmp_path, cfg)
+    loss, parts = mt.loss(student)
+    assert loss.item() > 0 and parts["consistency"] == pytest.approx(loss.item())
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is None for p in mt.teacher.module.parameters())
+    zero, _ = _teacher(tmp_path, cfg, weight=0.0).loss(student)
+    assert zero.item() == 0.0
+
+
+def test_fitter_calls_extra_loss_and_after_step(tmp_path, smoke_cfg):
+    cfg, student = _model(smoke_cfg)
+    calls = {"extra": 0, "after": 0}
+
+    def extra(model):
+        calls["extra"] += 1
+        return sum(p.sum() for p in model.parameters()) * 0.0, {"x": 1.0}
+
+    def after(model):
+        calls["after"] += 1
+
+    def loss(out, batch, epoch):
+        return out["mask"].mean(), {}
+
+    ds = [{"image": torch.randn(1, 32, 32), "mask": torch.zeros(1, 32, 32)} for _ in range(8)]
+    tcfg = cfg.segment.train
+    task = Task(loss=loss, validate=lambda m: {"score": 0.0}, extra_loss=extra, after_step=after)
+    Fitter(student, task, tcfg, tmp_path / "fit", torch.device("cpu"), 0, _quiet).fit(ds)
+    steps = tcfg.epochs * (len(ds) // tcfg.batch_size)
+    assert calls == {"extra": steps, "after": steps}
+
+
+def test_config_checks(smoke_cfg):
+    with pytest.raises(ConfigError, match="pseudo.mean_teacher: ema"):
+        smoke_cfg("pseudo.mean_teacher.ema=1.0")
+    with pytest.raises(ConfigError, match="batch_size"):
+        smoke_cfg("pseudo.mean_teacher.batch_size=1")
+
+
+def test_pseudo_with_mean_teacher_changes_models_and_key(smoke_cfg, tmp_path):
+    off = smoke_cfg(artifacts=tmp_path / "a")
+    on = smoke_cfg("pseudo.mean_teacher.enabled=true", "pseudo.mean_teacher.batch_size=4", artifacts=tmp_path / "a")
+    tweak_off = smoke_cfg("pseudo.mean_teacher.weight=3.0", artifacts=tmp_path / "a")
+    assert cache.stage_key(tweak_off, "pseudo") == cache.stage_key(off, "pseudo")  # opt-in: off keeps keys
+    assert cache.stage_key(on, "pseudo") != cache.stage_key(off, "pseudo")
+    f_off, _ = cache.run_stage(off, "pseudo", log=_quiet)
+    f_on, ran = cache.run_stage(on, "pseudo", log=_quiet)
+    assert ran
+    rounds = json.loads((f_on / "rounds.json").read_text())
+    assert rounds[1]["mean_teacher"] is True
+    history = (f_on / "round1" / "fold0" / "metrics.csv").read_text().splitlines()[0]
+    assert "train_consistency" in history
+    w_off = torch.load(f_off / "round1" / "fold0" / "model.pt", weights_only=True)
+    w_on = torch.load(f_on / "round1" / "fold0" / "model.pt", weights_only=True)
+    assert any(not torch.equal(w_off[k], w_on[k]) for k in w_off if w_off[k].is_floating_point())
