@@ -58,9 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_stage(cfg: config_mod.Config, name: str, force: bool) -> None:
+def _run_stage(cfg: config_mod.Config, name: str, force: bool, keys: dict[str, str] | None = None) -> None:
     start = time.perf_counter()
-    folder, ran = cache.run_stage(cfg, name, force=force)
+    folder, ran = cache.run_stage(cfg, name, force=force, keys=keys)
     state = "ran" if ran else "cached"
     print(
         f"[{name}] {state} in {time.perf_counter() - start:.1f}s -> {folder}",
@@ -105,8 +105,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(build_report(cfg))
         return 0
     if args.command == "all":
+        keys: dict[str, str] = {}  # keys depend on the config and input files only: compute each once
         for name in cache.STAGES:
-            _run_stage(cfg, name, force=False)
+            _run_stage(cfg, name, force=False, keys=keys)
         from pipeline.report import build_report
 
         print(build_report(cfg, save=True))

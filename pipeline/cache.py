@@ -222,11 +222,16 @@ def _write_manifest(ctx: Context, material: dict, seconds: float, metrics: dict)
     atomic_write_text(ctx.dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
 
 
-def run_stage(cfg: Config, name: str, force: bool = False, log: Callable[[str], None] = log_line) -> tuple[Path, bool]:
-    """Run one stage (its upstream first, from cache when done). Returns (folder, ran)."""
+def run_stage(
+    cfg: Config, name: str, force: bool = False, log: Callable[[str], None] = log_line, keys: dict[str, str] | None = None
+) -> tuple[Path, bool]:
+    """Run one stage (its upstream first, from cache when done). Returns (folder, ran).
+
+    `keys` memoises stage keys for this cfg across calls (e.g. every stage of one `all` run):
+    without it, each upstream path of the stage graph would fingerprint the input files again."""
+    memo: dict = {} if keys is None else keys
     stage = get_stage(name)
-    upstream = {u: run_stage(cfg, u, log=log)[0] for u in stage.upstream}
-    memo: dict = {}
+    upstream = {u: run_stage(cfg, u, log=log, keys=memo)[0] for u in stage.upstream}
     key = stage_key(cfg, name, memo)
     folder = stage_dir(cfg, name, key)
     if not force and read_manifest(folder) is not None:

@@ -6,19 +6,24 @@ from pipeline import cache
 from pipeline.cache import atomic_write_text
 from pipeline.schema import Config
 
-
-def _metrics(cfg: Config, stage: str) -> tuple[dict, float | None]:
-    m = cache.read_manifest(cache.stage_dir(cfg, stage))
-    return (m["metrics"], m["timings"]["seconds"]) if m else ({}, None)
+Manifests = dict[str, tuple[dict, float | None]]
 
 
-def steps(cfg: Config) -> list[tuple[str, float | None, str]]:
+def stage_metrics(cfg: Config, keys: dict[str, str] | None = None) -> Manifests:
+    """{stage: (metrics, seconds)} from each stage's manifest at the config's key ({}, None when
+    not done); `keys` memoises the keys, so the input files are fingerprinted once."""
+    keys = {} if keys is None else keys
+    out: Manifests = {}
+    for stage in cache.STAGES:
+        m = cache.read_manifest(cache.stage_dir(cfg, stage, cache.stage_key(cfg, stage, keys)))
+        out[stage] = (m["metrics"], m["timings"]["seconds"]) if m else ({}, None)
+    return out
+
+
+def steps(cfg: Config, manifests: Manifests | None = None) -> list[tuple[str, float | None, str]]:
     """(step, CV, how it was measured) in pipeline order."""
-    seg, _ = _metrics(cfg, "segment")
-    cls, _ = _metrics(cfg, "classify")
-    pseudo, _ = _metrics(cfg, "pseudo")
-    ens, _ = _metrics(cfg, "ensemble")
-    scorer, _ = _metrics(cfg, "scorer")
+    ms = stage_metrics(cfg) if manifests is None else manifests
+    seg, cls, pseudo, ens, scorer = (ms[s][0] for s in ("segment", "classify", "pseudo", "ensemble", "scorer"))
     nested = scorer.get("nested_cv", {})
     lgbm = max((nested[p] for p in ("global", "per_image") if p in nested), default=None)
     lgbm_name = max(("global", "per_image"), key=lambda p: nested.get(p, -1)) if nested else ""
@@ -46,17 +51,19 @@ def steps(cfg: Config) -> list[tuple[str, float | None, str]]:
 
 def build_report(cfg: Config, save: bool = False) -> str:
     """Markdown table of CV per step and time per stage (saved next to the submission)."""
+    keys: dict[str, str] = {}
+    ms = stage_metrics(cfg, keys)
     lines = [f"## {cfg.experiment.name}: CV ({cfg.submit.metric}) per step", "", "| step | CV | measured as |", "|---|---|---|"]
-    for name, value, how in steps(cfg):
+    for name, value, how in steps(cfg, ms):
         lines.append(f"| {name} | {'-' if value is None else f'{value:.4f}'} | {how} |")
-    scorer, _ = _metrics(cfg, "scorer")
+    scorer = ms["scorer"][0]
     if "grid_best_all_oof_score" in scorer:
         t, area, gate = scorer["grid_best_all_oof"]
         lines.append(
             f"\nfor comparison with one-split scripts (post-processing chosen and scored on the same"
             f" OOF, optimistic): {scorer['grid_best_all_oof_score']:.4f} at threshold {t}, min area {area:g}, gate {gate}"
         )
-    sub, _ = _metrics(cfg, "submit")
+    sub = ms["submit"][0]
     if sub:
         lines.append(f"\nsubmission: {sub.get('file')} (policy {sub.get('policy')}, CV {sub.get('cv')})")
         if "hidden_score" in sub:
@@ -64,13 +71,13 @@ def build_report(cfg: Config, save: bool = False) -> str:
     lines += ["", "| stage | seconds |", "|---|---|"]
     total = 0.0
     for name in cache.STAGES:
-        _, sec = _metrics(cfg, name)
+        sec = ms[name][1]
         total += sec or 0.0
         lines.append(f"| {name} | {'-' if sec is None else f'{sec:.1f}'} |")
     lines.append(f"| total | {total:.1f} |")
     text = "\n".join(lines)
     if save:
-        folder = cache.stage_dir(cfg, "submit")
+        folder = cache.stage_dir(cfg, "submit", cache.stage_key(cfg, "submit", keys))
         if folder.exists():
             atomic_write_text(folder / "report.md", text + "\n")
     return text

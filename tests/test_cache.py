@@ -347,17 +347,22 @@ def test_test_images_change_keeps_folds_key(tmp_path, tiny_data):
     assert _states(cfg2)["ingest_test"] == "done"
 
 
-def test_input_content_change_invalidates_ingest_and_downstream(tmp_path, tiny_data):
+def _folds_on_a_copy(tmp_path, tiny_data):
+    """Folds run on a copy of the tiny data: (data folder, keys of ingest, ingest_test, folds)."""
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     cfg = _cfg(tmp_path, data=data)
     cache.run_stage(cfg, "folds")
-    keys = {n: cache.stage_key(cfg, n) for n in ("ingest", "ingest_test", "folds")}
+    return data, {n: cache.stage_key(cfg, n) for n in ("ingest", "ingest_test", "folds")}
+
+
+def test_input_content_change_invalidates_ingest_and_downstream(tmp_path, tiny_data):
+    data, keys = _folds_on_a_copy(tmp_path, tiny_data)
     meta = data / "metadata.csv"
     st = meta.stat()
     os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched, same bytes
     assert {n: cache.stage_key(_cfg(tmp_path, data=data), n) for n in keys} == keys
-    meta.write_text(meta.read_text() + "\n")  # same size class, new content
+    meta.write_text(meta.read_text() + "\n")  # new content
     cfg2 = _cfg(tmp_path, data=data)
     for name, key in keys.items():
         assert cache.stage_key(cfg2, name) != key, name
@@ -369,11 +374,7 @@ def test_input_content_change_invalidates_ingest_and_downstream(tmp_path, tiny_d
 
 def test_recopied_data_keeps_its_artifacts(tmp_path, tiny_data):
     # A dataset copied again (new mtimes, same bytes) must not retrain every stage.
-    data = tmp_path / "data"
-    shutil.copytree(tiny_data, data)
-    cfg = _cfg(tmp_path, data=data)
-    cache.run_stage(cfg, "folds")
-    keys = {n: cache.stage_key(cfg, n) for n in ("ingest", "ingest_test", "folds")}
+    data, keys = _folds_on_a_copy(tmp_path, tiny_data)
     shutil.rmtree(data)
     shutil.copytree(tiny_data, data, copy_function=shutil.copy)  # copy: fresh mtimes
     cfg2 = _cfg(tmp_path, data=data)

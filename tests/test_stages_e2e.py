@@ -74,6 +74,28 @@ def test_all_stages_done_and_submission_valid(full, smoke_data):
     assert metrics["hidden_score"] == pytest.approx(score, abs=1e-4)
 
 
+def test_cached_run_fingerprints_inputs_once(full, monkeypatch):
+    # Keys memoised across one `all` run and one report: the input files are fingerprinted once
+    # per input set (train, test), not once per path through the stage graph.
+    import pipeline.stages as stages
+
+    cfg, _ = full
+    calls = []
+    real = stages.fingerprint
+
+    def counting(*entries, **kw):
+        calls.append(entries)
+        return real(*entries, **kw)
+
+    monkeypatch.setattr(stages, "fingerprint", counting)
+    keys: dict = {}
+    assert not any(cache.run_stage(cfg, name, log=_quiet, keys=keys)[1] for name in cache.STAGES)
+    assert len(calls) == 2
+    calls.clear()
+    build_report(cfg)
+    assert len(calls) == 2
+
+
 def test_report_has_every_step(full):
     cfg, _ = full
     text = build_report(cfg)
