@@ -66,6 +66,10 @@ def build_segmentation(cfg: ModelCfg, in_channels: int, aux: bool, cls_head: boo
     kwargs = {"encoder_depth": cfg.encoder_depth}
     if "decoder_channels" in inspect.signature(cls.__init__).parameters and cfg.decoder_channels:
         kwargs["decoder_channels"] = cfg.decoder_channels[: cfg.encoder_depth]
+    if cfg.decoder_attention:
+        if "decoder_attention_type" not in inspect.signature(cls.__init__).parameters:
+            raise UserError(f"model.decoder_attention: {cfg.arch} has no decoder attention; it works with Unet and UnetPlusPlus")
+        kwargs["decoder_attention_type"] = cfg.decoder_attention
     if cls_head:
         kwargs["aux_params"] = {"classes": 1, "dropout": cfg.dropout}
     weights = "imagenet" if cfg.encoder_weights == "imagenet" else None

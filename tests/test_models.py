@@ -41,6 +41,7 @@ def _model_cfg(**kw) -> ModelCfg:
         "encoder_weights": "lite",
         "encoder_depth": 5,
         "decoder_channels": SMALL_DECODER,
+        "decoder_attention": None,
         "dropout": 0.0,
     }
     return ModelCfg(**{**base, **kw})

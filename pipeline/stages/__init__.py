@@ -74,6 +74,7 @@ register(
         ("classify",),
         ("ingest", "folds"),
         "pipeline.stages.classify:run",
+        opt_in=("classify.model.decoder_attention",),
         doc="empty-mask classifier: OOF probabilities, ROC/AUC",
     )
 )
@@ -84,6 +85,7 @@ register(
         ("ingest", "folds"),
         "pipeline.stages.segment:run",
         extra=_seg_head_extra,
+        opt_in=("segment.model.decoder_attention",),
         doc="U-Net + distance head per fold: OOF probability maps",
     )
 )
@@ -93,7 +95,7 @@ register(
         ("pseudo", "segment"),
         ("ingest", "ingest_test", "folds", "segment", "classify"),
         "pipeline.stages.pseudo:run",
-        opt_in=("pseudo.mean_teacher",),
+        opt_in=("pseudo.mean_teacher", "segment.model.decoder_attention"),
         doc="pseudo-label confident test images and retrain (optionally with a mean teacher)",
     )
 )
