@@ -123,8 +123,11 @@ class TrainCfg:
     tta: list[str]  # none, hflip, vflip
     loss: list[LossPhase]
     eval_threshold: float
+    val_every: int  # validate every N epochs (and always after the last); the SWA model is scored at the end regardless
 
     def check(self) -> str | None:
+        if self.val_every < 1:
+            return f"val_every must be >= 1, got {self.val_every}"
         if self.scheduler not in SCHEDULERS:
             return f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"
         if isinstance(self.bf16, bool):

@@ -161,7 +161,9 @@ def _plot_curves(history: pd.DataFrame, path: Path) -> None:
     a.plot(history["epoch"], history["train_loss"], marker="o", label="train loss")
     a.set_xlabel("epoch")
     a.legend()
-    b.plot(history["epoch"], history["val_score"], marker="o", color="C1", label="val score")
+    if "val_score" in history:  # absent until the first validated epoch (val_every > 1)
+        scored = history.dropna(subset=["val_score"])
+        b.plot(scored["epoch"], scored["val_score"], marker="o", color="C1", label="val score")
     b.set_xlabel("epoch")
     b.legend()
     fig.tight_layout()
@@ -220,16 +222,18 @@ class Fitter:
             if in_swa:
                 swa.update_parameters(model)
                 swa_sched.step()
-            val = self.task.validate(model)
+            due = (epoch + 1) % tcfg.val_every == 0 or epoch == tcfg.epochs - 1
+            val = self.task.validate(model) if due else {}
             row.update({"epoch": epoch, "lr": opt.param_groups[0]["lr"], "swa": in_swa, "seconds": round(time.perf_counter() - start, 2)})
             row.update({f"val_{k}": v for k, v in val.items()})
             state["history"].append(row)
-            if val["score"] > state["best_score"]:
+            if due and val["score"] > state["best_score"]:
                 state["best_score"], state["best_epoch"] = val["score"], epoch
                 _save(model.state_dict(), self.out_dir / "best.pt")
             state["epoch"] = epoch + 1
             self._checkpoint(state, opt, sched, swa, swa_sched, gen)
-            self.log(f"{self.out_dir.name} epoch {epoch}: loss {row['train_loss']:.4f} val {val['score']:.4f} ({row['seconds']:.0f}s)")
+            shown = f"{val['score']:.4f}" if due else "-"
+            self.log(f"{self.out_dir.name} epoch {epoch}: loss {row['train_loss']:.4f} val {shown} ({row['seconds']:.0f}s)")
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
         return self._finish(state, swa, loader)
