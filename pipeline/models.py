@@ -69,6 +69,9 @@ def build_segmentation(cfg: ModelCfg, in_channels: int, aux: bool, cls_head: boo
     if cfg.decoder_attention:
         if "decoder_attention_type" not in inspect.signature(cls.__init__).parameters:
             raise UserError(f"model.decoder_attention: {cfg.arch} has no decoder attention; it works with Unet and UnetPlusPlus")
+        if min(cfg.decoder_channels[: cfg.encoder_depth], default=16) < 16:
+            # smp's SCSE squeezes channels by 16: a narrower block would get a 0-channel conv.
+            raise UserError(f"model.decoder_attention scse needs decoder_channels of at least 16, got {cfg.decoder_channels}")
         kwargs["decoder_attention_type"] = cfg.decoder_attention
     if cls_head:
         kwargs["aux_params"] = {"classes": 1, "dropout": cfg.dropout}

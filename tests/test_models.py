@@ -104,6 +104,34 @@ def test_unknown_arch_lists_valid_archs():
         assert name in msg
 
 
+def test_scse_decoder_attention_adds_attention_blocks():
+    wide = [64, 32, 16, 16, 16]
+    plain = build_segmentation(_model_cfg(encoder_weights=None, decoder_channels=wide), in_channels=1, aux=False)
+    scse = build_segmentation(_model_cfg(encoder_weights=None, decoder_channels=wide, decoder_attention="scse"), in_channels=1, aux=False)
+    n_params = [sum(p.numel() for p in m.parameters()) for m in (plain, scse)]
+    assert n_params[1] > n_params[0]
+    assert any("SCSE" in type(m).__name__ for m in scse.modules())
+    assert not any("SCSE" in type(m).__name__ for m in plain.modules())
+    assert scse(torch.zeros(2, 1, 64, 64))["mask"].shape == (2, 1, 64, 64)
+
+
+def test_scse_with_a_decoder_narrower_than_16_is_refused():
+    with pytest.raises(UserError, match="decoder_channels of at least 16"):
+        build_segmentation(_model_cfg(encoder_weights=None, decoder_attention="scse"), in_channels=1, aux=False)
+
+
+def test_decoder_attention_on_an_arch_without_it_is_refused():
+    with pytest.raises(UserError, match="FPN has no decoder attention"):
+        build_segmentation(_model_cfg(arch="FPN", encoder_weights=None, decoder_attention="scse"), in_channels=1, aux=False)
+
+
+def test_decoder_attention_value_is_checked(smoke_cfg):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="decoder_attention must be scse or null"):
+        smoke_cfg("segment.model.decoder_attention=cbam")
+
+
 # ----------------------------------------------------------------------------- losses
 
 

@@ -70,3 +70,52 @@ def test_lr_scale_without_cosine_restarts_is_refused(smoke_cfg):
 
     with pytest.raises(ConfigError, match=r"loss\[1\].lr_scale needs scheduler cosine_restarts"):
         smoke_cfg("segment.train.loss=[{until_epoch: 1, terms: {bce: 1.0}}, {until_epoch: 0, terms: {lovasz: 1.0}, lr_scale: 0.5}]")
+
+
+# ----------------------------------------------------------------------------- validation frequency
+
+
+def _fit_counting(tmp_path, smoke_cfg, **tcfg_kw):
+    """Fit a tiny model; returns the epochs that were validated and the fit summary."""
+    from pipeline.models import build_segmentation
+    from pipeline.train import Fitter, Task
+
+    cfg = smoke_cfg()
+    torch.manual_seed(0)
+    model = build_segmentation(cfg.segment.model, 1, aux=False)
+    scores = iter([0.1, 0.5, 0.2, 0.3, 0.4, 0.6, 0.7])
+    seen = []
+
+    def validate(m):
+        seen.append(len(seen))
+        return {"score": next(scores)}
+
+    ds = [{"image": torch.randn(1, 32, 32), "mask": torch.zeros(1, 32, 32)} for _ in range(8)]
+    tcfg = dataclasses.replace(cfg.segment.train, **tcfg_kw)
+    task = Task(loss=lambda out, batch, epoch: (out["mask"].mean(), {}), validate=validate)
+    summary = Fitter(model, task, tcfg, tmp_path / "fit", torch.device("cpu"), 0, lambda _: None).fit(ds)
+    return len(seen), summary, tmp_path / "fit"
+
+
+def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path, smoke_cfg):
+    import pandas as pd
+
+    n_val, summary, folder = _fit_counting(tmp_path, smoke_cfg, epochs=5, swa_epochs=0, val_every=2, loss=[LossPhase(0, {"bce": 1.0})])
+    assert n_val == 3  # epochs 1, 3 and the last (4)
+    history = pd.read_csv(folder / "metrics.csv")
+    assert history["val_score"].notna().tolist() == [False, True, False, True, True]
+    # best is chosen among the validated epochs only: scores 0.1 (ep1), 0.5 (ep3), 0.2 (ep4)
+    assert summary["best_epoch"] == 3 and summary["final"] == "best"
+    assert (folder / "curves.png").exists()
+
+
+def test_val_every_one_validates_each_epoch(tmp_path, smoke_cfg):
+    n_val, summary, _ = _fit_counting(tmp_path, smoke_cfg, epochs=3, swa_epochs=0, val_every=1, loss=[LossPhase(0, {"bce": 1.0})])
+    assert n_val == 3 and summary["best_epoch"] == 1
+
+
+def test_val_every_below_one_is_refused(smoke_cfg):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="val_every must be >= 1"):
+        smoke_cfg("segment.train.val_every=0")
