@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import default_collate
 
 from pipeline import runtime
 from pipeline.datasets import Geometry, SegDataset
@@ -31,18 +31,38 @@ class MeanTeacher:
         self, images: ArrayStore, geometry: Geometry, cfg: MeanTeacherCfg, tcfg: TrainCfg, device: torch.device, seed: int
     ) -> None:
         self.cfg, self.tcfg, self.device = cfg, tcfg, device
+        # Every random draw (batches, perturbations) comes from this one generator, so the
+        # teacher's state and the generator's are all a resumed fine-tuning needs.
         self.gen = torch.Generator().manual_seed(seed)
-        ds = SegDataset(images, None, np.arange(len(images)), geometry)
-        sampler = RandomSampler(ds, replacement=True, num_samples=1 << 30, generator=self.gen)
-        self.batches = iter(DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=0))
+        self.ds = SegDataset(images, None, np.arange(len(images)), geometry)
         self.teacher: AveragedModel | None = None
+        self._pending: dict | None = None  # teacher weights from a checkpoint, applied once built
 
     def _teacher(self, student: nn.Module) -> AveragedModel:
         # Built on first use, when the student already sits on its device in its memory format.
         if self.teacher is None:
             self.teacher = AveragedModel(student, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema), use_buffers=True)
             self.teacher.eval()
+            if self._pending is not None:
+                self.teacher.load_state_dict(self._pending)
+                self._pending = None
         return self.teacher
+
+    def _batch(self) -> torch.Tensor:
+        picks = torch.randint(len(self.ds), (self.cfg.batch_size,), generator=self.gen)
+        return default_collate([self.ds[int(i)] for i in picks])["image"]
+
+    def state_dict(self) -> dict:
+        """Teacher weights and the generator, for the fine-tuning checkpoint (`Task.extra_state`)."""
+        teacher = self.teacher.state_dict() if self.teacher is not None else self._pending
+        return {"teacher": teacher, "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        if self.teacher is not None and state["teacher"] is not None:
+            self.teacher.load_state_dict(state["teacher"])
+        else:
+            self._pending = state["teacher"]
 
     def _perturb(self, x: torch.Tensor) -> torch.Tensor:
         """Student view: Gaussian noise plus a random gain and offset per image, then a
@@ -55,7 +75,7 @@ class MeanTeacher:
 
     def loss(self, student: nn.Module) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted MSE between student and teacher probabilities on one unlabeled batch."""
-        x = next(self.batches)["image"]
+        x = self._batch()
         teacher = self._teacher(student)
         channels_last = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
         clean = x.to(self.device).contiguous(memory_format=channels_last)

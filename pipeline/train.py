@@ -41,6 +41,10 @@ class Task:
     # and a hook after every optimiser step (e.g. an EMA teacher's update).
     extra_loss: Callable[[nn.Module], tuple[torch.Tensor, dict[str, float]]] | None = None
     after_step: Callable[[nn.Module], None] | None = None
+    # State those hooks carry between steps (the teacher's weights), saved in the epoch checkpoint
+    # so that a resumed run continues exactly where the interrupted one stopped.
+    extra_state: Callable[[], dict] | None = None
+    load_extra_state: Callable[[dict], None] | None = None
 
 
 def phase_starts(tcfg: TrainCfg, main_epochs: int) -> list[tuple[int, float]]:
@@ -249,6 +253,7 @@ class Fitter:
                 "swa_sched": swa_sched.state_dict() if swa_sched else None,
                 "rng": runtime.rng_state(),
                 "gen": gen.get_state(),
+                "extra": self.task.extra_state() if self.task.extra_state else None,
             },
             self.ckpt,
         )
@@ -268,6 +273,8 @@ class Fitter:
             swa_sched.load_state_dict(ck["swa_sched"])
         runtime.set_rng_state(ck["rng"])
         gen.set_state(ck["gen"])
+        if self.task.load_extra_state is not None and ck.get("extra") is not None:
+            self.task.load_extra_state(ck["extra"])
         return ck["state"]
 
     def _finish(self, state: dict, swa: AveragedModel | None, loader: DataLoader) -> dict:

@@ -109,3 +109,45 @@ def test_pseudo_with_mean_teacher_changes_models_and_key(smoke_cfg, tmp_path):
     w_off = torch.load(f_off / "round1" / "fold0" / "model.pt", weights_only=True)
     w_on = torch.load(f_on / "round1" / "fold0" / "model.pt", weights_only=True)
     assert any(not torch.equal(w_off[k], w_on[k]) for k in w_off if w_off[k].is_floating_point())
+
+
+class _Stop(Exception):
+    pass
+
+
+def _fit_with_teacher(tmp_path, smoke_cfg, out, stop_after=None):
+    """Fine-tune with a mean teacher; `stop_after` interrupts after that epoch's checkpoint."""
+    import dataclasses
+
+    cfg, student = _model(smoke_cfg)
+    mt = _teacher(tmp_path, cfg)
+    ds = [{"image": torch.randn(1, 32, 32, generator=torch.Generator().manual_seed(i)), "mask": torch.zeros(1, 32, 32)} for i in range(8)]
+    # SWA over the last epoch makes the final model the last weights (not a best-epoch pick).
+    tcfg = dataclasses.replace(cfg.segment.train, epochs=3, swa_epochs=1)
+    task = Task(
+        loss=lambda o, b, e: (o["mask"].mean(), {}),
+        validate=lambda m: {"score": 0.0},
+        extra_loss=mt.loss,
+        after_step=mt.update,
+        extra_state=mt.state_dict,
+        load_extra_state=mt.load_state_dict,
+    )
+
+    def stop(epoch):
+        if epoch == stop_after:
+            raise _Stop
+
+    Fitter(student, task, tcfg, out, torch.device("cpu"), 0, _quiet).fit(ds, on_epoch_end=stop)
+    return student, mt
+
+
+def test_resumed_fine_tuning_restores_the_teacher(tmp_path, smoke_cfg):
+    whole, whole_mt = _fit_with_teacher(tmp_path, smoke_cfg, tmp_path / "whole")
+    with pytest.raises(_Stop):
+        _fit_with_teacher(tmp_path, smoke_cfg, tmp_path / "cut", stop_after=0)
+    assert (tmp_path / "cut" / "checkpoint.pt").exists()
+    resumed, resumed_mt = _fit_with_teacher(tmp_path, smoke_cfg, tmp_path / "cut")  # fresh objects, resumes at epoch 1
+    for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(whole_mt.teacher.module.parameters(), resumed_mt.teacher.module.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
