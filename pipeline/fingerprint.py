@@ -46,6 +46,9 @@ class DigestMemo:
     def save(self) -> None:
         if self.path is None or not self.changed:
             return
+        # Drop entries of files that are gone (a regenerated dataset, test folders), or the memo
+        # would only grow; this runs only when something was re-read, so rarely.
+        self.entries = {name: entry for name, entry in self.entries.items() if os.path.exists(name)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
         tmp.write_text(json.dumps(self.entries))

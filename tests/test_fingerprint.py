@@ -75,3 +75,16 @@ def test_damaged_memo_is_ignored(tmp_path):
     memo_path.write_text("{not json")
     assert fingerprint(str(f), memo_path=memo_path) == fingerprint(str(f))
     assert json.loads(memo_path.read_text())  # rewritten whole
+
+
+def test_memo_drops_entries_of_deleted_files(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    _write(a, "one")
+    memo_path = tmp_path / "memo.json"
+    fingerprint(str(a), memo_path=memo_path)
+    assert str(a.resolve()) in json.loads(memo_path.read_text())
+    a.unlink()
+    _write(b, "two")
+    fingerprint(str(b), memo_path=memo_path)
+    kept = json.loads(memo_path.read_text())
+    assert str(b.resolve()) in kept and str(a.resolve()) not in kept
