@@ -96,6 +96,8 @@ class ClassifierNet(nn.Module):
     def __init__(self, cfg: ModelCfg, in_channels: int) -> None:
         super().__init__()
         _check_weights(cfg)
+        if cfg.decoder_attention:
+            raise UserError("classify.model.decoder_attention: the classifier has no decoder; set it under segment.model")
         weights = "imagenet" if cfg.encoder_weights == "imagenet" else None
         self.encoder = get_encoder(
             cfg.encoder,

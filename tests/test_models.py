@@ -125,6 +125,13 @@ def test_decoder_attention_on_an_arch_without_it_is_refused():
         build_segmentation(_model_cfg(arch="FPN", encoder_weights=None, decoder_attention="scse"), in_channels=1, aux=False)
 
 
+def test_decoder_attention_on_the_classifier_is_refused():
+    from pipeline.models import ClassifierNet
+
+    with pytest.raises(UserError, match="the classifier has no decoder"):
+        ClassifierNet(_model_cfg(arch="classifier", encoder_weights=None, decoder_attention="scse"), in_channels=1)
+
+
 def test_decoder_attention_value_is_checked(smoke_cfg):
     from pipeline.config import ConfigError
 
