@@ -24,13 +24,11 @@ from pipeline.store import ArrayStore
 
 
 class MeanTeacher:
-    """Consistency loss on unlabeled images against an EMA teacher (`Task.extra_loss`), and the
-    teacher's update (`Task.after_step`)."""
+    """Consistency loss on unlabeled images against an EMA teacher, the teacher's update and
+    their checkpoint state: a `train.StepHook`."""
 
-    def __init__(
-        self, images: ArrayStore, geometry: Geometry, cfg: MeanTeacherCfg, tcfg: TrainCfg, device: torch.device, seed: int
-    ) -> None:
-        self.cfg, self.tcfg, self.device = cfg, tcfg, device
+    def __init__(self, images: ArrayStore, geometry: Geometry, cfg: MeanTeacherCfg, tcfg: TrainCfg, seed: int) -> None:
+        self.cfg, self.tcfg = cfg, tcfg
         # Every random draw (batches, perturbations) comes from this one generator, so the
         # teacher's state and the generator's are all a resumed fine-tuning needs.
         self.gen = torch.Generator().manual_seed(seed)
@@ -53,7 +51,7 @@ class MeanTeacher:
         return default_collate([self.ds[int(i)] for i in picks])["image"]
 
     def state_dict(self) -> dict:
-        """Teacher weights and the generator, for the fine-tuning checkpoint (`Task.extra_state`)."""
+        """Teacher weights and the generator, for the fine-tuning checkpoint."""
         teacher = self.teacher.state_dict() if self.teacher is not None else self._pending
         return {"teacher": teacher, "gen": self.gen.get_state()}
 
@@ -64,25 +62,26 @@ class MeanTeacher:
         else:
             self._pending = state["teacher"]
 
-    def _perturb(self, x: torch.Tensor) -> torch.Tensor:
+    def _perturb(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
         """Student view: Gaussian noise plus a random gain and offset per image, then a
         horizontal flip (undone on the output so both maps line up)."""
         n = x.shape[0]
         gain = 1 + 0.1 * (2 * torch.rand(n, 1, 1, 1, generator=self.gen) - 1)
         offset = 0.1 * (2 * torch.rand(n, 1, 1, 1, generator=self.gen) - 1)
         noise = self.cfg.noise * torch.randn(x.shape, generator=self.gen)
-        return (x.cpu() * gain + offset + noise).flip(-1).to(self.device)
+        return (x.cpu() * gain + offset + noise).flip(-1).to(device)
 
     def loss(self, student: nn.Module) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted MSE between student and teacher probabilities on one unlabeled batch."""
         x = self._batch()
         teacher = self._teacher(student)
+        device = next(student.parameters()).device
         channels_last = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
-        clean = x.to(self.device).contiguous(memory_format=channels_last)
-        noisy = self._perturb(x).contiguous(memory_format=channels_last)
-        with torch.no_grad(), runtime.autocast(self.device, self.tcfg):
+        clean = x.to(device).contiguous(memory_format=channels_last)
+        noisy = self._perturb(x, device).contiguous(memory_format=channels_last)
+        with torch.no_grad(), runtime.autocast(device, self.tcfg):
             target = torch.sigmoid(teacher(clean)["mask"].float())
-        with runtime.autocast(self.device, self.tcfg):
+        with runtime.autocast(device, self.tcfg):
             out = student(noisy)["mask"]
         pred = torch.sigmoid(out.float().flip(-1))
         mse = torch.mean((pred - target) ** 2)

@@ -64,10 +64,11 @@ def build_segmentation(cfg: ModelCfg, in_channels: int, aux: bool, cls_head: boo
     _check_weights(cfg)
     cls = ARCHS[cfg.arch]
     kwargs = {"encoder_depth": cfg.encoder_depth}
-    if "decoder_channels" in inspect.signature(cls.__init__).parameters and cfg.decoder_channels:
+    params = inspect.signature(cls.__init__).parameters
+    if "decoder_channels" in params and cfg.decoder_channels:
         kwargs["decoder_channels"] = cfg.decoder_channels[: cfg.encoder_depth]
     if cfg.decoder_attention:
-        if "decoder_attention_type" not in inspect.signature(cls.__init__).parameters:
+        if "decoder_attention_type" not in params:
             raise UserError(f"model.decoder_attention: {cfg.arch} has no decoder attention; it works with Unet and UnetPlusPlus")
         if min(cfg.decoder_channels[: cfg.encoder_depth], default=16) < 16:
             # smp's SCSE squeezes channels by 16: a narrower block would get a 0-channel conv.

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -31,20 +32,27 @@ from pipeline.schema import TrainCfg
 Batch = dict[str, torch.Tensor]
 
 
+class StepHook(Protocol):
+    """A companion of the training loop (e.g. a mean teacher): an extra loss term computed from
+    the model alone, an update after every optimiser step, and the state it carries between
+    steps, saved in the epoch checkpoint so that a resumed run continues where it stopped."""
+
+    def loss(self, model: nn.Module) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def update(self, model: nn.Module) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
 @dataclass
 class Task:
     """What differs between models: the loss and the per-epoch validation (returns 'score')."""
 
     loss: Callable[[Batch, Batch, int], tuple[torch.Tensor, dict[str, float]]]
     validate: Callable[[nn.Module], dict[str, float]]
-    # An extra loss term computed from the model alone (e.g. consistency on unlabeled images),
-    # and a hook after every optimiser step (e.g. an EMA teacher's update).
-    extra_loss: Callable[[nn.Module], tuple[torch.Tensor, dict[str, float]]] | None = None
-    after_step: Callable[[nn.Module], None] | None = None
-    # State those hooks carry between steps (the teacher's weights), saved in the epoch checkpoint
-    # so that a resumed run continues exactly where the interrupted one stopped.
-    extra_state: Callable[[], dict] | None = None
-    load_extra_state: Callable[[dict], None] | None = None
+    hook: StepHook | None = None
 
 
 def phase_starts(tcfg: TrainCfg, main_epochs: int) -> list[tuple[int, float]]:
@@ -134,8 +142,8 @@ def train_epoch(
             out = model(batch["image"])
         # The loss runs in fp32: Lovász sorts errors and Dice sums areas, both fragile in bf16.
         loss, parts = task.loss({k: v.float() for k, v in out.items()}, batch, epoch)
-        if task.extra_loss is not None:
-            extra, extra_parts = task.extra_loss(model)
+        if task.hook is not None:
+            extra, extra_parts = task.hook.loss(model)
             loss, parts = loss + extra, {**parts, **extra_parts}
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -145,8 +153,8 @@ def train_epoch(
         else:
             loss.backward()
             opt.step()
-        if task.after_step is not None:
-            task.after_step(model)
+        if task.hook is not None:
+            task.hook.update(model)
         if sched is not None:
             sched.step()
         for k, v in {"loss": float(loss.detach()), **parts}.items():
@@ -253,7 +261,7 @@ class Fitter:
                 "swa_sched": swa_sched.state_dict() if swa_sched else None,
                 "rng": runtime.rng_state(),
                 "gen": gen.get_state(),
-                "extra": self.task.extra_state() if self.task.extra_state else None,
+                "extra": self.task.hook.state_dict() if self.task.hook else None,
             },
             self.ckpt,
         )
@@ -273,8 +281,8 @@ class Fitter:
             swa_sched.load_state_dict(ck["swa_sched"])
         runtime.set_rng_state(ck["rng"])
         gen.set_state(ck["gen"])
-        if self.task.load_extra_state is not None and ck.get("extra") is not None:
-            self.task.load_extra_state(ck["extra"])
+        if self.task.hook is not None and ck.get("extra") is not None:
+            self.task.hook.load_state_dict(ck["extra"])
         return ck["state"]
 
     def _finish(self, state: dict, swa: AveragedModel | None, loader: DataLoader) -> dict:

@@ -36,7 +36,7 @@ def _store(tmp_path, n=6, size=40):
 
 def _teacher(tmp_path, cfg, **kw):
     mt = MeanTeacherCfg(**{"enabled": True, "weight": 1.0, "ema": 0.5, "batch_size": 4, "noise": 0.1, **kw})
-    return MeanTeacher(_store(tmp_path), Geometry("resize", 32), mt, cfg.segment.train, torch.device("cpu"), seed=3)
+    return MeanTeacher(_store(tmp_path), Geometry("resize", 32), mt, cfg.segment.train, seed=3)
 
 
 def test_teacher_is_an_ema_of_the_student(tmp_path, smoke_cfg):
@@ -64,23 +64,30 @@ def test_consistency_loss_trains_the_student_only(tmp_path, smoke_cfg):
     assert zero.item() == 0.0
 
 
-def test_fitter_calls_extra_loss_and_after_step(tmp_path, smoke_cfg):
+def test_fitter_calls_the_hook_loss_and_update(tmp_path, smoke_cfg):
     cfg, student = _model(smoke_cfg)
     calls = {"extra": 0, "after": 0}
 
-    def extra(model):
-        calls["extra"] += 1
-        return sum(p.sum() for p in model.parameters()) * 0.0, {"x": 1.0}
+    class Counting:
+        def loss(self, model):
+            calls["extra"] += 1
+            return sum(p.sum() for p in model.parameters()) * 0.0, {"x": 1.0}
 
-    def after(model):
-        calls["after"] += 1
+        def update(self, model):
+            calls["after"] += 1
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
 
     def loss(out, batch, epoch):
         return out["mask"].mean(), {}
 
     ds = [{"image": torch.randn(1, 32, 32), "mask": torch.zeros(1, 32, 32)} for _ in range(8)]
     tcfg = cfg.segment.train
-    task = Task(loss=loss, validate=lambda m: {"score": 0.0}, extra_loss=extra, after_step=after)
+    task = Task(loss=loss, validate=lambda m: {"score": 0.0}, hook=Counting())
     Fitter(student, task, tcfg, tmp_path / "fit", torch.device("cpu"), 0, _quiet).fit(ds)
     steps = tcfg.epochs * (len(ds) // tcfg.batch_size)
     assert calls == {"extra": steps, "after": steps}
@@ -127,10 +134,7 @@ def _fit_with_teacher(tmp_path, smoke_cfg, out, stop_after=None):
     task = Task(
         loss=lambda o, b, e: (o["mask"].mean(), {}),
         validate=lambda m: {"score": 0.0},
-        extra_loss=mt.loss,
-        after_step=mt.update,
-        extra_state=mt.state_dict,
-        load_extra_state=mt.load_state_dict,
+        hook=mt,
     )
 
     def stop(epoch):

@@ -18,7 +18,6 @@ from pipeline.cache import Context
 from pipeline.datasets import Geometry, SegDataset, build_augment
 from pipeline.mean_teacher import MeanTeacher
 from pipeline.predict import quantise
-from pipeline.runtime import pick_device
 from pipeline.schema import Config, PseudoCfg
 from pipeline.stages import classify, segment
 from pipeline.stages.folds import load_folds
@@ -81,11 +80,7 @@ def run_round(
         )
         fold_dir = rdir / f"fold{k}"
         mt = pcfg.mean_teacher
-        teacher = (
-            MeanTeacher(test_images, geometry, mt, rcfg.segment.train, pick_device(cfg.experiment), cfg.experiment.seed + 1000 * r + k)
-            if mt.enabled
-            else None
-        )
+        teacher = MeanTeacher(test_images, geometry, mt, rcfg.segment.train, cfg.experiment.seed + 1000 * r + k) if mt.enabled else None
         model = segment.train_fold(
             rcfg,
             fold_dir,

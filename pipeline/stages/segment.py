@@ -127,13 +127,7 @@ def train_fold(
 
     task = seg_task(scfg, validate, SEG_HEAD_WEIGHT if seg_head(cfg) else 0.0)
     if teacher is not None:
-        task = dataclasses.replace(
-            task,
-            extra_loss=teacher.loss,
-            after_step=teacher.update,
-            extra_state=teacher.state_dict,
-            load_extra_state=teacher.load_state_dict,
-        )
+        task = dataclasses.replace(task, hook=teacher)
     fitter = Fitter(model, task, scfg.train, folder, device, seed, log)
     fitter.fit(ds, weights)
     model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
