@@ -70,13 +70,18 @@ class Stage:
     # Config values read only in some settings; hashed only when non-empty, so keys of the
     # usual setting do not change when such an option is added.
     extra: Callable[[Config], dict] | None = None
-    # Switches inside `sections` that are hashed only when on (a bool, or a sub-section whose
-    # `enabled` is true): adding an opt-in switch, off by default, keeps existing artifacts' keys.
-    opt_in: tuple[str, ...] = ()
     doc: str = ""
 
 
 STAGES: dict[str, Stage] = {}
+# Config switches hashed only when on (a truthy value, or a sub-section whose `enabled` is true),
+# by every stage whose hashed sections hold them: adding an opt-in option, off by default, keeps
+# existing artifacts' keys.
+OPT_IN: set[str] = set()
+
+
+def register_opt_in(*switches: str) -> None:
+    OPT_IN.update(switches)
 
 
 def register(stage: Stage) -> Stage:
@@ -114,7 +119,7 @@ def stage_inputs(cfg: Config, stage: Stage) -> dict:
 
 def _hashed_sections(cfg: Config, stage: Stage) -> dict:
     out = {s: config_mod.section(cfg, s) for s in stage.sections}
-    for switch in stage.opt_in:
+    for switch in sorted(OPT_IN):
         value = config_mod.section(cfg, switch)
         if value.get("enabled") if isinstance(value, dict) else value:
             continue

@@ -166,6 +166,14 @@ def test_opt_in_switch_enters_the_key_only_when_on(tmp_path):
     assert cfg.ensemble.adabn is False  # the config itself keeps the switch
 
 
+def test_opt_in_switch_applies_to_every_stage_hashing_its_section(tmp_path):
+    # The pseudo stage hashes the whole segment section: a switch registered once covers it too.
+    off, on = _cfg(tmp_path), _cfg(tmp_path, "segment.model.decoder_attention=scse")
+    for name in ("segment", "pseudo"):
+        assert "decoder_attention" not in cache.key_material(off, name)["config"]["segment"]["model"]
+        assert cache.key_material(on, name)["config"]["segment"]["model"]["decoder_attention"] == "scse"
+
+
 def test_force_reruns(tmp_path, dummies):
     cfg = _cfg(tmp_path)
     folder, _ = cache.run_stage(cfg, "t_down")

@@ -4,7 +4,7 @@ imported only when it runs so that `--help` and `status` stay instant."""
 from __future__ import annotations
 
 from pipeline import paths
-from pipeline.cache import Stage, register
+from pipeline.cache import Stage, register, register_opt_in
 from pipeline.fingerprint import fingerprint
 from pipeline.schema import Config
 
@@ -38,6 +38,14 @@ def _seg_head_extra(cfg: Config) -> dict:
     return {"classify.source": c.source} if c.enabled and c.source == "seg_head" else {}
 
 
+# Options added after artifacts existed, hashed only when on (see cache.OPT_IN).
+register_opt_in(
+    "folds.mosaic",
+    "classify.model.decoder_attention",
+    "segment.model.decoder_attention",
+    "pseudo.mean_teacher",
+    "ensemble.adabn",
+)
 register(
     Stage(
         "ingest",
@@ -64,7 +72,6 @@ register(
         ("folds",),
         ("ingest",),
         "pipeline.stages.folds:run",
-        opt_in=("folds.mosaic",),
         doc="stratified (grouped) K folds on coverage bins; optional mosaic groups",
     )
 )
@@ -74,7 +81,6 @@ register(
         ("classify",),
         ("ingest", "folds"),
         "pipeline.stages.classify:run",
-        opt_in=("classify.model.decoder_attention",),
         doc="empty-mask classifier: OOF probabilities, ROC/AUC",
     )
 )
@@ -85,7 +91,6 @@ register(
         ("ingest", "folds"),
         "pipeline.stages.segment:run",
         extra=_seg_head_extra,
-        opt_in=("segment.model.decoder_attention",),
         doc="U-Net + distance head per fold: OOF probability maps",
     )
 )
@@ -95,7 +100,6 @@ register(
         ("pseudo", "segment"),
         ("ingest", "ingest_test", "folds", "segment", "classify"),
         "pipeline.stages.pseudo:run",
-        opt_in=("pseudo.mean_teacher", "segment.model.decoder_attention"),
         doc="pseudo-label confident test images and retrain (optionally with a mean teacher)",
     )
 )
@@ -105,7 +109,6 @@ register(
         ("ensemble", "segment.train.tta", "classify.train.tta"),
         ("ingest", "ingest_test", "folds", "classify", "segment", "pseudo"),
         "pipeline.stages.ensemble:run",
-        opt_in=("ensemble.adabn",),
         doc="test inference (TTA, fold average) and OOF-fitted blend",
     )
 )
