@@ -127,8 +127,11 @@ def _hashed_sections(cfg: Config, stage: Stage) -> dict:
             if switch.startswith(s + "."):
                 *parents, leaf = switch[len(s) + 1 :].split(".")
                 for part in parents:
-                    hashed = hashed[part]
-                hashed.pop(leaf)
+                    hashed = hashed.get(part)
+                    if hashed is None:  # an enclosing switch is off and already dropped
+                        break
+                else:
+                    hashed.pop(leaf)
     return out
 
 

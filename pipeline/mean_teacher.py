@@ -6,7 +6,8 @@ view, the model being trained (the student) predicts a noisy, flipped view, and 
 difference of their probabilities joins the loss. The student so learns to be stable on the test
 domain; its BatchNorm layers, in training mode on the test batches, also see the test statistics
 (what AdaBN does once, here all along). The teacher's weights and buffers follow the student by
-`torch.optim.swa_utils`' EMA, updated after every optimiser step.
+`torch.optim.swa_utils`' EMA, updated after every optimiser step. With `final_teacher` the
+teacher, which the paper found the more accurate of the two, is saved as the fold's model.
 """
 
 from __future__ import annotations
@@ -89,3 +90,9 @@ class MeanTeacher:
 
     def update(self, student: nn.Module) -> None:
         self._teacher(student).update_parameters(student)
+
+    def final_model(self) -> tuple[str, nn.Module] | None:
+        """The teacher as the fold's model when configured (and once it exists)."""
+        if not self.cfg.final_teacher or self.teacher is None:
+            return None
+        return "teacher", self.teacher.module

@@ -190,6 +190,7 @@ class MeanTeacherCfg:
     ema: float  # teacher <- ema x teacher + (1 - ema) x student, after every step
     batch_size: int  # unlabeled test images per step
     noise: float  # std of the Gaussian noise added to the student's (normalised) input
+    final_teacher: bool  # the teacher, not the student, becomes the fold's model
 
     def check(self) -> str | None:
         if not 0 < self.ema < 1:

@@ -45,6 +45,10 @@ class StepHook(Protocol):
 
     def load_state_dict(self, state: dict) -> None: ...
 
+    def final_model(self) -> tuple[str, nn.Module] | None:
+        """(name, model) to save instead of the trained model, or None to keep the fitter's."""
+        ...
+
 
 @dataclass
 class Task:
@@ -299,6 +303,12 @@ class Fitter:
             final = self.model
             final.load_state_dict(torch.load(self.out_dir / "best.pt", map_location=self.device, weights_only=True))
             summary["final"] = "best"
+        other = self.task.hook.final_model() if self.task.hook is not None else None
+        if other is not None:
+            # Both scores are kept, so fit.json shows what the swap bought.
+            name, final = other
+            summary[f"{name}_score"] = self.task.validate(final)["score"]
+            summary["final"] = name
         _save(final.state_dict(), self.final)
         (self.out_dir / "fit.json").write_text(json.dumps(summary, indent=2))
         self.ckpt.unlink(missing_ok=True)

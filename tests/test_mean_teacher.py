@@ -35,7 +35,7 @@ def _store(tmp_path, n=6, size=40):
 
 
 def _teacher(tmp_path, cfg, **kw):
-    mt = MeanTeacherCfg(**{"enabled": True, "weight": 1.0, "ema": 0.5, "batch_size": 4, "noise": 0.1, **kw})
+    mt = MeanTeacherCfg(**{"enabled": True, "weight": 1.0, "ema": 0.5, "batch_size": 4, "noise": 0.1, "final_teacher": False, **kw})
     return MeanTeacher(_store(tmp_path), Geometry("resize", 32), mt, cfg.segment.train, seed=3)
 
 
@@ -82,6 +82,9 @@ def test_fitter_calls_the_hook_loss_and_update(tmp_path, smoke_cfg):
         def load_state_dict(self, state):
             pass
 
+        def final_model(self):
+            return None
+
     def loss(out, batch, epoch):
         return out["mask"].mean(), {}
 
@@ -122,12 +125,12 @@ class _Stop(Exception):
     pass
 
 
-def _fit_with_teacher(tmp_path, smoke_cfg, out, stop_after=None):
+def _fit_with_teacher(tmp_path, smoke_cfg, out, stop_after=None, **mt_kw):
     """Fine-tune with a mean teacher; `stop_after` interrupts after that epoch's checkpoint."""
     import dataclasses
 
     cfg, student = _model(smoke_cfg)
-    mt = _teacher(tmp_path, cfg)
+    mt = _teacher(tmp_path, cfg, **mt_kw)
     ds = [{"image": torch.randn(1, 32, 32, generator=torch.Generator().manual_seed(i)), "mask": torch.zeros(1, 32, 32)} for i in range(8)]
     # SWA over the last epoch makes the final model the last weights (not a best-epoch pick).
     tcfg = dataclasses.replace(cfg.segment.train, epochs=3, swa_epochs=1)
@@ -155,3 +158,26 @@ def test_resumed_fine_tuning_restores_the_teacher(tmp_path, smoke_cfg):
         torch.testing.assert_close(a, b)
     for a, b in zip(whole_mt.teacher.module.parameters(), resumed_mt.teacher.module.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_final_teacher_saves_the_teacher_and_both_scores(tmp_path, smoke_cfg):
+    student, mt = _fit_with_teacher(tmp_path, smoke_cfg, tmp_path / "t", final_teacher=True)
+    saved = torch.load(tmp_path / "t" / "model.pt", weights_only=True)
+    teacher = mt.teacher.module.state_dict()
+    assert all(torch.equal(saved[k], teacher[k]) for k in saved)
+    swa_params = dict(student.named_parameters())  # the student, unlike the teacher, is not saved
+    assert any(not torch.equal(saved[k], p.detach()) for k, p in swa_params.items())
+    fit = json.loads((tmp_path / "t" / "fit.json").read_text())
+    assert fit["final"] == "teacher" and {"teacher_score", "swa_score"} <= set(fit)
+    _fit_with_teacher(tmp_path, smoke_cfg, tmp_path / "s")
+    assert json.loads((tmp_path / "s" / "fit.json").read_text())["final"] == "swa"
+
+
+def test_final_teacher_is_opt_in_within_the_mean_teacher_switch(smoke_cfg, tmp_path):
+    def key(*over):
+        return cache.stage_key(smoke_cfg(*over, artifacts=tmp_path), "pseudo")
+
+    on = "pseudo.mean_teacher.enabled=true"
+    final = "pseudo.mean_teacher.final_teacher=true"
+    assert key(final) == key()  # no mean teacher: the switch inside it is not hashed
+    assert key(on, final) != key(on)

@@ -44,6 +44,7 @@ register_opt_in(
     "classify.model.decoder_attention",
     "segment.model.decoder_attention",
     "pseudo.mean_teacher",
+    "pseudo.mean_teacher.final_teacher",
     "ensemble.adabn",
 )
 register(
