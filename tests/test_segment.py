@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 import time
@@ -249,6 +250,18 @@ def test_segment_stage_is_reproducible(smoke_cfg, tmp_path):
     (h1, o1), (h2, o2) = runs
     assert h1["train_loss"].tolist() == h2["train_loss"].tolist()
     assert all(np.array_equal(o1[i], o2[i]) for i in range(len(o1)))
+
+
+def test_pseudo_stage_is_reproducible(smoke_cfg, tmp_path):
+    # The pseudo-labelled images' augmentation was unseeded, so two runs fine-tuned differently.
+    over = ["segment.train.folds=[0]", "segment.train.epochs=1", "segment.train.swa_epochs=0", "segment.train.bf16='off'"]
+    runs = []
+    for name in ("a", "b"):
+        cfg = smoke_cfg(*over, "pseudo.min_confident_share=0.0", "pseudo.prob_lo=1.0", artifacts=tmp_path / name)
+        folder = cache.run_stage(cfg, "pseudo", log=lambda _: None)[0]
+        assert json.loads((folder / "rounds.json").read_text())[1]["selected"] > 0
+        runs.append(pd.read_csv(folder / "round1" / "fold0" / "metrics.csv")["train_loss"].tolist())
+    assert runs[0] == runs[1]
 
 
 def test_bf16_off_is_accepted_unquoted():

@@ -68,19 +68,22 @@ def run_round(
     pseudo_cov = np.array([float((labels.get(i) > (127 if pcfg.soft else 0)).mean()) for i in ids])
     for k in segment.folds_to_run(cfg.segment.train.folds, folds):
         train_idx, val_idx = segment.fold_indices(images, folds, k, cfg.segment.train.max_images, cfg.experiment.seed)
+        seed = cfg.experiment.seed + 1000 * r + k
         extra = SegDataset(
             _Reindexed(test_images, pseudo_idx),
             labels,
             np.arange(len(ids)),
             geometry,
-            build_augment(cfg.segment.train.augment),
+            # Seeded like every other augmentation: an unseeded albumentations pipeline draws from
+            # its own entropy, which made the pseudo round differ between runs.
+            build_augment(cfg.segment.train.augment, seed),
             cfg.segment.aux.signed,
-            cfg.experiment.seed + 1000 * r + k,
+            seed,
             soft=pcfg.soft,
         )
         fold_dir = rdir / f"fold{k}"
         mt = pcfg.mean_teacher
-        teacher = MeanTeacher(test_images, geometry, mt, rcfg.segment.train, cfg.experiment.seed + 1000 * r + k) if mt.enabled else None
+        teacher = MeanTeacher(test_images, geometry, mt, rcfg.segment.train, seed) if mt.enabled else None
         model = segment.train_fold(
             rcfg,
             fold_dir,
