@@ -10,6 +10,7 @@ python -m pipeline score SUBMISSION.csv --masks DIR [--metric tgs|dice]
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -68,8 +69,15 @@ def _run_stage(cfg: config_mod.Config, name: str, force: bool, keys: dict[str, s
     )
 
 
+def _terminate(signum: int, _frame) -> None:
+    # Raised inside the running stage, so that a forced rerun puts the previous result back
+    # (Python's default SIGTERM handling exits without unwinding).
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return _dispatch(args)
     except UserError as exc:

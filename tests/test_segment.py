@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -135,24 +136,46 @@ def _data_rows(path: Path) -> int:
         return 0
 
 
-def _start_and_kill(overrides: list[str], metrics: Path, log_path: Path) -> bool:
-    """Run the segment stage in a subprocess and SIGKILL it once an epoch is checkpointed.
+def _start_and_signal(overrides: list[str], ready, log_path: Path, extra: tuple[str, ...] = (), sig=signal.SIGKILL) -> tuple[bool, int]:
+    """Run the segment stage in a subprocess and send it `sig` once `ready()` holds.
 
-    Returns False when it finished (or failed) before it could be killed mid-training."""
-    args = [sys.executable, "-m", "pipeline", "segment", "--config", str(SMOKE_CFG)]
+    Returns (whether it was still running when ready, its exit code)."""
+    args = [sys.executable, "-m", "pipeline", "segment", "--config", str(SMOKE_CFG), *extra]
     for o in overrides:
         args += ["--set", o]
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         try:
-            while proc.poll() is None and time.monotonic() < deadline and _data_rows(metrics) < 1:
+            while proc.poll() is None and time.monotonic() < deadline and not ready():
                 time.sleep(0.03)
-            alive = proc.poll() is None
+            alive = proc.poll() is None and ready()
+            proc.send_signal(sig)
+            return alive, proc.wait(timeout=120)
         finally:
             proc.kill()
             proc.wait()
-    return alive and _data_rows(metrics) >= 1
+
+
+def _start_and_kill(overrides: list[str], metrics: Path, log_path: Path) -> bool:
+    """SIGKILL the segment stage once an epoch is checkpointed; False when it ended first."""
+    return _start_and_signal(overrides, lambda: _data_rows(metrics) >= 1, log_path)[0]
+
+
+def test_sigterm_during_a_forced_rerun_restores_the_previous_result(smoke_cfg, smoke_overrides, tmp_path):
+    over = ["segment.train.epochs=4", "segment.train.folds=[0]", "segment.train.swa_epochs=1", "segment.input.size=96"]
+    folder, _ = cache.run_stage(smoke_cfg(*over), "segment", log=lambda _: None)
+    before = (folder / cache.MANIFEST).read_text()
+    backup = folder.with_name(folder.name + ".previous")
+    metrics = folder / "fold0" / "metrics.csv"
+    log_path = tmp_path / "run.log"
+    alive, rc = _start_and_signal(
+        smoke_overrides(*over), lambda: backup.exists() and _data_rows(metrics) >= 1, log_path, ("--force",), signal.SIGTERM
+    )
+    assert alive, log_path.read_text()[-2000:]
+    assert rc == 128 + signal.SIGTERM
+    assert (folder / cache.MANIFEST).read_text() == before
+    assert not backup.exists()
 
 
 def test_segment_resumes_after_sigkill(smoke_cfg, smoke_overrides, tmp_path):
