@@ -41,8 +41,9 @@ def sample_weights(coverage: np.ndarray, weights: dict[str, float]) -> np.ndarra
     return np.array([weights.get(b, 1.0) for b in bins], dtype=np.float64)
 
 
-def build_augment(specs: list[dict], seed: int | None = None) -> A.Compose | None:
-    """albumentations pipeline from a list of {name: Transform, **kwargs}."""
+def build_augment(specs: list[dict], seed: int) -> A.Compose | None:
+    """albumentations pipeline from a list of {name: Transform, **kwargs}; the seed is required
+    because an unseeded pipeline draws from its own entropy and breaks reproducibility."""
     transforms = []
     for spec in specs:
         spec = dict(spec)
