@@ -55,6 +55,8 @@ class Context:
     upstream: dict[str, Path]
     log: Callable[[str], None] = log_line
     extra_manifest: dict[str, Any] = field(default_factory=dict)
+    force: bool = False  # a --force rerun: recompute everything, reuse nothing
+    material: dict[str, Any] = field(default_factory=dict)  # what the key hashes
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _hash(obj: Any) -> str:
+def digest(obj: Any) -> str:
+    """12-hex-digit hash of a JSON-able object (keys sorted): stage keys and similar."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -155,7 +158,7 @@ def key_material(cfg: Config, name: str, _memo: dict | None = None) -> dict:
 def stage_key(cfg: Config, name: str, _memo: dict | None = None) -> str:
     memo = {} if _memo is None else _memo
     if name not in memo:
-        memo[name] = _hash(key_material(cfg, name, memo))
+        memo[name] = digest(key_material(cfg, name, memo))
     return memo[name]
 
 
@@ -250,7 +253,7 @@ def run_stage(
         shutil.rmtree(backup, ignore_errors=True)
         folder.rename(backup)
     material = key_material(cfg, name, memo)
-    ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, log=log)
+    ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, log=log, force=force, material=material)
     start = time.perf_counter()
     # The folder is created lazily by the stage so that input errors leave nothing behind.
     try:

@@ -290,3 +290,39 @@ def test_pseudo_stage_is_reproducible(smoke_cfg, tmp_path):
 def test_bf16_off_is_accepted_unquoted():
     cfg = config.load(SMOKE_CFG, ["segment.train.bf16=off", "classify.train.bf16=on"])
     assert cfg.segment.train.bf16 == "off" and cfg.classify.train.bf16 == "on"
+
+
+# ----------------------------------------------------------------------------- fold reuse
+
+
+def _run_logged(cfg, force: bool = False) -> tuple[Path, list[str]]:
+    logs: list[str] = []
+    folder = cache.run_stage(cfg, "segment", force=force, log=logs.append)[0]
+    return folder, logs
+
+
+def test_a_prediction_only_change_reuses_trained_folds(smoke_cfg, tmp_path):
+    base = ["segment.train.epochs=1", "segment.train.swa_epochs=0"]
+    first, _ = _run_logged(smoke_cfg(*base, "segment.train.folds=[0]", artifacts=tmp_path))
+    # Another fold and another TTA: a new segment folder, but fold 0 trains exactly as before.
+    second, logs = _run_logged(smoke_cfg(*base, "segment.train.folds=[0, 1]", "segment.train.tta=[none]", artifacts=tmp_path))
+    assert second != first
+    assert [m for m in logs if "reused" in m] == [f"fold0: model reused from {first.name} (same training, other prediction settings)"]
+    assert (second / "fold0" / "model.pt").read_bytes() == (first / "fold0" / "model.pt").read_bytes()
+    assert (second / "fold1" / "model.pt").is_file()
+    assert cache.read_manifest(second)["metrics"]["reused_folds"] == {"fold0": first.name}
+    # The OOF maps were predicted again, under the new TTA.
+    a, b = ArrayStore(first / "fold0", "oof"), ArrayStore(second / "fold0", "oof")
+    assert a.ids == b.ids and not all(np.array_equal(a[i], b[i]) for i in range(len(a)))
+
+
+def test_a_training_change_or_force_trains_again(smoke_cfg, tmp_path):
+    base = ["segment.train.epochs=1", "segment.train.swa_epochs=0", "segment.train.folds=[0]"]
+    first, _ = _run_logged(smoke_cfg(*base, artifacts=tmp_path))
+    other_lr, logs = _run_logged(smoke_cfg(*base, "segment.train.lr=0.01", artifacts=tmp_path))
+    assert not any("reused" in m for m in logs)
+    assert "reused_folds" not in cache.read_manifest(other_lr)["metrics"]
+    assert (other_lr / "fold0" / "model.pt").read_bytes() != (first / "fold0" / "model.pt").read_bytes()
+    # --force recomputes: neither its own previous result nor a sibling's fold is copied.
+    _, logs = _run_logged(smoke_cfg(*base, "segment.train.tta=[none]", artifacts=tmp_path), force=True)
+    assert not any("reused" in m for m in logs)

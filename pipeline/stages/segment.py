@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import runtime
+from pipeline import reuse, runtime
 from pipeline.cache import Context
 from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
 from pipeline.evaluation import score_probs
@@ -201,11 +201,17 @@ def run(ctx: Context) -> dict:
     folds = load_folds(ctx.upstream["folds"])
     coverage = table.set_index("id").loc[images.ids, "coverage"].to_numpy()
     ctx.dir.mkdir(parents=True, exist_ok=True)
-    fold_dirs = []
+    fold_dirs, reused = [], {}
     for k in folds_to_run(cfg.segment.train.folds, folds):
         folder = ctx.dir / f"fold{k}"
+        train_key = reuse.fold_train_key(ctx.material, "segment", k)
+        source = reuse.reuse_fold(ctx, folder, train_key)
+        if source is not None:
+            reused[folder.name] = source.parent.name
+            ctx.log(f"fold{k}: model reused from {source.parent.name} (same training, other prediction settings)")
         train_idx, val_idx = fold_indices(images, folds, k, cfg.segment.train.max_images, cfg.experiment.seed)
         model = train_fold(cfg, folder, images, masks, coverage, train_idx, val_idx, k, ctx.log)
+        reuse.mark_trained(folder, train_key)
         predict_oof(cfg, model, images, val_idx, folder)
         fold_dirs.append(folder)
     merge_oof(ctx.dir, fold_dirs, ("oof", "oof_dist"), images.ids)
@@ -213,13 +219,17 @@ def run(ctx: Context) -> dict:
     scores.to_csv(ctx.dir / "oof_scores.csv", index=False)
     fits = {d.name: json.loads((d / "fit.json").read_text()) for d in fold_dirs}
     head = _merge_cls(ctx.dir, fold_dirs, folds, coverage, images) if seg_head(cfg) else {}
-    return head | {
-        "oof_tgs": round(float(scores["tgs"].mean()), 4),
-        "oof_dice": round(float(scores["dice"].mean()), 4),
-        "fold_tgs": {f"fold{k}": round(float(v), 4) for k, v in scores.groupby("fold")["tgs"].mean().items()},
-        "fits": fits,
-        "n_oof": len(scores),
-    }
+    return (
+        head
+        | {
+            "oof_tgs": round(float(scores["tgs"].mean()), 4),
+            "oof_dice": round(float(scores["dice"].mean()), 4),
+            "fold_tgs": {f"fold{k}": round(float(v), 4) for k, v in scores.groupby("fold")["tgs"].mean().items()},
+            "fits": fits,
+            "n_oof": len(scores),
+        }
+        | ({"reused_folds": reused} if reused else {})
+    )
 
 
 def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore, adabn: bool = False) -> TestMaps:
