@@ -302,7 +302,8 @@ def _run_logged(cfg, force: bool = False) -> tuple[Path, list[str]]:
 
 
 def test_a_prediction_only_change_reuses_trained_folds(smoke_cfg, tmp_path):
-    base = ["segment.train.epochs=1", "segment.train.swa_epochs=0"]
+    # With the classifier head, whose OOF probabilities are predicted again too.
+    base = ["segment.train.epochs=1", "segment.train.swa_epochs=0", "classify.source=seg_head"]
     first, _ = _run_logged(smoke_cfg(*base, "segment.train.folds=[0]", artifacts=tmp_path))
     # Another fold and another TTA: a new segment folder, but fold 0 trains exactly as before.
     second, logs = _run_logged(smoke_cfg(*base, "segment.train.folds=[0, 1]", "segment.train.tta=[none]", artifacts=tmp_path))
@@ -314,6 +315,7 @@ def test_a_prediction_only_change_reuses_trained_folds(smoke_cfg, tmp_path):
     # The OOF maps were predicted again, under the new TTA.
     a, b = ArrayStore(first / "fold0", "oof"), ArrayStore(second / "fold0", "oof")
     assert a.ids == b.ids and not all(np.array_equal(a[i], b[i]) for i in range(len(a)))
+    assert len(pd.read_csv(second / "oof_cls.csv")) == N_TRAIN
 
 
 def test_a_training_change_or_force_trains_again(smoke_cfg, tmp_path):
