@@ -53,10 +53,10 @@ class Context:
     key: str
     dir: Path
     upstream: dict[str, Path]
+    material: dict[str, Any]  # what the key hashes (fold reuse derives training keys from it)
     log: Callable[[str], None] = log_line
     extra_manifest: dict[str, Any] = field(default_factory=dict)
     force: bool = False  # a --force rerun: recompute everything, reuse nothing
-    material: dict[str, Any] = field(default_factory=dict)  # what the key hashes
 
 
 @dataclass(frozen=True)
