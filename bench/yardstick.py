@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.ensemble_io import read_maps  # noqa: E402
-from pipeline.metrics import batch_scores  # noqa: E402
+from pipeline.postprocess import candidate_scores  # noqa: E402
 from pipeline.pretrained import load_lite_weights  # noqa: E402
 
 SIZE = 128
@@ -93,17 +93,21 @@ def predict(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-def per_image(probs: np.ndarray, truths: np.ndarray, threshold: float, min_area: int) -> np.ndarray:
-    preds = probs > threshold
-    small = preds.reshape(len(preds), -1).sum(1) < min_area
-    preds[small] = False
-    return batch_scores(truths, preds, "tgs")
+def grid(probs: np.ndarray, truths: np.ndarray, thresholds, min_areas) -> tuple[np.ndarray, np.ndarray]:
+    """The project's candidate scorer without a classifier gate: (candidates, per-image scores)."""
+    return candidate_scores(list(truths), list(probs), np.full(len(probs), np.nan), thresholds, min_areas, [0.0])
+
+
+def at_half(probs: np.ndarray, truths: np.ndarray) -> np.ndarray:
+    """Per-image scores at threshold 0.5, no min area."""
+    return grid(probs, truths, [0.5], [0])[1][:, 0]
 
 
 def tuned(probs: np.ndarray, truths: np.ndarray) -> tuple[np.ndarray, float, int]:
     """Per-image scores at the threshold and min area that maximise the mean on these tiles."""
-    best = max(((t, a) for t in THRESHOLDS for a in MIN_AREAS), key=lambda ta: per_image(probs, truths, *ta).mean())
-    return per_image(probs, truths, *best), float(best[0]), int(best[1])
+    cands, scores = grid(probs, truths, THRESHOLDS, MIN_AREAS)
+    best = int(scores.mean(axis=0).argmax())
+    return scores[:, best], float(cands[best, 0]), int(cands[best, 1])
 
 
 def paired(name: str, a: np.ndarray, b: np.ndarray) -> None:
@@ -151,13 +155,13 @@ def main() -> None:
     ours = predict(model, x_va)
     print(f"{len(train_ids)} train / {len(val_ids)} validation tiles; yardstick trained in {train_s:.0f} s, total {time.time() - t0:.0f} s")
     pipe = np.stack(theirs)
-    paired("at 0.5, no min area", per_image(pipe, y_va, 0.5, 0), per_image(ours, y_va, 0.5, 0))
+    p05, y05 = at_half(pipe, y_va), at_half(ours, y_va)
+    paired("at 0.5, no min area", p05, y05)
     pa, pt, pm = tuned(pipe, y_va)
     ya, yt, ym = tuned(ours, y_va)
     print(f"tuned on the split: pipeline threshold {pt:.2f} min area {pm}; yardstick threshold {yt:.2f} min area {ym}")
     paired("each tuned on the split", pa, ya)
     if args.out:
-        p05, y05 = per_image(pipe, y_va, 0.5, 0), per_image(ours, y_va, 0.5, 0)
         columns = {"id": val_ids, "pipeline_05": p05, "yardstick_05": y05, "pipeline_tuned": pa, "yardstick_tuned": ya}
         pd.DataFrame(columns).to_csv(args.out, index=False)
 
