@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.cache import Context, atomic_write_text, digest
+from pipeline.train import fit_done
 
 TRAIN_KEY = "train_key"
 # segment.train fields that only shape prediction (validation during training runs without TTA)
@@ -34,8 +35,7 @@ def fold_train_key(material: dict, section: str, k: int) -> str:
 
 def _finished_match(candidate: Path, key: str) -> bool:
     marker = candidate / TRAIN_KEY
-    done = (candidate / "model.pt").is_file() and (candidate / "fit.json").is_file()
-    return done and marker.is_file() and marker.read_text().strip() == key
+    return fit_done(candidate) and marker.is_file() and marker.read_text().strip() == key
 
 
 def reuse_fold(ctx: Context, folder: Path, key: str) -> Path | None:
@@ -46,7 +46,8 @@ def reuse_fold(ctx: Context, folder: Path, key: str) -> Path | None:
     if ctx.force or folder.exists():
         return None
     for candidate in sorted(ctx.dir.parent.glob(f"{ctx.stage}-*/{folder.name}")):
-        if candidate.parent == ctx.dir or not _finished_match(candidate, key):
+        # `folder` does not exist, so the current artifact is never among the candidates.
+        if not _finished_match(candidate, key):
             continue
         tmp = folder.with_name(f".{folder.name}.reuse")
         shutil.rmtree(tmp, ignore_errors=True)

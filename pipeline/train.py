@@ -189,6 +189,11 @@ def _plot_curves(history: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def fit_done(out_dir: Path) -> bool:
+    """Whether a Fitter finished in `out_dir` (model.pt and fit.json, which is written last)."""
+    return (out_dir / "model.pt").exists() and (out_dir / "fit.json").exists()
+
+
 class Fitter:
     """Trains one model into `out_dir`, resuming from its checkpoint when one is there."""
 
@@ -209,7 +214,7 @@ class Fitter:
 
     def fit(self, train_ds: Dataset, weights: np.ndarray | None = None, on_epoch_end: Callable[[int], None] | None = None) -> dict:
         """Train (or resume) and write model.pt, metrics.csv, curves.png, fit.json."""
-        if self.final.exists() and (self.out_dir / "fit.json").exists():
+        if fit_done(self.out_dir):
             return json.loads((self.out_dir / "fit.json").read_text())
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tcfg, model, device = self.tcfg, self.model, self.device
