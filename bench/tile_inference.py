@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import config, imageio, paths, runtime  # noqa: E402
 from pipeline.datasets import Geometry  # noqa: E402
-from pipeline.predict import predict  # noqa: E402
-from pipeline.stages.segment import build_model  # noqa: E402
+from pipeline.predict import InferSpec, predict  # noqa: E402
+from pipeline.segmentation import build_model  # noqa: E402
 from pipeline.store import ArrayStore, write_store  # noqa: E402
 
 
@@ -62,9 +62,8 @@ def measure(cfg, store: ArrayStore, args) -> None:
 
     def run(batch_size: int) -> float:
         start = time.perf_counter()
-        for _ in predict(
-            model, store, idx, geometry, scfg.train.tta, device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap, tile_batch=batch_size
-        ):
+        spec = InferSpec(geometry, scfg.train.tta, device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap, tile_batch=batch_size)
+        for _ in predict(model, store, idx, spec):
             pass
         return time.perf_counter() - start
 

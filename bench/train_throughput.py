@@ -39,7 +39,7 @@ from pipeline import config, paths, runtime  # noqa: E402
 from pipeline.cache import run_stage  # noqa: E402
 from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights, to_tensor  # noqa: E402
 from pipeline.losses import get_loss  # noqa: E402
-from pipeline.stages.segment import build_model, seg_task  # noqa: E402
+from pipeline.segmentation import build_model, seg_task  # noqa: E402
 from pipeline.store import ArrayStore  # noqa: E402
 from pipeline.train import _scheduler, make_loader, train_epoch  # noqa: E402
 

@@ -10,6 +10,7 @@ python -m pipeline score SUBMISSION.csv --masks DIR [--metric tgs|dice]
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import time
@@ -77,6 +78,9 @@ def _terminate(signum: int, _frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Progress lines (epochs, folds, stage results) to stdout, flushed line by line, so a log
+    # file shows them while a stage runs; warnings and errors alike.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return _dispatch(args)

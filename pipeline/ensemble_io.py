@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.predict import dequantise
-from pipeline.store import ArrayStore
+from pipeline.store import ArrayStore, dequantise
 
 
 def read_maps(folder: Path, name: str, ids: list[str]) -> list[np.ndarray] | None:

@@ -6,18 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.metrics import scores_from_counts
-
-
-def counts(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-image intersection, truth area and predicted area (any sizes)."""
-    inter = np.array([np.count_nonzero(t & p) for t, p in zip(truths, preds, strict=True)], dtype=np.int64)
-    ta = np.array([np.count_nonzero(t) for t in truths], dtype=np.int64)
-    pa = np.array([np.count_nonzero(p) for p in preds], dtype=np.int64)
-    return inter, ta, pa
+from pipeline.metrics import pixel_counts, scores_from_counts
 
 
 def score_probs(truths: Sequence[np.ndarray], probs: Sequence[np.ndarray], threshold: float = 0.5, metric: str = "tgs") -> np.ndarray:
     """Per-image metric of thresholded probability maps against boolean truths."""
     preds = [p > threshold for p in probs]
-    return scores_from_counts(*counts([t > 0 for t in truths], preds), metric)
+    return scores_from_counts(*pixel_counts([t > 0 for t in truths], preds), metric)

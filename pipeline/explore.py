@@ -16,8 +16,9 @@ from matplotlib.figure import Figure
 from pipeline import api
 from pipeline.postprocess import candidate_scores
 from pipeline.schema import Config
-from pipeline.stages.folds import coverage_bins, load_folds
+from pipeline.splits import coverage_bins
 from pipeline.store import ArrayStore
+from pipeline.trainset import load_folds
 
 if TYPE_CHECKING:  # ensemble_io imports torch (via predict); only 02/03 need it
     from pipeline.ensemble_io import EnsembleOutputs
@@ -136,16 +137,17 @@ def scorer_data(cfg: Config, ens: EnsembleOutputs | None = None) -> ScorerData:
 def held_out_predictions(cfg: Config, data: ScorerData) -> tuple[dict[str, float], np.ndarray]:
     """Refit the scorer's nested CV (same params, seed and folds): each policy's held-out mean
     metric and the (N, C) held-out predictions (each fold predicted by a model fitted on the others)."""
-    from pipeline.stages.scorer import nested_cv
+    from pipeline.scoring import Problem, nested_cv
 
-    return nested_cv(data.features, data.cands, data.scores, data.fold, cfg.scorer.lgbm, cfg.experiment.seed, {})
+    nested, pred = nested_cv(Problem(data.features, data.cands, data.scores, data.fold, cfg.scorer.lgbm, cfg.experiment.seed), False)
+    return nested, pred
 
 
 def booster_predictions(cfg: Config, data: ScorerData) -> np.ndarray:
     """(N, C) predictions of the scorer's saved model `lgbm.txt` (fitted on all OOF: in-sample)."""
     import lightgbm as lgb
 
-    from pipeline.stages.scorer import design
+    from pipeline.scoring import design
 
     booster = lgb.Booster(model_file=str(api.artifact(cfg, "scorer") / "lgbm.txt"))
     x = design(data.features, data.cands)[booster.feature_name()]

@@ -8,7 +8,7 @@ one-off evaluations can never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -96,15 +96,13 @@ def scores_from_counts(inter: np.ndarray, truth_area: np.ndarray, pred_area: np.
     return formula(inter, ta, pa).astype(np.float64, copy=False)
 
 
-def _counts(truths: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(inter, truth_area, pred_area) over the trailing two axes."""
-    t = truths.reshape(truths.shape[0], -1).astype(bool, copy=False)
-    p = preds.reshape(preds.shape[0], -1).astype(bool, copy=False)
-    return (
-        np.count_nonzero(t & p, axis=1),
-        np.count_nonzero(t, axis=1),
-        np.count_nonzero(p, axis=1),
-    )
+def pixel_counts(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image intersection, truth area and predicted area (nonzero = foreground; any sizes):
+    the one place pixels are counted for every metric and post-processing score."""
+    inter = np.array([np.count_nonzero(np.logical_and(t, p)) for t, p in zip(truths, preds, strict=True)], dtype=np.int64)
+    ta = np.array([np.count_nonzero(t) for t in truths], dtype=np.int64)
+    pa = np.array([np.count_nonzero(p) for p in preds], dtype=np.int64)
+    return inter, ta, pa
 
 
 def batch_scores(truths: np.ndarray, preds: np.ndarray, metric: str) -> np.ndarray:
@@ -115,14 +113,14 @@ def batch_scores(truths: np.ndarray, preds: np.ndarray, metric: str) -> np.ndarr
     if metric not in _FORMULAS:
         # Fail before counting pixels over a large batch.
         raise _unknown(metric)
-    return scores_from_counts(*_counts(truths, preds), metric)
+    return scores_from_counts(*pixel_counts(truths, preds), metric)
 
 
 def _single(truth: np.ndarray, pred: np.ndarray, metric: str) -> float:
     truth, pred = np.asarray(truth), np.asarray(pred)
     if truth.shape != pred.shape:
         raise ValueError(f"shape mismatch: truth {truth.shape} vs pred {pred.shape}")
-    return float(scores_from_counts(*_counts(truth[None], pred[None]), metric)[0])
+    return float(scores_from_counts(*pixel_counts(truth[None], pred[None]), metric)[0])
 
 
 def tgs_ap(truth: np.ndarray, pred: np.ndarray) -> float:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.metrics import scores_from_counts
+from pipeline.metrics import pixel_counts, scores_from_counts
 
 
 def gate_masks(cls_probs: np.ndarray, gate: float, masks: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -38,13 +38,10 @@ def candidate_scores(
     Returns (candidates (C, 3), scores (N, C)). Min area and gate only ever empty a mask,
     so counts are computed once per threshold and the rest is vectorised."""
     truth_bool = [t > 0 for t in truths]
-    ta = np.array([np.count_nonzero(t) for t in truth_bool], dtype=np.int64)
     cls = np.nan_to_num(np.asarray(cls_probs, dtype=float), nan=1.0)
     cands, cols = [], []
     for t in thresholds:
-        preds = [p > t for p in probs]
-        pa = np.array([np.count_nonzero(p) for p in preds], dtype=np.int64)
-        inter = np.array([np.count_nonzero(a & b) for a, b in zip(truth_bool, preds, strict=True)], dtype=np.int64)
+        inter, ta, pa = pixel_counts(truth_bool, [p > t for p in probs])
         for a in min_areas:
             for g in gates:
                 keep = (pa >= a) & (cls >= g)

@@ -1,4 +1,4 @@
-"""Inference with TTA at each image's original size, and quantised map stores.
+"""Inference with TTA at each image's original size, and saving maps as quantised stores.
 
 Spatial outputs ('mask', 'dist') come back as maps of the image's (h, w); scalar outputs
 ('cls', 'cov') as floats. Tile mode slides a window and blends overlapping tiles with a
@@ -8,7 +8,7 @@ that a confident tile outweighs an unsure neighbour where they overlap."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,7 @@ from torch.optim.swa_utils import update_bn
 from pipeline import runtime
 from pipeline.datasets import Geometry, to_tensor
 from pipeline.schema import TrainCfg
-from pipeline.store import ArrayStore, write_store
+from pipeline.store import ArrayStore, quantise, write_store
 
 FLIPS = {"none": (), "hflip": (3,), "vflip": (2,)}
 
@@ -32,23 +32,22 @@ def squash(name: str, t: torch.Tensor, signed: bool = False) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _forward_tta(
-    model: nn.Module, x: torch.Tensor, tta: list[str], device: torch.device, tcfg: TrainCfg, signed: bool
-) -> dict[str, torch.Tensor]:
+def _forward_tta(model: nn.Module, x: torch.Tensor, spec: InferSpec) -> dict[str, torch.Tensor]:
     acc: dict[str, torch.Tensor] = {}
-    for op in tta or ["none"]:
+    tta = list(spec.tta) or ["none"]
+    for op in tta:
         dims = FLIPS[op]
         xi = torch.flip(x, dims) if dims else x
-        if tcfg.channels_last:
+        if spec.tcfg.channels_last:
             xi = xi.contiguous(memory_format=torch.channels_last)
-        with runtime.autocast(device, tcfg):
+        with runtime.autocast(spec.device, spec.tcfg):
             out = model(xi)
         for k, v in out.items():
-            v = squash(k, v.float(), signed)
+            v = squash(k, v.float(), spec.signed)
             if v.dim() == 4 and dims:
                 v = torch.flip(v, dims)
             acc[k] = acc[k] + v if k in acc else v
-    return {k: (v / max(len(tta), 1)).cpu() for k, v in acc.items()}
+    return {k: (v / len(tta)).cpu() for k, v in acc.items()}
 
 
 def _ramp(size: int, overlap: int) -> np.ndarray:
@@ -69,15 +68,21 @@ class _TilePlan:
     tiles: torch.Tensor
 
 
+def tile_grid(h: int, w: int, size: int, step: int) -> list[tuple[int, int]]:
+    """Top-left corners of a sliding window of `size` every `step` pixels that covers an
+    h x w image, the last row and column flush with its far edges."""
+    ys = sorted({*range(0, max(h - size, 0) + 1, step), max(h - size, 0)})
+    xs = sorted({*range(0, max(w - size, 0) + 1, step), max(w - size, 0)})
+    return [(y, x) for y in ys for x in xs]
+
+
 def _plan_tiles(img: np.ndarray, geometry: Geometry, overlap: int) -> _TilePlan:
     s = geometry.size
     h, w = img.shape[:2]
     padded = Geometry("tile", s).forward(img)
     ph, pw = padded.shape[:2]
     step = max(s - overlap, 1)
-    ys = sorted({*range(0, max(ph - s, 0) + 1, step), max(ph - s, 0)})
-    xs = sorted({*range(0, max(pw - s, 0) + 1, step), max(pw - s, 0)})
-    crops = [(y, x) for y in ys for x in xs]
+    crops = tile_grid(ph, pw, s, step)
     return _TilePlan(h, w, ph, pw, crops, torch.stack([to_tensor(padded[y : y + s, x : x + s]) for y, x in crops]))
 
 
@@ -101,61 +106,65 @@ def _blend_tiles(plan: _TilePlan, out: dict[str, torch.Tensor], size: int, overl
     return result
 
 
-def _predict_tiled(
-    model, images, indices, geometry, overlap, tta, device, tcfg, signed, aggregate, batch_size
-) -> Iterator[tuple[int, dict]]:
-    # Tiles of several images can share a forward pass (`batch_size` tiles at least): one image
-    # gives only a few tiles, too small a batch for a GPU.
+def _predict_tiled(model: nn.Module, images: ArrayStore, indices: np.ndarray, spec: InferSpec) -> Iterator[tuple[int, dict]]:
+    # Tiles of several images can share a forward pass (`tile_batch` tiles at least): one image
+    # gives only a few tiles, too small a batch for a GPU. On CPU, bigger batches did not pay
+    # (bench/tile_inference.py, magnetic_tile, 60 images: 0.74x at 32 tiles, 0.97x at 16, 1.13x
+    # at 8 against one image per pass, within noise), hence one image per pass by default there.
+    tile_batch = spec.tile_batch
+    if tile_batch is None:
+        tile_batch = spec.batch_size if spec.device.type == "cuda" else 1
+    size = spec.geometry.size
     pending: list[tuple[int, _TilePlan]] = []
     n_tiles = 0
     for pos, idx in enumerate(indices):
-        pending.append((int(idx), _plan_tiles(np.asarray(images[int(idx)]), geometry, overlap)))
+        pending.append((int(idx), _plan_tiles(np.asarray(images[int(idx)]), spec.geometry, spec.overlap)))
         n_tiles += len(pending[-1][1].crops)
-        if n_tiles < batch_size and pos < len(indices) - 1:
+        if n_tiles < tile_batch and pos < len(indices) - 1:
             continue
-        batch = torch.cat([p.tiles for _, p in pending]).to(device)
-        out = _forward_tta(model, batch, tta, device, tcfg, signed)
+        out = _forward_tta(model, torch.cat([p.tiles for _, p in pending]).to(spec.device), spec)
         start = 0
         for i, plan in pending:
             n = len(plan.crops)
-            yield i, _blend_tiles(plan, {k: v[start : start + n] for k, v in out.items()}, geometry.size, overlap, aggregate)
+            yield i, _blend_tiles(plan, {k: v[start : start + n] for k, v in out.items()}, size, spec.overlap, spec.aggregate)
             start += n
         pending, n_tiles = [], 0
 
 
-def predict(
-    model: nn.Module,
-    images: ArrayStore,
-    indices: np.ndarray,
-    geometry: Geometry,
-    tta: list[str],
-    device: torch.device,
-    tcfg: TrainCfg,
-    signed: bool = False,
-    overlap: int = 0,
-    batch_size: int = 32,
-    aggregate: str = "weighted",
-    tile_batch: int | None = None,
-) -> Iterator[tuple[int, dict]]:
+@dataclass(frozen=True)
+class InferSpec:
+    """How a model is run over images: the geometry, TTA views, device, precision (bf16 and
+    channels_last from a train section), and for tile mode the overlap and the aggregation
+    of image-level outputs (weighted or max)."""
+
+    geometry: Geometry
+    tta: Sequence[str]
+    device: torch.device
+    tcfg: TrainCfg
+    signed: bool = False
+    overlap: int = 0
+    batch_size: int = 32
+    aggregate: str = "weighted"
+    tile_batch: int | None = None
+
+
+def predict(model: nn.Module, images: ArrayStore, indices: np.ndarray, spec: InferSpec) -> Iterator[tuple[int, dict]]:
     """Yield (store index, outputs at the image's original size) for each index. In tile mode a
     forward pass holds the tiles of whole images, at least `tile_batch` of them (default: one
     image's tiles on CPU, `batch_size` on a GPU)."""
     model.eval()
-    model.to(device)
-    if tcfg.channels_last:
+    model.to(spec.device)
+    if spec.tcfg.channels_last:
         model.to(memory_format=torch.channels_last)
     indices = np.asarray(indices)
-    if geometry.mode == "tile":
-        # On CPU, bigger batches did not pay (bench/tile_inference.py, magnetic_tile, 60 images:
-        # 0.74x at 32 tiles, 0.97x at 16, 1.13x at 8 against one image per pass, within noise).
-        if tile_batch is None:
-            tile_batch = batch_size if device.type == "cuda" else 1
-        yield from _predict_tiled(model, images, indices, geometry, overlap, tta, device, tcfg, signed, aggregate, tile_batch)
+    if spec.geometry.mode == "tile":
+        yield from _predict_tiled(model, images, indices, spec)
         return
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
-        x = torch.stack([to_tensor(geometry.forward(np.asarray(images[int(i)]))) for i in chunk]).to(device)
-        out = _forward_tta(model, x, tta, device, tcfg, signed)
+    geometry = spec.geometry
+    for start in range(0, len(indices), spec.batch_size):
+        chunk = indices[start : start + spec.batch_size]
+        x = torch.stack([to_tensor(geometry.forward(np.asarray(images[int(i)]))) for i in chunk]).to(spec.device)
+        out = _forward_tta(model, x, spec)
         for j, idx in enumerate(chunk):
             h, w = images[int(idx)].shape[:2]
             yield int(idx), {k: geometry.backward(v[j, 0].numpy(), h, w) if v.dim() == 4 else float(v[j]) for k, v in out.items()}
@@ -185,15 +194,6 @@ def adapt_bn(
         update_bn(batches(), adapted, device)
     adapted.eval()
     return adapted
-
-
-def quantise(prob: np.ndarray) -> np.ndarray:
-    """Probability map -> uint8 (p x 255, rounded): 4x smaller than float32, error < 0.002."""
-    return np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)
-
-
-def dequantise(q: np.ndarray) -> np.ndarray:
-    return q.astype(np.float32) / 255.0
 
 
 def save_maps(folder, name: str, ids: list[str], maps: list[np.ndarray]) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline import cache
-from pipeline.cache import atomic_write_text
+from pipeline import cache, fileio
 from pipeline.schema import Config
 
 Manifests = dict[str, tuple[dict, float | None]]
@@ -25,8 +24,6 @@ def steps(cfg: Config, manifests: Manifests | None = None) -> list[tuple[str, fl
     ms = stage_metrics(cfg) if manifests is None else manifests
     seg, cls, pseudo, ens, scorer = (ms[s][0] for s in ("segment", "classify", "pseudo", "ensemble", "scorer"))
     nested = scorer.get("nested_cv", {})
-    lgbm = max((nested[p] for p in ("global", "per_image") if p in nested), default=None)
-    lgbm_name = max(("global", "per_image"), key=lambda p: nested.get(p, -1)) if nested else ""
     metric = cfg.submit.metric
     # The ensemble stage scores its blend in TGS mAP; for another metric the scorer's
     # no-post-processing candidate on the blended OOF is the same step in that metric.
@@ -45,7 +42,13 @@ def steps(cfg: Config, manifests: Manifests | None = None) -> list[tuple[str, fl
         ),
         ("+ ensemble", ens_cv, f"OOF of the blend {ens.get('models', [])} weights {ens.get('weights', [])}"),
         ("+ grid post-processing", nested.get("grid"), "nested CV (threshold, min area, gate)"),
-        ("+ LightGBM post-processing", lgbm, f"nested CV, policy {lgbm_name}"),
+        ("+ LightGBM post-processing, one candidate", nested.get("global"), "nested CV, policy global"),
+        ("+ LightGBM post-processing, per image", nested.get("per_image"), "nested CV, policy per_image"),
+        (
+            "= final (the submission's policy)",
+            scorer.get("cv"),
+            f"nested CV, policy {cfg.scorer.policy}" + (" (chosen on k-1 folds for each k)" if cfg.scorer.policy == "auto" else ""),
+        ),
     ]
 
 
@@ -79,5 +82,5 @@ def build_report(cfg: Config, save: bool = False) -> str:
     if save:
         folder = cache.stage_dir(cfg, "submit", cache.stage_key(cfg, "submit", keys))
         if folder.exists():
-            atomic_write_text(folder / "report.md", text + "\n")
+            fileio.write_text(folder / "report.md", text + "\n")
     return text

@@ -7,6 +7,7 @@ folder, so stages run once per session and later tests reuse them from the cache
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,3 +78,10 @@ def submissions_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(paths, "SUBMISSIONS_DIR", target)
     monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
     return target
+
+
+@pytest.fixture
+def pipeline_logs(caplog) -> Callable[[], list[str]]:
+    """The messages the pipeline's loggers have written so far in this test (INFO and up)."""
+    caplog.set_level(logging.INFO, logger="pipeline")
+    return lambda: [r.getMessage() for r in caplog.records if r.name.startswith("pipeline")]

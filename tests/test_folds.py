@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.stages.folds import coverage_bins, make_folds
+from pipeline.splits import coverage_bins, make_folds
 
 N_FOLDS, N_BINS = 5, 10
 

@@ -15,10 +15,10 @@ from pipeline.datasets import Geometry, to_tensor
 from pipeline.errors import UserError
 from pipeline.losses import LOSSES, ScheduledLoss, distance_loss, get_loss
 from pipeline.models import ARCHS, build_segmentation
-from pipeline.predict import adapt_bn, predict
+from pipeline.predict import InferSpec, adapt_bn, predict
 from pipeline.pretrained import LITE_PACKAGES, lite_state_dict
 from pipeline.schema import LossPhase, ModelCfg
-from pipeline.stages.segment import build_model, seg_task
+from pipeline.segmentation import build_model, seg_task
 from pipeline.store import ArrayStore, write_store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -282,11 +282,7 @@ def test_predict_returns_original_size(tmp_path, smoke, mode, size, overlap):
             model,
             store,
             np.arange(len(store)),
-            Geometry(mode, size),
-            ["none", "hflip"],
-            torch.device("cpu"),
-            smoke.segment.train,
-            overlap=overlap,
+            InferSpec(Geometry(mode, size), ["none", "hflip"], torch.device("cpu"), smoke.segment.train, overlap=overlap),
         )
     )
     assert sorted(out) == list(range(len(store)))
@@ -320,12 +316,7 @@ def test_tiled_predict_same_result_for_any_batch_size(tmp_path, smoke, batch_siz
                 model,
                 store,
                 np.arange(len(store)),
-                Geometry("tile", 48),
-                ["none"],
-                torch.device("cpu"),
-                smoke.segment.train,
-                overlap=16,
-                tile_batch=bs,
+                InferSpec(Geometry("tile", 48), ["none"], torch.device("cpu"), smoke.segment.train, overlap=16, tile_batch=bs),
             )
         )
 

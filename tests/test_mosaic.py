@@ -11,7 +11,7 @@ from conftest import data_overrides
 from pipeline import cache, config, demo, mosaic
 from pipeline.config import ConfigError
 from pipeline.errors import UserError
-from pipeline.stages.folds import load_folds
+from pipeline.trainset import load_folds
 
 TILE = 101
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.stages.scorer import choose
+from pipeline.scoring import choose
 
 # 3 candidates; fit-fold scores favour candidate 2, predictions favour 1 on average, but
 # image 0's best predicted candidate is 0.

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import api, cache, paths
+from pipeline import api, cache, paths, segmentation
 from pipeline.ensemble_io import EnsembleOutputs
 from pipeline.metrics import tgs_ap
 from pipeline.postprocess import apply, candidate_scores, gate_masks
 from pipeline.report import build_report, steps
-from pipeline.stages.folds import load_folds
-from pipeline.store import ArrayStore
+from pipeline.store import ArrayStore, dequantise
+from pipeline.trainset import load_folds
 
 N_TRAIN, N_TEST = 48, 12
 
@@ -108,7 +108,9 @@ def test_report_has_every_step(full):
         "+ pseudo-labels",
         "+ ensemble",
         "+ grid post-processing",
-        "+ LightGBM post-processing",
+        "+ LightGBM post-processing, one candidate",
+        "+ LightGBM post-processing, per image",
+        "= final (the submission's policy)",
     ):
         assert values[name] is not None and 0.0 <= values[name] <= 1.0, name
     for stage in cache.STAGES:
@@ -221,8 +223,9 @@ def test_pseudo_round_labels_only_test_ids(full, smoke_cfg):
     assert ran
     rounds = json.loads((folder / "rounds.json").read_text())
     assert [r["round"] for r in rounds] == [0, 1]
-    labels = ArrayStore(folder / "round1", "pseudo_masks")
-    assert rounds[1]["selected"] == len(labels.ids) == 5
+    assert rounds[1]["selected"] == {"fold0": 5, "fold1": 5}
+    labels = ArrayStore(folder / "round1" / "fold0", "pseudo_masks")
+    assert len(labels.ids) == 5
     test_ids = set(ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images").ids)
     train_ids = ArrayStore(cache.load_upstream(cfg, "ingest"), "images").ids
     folds = load_folds(cache.load_upstream(cfg, "folds"))
@@ -235,7 +238,23 @@ def test_pseudo_round_labels_only_test_ids(full, smoke_cfg):
     assert (folder / "final").resolve() == (folder / "round1").resolve()
     assert sorted(p.parent.name for p in (folder / "round1").glob("fold*/model.pt")) == ["fold0", "fold1"]
     metrics = cache.read_manifest(folder)["metrics"]
-    assert metrics["rounds"] == 1 and metrics["history"][1]["selected"] == 5
+    assert metrics["rounds"] == 1 and metrics["history"][1]["selected"]["fold1"] == 5
+
+
+def test_pseudo_labels_of_a_fold_come_from_that_fold_s_model_alone(full, smoke_cfg):
+    # Every other fold's model trained on this fold's validation images: labels from the fold
+    # average would leak their labels into this fold's OOF score after fine-tuning.
+    cfg = smoke_cfg("pseudo.min_confident_share=0.0", "pseudo.prob_lo=1.0", "pseudo.max_images=5", "pseudo.soft=true")
+    folder, _ = cache.run_stage(cfg, "pseudo", log=_quiet)
+    seg_dir = cache.load_upstream(cfg, "segment")
+    test = ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images")
+    own = segmentation.predict_test(cfg, seg_dir, test, folds=[0]).masks
+    average = segmentation.predict_test(cfg, seg_dir, test).masks
+    labels = ArrayStore(folder / "round1" / "fold0", "pseudo_masks")
+    for i in labels.ids:
+        got = dequantise(labels.get(i)[..., 0])
+        np.testing.assert_allclose(got, own[test.position(i)], atol=0.003)
+        assert np.abs(got - average[test.position(i)]).max() > 0.01
 
 
 def test_smoke_pseudo_round_records_selected_count(full):
@@ -243,8 +262,8 @@ def test_smoke_pseudo_round_records_selected_count(full):
     folder = cache.load_upstream(cfg, "pseudo")
     rounds = json.loads((folder / "rounds.json").read_text())
     assert len(rounds) == cfg.pseudo.rounds + 1
-    labels = ArrayStore(folder / "round1", "pseudo_masks")
-    assert rounds[1]["selected"] == len(labels.ids)
+    for fold in ("fold0", "fold1"):
+        assert rounds[1]["selected"][fold] == len(ArrayStore(folder / "round1" / fold, "pseudo_masks").ids)
     assert ArrayStore(folder / "round1", "oof").ids == ArrayStore(cache.load_upstream(cfg, "ingest"), "images").ids
 
 

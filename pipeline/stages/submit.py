@@ -4,27 +4,26 @@ write submissions/<experiment>-cv<score>.csv atomically."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import pandas as pd
 
-from pipeline import paths
-from pipeline.api import check_submission, score_submission
+from pipeline import fileio, paths
 from pipeline.cache import Context
 from pipeline.ensemble_io import EnsembleOutputs
 from pipeline.errors import UserError
 from pipeline.ingest import format_problems
 from pipeline.postprocess import apply
 from pipeline.rle import rle_encode
+from pipeline.submission import check_submission, score_submission
 
 
 def run(ctx: Context) -> dict:
     cfg = ctx.cfg
     ens = EnsembleOutputs(ctx.upstream["ensemble"], ctx.upstream["ingest"], ctx.upstream["ingest_test"])
-    params = pd.read_csv(ctx.upstream["scorer"] / "test_params.csv", dtype={"id": str}).set_index("id")
-    policy = json.loads((ctx.upstream["scorer"] / "policy.json").read_text())
-    cv = policy["nested_cv"][policy["policy"]]
+    params = fileio.read_csv(ctx.upstream["scorer"] / "test_params.csv").set_index("id")
+    policy = fileio.read_json(ctx.upstream["scorer"] / "policy.json")
+    cv = policy["cv"]
     rows = []
     for i, prob, cls in zip(ens.test_ids, ens.test_probs(), ens.test_cls, strict=True):
         p = params.loc[i]
@@ -35,12 +34,10 @@ def run(ctx: Context) -> dict:
     if problems:
         raise UserError(format_problems(problems))
     ctx.dir.mkdir(parents=True, exist_ok=True)
-    sub.to_csv(ctx.dir / "submission.csv", index=False)
+    fileio.write_csv(ctx.dir / "submission.csv", sub)
     paths.SUBMISSIONS_DIR.mkdir(exist_ok=True)
     target = paths.SUBMISSIONS_DIR / f"{cfg.experiment.name}-cv{cv:.4f}.csv"
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    sub.to_csv(tmp, index=False)
-    os.replace(tmp, target)
+    fileio.write_csv(target, sub)
     metrics = {
         "file": os.path.relpath(target, paths.REPO_ROOT),
         "cv": cv,

@@ -1,0 +1,59 @@
+"""Pseudo-labels: which test images are confident enough to label, their labels (hard or
+soft) as a store, and the fine-tuning schedule of a pseudo round."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.schema import Config, PseudoCfg
+from pipeline.store import ArrayStore, quantise, write_store
+
+
+def select(cfg: PseudoCfg, probs: list[np.ndarray], cls_probs: np.ndarray) -> np.ndarray:
+    """Indices of confident test images, most confident first (capped by max_images)."""
+    share = np.array([np.mean((p < cfg.pixel_lo) | (p > cfg.pixel_hi)) for p in probs])
+    ok = share >= cfg.min_confident_share
+    cls = np.asarray(cls_probs, dtype=float)
+    if not np.isnan(cls).all():
+        ok &= (cls <= cfg.prob_lo) | (cls >= cfg.prob_hi)
+    chosen = np.flatnonzero(ok)
+    chosen = chosen[np.argsort(-share[chosen], kind="stable")]
+    return chosen[: cfg.max_images] if cfg.max_images else chosen
+
+
+def write_labels(folder: Path, ids: list[str], probs: list[np.ndarray], soft: bool) -> ArrayStore:
+    """Pseudo masks as a store: p x 255 when soft, 0/1 when hard."""
+    labels = [quantise(p) if soft else (p > 0.5).astype(np.uint8) for p in probs]
+    write_store(folder, "pseudo_masks", zip(ids, labels, strict=True))
+    return ArrayStore(folder, "pseudo_masks")
+
+
+def label_coverage(labels: ArrayStore, ids: list[str], soft: bool) -> np.ndarray:
+    """Foreground share of each pseudo mask (soft labels count above 0.5)."""
+    return np.array([float((labels.get(i) > (127 if soft else 0)).mean()) for i in ids])
+
+
+def round_cfg(cfg: Config) -> Config:
+    """Fine-tuning schedule: pseudo.epochs epochs of the segment training recipe."""
+    train = cfg.segment.train
+    swa = min(train.swa_epochs, max(cfg.pseudo.epochs - 1, 0))
+    phases = [dataclasses.replace(train.loss[-1], until_epoch=0)]  # the final loss phase only
+    # Fine-tune at the SWA learning rate: the full lr undoes what the last epochs and SWA gained.
+    new_train = dataclasses.replace(train, epochs=cfg.pseudo.epochs, swa_epochs=swa, loss=phases, lr=train.swa_lr)
+    return dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, train=new_train))
+
+
+class Reindexed:
+    """A view of a store restricted to some positions, so pseudo labels index 0..n-1."""
+
+    def __init__(self, store: ArrayStore, positions: np.ndarray) -> None:
+        self.store, self.positions = store, positions
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.store[int(self.positions[i])]
+
+    def __len__(self) -> int:
+        return len(self.positions)

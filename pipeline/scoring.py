@@ -1,0 +1,138 @@
+"""The "LB-score predictor": LightGBM predicts each image's metric under each candidate
+post-processing (pixel threshold, min area, gate) from features of its OOF prediction, and
+the policies that turn its predictions (or the true scores) into a choice per image.
+
+Policies, all evaluated with the same nested CV over the folds (fit on k-1 folds' OOF,
+choose on the k-th without its labels where the policy allows, score the k-th):
+  grid       candidate with the best true mean on the k-1 fit folds (the usual Kaggle way)
+  global     candidate with the best *predicted* mean on the k-th fold
+  per_image  each image's candidate with the best predicted score
+  none       no post-processing (threshold 0.5, no min area, no gate)
+  auto       the policy that scores best in an inner nested CV on the k-1 fit folds alone
+             (none on a tie), applied to the k-th: taking the best of the outer scores
+             instead would be a selection on the folds it is scored on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import UserError
+
+POLICIES = ("grid", "global", "per_image")
+NO_RAW = "scorer.policy: none needs threshold 0.5, min area 0 and gate 0 among the candidates"
+# The inner CV of `auto` needs at least two folds; with one fit fold it splits the rows at random.
+INNER_SPLITS = 3
+
+
+@dataclass
+class Problem:
+    """The scorer's data: per-image features, the candidate grid (C, 3), the true per-image
+    score of every candidate (N, C), each image's fold, and the LightGBM params and seed."""
+
+    features: pd.DataFrame
+    cands: np.ndarray
+    scores: np.ndarray
+    fold: np.ndarray
+    params: dict
+    seed: int
+
+    def rows(self, mask: np.ndarray) -> Problem:
+        return Problem(self.features[mask], self.cands, self.scores[mask], self.fold[mask], self.params, self.seed)
+
+    @property
+    def raw(self) -> int | None:
+        """The no-post-processing candidate (threshold 0.5, no min area, no gate), if listed."""
+        c = self.cands
+        base = np.flatnonzero((c[:, 1] == 0) & (c[:, 2] == 0) & np.isclose(c[:, 0], 0.5))
+        return int(base[0]) if len(base) else None
+
+    def subsets(self) -> dict[str, np.ndarray]:
+        """Grid search restricted to candidate subsets, reported beside the policies."""
+        c = self.cands
+        if self.raw is None:
+            return {}
+        return {"raw@0.5": np.array([self.raw]), "gate_only": np.flatnonzero((c[:, 1] == 0) & np.isclose(c[:, 0], 0.5))}
+
+
+def design(features: pd.DataFrame, cands: np.ndarray) -> pd.DataFrame:
+    """Rows: image x candidate; columns: image features + candidate parameters."""
+    n, c = len(features), len(cands)
+    x = features.loc[features.index.repeat(c)].reset_index(drop=True)
+    x["cand_threshold"], x["cand_min_area"], x["cand_gate"] = (np.tile(cands[:, j], n) for j in range(3))
+    x["cand_gated"] = (x["cls_prob"].fillna(1.0) < x["cand_gate"]).astype(float)
+    return x
+
+
+def fit_model(features: pd.DataFrame, cands: np.ndarray, scores: np.ndarray, params: dict, seed: int) -> lgb.LGBMRegressor:
+    # deterministic + force_col_wise: the same data gives the same trees on every run and
+    # machine (LightGBM otherwise picks row- or column-wise histograms by timing them).
+    defaults = {"random_state": seed, "n_jobs": 2, "deterministic": True, "force_col_wise": True, "verbose": -1}
+    model = lgb.LGBMRegressor(**{**defaults, **params})
+    model.fit(design(features, cands), scores.reshape(-1))
+    return model
+
+
+def predicted(model: lgb.LGBMRegressor, features: pd.DataFrame, cands: np.ndarray) -> np.ndarray:
+    return model.predict(design(features, cands)).reshape(len(features), len(cands))
+
+
+def choose(policy: str, n_images: int, pred: np.ndarray | None, fit_scores: np.ndarray, raw: int | None = None) -> np.ndarray:
+    """Candidate index per image under a policy; `raw` is the no-post-processing candidate
+    (policy none); `pred` (LightGBM's predicted scores) is needed by global and per_image."""
+    if policy == "none":
+        if raw is None:
+            raise UserError(NO_RAW)
+        return np.full(n_images, raw)
+    if policy == "grid":
+        return np.full(n_images, int(np.argmax(fit_scores.mean(axis=0))))
+    if policy == "global":
+        return np.full(n_images, int(np.argmax(pred.mean(axis=0))))
+    return np.argmax(pred, axis=1)
+
+
+def options(p: Problem) -> list[str]:
+    """Policies `auto` chooses among; none first, so that it wins a tie."""
+    return (["none"] if p.raw is not None else []) + list(POLICIES)
+
+
+def best_policy(nested: dict[str, float], p: Problem) -> str:
+    return max(options(p), key=lambda name: nested[name])
+
+
+def nested_cv(p: Problem, with_auto: bool = True) -> tuple[dict[str, float], np.ndarray]:
+    """Held-out mean metric of each policy (and of grid search on candidate subsets; `auto`
+    when `with_auto`), and LightGBM's held-out predictions (N, C)."""
+    subsets = p.subsets()
+    held = {name: np.zeros(len(p.fold)) for name in [*POLICIES, *subsets, *(["auto"] if with_auto else [])]}
+    pred_all = np.zeros_like(p.scores)
+    for k in np.unique(p.fold):
+        fit, val = p.fold != k, p.fold == k
+        model = fit_model(p.features[fit], p.cands, p.scores[fit], p.params, p.seed)
+        pred = predicted(model, p.features[val], p.cands)
+        pred_all[val] = pred
+        rows = np.flatnonzero(val)
+        for name in POLICIES:
+            held[name][val] = p.scores[rows, choose(name, len(rows), pred, p.scores[fit])]
+        for name, cols in subsets.items():
+            held[name][val] = p.scores[rows, cols[int(np.argmax(p.scores[fit][:, cols].mean(axis=0)))]]
+        if with_auto:
+            inner = inner_choice(p.rows(fit))
+            held["auto"][val] = p.scores[rows, choose(inner, len(rows), pred, p.scores[fit], p.raw)]
+    out = {name: round(float(v.mean()), 4) for name, v in held.items()}
+    if "raw@0.5" in out:
+        out["none"] = out["raw@0.5"]
+    return out, pred_all
+
+
+def inner_choice(p: Problem) -> str:
+    """The policy `auto` picks from these rows alone: by their own nested CV over their folds,
+    or over a seeded random split of the rows when they hold a single fold."""
+    if len(np.unique(p.fold)) < 2:
+        split = np.random.default_rng(p.seed).permutation(len(p.fold)) % INNER_SPLITS
+        p = Problem(p.features, p.cands, p.scores, split, p.params, p.seed)
+    inner, _ = nested_cv(p, with_auto=False)
+    return best_policy(inner, p)

@@ -1,0 +1,202 @@
+"""Segmentation fold training and inference, shared by the segment, pseudo and ensemble
+stages: an smp model with an optional distance-map head (and optionally the empty-mask
+classifier as a head on its encoder), trained by the shared loop; OOF maps per fold; test
+maps averaged over a folder's fold models."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline import fileio, runtime
+from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
+from pipeline.evaluation import score_probs
+from pipeline.losses import ScheduledLoss, distance_loss
+from pipeline.mean_teacher import MeanTeacher
+from pipeline.models import build_segmentation
+from pipeline.predict import InferSpec, adapt_bn, predict, save_maps
+from pipeline.roc import roc_outputs
+from pipeline.runtime import pick_device
+from pipeline.schema import Config, SegmentCfg
+from pipeline.store import ArrayStore, dequantise, write_store
+from pipeline.train import Fitter, Task
+from pipeline.trainset import TrainSet
+
+logger = logging.getLogger(__name__)
+
+# Weight of the image-level BCE when the empty-mask classifier is a head on the segmentation
+# encoder (classify.source: seg_head): small enough not to disturb the masks' loss.
+SEG_HEAD_WEIGHT = 0.2
+
+
+class TestMaps(NamedTuple):
+    masks: list[np.ndarray]
+    dists: list[np.ndarray] | None
+    cls: np.ndarray | None  # image probabilities from the seg_head classifier
+
+
+@dataclasses.dataclass
+class FoldExtras:
+    """What a fine-tuning round adds to a fold's plain training: pseudo-labelled samples
+    (dataset, coverage) for the training part only, weights to start from, and a mean
+    teacher's consistency loss on unlabeled images."""
+
+    extra: tuple[torch.utils.data.Dataset, np.ndarray] | None = None
+    init: Path | None = None
+    teacher: MeanTeacher | None = None
+
+
+def seg_head(cfg: Config) -> bool:
+    """Whether the empty-mask classifier rides on the segmentation encoder."""
+    return cfg.classify.enabled and cfg.classify.source == "seg_head"
+
+
+def build_model(scfg: SegmentCfg, in_channels: int, cls_head: bool = False) -> torch.nn.Module:
+    return build_segmentation(scfg.model, in_channels, aux=scfg.aux.weight > 0, cls_head=cls_head)
+
+
+def infer_spec(scfg: SegmentCfg, device: torch.device, tta: list[str]) -> InferSpec:
+    return InferSpec(Geometry.from_cfg(scfg.input), tta, device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap)
+
+
+def seg_task(cfg: SegmentCfg, model_predict, cls_weight: float = 0.0) -> Task:
+    """Loss = scheduled segmentation loss + lambda x distance regression (+ image BCE for a
+    classifier head); validation = mAP."""
+    seg_loss = ScheduledLoss(cfg.train.loss)
+
+    def loss(out, batch, epoch):
+        total, parts = seg_loss(out["mask"], batch["mask"], epoch)
+        if cfg.aux.weight > 0:
+            d = distance_loss(out["dist"], batch["dist"], cfg.aux.signed)
+            parts["dist"] = float(d.detach())
+            total = total + cfg.aux.weight * d
+        if cls_weight > 0:
+            c = torch.nn.functional.binary_cross_entropy_with_logits(out["cls"], batch["label"])
+            parts["cls"] = float(c.detach())
+            total = total + cls_weight * c
+        return total, parts
+
+    return Task(loss=loss, validate=model_predict)
+
+
+def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldExtras | None = None) -> torch.nn.Module:
+    """Train fold k into `folder` (resuming if interrupted) and return the final model."""
+    scfg, extras = cfg.segment, extras or FoldExtras()
+    device = pick_device(cfg.experiment)
+    geometry = Geometry.from_cfg(scfg.input)
+    seed = cfg.experiment.seed + k
+    train_idx, val_idx = data.split(k, scfg.train.max_images, cfg.experiment.seed)
+    runtime.seed_everything(seed)  # the model's random init must not depend on what ran before
+    model = build_model(scfg, data.in_channels, seg_head(cfg))
+    if extras.init is not None:
+        model.load_state_dict(torch.load(extras.init, map_location="cpu", weights_only=True))
+    ds = SegDataset(data.images, data.masks, train_idx, geometry, build_augment(scfg.train.augment, seed), scfg.aux.signed, seed)
+    cov = data.coverage[train_idx]
+    if extras.extra is not None:
+        ds, cov = torch.utils.data.ConcatDataset([ds, extras.extra[0]]), np.concatenate([cov, extras.extra[1]])
+    spec = infer_spec(scfg, device, ["none"])
+    truths = data.truths(val_idx)
+
+    def validate(m) -> dict[str, float]:
+        probs = [out["mask"] for _, out in predict(m, data.images, val_idx, spec)]
+        return {"score": float(score_probs(truths, probs, scfg.train.eval_threshold).mean())}
+
+    task = seg_task(scfg, validate, SEG_HEAD_WEIGHT if seg_head(cfg) else 0.0)
+    if extras.teacher is not None:
+        task = dataclasses.replace(task, hook=extras.teacher)
+    Fitter(model, task, scfg.train, folder, device, seed, logger.info).fit(ds, sample_weights(cov, scfg.train.oversample))
+    model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
+    return model
+
+
+def predict_oof(cfg: Config, model: torch.nn.Module, data: TrainSet, k: int, folder: Path) -> None:
+    """OOF maps of fold k with TTA, stored quantised in the fold folder."""
+    if (folder / "oof.index.csv").exists():
+        return
+    _, val_idx = data.split(k, 0, cfg.experiment.seed)
+    spec = infer_spec(cfg.segment, pick_device(cfg.experiment), cfg.segment.train.tta)
+    out = list(predict(model, data.images, val_idx, spec))
+    ids = [data.images.ids[i] for i, _ in out]
+    if "cls" in out[0][1]:
+        fileio.write_csv(folder / "oof_cls.csv", pd.DataFrame({"id": ids, "prob": [o["cls"] for _, o in out]}))
+    if cfg.segment.aux.weight > 0:
+        save_maps(folder, "oof_dist", ids, [o["dist"] for _, o in out])
+    save_maps(folder, "oof", ids, [o["mask"] for _, o in out])
+
+
+def merge_oof(stage_dir: Path, fold_dirs: list[Path], names: tuple[str, ...], order: list[str]) -> None:
+    """Fold OOF stores -> one store per name in train order (each id exactly once)."""
+    for name in names:
+        parts = [ArrayStore(d, name) for d in fold_dirs if (d / f"{name}.index.csv").exists()]
+        if not parts:
+            continue
+        where = {i: p for p in parts for i in p.ids}
+        write_store(stage_dir, name, ((i, np.asarray(where[i].get(i))) for i in order if i in where))
+
+
+def oof_scores(stage_dir: Path, data: TrainSet, threshold: float = 0.5) -> pd.DataFrame:
+    """Per-image OOF metric (TGS mAP and Dice) at a pixel threshold."""
+    oof = ArrayStore(stage_dir, "oof")
+    probs = [dequantise(oof[i][..., 0]) for i in range(len(oof))]
+    truths = [data.masks.get(i)[..., 0] for i in oof.ids]
+    fold_of = data.fold_of()
+    return pd.DataFrame(
+        {
+            "id": oof.ids,
+            "fold": [fold_of[i] for i in oof.ids],
+            "tgs": score_probs(truths, probs, threshold, "tgs"),
+            "dice": score_probs(truths, probs, threshold, "dice"),
+        }
+    )
+
+
+def merge_cls(stage_dir: Path, fold_dirs: list[Path], data: TrainSet) -> dict:
+    """The seg_head classifier's OOF probabilities (as the classify stage writes them) and ROC."""
+    oof = pd.concat([fileio.read_csv(d / "oof_cls.csv") for d in fold_dirs])
+    oof["fold"] = oof["id"].map(data.fold_of())
+    oof["label"] = (oof["id"].map(dict(zip(data.images.ids, data.coverage, strict=True))) > 0).astype(int)
+    fileio.write_csv(stage_dir / "oof_cls.csv", oof)
+    return roc_outputs(stage_dir, oof)
+
+
+def fold_models(model_dir: Path, folds: list[int] | None = None) -> list[Path]:
+    """The fold models of a folder (all, or those of `folds`)."""
+    paths = sorted(model_dir.glob("fold*/model.pt"))
+    if folds is not None:
+        paths = [p for p in paths if int(p.parent.name.removeprefix("fold")) in set(folds)]
+    if not paths:
+        raise FileNotFoundError(f"no fold models under {model_dir}" + (f" for folds {folds}" if folds is not None else ""))
+    return paths
+
+
+def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore, adabn: bool = False, folds: list[int] | None = None) -> TestMaps:
+    """Test probability (and distance) maps: every fold model of `model_dir` (or those of
+    `folds`), with TTA, averaged, at each image's original size; `adabn` re-estimates BatchNorm
+    statistics on the test images first."""
+    scfg = cfg.segment
+    device = pick_device(cfg.experiment)
+    spec = infer_spec(scfg, device, scfg.train.tta)
+    paths = fold_models(model_dir, folds)
+    masks: list[np.ndarray] | None = None
+    dists: list[np.ndarray] | None = None
+    cls = np.zeros(len(test_images)) if seg_head(cfg) else None
+    for path in paths:
+        model = build_model(scfg, test_images[0].shape[2], seg_head(cfg))
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        if adabn:
+            model = adapt_bn(model, test_images, spec.geometry, device, scfg.input.tile_overlap)
+        outs = [o for _, o in predict(model, test_images, np.arange(len(test_images)), spec)]
+        m = [o["mask"] / len(paths) for o in outs]
+        masks = m if masks is None else [a + b for a, b in zip(masks, m, strict=True)]
+        if "dist" in outs[0]:
+            d = [o["dist"] / len(paths) for o in outs]
+            dists = d if dists is None else [a + b for a, b in zip(dists, d, strict=True)]
+        if cls is not None:
+            cls += np.array([o["cls"] for o in outs]) / len(paths)
+    return TestMaps(masks, dists, cls)

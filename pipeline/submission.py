@@ -1,0 +1,64 @@
+"""Submission files: reading one, validating it (ids, order, RLE) and scoring it against a
+folder of truth masks. Used by the submit stage, `python -m pipeline score` and notebooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import UserError
+from pipeline.imageio import list_images, load_mask
+from pipeline.ingest import format_problems
+from pipeline.metrics import pixel_counts, scores_from_counts
+from pipeline.rle import rle_decode, validate_rle
+
+
+def read_submission(csv: str | Path) -> pd.DataFrame:
+    """id + rle columns of a submission (the RLE column is the second one, whatever its name)."""
+    path = Path(csv)
+    if not path.is_file():
+        raise UserError(f"{path}: submission file not found")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if df.shape[1] < 2 or "id" not in df.columns:
+        raise UserError(f"{path}: expected columns id,<rle>, got {', '.join(df.columns)}")
+    return df.rename(columns={df.columns[1]: "rle"})[["id", "rle"]]
+
+
+def check_submission(df: pd.DataFrame, expected_ids: list[str], shapes: dict[str, tuple[int, int]], name: str) -> list[str]:
+    """Problems of a submission: duplicate, missing, extra or reordered ids, malformed RLE."""
+    problems = [f"{name}: duplicate id {i}" for i in df.loc[df["id"].duplicated(), "id"].unique()]
+    got = set(df["id"])
+    problems += [f"{name}: missing id {i}" for i in expected_ids if i not in got]
+    problems += [f"{name}: unexpected id {i}" for i in df["id"] if i not in shapes]
+    if not problems and df["id"].tolist() != list(expected_ids):
+        problems.append(f"{name}: ids are not in the expected order (sample_submission or test folder)")
+    for i, rle in zip(df["id"], df["rle"], strict=True):
+        if i in shapes:
+            err = validate_rle(rle, shapes[i])
+            if err:
+                problems.append(f"{name}: id {i}: malformed RLE: {err}")
+    return problems
+
+
+def score_submission(csv: str | Path, masks_dir: str | Path, metric: str = "tgs") -> tuple[float, int]:
+    """Validate a submission against a folder of truth masks and return (mean metric, n)."""
+    sub = read_submission(csv)
+    folder = Path(masks_dir)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: masks folder not found")
+    files, _ = list_images(folder)
+    truths = {}
+    for i, p in sorted(files.items()):
+        loaded = load_mask(p)
+        if loaded.array is None:
+            raise UserError(f"{p}: {loaded.problem}")
+        truths[i] = loaded.array
+    shapes = {i: t.shape[:2] for i, t in truths.items()}
+    order = [i for i in sub["id"] if i in shapes] if set(sub["id"]) == set(shapes) else sorted(shapes)
+    problems = check_submission(sub, order, shapes, Path(csv).name)
+    if problems:
+        raise UserError(format_problems(problems))
+    preds = [rle_decode(rle, shapes[i]).astype(bool) for i, rle in zip(sub["id"], sub["rle"], strict=True)]
+    scores = scores_from_counts(*pixel_counts([truths[i] > 0 for i in sub["id"]], preds), metric)
+    return float(scores.mean()), len(scores)

@@ -1,0 +1,73 @@
+"""The labelled training set as the training stages see it: the ingest stores, each image's
+coverage and the fold table, travelling together as one object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import fileio
+from pipeline.store import ArrayStore
+
+
+def load_folds(folder: Path) -> pd.DataFrame:
+    """folds.csv of a folds artifact: id, fold, coverage, stratum (and group)."""
+    return fileio.read_csv(folder / "folds.csv")
+
+
+def read_train_table(ingest_dir: Path) -> pd.DataFrame:
+    """train.csv of an ingest artifact: id, size, coverage and the metadata columns."""
+    return fileio.read_csv(ingest_dir / "train.csv")
+
+
+def open_train(ingest_dir: Path) -> tuple[ArrayStore, ArrayStore, pd.DataFrame]:
+    """Images, masks and the train table of an ingest artifact."""
+    return ArrayStore(ingest_dir, "images"), ArrayStore(ingest_dir, "masks"), read_train_table(ingest_dir)
+
+
+def folds_to_run(cfg_folds: list[int], folds: pd.DataFrame) -> list[int]:
+    """The configured fold subset, or every fold of the table when it is empty."""
+    return list(cfg_folds) or sorted(folds["fold"].unique().tolist())
+
+
+@dataclass(frozen=True)
+class TrainSet:
+    """Images, masks, coverage (per store position) and folds of one ingest + folds artifact."""
+
+    images: ArrayStore
+    masks: ArrayStore
+    coverage: np.ndarray
+    folds: pd.DataFrame
+
+    @classmethod
+    def open(cls, ingest_dir: Path, folds_dir: Path) -> TrainSet:
+        images, masks, table = open_train(ingest_dir)
+        coverage = table.set_index("id").loc[images.ids, "coverage"].to_numpy()
+        return cls(images, masks, coverage, load_folds(folds_dir))
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.images[0].shape[2])
+
+    def fold_ids(self, cfg_folds: list[int]) -> list[int]:
+        return folds_to_run(cfg_folds, self.folds)
+
+    def split(self, k: int, max_images: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Store positions of the training part and of validation fold k (the training part
+        subsampled to `max_images` when set)."""
+        pos = np.array([self.images.position(i) for i in self.folds["id"]])
+        fold = self.folds["fold"].to_numpy()
+        train, val = pos[fold != k], pos[fold == k]
+        if max_images and len(train) > max_images:
+            train = np.sort(np.random.default_rng(seed).choice(train, max_images, replace=False))
+        return train, val
+
+    def truths(self, positions: np.ndarray) -> list[np.ndarray]:
+        """Boolean-ready 2-D masks at store positions."""
+        return [self.masks[int(i)][..., 0] for i in positions]
+
+    def fold_of(self) -> dict[str, int]:
+        return dict(zip(self.folds["id"], self.folds["fold"], strict=True))
