@@ -12,7 +12,6 @@ import hashlib
 import importlib
 import importlib.metadata
 import json
-import os
 import platform
 import shutil
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import config as config_mod
-from pipeline import paths
+from pipeline import fileio, paths
 from pipeline.schema import Config
 
 MANIFEST = "manifest.json"
@@ -104,11 +103,7 @@ def resolve_fn(fn: Callable[[Context], dict] | str) -> Callable[[Context], dict]
     return getattr(importlib.import_module(module), attr)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+atomic_write_text = fileio.write_text  # kept for pipeline.report, which imports it from here
 
 
 def digest(obj: Any) -> str:
@@ -168,10 +163,9 @@ def stage_dir(cfg: Config, name: str, key: str | None = None) -> Path:
 
 
 def read_manifest(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    """The parsed manifest, or None: no manifest, or one that is not a whole JSON object."""
+    manifest = fileio.read_json(folder / MANIFEST)
+    return manifest if isinstance(manifest, dict) else None
 
 
 def is_done(cfg: Config, name: str) -> bool:
@@ -230,7 +224,7 @@ def _write_manifest(ctx: Context, material: dict, seconds: float, metrics: dict)
         "metrics": metrics,
         **ctx.extra_manifest,
     }
-    atomic_write_text(ctx.dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
+    fileio.write_json(ctx.dir / MANIFEST, manifest)
 
 
 def run_stage(
@@ -265,7 +259,7 @@ def run_stage(
         raise
     shutil.rmtree(backup, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "config.yaml", config_mod.dump(cfg))
+    fileio.write_text(folder / "config.yaml", config_mod.dump(cfg))
     _write_manifest(ctx, material, time.perf_counter() - start, metrics)
     return folder, True
 

@@ -13,7 +13,8 @@ import copy
 import shutil
 from pathlib import Path
 
-from pipeline.cache import Context, atomic_write_text, digest
+from pipeline import fileio
+from pipeline.cache import Context, digest
 from pipeline.train import fit_done
 
 TRAIN_KEY = "train_key"
@@ -62,4 +63,4 @@ def reuse_fold(ctx: Context, folder: Path, key: str) -> Path | None:
 
 def mark_trained(folder: Path, key: str) -> None:
     """Record the training key of a finished fold, so later artifacts may reuse it."""
-    atomic_write_text(folder / TRAIN_KEY, key)
+    fileio.write_text(folder / TRAIN_KEY, key)
