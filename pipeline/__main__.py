@@ -5,6 +5,8 @@ python -m pipeline all --config FILE [--set ...]      every stage in order, with
 python -m pipeline status --config FILE
 python -m pipeline demo-data [--out DIR] [--seed N]
 python -m pipeline score SUBMISSION.csv --masks DIR [--metric tgs|dice]
+
+Exit codes: 2 bad input, 3 a stage folder locked by another process, 128+N stopped by signal N.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pipeline import (
     stages,  # noqa: F401  (registers the stages)
 )
 from pipeline import config as config_mod
-from pipeline.errors import UserError
+from pipeline.errors import LockedError, UserError
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -83,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except LockedError as exc:  # another run of the same stage: not an input error, so its own code
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -3,7 +3,8 @@
 A stage's key hashes the config sections it reads, the keys of its upstream stages and a
 fingerprint of the external files it reads. Its folder is `<artifacts>/<experiment>/<stage>-<key>`.
 `manifest.json` is written last, by atomic rename: a folder without one (a crash, a kill)
-is never taken as finished, but a stage may resume from what it left there.
+is never taken as finished, but a stage may resume from what it left there. A stage runs under an
+exclusive lock of its folder (pipeline.locks).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import config as config_mod
-from pipeline import fileio, paths
+from pipeline import fileio, locks, paths
 from pipeline.schema import Config
 
 MANIFEST = "manifest.json"
@@ -240,14 +241,24 @@ def run_stage(
     key = stage_key(cfg, name, memo)
     folder = stage_dir(cfg, name, key)
     if not force and read_manifest(folder) is not None:
-        return folder, False
+        return folder, False  # a finished folder is only read: no lock
+    with locks.folder_lock(folder):  # LockedError when another process works in it
+        if not force and read_manifest(folder) is not None:
+            return folder, False
+        material = key_material(cfg, name, memo)
+        ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, log=log, force=force, material=material)
+        _run(ctx, stage)
+    return folder, True
+
+
+def _run(ctx: Context, stage: Stage) -> None:
+    """Run the stage into ctx.dir and write its manifest (the folder's lock is held)."""
+    folder = ctx.dir
     backup = folder.with_name(folder.name + ".previous")
-    if force and folder.exists():
+    if ctx.force and folder.exists():
         # Keep the old result until the forced run succeeds.
         shutil.rmtree(backup, ignore_errors=True)
         folder.rename(backup)
-    material = key_material(cfg, name, memo)
-    ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, log=log, force=force, material=material)
     start = time.perf_counter()
     # The folder is created lazily by the stage so that input errors leave nothing behind.
     try:
@@ -259,9 +270,8 @@ def run_stage(
         raise
     shutil.rmtree(backup, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
-    fileio.write_text(folder / "config.yaml", config_mod.dump(cfg))
-    _write_manifest(ctx, material, time.perf_counter() - start, metrics)
-    return folder, True
+    fileio.write_text(folder / "config.yaml", config_mod.dump(ctx.cfg))
+    _write_manifest(ctx, ctx.material, time.perf_counter() - start, metrics)
 
 
 def load_upstream(cfg: Config, name: str) -> Path:
