@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_cache import DEMO_CFG, REPO, _cfg, dummies  # noqa: F401  (dummies: a fixture)
 
-from pipeline import cache, errors, locks
+from pipeline import cache, errors, locks, reuse
 from pipeline.__main__ import main
 
 SLOW_SCRIPT = Path(__file__).with_name("slow_stage.py")
@@ -144,3 +144,49 @@ def test_forked_child_does_not_keep_the_lock(tmp_path):
     finally:
         child.kill()
         child.join()
+
+
+def _finished_fold(folder: Path, key: str) -> None:
+    folder.mkdir(parents=True)
+    for name in ("model.pt", "fit.json", "metrics.csv", "oof.npy"):
+        (folder / name).write_text("{}")
+    (folder / reuse.TRAIN_KEY).write_text(key)
+
+
+def test_fold_reuse_temp_folder_is_per_process(tmp_path, monkeypatch):
+    exp = tmp_path / "artifacts" / "demo"
+    copied_into: set[str] = set()
+    real = reuse.shutil.copy2
+    monkeypatch.setattr(reuse.shutil, "copy2", lambda src, dst: copied_into.add(Path(dst).parent.name) or real(src, dst))
+    _finished_fold(exp / "segment-old" / "fold0", "k0")
+    new = exp / "segment-new"
+    # another process copying fold0 into the same new folder at this moment
+    theirs = new / ".fold0.reuse"
+    theirs.mkdir(parents=True)
+    (theirs / "model.pt").write_text("theirs, half copied")
+    ctx = cache.Context(cfg=_cfg(tmp_path), stage="segment", key="new", dir=new, upstream={}, material={})
+    source = reuse.reuse_fold(ctx, new / "fold0", "k0")
+    assert source == exp / "segment-old" / "fold0"
+    assert len(copied_into) == 1 and str(os.getpid()) in copied_into.pop()  # a temp of this process
+    assert sorted(p.name for p in (new / "fold0").iterdir()) == ["fit.json", "metrics.csv", "model.pt", reuse.TRAIN_KEY]
+    assert (theirs / "model.pt").read_text() == "theirs, half copied"  # not deleted nor renamed
+    assert sorted(p.name for p in new.iterdir()) == [".fold0.reuse", "fold0"]  # ours is gone
+
+
+def test_fold_reuse_skips_a_candidate_that_vanishes_mid_copy(tmp_path, monkeypatch):
+    # A sibling renamed away (a --force rerun of it) while we copy: the copy moves on.
+    exp = tmp_path / "artifacts" / "demo"
+    _finished_fold(exp / "segment-a" / "fold0", "k0")
+    _finished_fold(exp / "segment-b" / "fold0", "k0")
+    real = reuse.shutil.copy2
+
+    def copy2(src, dst):
+        if "segment-a" in str(src):
+            raise FileNotFoundError(src)
+        return real(src, dst)
+
+    monkeypatch.setattr(reuse.shutil, "copy2", copy2)
+    new = exp / "segment-new"
+    ctx = cache.Context(cfg=_cfg(tmp_path), stage="segment", key="new", dir=new, upstream={}, material={})
+    assert reuse.reuse_fold(ctx, new / "fold0", "k0") == exp / "segment-b" / "fold0"
+    assert sorted(p.name for p in new.iterdir()) == ["fold0"]
