@@ -73,13 +73,15 @@ def _run_stage(cfg: config_mod.Config, name: str, force: bool, keys: dict[str, s
 
 def _terminate(signum: int, _frame) -> None:
     # Raised inside the running stage, so that a forced rerun puts the previous result back
-    # (Python's default SIGTERM handling exits without unwinding).
+    # (Python's default SIGTERM/SIGHUP handling exits without unwinding). SIGHUP: the terminal
+    # or ssh session of a foreground run closed.
     raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
     try:
         return _dispatch(args)
     except UserError as exc:

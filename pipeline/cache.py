@@ -4,7 +4,8 @@ A stage's key hashes the config sections it reads, the keys of its upstream stag
 fingerprint of the external files it reads. Its folder is `<artifacts>/<experiment>/<stage>-<key>`.
 `manifest.json` is written last, by atomic rename: a folder without one (a crash, a kill)
 is never taken as finished, but a stage may resume from what it left there. A stage runs under an
-exclusive lock of its folder (pipeline.locks).
+exclusive lock of its folder (pipeline.locks), and a --force rerun keeps the last result aside
+until it succeeds (pipeline.previous).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import config as config_mod
-from pipeline import fileio, locks, paths
+from pipeline import fileio, locks, paths, previous
 from pipeline.schema import Config
 
 MANIFEST = "manifest.json"
@@ -169,6 +170,10 @@ def read_manifest(folder: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
+def _finished(folder: Path) -> bool:
+    return read_manifest(folder) is not None
+
+
 def is_done(cfg: Config, name: str) -> bool:
     return read_manifest(stage_dir(cfg, name)) is not None
 
@@ -240,10 +245,11 @@ def run_stage(
     upstream = {u: run_stage(cfg, u, log=log, keys=memo)[0] for u in stage.upstream}
     key = stage_key(cfg, name, memo)
     folder = stage_dir(cfg, name, key)
-    if not force and read_manifest(folder) is not None:
+    if not force and _finished(folder) and not previous.backup_of(folder).exists():
         return folder, False  # a finished folder is only read: no lock
     with locks.folder_lock(folder):  # LockedError when another process works in it
-        if not force and read_manifest(folder) is not None:
+        previous.settle(folder, _finished, log)
+        if not force and _finished(folder):
             return folder, False
         material = key_material(cfg, name, memo)
         ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, log=log, force=force, material=material)
@@ -253,25 +259,20 @@ def run_stage(
 
 def _run(ctx: Context, stage: Stage) -> None:
     """Run the stage into ctx.dir and write its manifest (the folder's lock is held)."""
-    folder = ctx.dir
-    backup = folder.with_name(folder.name + ".previous")
+    folder, backup = ctx.dir, previous.backup_of(ctx.dir)
     if ctx.force and folder.exists():
-        # Keep the old result until the forced run succeeds.
-        shutil.rmtree(backup, ignore_errors=True)
-        folder.rename(backup)
+        folder.rename(backup)  # the last result stays aside until the new manifest is written
     start = time.perf_counter()
-    # The folder is created lazily by the stage so that input errors leave nothing behind.
     try:
+        # The folder is created lazily by the stage so that input errors leave nothing behind.
         metrics = resolve_fn(stage.fn)(ctx) or {}
-    except BaseException:
-        if backup.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            backup.rename(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        fileio.write_text(folder / "config.yaml", config_mod.dump(ctx.cfg))
+        _write_manifest(ctx, ctx.material, time.perf_counter() - start, metrics)
+    except BaseException:  # SIGTERM and SIGHUP arrive as SystemExit (see __main__)
+        previous.put_back(folder)
         raise
-    shutil.rmtree(backup, ignore_errors=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    fileio.write_text(folder / "config.yaml", config_mod.dump(ctx.cfg))
-    _write_manifest(ctx, ctx.material, time.perf_counter() - start, metrics)
+    shutil.rmtree(backup, ignore_errors=True)  # only now: the new result is complete
 
 
 def load_upstream(cfg: Config, name: str) -> Path:
