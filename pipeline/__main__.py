@@ -5,6 +5,8 @@ python -m pipeline all --config FILE [--set ...]      every stage in order, with
 python -m pipeline status --config FILE
 python -m pipeline demo-data [--out DIR] [--seed N]
 python -m pipeline score SUBMISSION.csv --masks DIR [--metric tgs|dice]
+
+Exit codes: 2 bad input, 3 a stage folder locked by another process, 128+N stopped by signal N.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pipeline import (
     stages,  # noqa: F401  (registers the stages)
 )
 from pipeline import config as config_mod
-from pipeline.errors import UserError
+from pipeline.errors import LockedError, UserError
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -72,7 +74,8 @@ def _run_stage(cfg: config_mod.Config, name: str, force: bool, keys: dict[str, s
 
 def _terminate(signum: int, _frame) -> None:
     # Raised inside the running stage, so that a forced rerun puts the previous result back
-    # (Python's default SIGTERM handling exits without unwinding).
+    # (Python's default SIGTERM/SIGHUP handling exits without unwinding). SIGHUP: the terminal
+    # or ssh session of a foreground run closed.
     raise SystemExit(128 + signum)
 
 
@@ -82,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     # file shows them while a stage runs; warnings and errors alike.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
     try:
         return _dispatch(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except LockedError as exc:  # another run of the same stage: not an input error, so its own code
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

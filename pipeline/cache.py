@@ -3,7 +3,9 @@
 A stage's key hashes the config sections it reads, the keys of its upstream stages and a
 fingerprint of the external files it reads. Its folder is `<artifacts>/<experiment>/<stage>-<key>`.
 `manifest.json` is written last, by atomic rename: a folder without one (a crash, a kill)
-is never taken as finished, but a stage may resume from what it left there.
+is never taken as finished, but a stage may resume from what it left there. A stage runs under an
+exclusive lock of its folder (pipeline.locks), and a --force rerun keeps the last result aside
+until it succeeds (pipeline.previous).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import hashlib
 import importlib
 import importlib.metadata
 import json
-import os
 import platform
 import shutil
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import config as config_mod
-from pipeline import paths
+from pipeline import fileio, locks, paths, previous
 from pipeline.schema import Config
 
 MANIFEST = "manifest.json"
@@ -104,11 +105,7 @@ def resolve_fn(fn: Callable[[Context], dict] | str) -> Callable[[Context], dict]
     return getattr(importlib.import_module(module), attr)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+atomic_write_text = fileio.write_text  # kept for pipeline.report, which imports it from here
 
 
 def digest(obj: Any) -> str:
@@ -168,10 +165,13 @@ def stage_dir(cfg: Config, name: str, key: str | None = None) -> Path:
 
 
 def read_manifest(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    """The parsed manifest, or None: no manifest, or one that is not a whole JSON object."""
+    manifest = fileio.read_json(folder / MANIFEST)
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _finished(folder: Path) -> bool:
+    return read_manifest(folder) is not None
 
 
 def is_done(cfg: Config, name: str) -> bool:
@@ -230,7 +230,7 @@ def _write_manifest(ctx: Context, material: dict, seconds: float, metrics: dict)
         "metrics": metrics,
         **ctx.extra_manifest,
     }
-    atomic_write_text(ctx.dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
+    fileio.write_json(ctx.dir / MANIFEST, manifest)
 
 
 def run_stage(
@@ -245,29 +245,34 @@ def run_stage(
     upstream = {u: run_stage(cfg, u, log=log, keys=memo)[0] for u in stage.upstream}
     key = stage_key(cfg, name, memo)
     folder = stage_dir(cfg, name, key)
-    if not force and read_manifest(folder) is not None:
-        return folder, False
-    backup = folder.with_name(folder.name + ".previous")
-    if force and folder.exists():
-        # Keep the old result until the forced run succeeds.
-        shutil.rmtree(backup, ignore_errors=True)
-        folder.rename(backup)
-    material = key_material(cfg, name, memo)
-    ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, log=log, force=force, material=material)
-    start = time.perf_counter()
-    # The folder is created lazily by the stage so that input errors leave nothing behind.
-    try:
-        metrics = resolve_fn(stage.fn)(ctx) or {}
-    except BaseException:
-        if backup.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            backup.rename(folder)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "config.yaml", config_mod.dump(cfg))
-    _write_manifest(ctx, material, time.perf_counter() - start, metrics)
+    if not force and _finished(folder) and not previous.backup_of(folder).exists():
+        return folder, False  # a finished folder is only read: no lock
+    with locks.folder_lock(folder):  # LockedError when another process works in it
+        previous.settle(folder, _finished, log)
+        if not force and _finished(folder):
+            return folder, False
+        material = key_material(cfg, name, memo)
+        ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, log=log, force=force, material=material)
+        _run(ctx, stage)
     return folder, True
+
+
+def _run(ctx: Context, stage: Stage) -> None:
+    """Run the stage into ctx.dir and write its manifest (the folder's lock is held)."""
+    folder, backup = ctx.dir, previous.backup_of(ctx.dir)
+    if ctx.force and folder.exists():
+        folder.rename(backup)  # the last result stays aside until the new manifest is written
+    start = time.perf_counter()
+    try:
+        # The folder is created lazily by the stage so that input errors leave nothing behind.
+        metrics = resolve_fn(stage.fn)(ctx) or {}
+        folder.mkdir(parents=True, exist_ok=True)
+        fileio.write_text(folder / "config.yaml", config_mod.dump(ctx.cfg))
+        _write_manifest(ctx, ctx.material, time.perf_counter() - start, metrics)
+    except BaseException:  # SIGTERM and SIGHUP arrive as SystemExit (see __main__)
+        previous.put_back(folder)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)  # only now: the new result is complete
 
 
 def load_upstream(cfg: Config, name: str) -> Path:

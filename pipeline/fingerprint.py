@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from pipeline import paths
+from pipeline import fileio, paths
 
 
 def _digest_bytes(data: bytes) -> str:
@@ -26,11 +26,10 @@ class DigestMemo:
     def __init__(self, path: Path | None) -> None:
         self.path, self.changed = path, False
         self.entries: dict[str, list] = {}
-        if path is not None and path.is_file():
-            try:
-                self.entries = json.loads(path.read_text())
-            except (OSError, ValueError):
-                self.entries = {}  # a damaged memo only costs a re-read
+        if path is not None:
+            entries = fileio.read_json(path)
+            if isinstance(entries, dict):  # anything else (damaged) only costs a re-read
+                self.entries = entries
 
     def digest(self, file: Path) -> str:
         st = file.stat()
@@ -50,9 +49,8 @@ class DigestMemo:
         # would only grow; this runs only when something was re-read, so rarely.
         self.entries = {name: entry for name, entry in self.entries.items() if os.path.exists(name)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.entries))
-        os.replace(tmp, self.path)  # concurrent runs: the last writer wins, both memos are valid
+        # Concurrent runs: each writes its own temp file; the last rename wins, both memos are valid.
+        fileio.write_text(self.path, json.dumps(self.entries))
         self.changed = False
 
 

@@ -13,7 +13,8 @@ import copy
 import shutil
 from pathlib import Path
 
-from pipeline.cache import Context, atomic_write_text, digest
+from pipeline import fileio
+from pipeline.cache import Context, digest
 from pipeline.train import fit_done
 
 TRAIN_KEY = "train_key"
@@ -34,8 +35,30 @@ def fold_train_key(material: dict, section: str, k: int) -> str:
 
 
 def _finished_match(candidate: Path, key: str) -> bool:
-    marker = candidate / TRAIN_KEY
-    return fit_done(candidate) and marker.is_file() and marker.read_text().strip() == key
+    # The marker is written after the fold's training returned, so a match implies finished files.
+    try:
+        return fit_done(candidate) and (candidate / TRAIN_KEY).read_text().strip() == key
+    except FileNotFoundError:  # no marker, or the sibling went away meanwhile
+        return False
+
+
+def _copy_fold(candidate: Path, folder: Path) -> bool:
+    """Copy the fold's training files into `folder` whole, or not at all (False: the candidate
+    vanished mid-copy, e.g. renamed aside by a --force rerun of its own stage)."""
+    # The temp folder is this process's own: another one may be copying into a sibling temp.
+    tmp = fileio.temp_path(folder, ".reuse")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed process that had our pid
+    tmp.mkdir(parents=True)
+    try:
+        for item in candidate.iterdir():
+            if item.is_file() and not item.name.startswith(_PREDICTION_PREFIX):
+                shutil.copy2(item, tmp / item.name)
+        tmp.rename(folder)  # a killed copy leaves only the hidden tmp folder, never a half fold
+    except FileNotFoundError:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return True
 
 
 def reuse_fold(ctx: Context, folder: Path, key: str) -> Path | None:
@@ -47,19 +70,11 @@ def reuse_fold(ctx: Context, folder: Path, key: str) -> Path | None:
         return None
     for candidate in sorted(ctx.dir.parent.glob(f"{ctx.stage}-*/{folder.name}")):
         # `folder` does not exist, so the current artifact is never among the candidates.
-        if not _finished_match(candidate, key):
-            continue
-        tmp = folder.with_name(f".{folder.name}.reuse")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for item in candidate.iterdir():
-            if item.is_file() and not item.name.startswith(_PREDICTION_PREFIX):
-                shutil.copy2(item, tmp / item.name)
-        tmp.rename(folder)  # a killed copy leaves only the hidden tmp folder, never a half fold
-        return candidate
+        if _finished_match(candidate, key) and _copy_fold(candidate, folder):
+            return candidate
     return None
 
 
 def mark_trained(folder: Path, key: str) -> None:
     """Record the training key of a finished fold, so later artifacts may reuse it."""
-    atomic_write_text(folder / TRAIN_KEY, key)
+    fileio.write_text(folder / TRAIN_KEY, key)

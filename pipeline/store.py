@@ -9,12 +9,13 @@ Layout: ``<name>.u8`` holds the arrays back to back (C order, HxWxC);
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from pipeline import fileio
 
 INDEX_COLUMNS = ["id", "offset", "height", "width", "channels"]
 
@@ -37,17 +38,17 @@ def _as_hwc(item_id: str, array: np.ndarray) -> np.ndarray:
 def write_store(folder: Path, name: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
     """Write (id, uint8 HxW[xC]) items to ``folder/<name>.u8`` + index CSV.
 
-    Both files go to temp names first and are renamed at the end, index last,
-    so a reader never sees an index pointing past the data it describes.
+    Both files go to temp names of this process first and are renamed at the end, index last,
+    so a reader never sees an index pointing past the data it describes; an error leaves
+    neither temp file behind.
     """
     data_path, index_path = _paths(folder, name)
     data_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_data = data_path.with_name(f"{data_path.name}.tmp{os.getpid()}")
-    tmp_index = index_path.with_name(f"{index_path.name}.tmp{os.getpid()}")
     rows: list[tuple[str, int, int, int, int]] = []
     seen: set[str] = set()
     offset = 0
-    try:
+    # Exited in reverse order: the data file is renamed first, the index last.
+    with fileio.atomic_path(index_path) as tmp_index, fileio.atomic_path(data_path) as tmp_data:
         with open(tmp_data, "wb") as fh:
             for item_id, array in items:
                 if item_id in seen:
@@ -58,11 +59,6 @@ def write_store(folder: Path, name: str, items: Iterable[tuple[str, np.ndarray]]
                 rows.append((str(item_id), offset, *hwc.shape))
                 offset += hwc.size
         pd.DataFrame(rows, columns=INDEX_COLUMNS).to_csv(tmp_index, index=False)
-        os.replace(tmp_data, data_path)
-        os.replace(tmp_index, index_path)
-    finally:
-        tmp_data.unlink(missing_ok=True)
-        tmp_index.unlink(missing_ok=True)
 
 
 class ArrayStore:

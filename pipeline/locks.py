@@ -1,0 +1,81 @@
+"""Exclusive per-folder locks: two processes never work in one stage folder or fold.
+
+A lock is an `fcntl.flock` on `<folder>.lock`, beside the folder rather than in it: stage folders
+are created lazily by their stage and renamed aside by --force, and the lock must outlive both.
+The kernel drops the lock when its holder dies, even by SIGKILL, so a stale lock file is harmless;
+it records the holder's pid and host only for the error message. Lock files are never deleted:
+unlinking one while another process waits to open it would let two processes hold "the" lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.errors import LockedError
+
+# Lock fds held by this process. A forked child (a DataLoader worker) shares their open files and
+# so the locks, and would keep them after this process is killed: it closes its copies as it starts.
+_HELD: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
+
+
+def lock_file(folder: Path) -> Path:
+    """`<folder>.lock`, the sibling lock file of a stage folder or fold."""
+    return folder.with_name(folder.name + ".lock")
+
+
+def _holder(path: Path) -> str:
+    # The holder writes its pid just after taking the lock: retry briefly if we came in between.
+    for _ in range(20):
+        try:
+            info = json.loads(path.read_text())
+            return f"pid {info['pid']} (host {info['host']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.01)
+    return "pid ? (host ?)"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[Path]:
+    """Hold `<folder>.lock` exclusively for the block (yields its path).
+
+    Raises LockedError (`<folder>: locked by pid N (host H)`) at once when another process, or
+    another open of the same file in this one, holds it: waiting would only queue a duplicate."""
+    path = lock_file(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, owner = os.open(path, os.O_RDWR | os.O_CREAT, 0o644), os.getpid()
+    _HELD.add(fd)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockedError(f"{folder}: locked by {_holder(path)}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": owner, "host": platform.node()}).encode())
+        yield path
+    finally:
+        if os.getpid() == owner:  # a forked child leaving this block closed its copy already
+            _HELD.discard(fd)
+            os.close(fd)  # releases the lock
+
+
+def fold_lock(folder: Path) -> contextlib.AbstractContextManager[Path]:
+    """Lock of one fold folder inside a stage folder (`<stage>/<fold>.lock`), so that
+    fold-parallel runs of a stage never train the same fold twice."""
+    return folder_lock(folder)
