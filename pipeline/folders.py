@@ -1,29 +1,30 @@
 """Replacing a whole generated folder without ever deleting what the generator did not make.
 
 A folder is built under a temp name unique to this process (fileio.temp_path) beside its
-target and renamed into place; the target may be replaced only when it is empty or carries
-the generator's marker file."""
+target and renamed into place; the target may be replaced only when it is empty or the
+generator recognises it as its own."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.errors import UserError
 from pipeline.fileio import temp_path
 
 
-def check_replaceable(target: Path, marker: str, what: str) -> None:
-    """Raise UserError unless `target` is missing, an empty folder, or a folder holding
-    `marker`: `--out data` or `--out .` must never erase artifacts or a repository."""
+def check_replaceable(target: Path, ours: Callable[[Path], bool], what: str) -> None:
+    """Raise UserError unless `target` is missing, an empty folder, or a folder `ours` says
+    the generator made: `--out data` or `--out .` must never erase artifacts or a repository."""
     if not target.exists():
         return
     if not target.is_dir():
         raise UserError(f"{target}: exists and is not a folder; choose a new or empty folder for the {what}")
-    if (target / marker).is_file() or not any(target.iterdir()):
+    if not any(target.iterdir()) or ours(target):
         return
-    raise UserError(f"{target}: folder exists and is not a {what} (no {marker}); refusing to replace it, choose a new or empty folder")
+    raise UserError(f"{target}: folder exists and is not a {what}; refusing to replace it, choose a new or empty folder")
 
 
 def remove_stale(target: Path) -> None:

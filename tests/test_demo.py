@@ -139,17 +139,22 @@ def _fake_build(tmp: Path, seed: int, n_train: int, n_test: int, tile: int) -> d
     return stats
 
 
-def test_cli_refuses_folder_it_did_not_make(tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("foreign_stats", [False, True])
+def test_cli_refuses_folder_it_did_not_make(tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str], foreign_stats: bool) -> None:
     from pipeline.__main__ import main
 
     monkeypatch.setattr(demo, "_build", _fake_build)
     out = tmp_path / "data"
     out.mkdir()
     (out / "model.pt").write_text("an artifact the demo did not make")
+    if foreign_stats:  # an ingest artifact has a stats.json too
+        (out / "stats.json").write_text('{"channels": 1}')
+    before = sorted(p.name for p in out.iterdir())
     assert main(["demo-data", "--out", str(out), "--seed", "3"]) == 2
     assert (out / "model.pt").read_text() == "an artifact the demo did not make"
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(out) in err and "stats.json" in err, err
+    assert sorted(p.name for p in out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
 
 
