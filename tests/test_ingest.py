@@ -219,6 +219,41 @@ def test_malformed_rle_csv(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_rle_tokens_past_int64_and_out_of_range(tmp_path: Path) -> None:
+    src = _good(tmp_path)
+    rows = {
+        "id": list("abcde"),
+        "rle_mask": ["9223372036854775807 2", "1 99999999999999999999", "0 3", "-5 2", "250 10"],
+    }
+    src.train_masks, src.train_rle_csv = None, _csv(tmp_path / "train.csv", rows)
+    src.metadata_csv = []
+    expected = [
+        ("train.csv", "line 2: id a: malformed RLE: out of range: run 1 ends at pixel 9223372036854775808 > 256"),
+        ("train.csv", "line 3: id b: malformed RLE: out of range: run 1 ends at pixel 99999999999999999999 > 256"),
+        ("train.csv", "line 4: id c: malformed RLE: run 1 has start 0 < 1"),
+        ("train.csv", "line 5: id d: malformed RLE: run 1 has start -5 < 1"),
+        ("train.csv", "line 6: id e: malformed RLE: out of range: run 1 ends at pixel 259 > 256"),
+    ]
+    _assert_reported(validate(src), expected)
+    with pytest.raises(IngestError):
+        ingest(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_score_cli_reports_rle_past_int64(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.__main__ import main
+
+    _write(tmp_path / "masks/a.png", _rect_mask(16, 16))
+    _write(tmp_path / "masks/b.png", _rect_mask(16, 16))
+    sub = _csv(tmp_path / "sub.csv", {"id": ["a", "b"], "rle_mask": ["9223372036854775807 2", "1 99999999999999999999"]})
+    assert main(["score", str(sub), "--masks", str(tmp_path / "masks")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: sub.csv: id a: malformed RLE: out of range: run 1 ends at pixel 9223372036854775808 > 256 (16x16)",
+        "sub.csv: id b: malformed RLE: out of range: run 1 ends at pixel 99999999999999999999 > 256 (16x16)",
+    ]
+
+
 def test_csv_and_folder_problems(tmp_path: Path) -> None:
     src = _good(tmp_path)
     _csv(tmp_path / "depths.csv", {"name": list("abcde"), "z": range(5)})
