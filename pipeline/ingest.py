@@ -13,6 +13,7 @@ import os
 from collections import Counter
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import UserError
+from pipeline.imagehead import DEFAULT_MAX_PIXELS
 from pipeline.imageio import (
     Report,
     decode_all,
@@ -61,6 +63,7 @@ class Sources:
     channels: Literal["auto", 1, 3] = "auto"
     id_column: str = "id"
     rle_column: str = "rle_mask"
+    max_pixels: int = DEFAULT_MAX_PIXELS  # refused from the header, before decoding
 
     def __post_init__(self) -> None:
         for name in _PATHS:
@@ -177,14 +180,15 @@ def _scan(src: Sources) -> _Scan:
         report.add("sources", "no train_images and no test_images")
     # cv2 releases the GIL while decoding, so threads scale without pickling.
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        load = partial(load_image, max_pixels=src.max_pixels)
         train = list_folder(report, src.train_images)
-        loaded = decode_all(report, pool, train, load_image)
+        loaded = decode_all(report, pool, train, load)
         scan.images = {i: r.array for i, r in loaded.items()}
         scan.bits.update(r.bits for r in loaded.values())
         if src.train_images is not None:
             scan.masks = _masks(report, pool, src, train, scan.images)
         test = list_folder(report, src.test_images)
-        loaded = decode_all(report, pool, test, load_image)
+        loaded = decode_all(report, pool, test, load)
     scan.tests = {i: r.array for i, r in loaded.items()}
     scan.bits.update(r.bits for r in loaded.values())
     for item_id in sorted(train.keys() & test.keys()):
@@ -204,7 +208,7 @@ def _masks(
     if src.train_masks is not None and src.train_rle_csv is not None:
         report.add("sources", "give train_masks or train_rle_csv, not both")
     elif src.train_masks is not None:
-        return pair_masks(report, pool, train, images, src.train_masks, src.mask_threshold)
+        return pair_masks(report, pool, train, images, src.train_masks, src.mask_threshold, src.max_pixels)
     elif src.train_rle_csv is not None:
         return _rle_masks(report, src, train, images)
     else:

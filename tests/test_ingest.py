@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -11,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import imageio
+from pipeline import imagehead, imageio
 from pipeline.ingest import IngestError, Sources, format_problems, ingest, validate
 from pipeline.store import ArrayStore, write_store
 
@@ -254,6 +256,52 @@ def test_score_cli_reports_rle_past_int64(tmp_path: Path, capsys: pytest.Capture
     ]
 
 
+def _png_declaring(width: int, height: int) -> bytes:
+    """A tiny but well-formed PNG (IHDR, IDAT, IEND, valid CRCs) whose header declares
+    width x height 8-bit gray pixels; its IDAT holds only a few rows."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress(bytes(4 * (width + 1)))
+    return imagehead.PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def test_huge_declared_size_refused_from_header(tmp_path: Path, monkeypatch) -> None:
+    src = _good(tmp_path)
+    (tmp_path / "images/huge.png").write_bytes(_png_declaring(40_000, 40_000))
+    _write(tmp_path / "masks/huge.png", _rect_mask(16, 16))
+    (tmp_path / "test/bomb.png").write_bytes(_png_declaring(40_000, 40_000))
+    src.sample_submission, src.metadata_csv = None, []
+    decoded = []
+    real = cv2.imdecode
+    monkeypatch.setattr(imageio.cv2, "imdecode", lambda *a: decoded.append(len(a[0])) or real(*a))
+    refused = "header declares 40000x40000 (WxH) = 1600000000 pixels, more than data.max_pixels=50000000"
+    _assert_reported(validate(src), [("images/huge.png", refused), ("test/bomb.png", refused)])
+    assert max(decoded) < 10_000  # neither tiny-file bomb reached the decoder
+    with pytest.raises(IngestError):
+        ingest(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    # ingest_test's path: the test folder alone.
+    alone = Sources(train_images=None, test_images=tmp_path / "test", channels=1)
+    _assert_reported(validate(alone), [("test/bomb.png", refused)])
+
+
+def test_max_pixels_is_configurable_and_decoder_errors_are_problems(tmp_path: Path) -> None:
+    src = _good(tmp_path)
+    src.metadata_csv = []
+    src.max_pixels = 255  # every 16x16 image (256 pixels) is now too big
+    problems = validate(src)
+    assert "images/a.png: header declares 16x16 (WxH) = 256 pixels, more than data.max_pixels=255" in problems
+    # Allowed by max_pixels, refused by OpenCV's own limit (cv2.error): a problem line.
+    (tmp_path / "test/bomb.png").write_bytes(_png_declaring(40_000, 40_000))
+    alone = Sources(train_images=None, test_images=tmp_path / "test", channels=1, max_pixels=2_000_000_000)
+    problems = validate(alone)
+    assert len(problems) == 1 and problems[0].startswith("test/bomb.png: cannot decode (OpenCV error in "), problems
+    assert "\n" not in problems[0]
+
+
 def test_csv_and_folder_problems(tmp_path: Path) -> None:
     src = _good(tmp_path)
     _csv(tmp_path / "depths.csv", {"name": list("abcde"), "z": range(5)})
@@ -329,3 +377,13 @@ def test_tgs_rle_matches_masks(tgs: Path, tmp_path: Path) -> None:
     assert from_rle.ids == from_png.ids
     for i in range(100):
         np.testing.assert_array_equal(from_rle[i], from_png[i])
+
+
+def test_max_pixels_is_in_no_stage_key(smoke_cfg) -> None:
+    # Valid data ingests the same under any limit: existing artifacts must keep their keys.
+    from pipeline import cache
+
+    default, other = smoke_cfg(), smoke_cfg("data.max_pixels=1000")
+    assert default.data.max_pixels == 50_000_000 and other.data.max_pixels == 1000
+    for stage in ("ingest", "ingest_test"):
+        assert cache.stage_key(default, stage) == cache.stage_key(other, stage)
