@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from pipeline.fileio import read_csv
 from pipeline.imagehead import DEFAULT_MAX_PIXELS, integrity_problem, size_problem
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -54,18 +55,33 @@ class Loaded:
     problem: str | None = None
 
 
-def list_images(folder: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+def _utf8(name: str) -> bool:
+    # os.scandir hands back undecodable bytes as lone surrogates; such an id could not be
+    # written to train.csv or printed, so the file is reported instead.
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def list_images(folder: Path, not_utf8: list[Path] | None = None) -> tuple[dict[str, Path], dict[str, list[Path]]]:
     """Supported files in ``folder`` by id (stem); also ids with several files.
 
     Ids seen twice still map to one path so pairing checks keep working and
     the duplicate is reported once, not as a cascade of follow-up problems.
+    Files whose name is not valid UTF-8 are left out (appended to ``not_utf8``).
     """
     found: dict[str, list[Path]] = {}
     with os.scandir(folder) as entries:
         for entry in entries:
             stem, ext = os.path.splitext(entry.name)
-            if ext.lower() in IMAGE_EXTS and entry.is_file():
+            if ext.lower() not in IMAGE_EXTS or not entry.is_file():
+                continue
+            if _utf8(entry.name):
                 found.setdefault(stem, []).append(Path(entry.path))
+            elif not_utf8 is not None:
+                not_utf8.append(Path(entry.path))
     paths = {k: min(v) for k, v in sorted(found.items())}
     dups = {k: sorted(v) for k, v in sorted(found.items()) if len(v) > 1}
     return paths, dups
@@ -174,11 +190,14 @@ def list_folder(report: Report, folder: Path | None) -> dict[str, Path]:
     if not folder.is_dir():
         report.add(label, "not a folder" if folder.exists() else "folder missing")
         return {}
-    paths, dups = list_images(folder)
+    not_utf8: list[Path] = []
+    paths, dups = list_images(folder, not_utf8)
+    for path in sorted(not_utf8):
+        report.add(f"{label}{os.fsencode(path.name)!r}", "file name is not valid UTF-8")
     for stem, files in dups.items():
         names = ", ".join(report.name(f) for f in files)
         report.add(names, f"duplicate id {stem} ({len(files)} files, same stem)")
-    if not paths:
+    if not paths and not not_utf8:
         report.add(label, f"no images ({' '.join(IMAGE_EXTS)})")
     return paths
 
@@ -247,8 +266,7 @@ def read_id_csv(report: Report, path: Path, columns: list[str], text: bool) -> p
         return None
     try:
         # Ids like "0012" or "NA" must stay strings; text=True keeps RLE as text too.
-        dtype = str if text else {columns[0]: str}
-        df = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""])
+        df = read_csv(path, dtype=str if text else {columns[0]: str})
     except (OSError, ValueError) as err:
         report.add(path, f"cannot read CSV ({err})")
         return None

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.fileio import read_csv
+
 INDEX_COLUMNS = ["id", "offset", "height", "width", "channels"]
 
 
@@ -74,7 +76,7 @@ class ArrayStore:
 
     def __init__(self, folder: Path, name: str) -> None:
         self.data_path, self.index_path = _paths(folder, name)
-        self.index = pd.read_csv(self.index_path, dtype={"id": str}, keep_default_na=False)
+        self.index = read_csv(self.index_path)
         self.ids: list[str] = self.index["id"].tolist()
         self._offsets = self.index["offset"].to_numpy(np.int64)
         self._hwc = self.index[["height", "width", "channels"]].to_numpy(np.int64)

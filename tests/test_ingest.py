@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
 import zlib
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline import imagehead, imageio
+from pipeline.fileio import read_csv
 from pipeline.ingest import IngestError, Sources, format_problems, ingest, validate
 from pipeline.store import ArrayStore, write_store
 
@@ -300,6 +302,81 @@ def test_max_pixels_is_configurable_and_decoder_errors_are_problems(tmp_path: Pa
     problems = validate(alone)
     assert len(problems) == 1 and problems[0].startswith("test/bomb.png: cannot decode (OpenCV error in "), problems
     assert "\n" not in problems[0]
+
+
+NA_IDS = ["NA", "null", "nan", "None"]  # pandas' default reader turns each into NaN
+
+
+def _nan_like_ids(tmp_path: Path, masks: str = "folder") -> Sources:
+    img, msk, test = tmp_path / "images", tmp_path / "masks", tmp_path / "test"
+    for i, item_id in enumerate(NA_IDS):
+        _write(img / f"{item_id}.png", _noise((16, 16), i))
+        _write(msk / f"{item_id}.png", _rect_mask(16, 16) * (i % 2))
+        _write(test / f"t{item_id}.png", _noise((16, 16), 10 + i))
+    _write(test / "NaN.png", _noise((16, 16), 20))
+    test_ids = [f"t{i}" for i in NA_IDS] + ["NaN"]
+    rle = {"id": NA_IDS, "rle_mask": ["" if i % 2 == 0 else "1 4 17 4" for i in range(4)]}
+    return Sources(
+        train_images=img,
+        train_masks=msk if masks == "folder" else None,
+        train_rle_csv=_csv(tmp_path / "train.csv", rle) if masks == "rle" else None,
+        test_images=test,
+        sample_submission=_csv(tmp_path / "sample_submission.csv", {"id": test_ids[::-1], "rle_mask": [""] * 5}),
+        metadata_csv=[_csv(tmp_path / "depths.csv", {"id": NA_IDS + test_ids, "z": range(9)})],
+    )
+
+
+@pytest.mark.parametrize("masks", ["folder", "rle"])
+def test_ids_that_read_as_nan(tmp_path: Path, masks: str) -> None:
+    src = _nan_like_ids(tmp_path, masks)
+    test_ids = [f"t{i}" for i in NA_IDS] + ["NaN"]
+    assert validate(src) == []
+    out = tmp_path / "out"
+    ingest(src, out)
+    assert ArrayStore(out, "images").ids == sorted(NA_IDS) == ArrayStore(out, "masks").ids
+    assert ArrayStore(out, "test_images").ids == test_ids[::-1]
+    train = read_csv(out / "train.csv")
+    assert train["id"].tolist() == sorted(NA_IDS)
+    assert dict(zip(train["id"], train["z"], strict=True)) == dict(zip(NA_IDS, range(4), strict=True))
+    assert train["empty"].tolist() == [i % 2 == 0 for i in map(NA_IDS.index, sorted(NA_IDS))]
+    assert read_csv(out / "test.csv")["z"].tolist() == [8, 7, 6, 5, 4]
+
+
+def test_artifact_readers_keep_nan_like_ids(tmp_path: Path, monkeypatch) -> None:
+    from pipeline import api, explore
+    from pipeline.ensemble_io import EnsembleOutputs
+
+    out, ens = tmp_path / "out", tmp_path / "ensemble"
+    ingest(_nan_like_ids(tmp_path / "data"), out)
+    monkeypatch.setattr(api, "artifact", lambda cfg, stage: out)
+    table, _ = explore.train_table(None)
+    assert table["id"].tolist() == sorted(NA_IDS)
+    ens.mkdir()
+    _csv(ens / "oof_cls.csv", {"id": NA_IDS, "prob": [0.5] * 4})
+    _csv(ens / "test_cls.csv", {"id": ["NaN"], "prob": [0.5]})
+    outputs = EnsembleOutputs(ens, out, out)
+    assert outputs.oof_ids == NA_IDS and outputs.test_ids == ["NaN"]
+    assert outputs.train_meta["id"].tolist() == sorted(NA_IDS)
+    assert "NaN" in outputs.test_meta["id"].tolist()
+
+
+def test_file_names_not_utf8(tmp_path: Path) -> None:
+    src = _good(tmp_path)
+    src.sample_submission, src.metadata_csv = None, []
+    root = os.fsencode(tmp_path)
+    for folder, name, array in (
+        (b"images", b"\xff.png", _noise((16, 16), 30)),
+        (b"masks", b"\xff.png", _rect_mask(16, 16)),
+        (b"test", b"\xfe.png", _noise((16, 16), 31)),
+    ):
+        with open(os.path.join(root, folder, name), "wb") as f:
+            f.write(cv2.imencode(".png", array)[1].tobytes())
+    bad = "file name is not valid UTF-8"
+    expected = [("images/b'\\xff.png'", bad), ("masks/b'\\xff.png'", bad), ("test/b'\\xfe.png'", bad)]
+    _assert_reported(validate(src), expected)
+    with pytest.raises(IngestError):
+        ingest(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_csv_and_folder_problems(tmp_path: Path) -> None:
