@@ -32,6 +32,7 @@ from pipeline.imageio import (
     report_duplicates,
     with_channels,
 )
+from pipeline.metadata import join_metadata, read_metadata
 from pipeline.rle import rle_decode, validate_rle
 from pipeline.store import write_store
 
@@ -44,8 +45,6 @@ _PATHS = (
     "test_images",
     "sample_submission",
 )
-# Metadata columns with these names get a prefix rather than shadowing ours.
-_OWN_COLUMNS = {"height", "width", "coverage", "empty"}
 
 
 @dataclass
@@ -150,27 +149,6 @@ def _submission_order(report: Report, src: Sources, test: dict[str, Path]) -> li
     return [i for i in order if i in test]
 
 
-def _metadata(report: Report, src: Sources, ids: dict[str, Path]) -> pd.DataFrame | None:
-    frames = []
-    for path in src.metadata_csv:
-        df = read_id_csv(report, path, [src.id_column], text=False)
-        if df is not None:
-            df = df.rename(columns={src.id_column: "id"})
-            frames.append(df.assign(_source=report.name(path)))
-    if not frames or len(frames) < len(src.metadata_csv):
-        return None  # unreadable file already reported; skip a line per id
-    meta = pd.concat(frames, ignore_index=True)
-    dups = meta[meta["id"].duplicated(keep=False)]
-    for item_id, where in dups.groupby("id")["_source"]:
-        report.add(", ".join(sorted(set(where))), f"duplicate id {item_id} ({len(where)} rows)")
-    known = set(meta["id"])
-    names = ", ".join(report.name(p) for p in src.metadata_csv)
-    for item_id, path in ids.items():
-        if item_id not in known:
-            report.add(path, f"id {item_id} missing from metadata ({names})")
-    return meta.drop_duplicates("id").drop(columns="_source")
-
-
 def _scan(src: Sources) -> _Scan:
     report = Report([getattr(src, n) for n in _PATHS] + src.metadata_csv)
     scan = _Scan(report.problems)
@@ -194,7 +172,7 @@ def _scan(src: Sources) -> _Scan:
     for item_id in sorted(train.keys() & test.keys()):
         report.add(test[item_id], f"id {item_id} is also a train image")
     scan.test_order = _submission_order(report, src, test)
-    scan.metadata = _metadata(report, src, {**train, **test})
+    scan.metadata = read_metadata(report, src.metadata_csv, src.id_column, {**train, **test})
     return scan
 
 
@@ -286,13 +264,6 @@ def _table(ids: list[str], arrays: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame({"id": ids, "height": shapes[:, 0], "width": shapes[:, 1]})
 
 
-def _join_metadata(table: pd.DataFrame, meta: pd.DataFrame | None) -> pd.DataFrame:
-    if meta is None:
-        return table
-    renames = {c: f"meta_{c}" for c in meta.columns if c in _OWN_COLUMNS}
-    return table.merge(meta.rename(columns=renames), on="id", how="left")
-
-
 def _write_train(scan: _Scan, out: Path, channels: int) -> dict:
     ids = sorted(scan.images)
     write_store(out, "images", ((i, with_channels(scan.images[i], channels)) for i in ids))
@@ -300,7 +271,7 @@ def _write_train(scan: _Scan, out: Path, channels: int) -> dict:
     table = _table(ids, scan.images)
     table["coverage"] = [float(scan.masks[i].mean()) for i in ids]
     table["empty"] = table["coverage"] == 0
-    _join_metadata(table, scan.metadata).to_csv(out / "train.csv", index=False)
+    join_metadata(table, scan.metadata).to_csv(out / "train.csv", index=False)
     filled = table.loc[~table["empty"], "coverage"]
     return {
         "count": len(ids),
@@ -315,7 +286,7 @@ def _write_test(scan: _Scan, out: Path, channels: int) -> dict:
     ids = scan.test_order
     write_store(out, "test_images", ((i, with_channels(scan.tests[i], channels)) for i in ids))
     table = _table(ids, scan.tests)
-    _join_metadata(table, scan.metadata).to_csv(out / "test.csv", index=False)
+    join_metadata(table, scan.metadata).to_csv(out / "test.csv", index=False)
     return {"count": len(ids), "sizes": _size_summary(table)}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import struct
@@ -377,6 +378,37 @@ def test_file_names_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(IngestError):
         ingest(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_metadata_column_numeric_except_some_entries_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    src = _good(tmp_path)
+    meta = {"id": list("abcde"), "z": [1, 2, "deep", "NA", 5], "w": [1.5, None, 3, 4, 5], "name": list("vwxyz")}
+    _csv(tmp_path / "depths.csv", meta)
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        assert validate(src) == []
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 2 and all("\n" not in line for line in lines), lines
+    z, w = sorted(lines, key=lambda line: "column 'w'" in line)
+    assert z.startswith("depths.csv: column 'z' is numeric except 2 entries (first: id c = 'deep')") and "not a numeric feature" in z
+    assert w.startswith("depths.csv: column 'w' is numeric except 1 entry left empty (first: id b)")
+
+
+def test_group_column_with_missing_values_is_refused(tmp_path: Path) -> None:
+    from pipeline.errors import UserError
+    from pipeline.metadata import check_group_column
+
+    _csv(tmp_path / "depths.csv", {"id": ["NA", "b", "c"], "z": [1, 2, 3]})
+    _csv(tmp_path / "groups.csv", {"id": ["NA", "b", "c"], "site": ["x", None, None]})
+    files = [tmp_path / "depths.csv", tmp_path / "groups.csv"]
+    train = read_csv(tmp_path / "groups.csv")
+    check_group_column(train.iloc[:1], "site", files)  # no missing value: fine
+    check_group_column(train, None, files)  # no group column: nothing to check
+    with pytest.raises(UserError) as info:
+        check_group_column(train, "site", files)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(
+        f"{tmp_path / 'groups.csv'}: column 'site' (folds.group_column) is empty for 2 ids (first: id b)"
+    )
 
 
 def test_csv_and_folder_problems(tmp_path: Path) -> None:
