@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import UserError
+from pipeline.fileio import write_csv, write_text
 from pipeline.imagehead import DEFAULT_MAX_PIXELS
 from pipeline.imageio import (
     Report,
@@ -250,7 +251,7 @@ def ingest(src: Sources, out: Path) -> dict:
     if scan.metadata is not None:
         stats["metadata_columns"] = [str(c) for c in scan.metadata.columns if c != "id"]
     # Written last: its presence marks a complete ingest.
-    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    write_text(out / "stats.json", json.dumps(stats, indent=2) + "\n")
     return stats
 
 
@@ -271,7 +272,7 @@ def _write_train(scan: _Scan, out: Path, channels: int) -> dict:
     table = _table(ids, scan.images)
     table["coverage"] = [float(scan.masks[i].mean()) for i in ids]
     table["empty"] = table["coverage"] == 0
-    join_metadata(table, scan.metadata).to_csv(out / "train.csv", index=False)
+    write_csv(out / "train.csv", join_metadata(table, scan.metadata))
     filled = table.loc[~table["empty"], "coverage"]
     return {
         "count": len(ids),
@@ -286,7 +287,7 @@ def _write_test(scan: _Scan, out: Path, channels: int) -> dict:
     ids = scan.test_order
     write_store(out, "test_images", ((i, with_channels(scan.tests[i], channels)) for i in ids))
     table = _table(ids, scan.tests)
-    join_metadata(table, scan.metadata).to_csv(out / "test.csv", index=False)
+    write_csv(out / "test.csv", join_metadata(table, scan.metadata))
     return {"count": len(ids), "sizes": _size_summary(table)}
 
 

@@ -271,6 +271,17 @@ def _png_declaring(width: int, height: int) -> bytes:
     return imagehead.PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF:UserWarning")  # Pillow, on the cut TIFF
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".tif"])
+def test_header_size_without_decoding(ext: str, monkeypatch) -> None:
+    raw = cv2.imencode(ext, _noise((7, 9, 3), 0))[1].tobytes()
+    monkeypatch.setattr(imageio.cv2, "imdecode", None)  # any decode would fail here
+    assert imagehead.header_size(raw) == (9, 7)
+    assert imagehead.size_problem(raw, 63) is None
+    assert imagehead.size_problem(raw, 62) == "header declares 9x7 (WxH) = 63 pixels, more than data.max_pixels=62"
+    assert imagehead.header_size(b"not an image") is None and imagehead.header_size(raw[:20]) is None
+
+
 def test_huge_declared_size_refused_from_header(tmp_path: Path, monkeypatch) -> None:
     src = _good(tmp_path)
     (tmp_path / "images/huge.png").write_bytes(_png_declaring(40_000, 40_000))
