@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+
+from pipeline.errors import UserError
+from pipeline.fileio import read_json, temp_path
+from pipeline.folders import check_replaceable, remove_stale, swap_in
 
 VERSION = "demo-v2"
 GRID_ROWS, GRID_COLS = 16, 20  # tiles per section: 1616 x 2020 px at tile=101
@@ -251,6 +257,12 @@ def _cached_stats(out_dir: Path, seed: int, n_train: int, n_test: int, tile: int
     return stats if all(stats.get(k) == v for k, v in want.items()) else None
 
 
+def _is_demo(folder: Path) -> bool:
+    # An ingest artifact also has a stats.json: the version says who wrote it.
+    stats = read_json(folder / "stats.json")
+    return isinstance(stats, dict) and str(stats.get("version", "")).startswith("demo")
+
+
 def generate(
     out_dir: Path,
     seed: int = 2018,
@@ -260,23 +272,26 @@ def generate(
 ) -> dict:
     """Write the demo dataset into out_dir (atomically); return its stats.
 
-    Reuses an existing out_dir whose stats.json matches seed, version and sizes.
+    Reuses an existing out_dir whose stats.json matches seed, version and sizes, replaces
+    one holding another demo dataset, and refuses any other non-empty folder (UserError).
     """
-    out_dir = Path(out_dir)
+    # abspath, not resolve: normalises `.` and `..` (which have no name to put a temp
+    # sibling beside) without following a symlinked target.
+    out_dir = Path(os.path.abspath(out_dir))
     cached = _cached_stats(out_dir, seed, n_train, n_test, tile)
     if cached is not None:
         return cached
-    tmp = out_dir.parent / (out_dir.name + ".tmp")
+    check_replaceable(out_dir, _is_demo, "demo dataset (no stats.json with a demo version)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out_dir)
+    tmp = temp_path(out_dir)  # unique per process: two runs never share one
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     try:
         stats = _build(tmp, seed, n_train, n_test, tile)
-    except BaseException:
+        swap_in(tmp, out_dir)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
     return stats
 
 
@@ -289,7 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-test", type=int, default=400)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    s = generate(args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test)
+    try:
+        s = generate(args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test)
+    except UserError as exc:  # `python -m pipeline.demo` has no outer handler
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"demo data in {args.out}: train={s['n_train']} (empty {s['train_empty_share']:.1%}) "
         f"test={s['n_test']} (empty {s['test_empty_share']:.1%}) "

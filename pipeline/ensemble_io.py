@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.fileio import read_csv
 from pipeline.store import ArrayStore, dequantise
 
 
@@ -26,8 +27,8 @@ class EnsembleOutputs:
     def __init__(self, ensemble_dir: Path, ingest_dir: Path, ingest_test_dir: Path) -> None:
         self.dir, self.ingest_dir = Path(ensemble_dir), Path(ingest_dir)
         self.ingest_test_dir = Path(ingest_test_dir)
-        oof_cls = pd.read_csv(self.dir / "oof_cls.csv", dtype={"id": str}, keep_default_na=False, na_values=[""])
-        test_cls = pd.read_csv(self.dir / "test_cls.csv", dtype={"id": str}, keep_default_na=False, na_values=[""])
+        oof_cls = read_csv(self.dir / "oof_cls.csv")
+        test_cls = read_csv(self.dir / "test_cls.csv")
         self.oof_ids: list[str] = oof_cls["id"].tolist()
         self.test_ids: list[str] = test_cls["id"].tolist()
         self.oof_cls = oof_cls["prob"].to_numpy(dtype=float)
@@ -47,11 +48,11 @@ class EnsembleOutputs:
 
     @cached_property
     def train_meta(self) -> pd.DataFrame:
-        return pd.read_csv(self.ingest_dir / "train.csv", dtype={"id": str})
+        return read_csv(self.ingest_dir / "train.csv")
 
     @cached_property
     def test_meta(self) -> pd.DataFrame:
-        return pd.read_csv(self.ingest_test_dir / "test.csv", dtype={"id": str})
+        return read_csv(self.ingest_test_dir / "test.csv")
 
     def truths(self) -> list[np.ndarray]:
         return [self.masks.get(i)[..., 0] > 0 for i in self.oof_ids]

@@ -14,6 +14,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from pipeline import api
+from pipeline.fileio import read_csv
 from pipeline.postprocess import candidate_scores
 from pipeline.schema import Config
 from pipeline.splits import coverage_bins
@@ -33,7 +34,7 @@ OWN_COLUMNS = ("id", "height", "width", "coverage", "empty")
 def train_table(cfg: Config) -> tuple[pd.DataFrame, dict]:
     """The ingest artifact's train.csv (id, size, coverage, metadata) and stats.json."""
     folder = api.artifact(cfg, "ingest")
-    table = pd.read_csv(folder / "train.csv", dtype={"id": str})
+    table = read_csv(folder / "train.csv")
     return table, json.loads((folder / "stats.json").read_text())
 
 
@@ -59,7 +60,7 @@ def oof_frame(cfg: Config) -> pd.DataFrame:
     """Per-image OOF scores of the segment stage (id, fold, tgs, dice) with coverage, its
     fold stratum (0 = empty, then equal-width bins) and the classifier's OOF probability
     (NaN when the classifier is disabled)."""
-    scores = pd.read_csv(api.artifact(cfg, "segment") / "oof_scores.csv", dtype={"id": str})
+    scores = read_csv(api.artifact(cfg, "segment") / "oof_scores.csv")
     folds = load_folds(api.artifact(cfg, "folds"))[["id", "coverage", "stratum"]]
     out = scores.merge(folds, on="id", how="left")
     cls = classifier_oof(cfg)
@@ -74,7 +75,7 @@ def classifier_oof(cfg: Config) -> pd.DataFrame | None:
         return None
     stage = "segment" if cfg.classify.source == "seg_head" else "classify"
     path = api.artifact(cfg, stage) / "oof_cls.csv"
-    return pd.read_csv(path, dtype={"id": str}) if path.exists() else None
+    return read_csv(path) if path.exists() else None
 
 
 def segment_oof_maps(cfg: Config, ids: Sequence[str]) -> list[np.ndarray]:
@@ -125,7 +126,7 @@ def scorer_data(cfg: Config, ens: EnsembleOutputs | None = None) -> ScorerData:
     """Rebuild the scorer's training data from its artifact (oof_features.csv) and the
     ensemble's OOF maps scored on the config's candidate grid."""
     ens = ens or ensemble_outputs(cfg)
-    features = pd.read_csv(api.artifact(cfg, "scorer") / "oof_features.csv", dtype={"id": str}).set_index("id")
+    features = read_csv(api.artifact(cfg, "scorer") / "oof_features.csv").set_index("id")
     if features.index.tolist() != ens.oof_ids:
         raise ValueError("scorer oof_features.csv ids differ from the ensemble's OOF ids")
     s = cfg.scorer

@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from pipeline.fileio import read_csv
+from pipeline.imagehead import DEFAULT_MAX_PIXELS, integrity_problem, size_problem
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_SOI = b"\xff\xd8"
-_JPEG_EOI = b"\xff\xd9"
 
 
 class Report:
@@ -55,61 +55,52 @@ class Loaded:
     problem: str | None = None
 
 
-def list_images(folder: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+def _utf8(name: str) -> bool:
+    # os.scandir hands back undecodable bytes as lone surrogates; such an id could not be
+    # written to train.csv or printed, so the file is reported instead.
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def list_images(folder: Path, not_utf8: list[Path] | None = None) -> tuple[dict[str, Path], dict[str, list[Path]]]:
     """Supported files in ``folder`` by id (stem); also ids with several files.
 
     Ids seen twice still map to one path so pairing checks keep working and
     the duplicate is reported once, not as a cascade of follow-up problems.
+    Files whose name is not valid UTF-8 are left out (appended to ``not_utf8``).
     """
     found: dict[str, list[Path]] = {}
     with os.scandir(folder) as entries:
         for entry in entries:
             stem, ext = os.path.splitext(entry.name)
-            if ext.lower() in IMAGE_EXTS and entry.is_file():
+            if ext.lower() not in IMAGE_EXTS or not entry.is_file():
+                continue
+            if _utf8(entry.name):
                 found.setdefault(stem, []).append(Path(entry.path))
+            elif not_utf8 is not None:
+                not_utf8.append(Path(entry.path))
     paths = {k: min(v) for k, v in sorted(found.items())}
     dups = {k: sorted(v) for k, v in sorted(found.items()) if len(v) > 1}
     return paths, dups
 
 
-def _png_problem(raw: bytes) -> str | None:
-    # libpng may hand back the rows it got from a cut file, so walk the
-    # chunk lengths instead of trusting the decoder to notice.
-    pos, size = len(_PNG_SIGNATURE), len(raw)
-    while pos + 8 <= size:
-        length = int.from_bytes(raw[pos : pos + 4], "big")
-        kind = raw[pos + 4 : pos + 8].decode("latin-1")
-        end = pos + 12 + length
-        if end > size:
-            return f"truncated PNG ({kind} chunk ends at byte {end}, file has {size})"
-        if kind == "IEND":
-            return None
-        pos = end
-    return "truncated PNG (no IEND chunk)"
-
-
-def integrity_problem(raw: bytes) -> str | None:
-    """File-level check by content (not extension): empty, cut PNG or JPEG."""
-    if not raw:
-        return "empty file (0 bytes)"
-    if raw.startswith(_PNG_SIGNATURE):
-        return _png_problem(raw)
-    # Some writers pad after EOI; tolerate NULs and whitespace only.
-    if raw.startswith(_JPEG_SOI) and not raw.rstrip(b"\0\r\n ").endswith(_JPEG_EOI):
-        return "truncated JPEG (no EOI marker)"
-    return None
-
-
-def decode_file(path: Path) -> Loaded:
-    """Read and decode ``path`` unchanged (bit depth, channels as stored)."""
+def decode_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded:
+    """Read and decode ``path`` unchanged (bit depth, channels as stored); refuse, before
+    decoding, a header that declares more than ``max_pixels`` pixels."""
     try:
         raw = path.read_bytes()
     except OSError as err:
         return Loaded(problem=f"cannot read ({err.strerror})")
-    problem = integrity_problem(raw)
+    problem = integrity_problem(raw) or size_problem(raw, max_pixels)
     if problem:
         return Loaded(problem=problem)
-    array = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        array = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:  # e.g. OpenCV's own pixel limit; its message spans lines
+        return Loaded(problem=f"cannot decode (OpenCV error in {err.func}: {' '.join(str(err.err).split())})")
     if array is None or array.size == 0:
         return Loaded(problem="cannot decode as an image")
     if array.dtype not in (np.uint8, np.uint16):
@@ -148,9 +139,9 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
     return scaled.astype(np.uint8)
 
 
-def load_image(path: Path) -> Loaded:
+def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded:
     """Decode an image to uint8, 2-D if gray else HxWx3 RGB."""
-    loaded = decode_file(path)
+    loaded = decode_file(path, max_pixels)
     if loaded.array is None:
         return loaded
     array = to_uint8(_color_or_gray(loaded.array))
@@ -167,14 +158,14 @@ def _value_sample(mask: np.ndarray) -> str:
     return f"non-binary values: e.g. {listed} ({len(values)} distinct)"
 
 
-def load_mask(path: Path, threshold: int = 0) -> Loaded:
+def load_mask(path: Path, threshold: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded:
     """Decode a mask to 0/1 uint8 HxW (foreground = value > threshold).
 
     With the default threshold 0 a mask must hold {0, M} for a single M > 0
     (1, 255, 65535 ...); a positive threshold is an explicit request to
     binarise soft or anti-aliased masks, so the value check is skipped.
     """
-    loaded = decode_file(path)
+    loaded = decode_file(path, max_pixels)
     if loaded.array is None:
         return loaded
     mask = _color_or_gray(loaded.array)
@@ -199,11 +190,14 @@ def list_folder(report: Report, folder: Path | None) -> dict[str, Path]:
     if not folder.is_dir():
         report.add(label, "not a folder" if folder.exists() else "folder missing")
         return {}
-    paths, dups = list_images(folder)
+    not_utf8: list[Path] = []
+    paths, dups = list_images(folder, not_utf8)
+    for path in sorted(not_utf8):
+        report.add(f"{label}{os.fsencode(path.name)!r}", "file name is not valid UTF-8")
     for stem, files in dups.items():
         names = ", ".join(report.name(f) for f in files)
         report.add(names, f"duplicate id {stem} ({len(files)} files, same stem)")
-    if not paths:
+    if not paths and not not_utf8:
         report.add(label, f"no images ({' '.join(IMAGE_EXTS)})")
     return paths
 
@@ -229,6 +223,7 @@ def pair_masks(
     decoded: dict[str, np.ndarray],
     folder: Path,
     threshold: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict[str, np.ndarray]:
     """Decode the mask of every image; report missing, orphan, mis-sized masks."""
     masks = list_folder(report, folder)
@@ -239,7 +234,7 @@ def pair_masks(
     for item_id in sorted(masks.keys() - images.keys()):
         report.add(masks[item_id], "mask has no image (orphan)")
     both = {i: masks[i] for i in images if i in masks}
-    loader = partial(load_mask, threshold=threshold)
+    loader = partial(load_mask, threshold=threshold, max_pixels=max_pixels)
     result: dict[str, np.ndarray] = {}
     for item_id, loaded in decode_all(report, pool, both, loader).items():
         image = decoded.get(item_id)
@@ -271,8 +266,7 @@ def read_id_csv(report: Report, path: Path, columns: list[str], text: bool) -> p
         return None
     try:
         # Ids like "0012" or "NA" must stay strings; text=True keeps RLE as text too.
-        dtype = str if text else {columns[0]: str}
-        df = pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=[""])
+        df = read_csv(path, dtype=str if text else {columns[0]: str})
     except (OSError, ValueError) as err:
         report.add(path, f"cannot read CSV ({err})")
         return None

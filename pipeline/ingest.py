@@ -13,6 +13,7 @@ import os
 from collections import Counter
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import UserError
+from pipeline.fileio import write_csv, write_text
+from pipeline.imagehead import DEFAULT_MAX_PIXELS
 from pipeline.imageio import (
     Report,
     decode_all,
@@ -30,6 +33,7 @@ from pipeline.imageio import (
     report_duplicates,
     with_channels,
 )
+from pipeline.metadata import join_metadata, read_metadata
 from pipeline.rle import rle_decode, validate_rle
 from pipeline.store import write_store
 
@@ -42,8 +46,6 @@ _PATHS = (
     "test_images",
     "sample_submission",
 )
-# Metadata columns with these names get a prefix rather than shadowing ours.
-_OWN_COLUMNS = {"height", "width", "coverage", "empty"}
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Sources:
     channels: Literal["auto", 1, 3] = "auto"
     id_column: str = "id"
     rle_column: str = "rle_mask"
+    max_pixels: int = DEFAULT_MAX_PIXELS  # refused from the header, before decoding
 
     def __post_init__(self) -> None:
         for name in _PATHS:
@@ -147,27 +150,6 @@ def _submission_order(report: Report, src: Sources, test: dict[str, Path]) -> li
     return [i for i in order if i in test]
 
 
-def _metadata(report: Report, src: Sources, ids: dict[str, Path]) -> pd.DataFrame | None:
-    frames = []
-    for path in src.metadata_csv:
-        df = read_id_csv(report, path, [src.id_column], text=False)
-        if df is not None:
-            df = df.rename(columns={src.id_column: "id"})
-            frames.append(df.assign(_source=report.name(path)))
-    if not frames or len(frames) < len(src.metadata_csv):
-        return None  # unreadable file already reported; skip a line per id
-    meta = pd.concat(frames, ignore_index=True)
-    dups = meta[meta["id"].duplicated(keep=False)]
-    for item_id, where in dups.groupby("id")["_source"]:
-        report.add(", ".join(sorted(set(where))), f"duplicate id {item_id} ({len(where)} rows)")
-    known = set(meta["id"])
-    names = ", ".join(report.name(p) for p in src.metadata_csv)
-    for item_id, path in ids.items():
-        if item_id not in known:
-            report.add(path, f"id {item_id} missing from metadata ({names})")
-    return meta.drop_duplicates("id").drop(columns="_source")
-
-
 def _scan(src: Sources) -> _Scan:
     report = Report([getattr(src, n) for n in _PATHS] + src.metadata_csv)
     scan = _Scan(report.problems)
@@ -177,20 +159,21 @@ def _scan(src: Sources) -> _Scan:
         report.add("sources", "no train_images and no test_images")
     # cv2 releases the GIL while decoding, so threads scale without pickling.
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        load = partial(load_image, max_pixels=src.max_pixels)
         train = list_folder(report, src.train_images)
-        loaded = decode_all(report, pool, train, load_image)
+        loaded = decode_all(report, pool, train, load)
         scan.images = {i: r.array for i, r in loaded.items()}
         scan.bits.update(r.bits for r in loaded.values())
         if src.train_images is not None:
             scan.masks = _masks(report, pool, src, train, scan.images)
         test = list_folder(report, src.test_images)
-        loaded = decode_all(report, pool, test, load_image)
+        loaded = decode_all(report, pool, test, load)
     scan.tests = {i: r.array for i, r in loaded.items()}
     scan.bits.update(r.bits for r in loaded.values())
     for item_id in sorted(train.keys() & test.keys()):
         report.add(test[item_id], f"id {item_id} is also a train image")
     scan.test_order = _submission_order(report, src, test)
-    scan.metadata = _metadata(report, src, {**train, **test})
+    scan.metadata = read_metadata(report, src.metadata_csv, src.id_column, {**train, **test})
     return scan
 
 
@@ -204,7 +187,7 @@ def _masks(
     if src.train_masks is not None and src.train_rle_csv is not None:
         report.add("sources", "give train_masks or train_rle_csv, not both")
     elif src.train_masks is not None:
-        return pair_masks(report, pool, train, images, src.train_masks, src.mask_threshold)
+        return pair_masks(report, pool, train, images, src.train_masks, src.mask_threshold, src.max_pixels)
     elif src.train_rle_csv is not None:
         return _rle_masks(report, src, train, images)
     else:
@@ -268,7 +251,7 @@ def ingest(src: Sources, out: Path) -> dict:
     if scan.metadata is not None:
         stats["metadata_columns"] = [str(c) for c in scan.metadata.columns if c != "id"]
     # Written last: its presence marks a complete ingest.
-    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    write_text(out / "stats.json", json.dumps(stats, indent=2) + "\n")
     return stats
 
 
@@ -282,13 +265,6 @@ def _table(ids: list[str], arrays: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame({"id": ids, "height": shapes[:, 0], "width": shapes[:, 1]})
 
 
-def _join_metadata(table: pd.DataFrame, meta: pd.DataFrame | None) -> pd.DataFrame:
-    if meta is None:
-        return table
-    renames = {c: f"meta_{c}" for c in meta.columns if c in _OWN_COLUMNS}
-    return table.merge(meta.rename(columns=renames), on="id", how="left")
-
-
 def _write_train(scan: _Scan, out: Path, channels: int) -> dict:
     ids = sorted(scan.images)
     write_store(out, "images", ((i, with_channels(scan.images[i], channels)) for i in ids))
@@ -296,7 +272,7 @@ def _write_train(scan: _Scan, out: Path, channels: int) -> dict:
     table = _table(ids, scan.images)
     table["coverage"] = [float(scan.masks[i].mean()) for i in ids]
     table["empty"] = table["coverage"] == 0
-    _join_metadata(table, scan.metadata).to_csv(out / "train.csv", index=False)
+    write_csv(out / "train.csv", join_metadata(table, scan.metadata))
     filled = table.loc[~table["empty"], "coverage"]
     return {
         "count": len(ids),
@@ -311,7 +287,7 @@ def _write_test(scan: _Scan, out: Path, channels: int) -> dict:
     ids = scan.test_order
     write_store(out, "test_images", ((i, with_channels(scan.tests[i], channels)) for i in ids))
     table = _table(ids, scan.tests)
-    _join_metadata(table, scan.metadata).to_csv(out / "test.csv", index=False)
+    write_csv(out / "test.csv", join_metadata(table, scan.metadata))
     return {"count": len(ids), "sizes": _size_summary(table)}
 
 

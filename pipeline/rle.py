@@ -16,6 +16,8 @@ __all__ = ["RLEError", "rle_decode", "rle_encode", "validate_rle"]
 
 # Strict: int() would also accept "1_000" or " 7", which no Kaggle file contains.
 _INT_TOKEN = re.compile(r"[+-]?\d+")
+# Longer tokens are never parsed (int() refuses over 4300 digits): they only say "too big".
+_MAX_DIGITS = 100
 
 
 class RLEError(ValueError):
@@ -51,6 +53,25 @@ def _is_missing(rle: object) -> bool:
     return rle is None or (isinstance(rle, float) and math.isnan(rle))
 
 
+def _clipped(token: str, limit: int) -> int:
+    """int(token) clipped to [-limit, limit]; text too long for int() is past it anyway."""
+    if len(token) > _MAX_DIGITS:
+        return -limit if token.startswith("-") else limit
+    return min(max(int(token), -limit), limit)
+
+
+def _shown(token: str) -> str:
+    """A token for a one-line message: as written, or its head and digit count if huge."""
+    return token if len(token) <= _MAX_DIGITS else f"{token[:12]}...({len(token)} chars)"
+
+
+def _run_end(start: str, length: str) -> str:
+    """Last pixel of a run, for a message (the exact value, unless absurdly long)."""
+    if max(len(start), len(length)) > _MAX_DIGITS:
+        return f"{_shown(start)} + {_shown(length)} - 1"
+    return str(int(start) + int(length) - 1)
+
+
 def _parse_runs(rle: str | float | None, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Return validated 1-indexed (starts, lengths); raises RLEError."""
     height, width = _check_shape(shape)
@@ -65,28 +86,34 @@ def _parse_runs(rle: str | float | None, shape: tuple[int, int]) -> tuple[np.nda
         return empty, empty
     for pos, tok in enumerate(tokens):
         if not _INT_TOKEN.fullmatch(tok):
-            raise RLEError(f"non-integer token {tok!r} at position {pos + 1}")
+            raise RLEError(f"non-integer token {_shown(tok)!r} at position {pos + 1}")
     if len(tokens) % 2:
         raise RLEError(f"odd number of values ({len(tokens)})")
 
-    values = np.array(tokens, dtype=np.int64)
-    starts, lengths = values[0::2], values[1::2]
     n_pixels = height * width
+    # A token may not fit in int64 ("1 99999999999999999999"), two that fit may sum past it,
+    # and int() refuses text over 4300 digits. Clipping to +-(n_pixels + 1) keeps every
+    # comparison below true (a clipped value is < 1 or > n_pixels either way) and every sum
+    # small; messages quote the tokens as written.
+    limit = n_pixels + 1
+    values = np.array([_clipped(tok, limit) for tok in tokens], dtype=np.int64)
+    starts, lengths = values[0::2], values[1::2]
 
     # Run numbers in messages are 1-based, matching how people count pairs.
     bad = np.flatnonzero(starts < 1)
     if bad.size:
         i = bad[0]
-        raise RLEError(f"run {i + 1} has start {starts[i]} < 1")
+        raise RLEError(f"run {i + 1} has start {_shown(tokens[2 * i])} < 1")
     bad = np.flatnonzero(lengths < 1)
     if bad.size:
         i = bad[0]
-        raise RLEError(f"run {i + 1} has length {lengths[i]} < 1")
+        raise RLEError(f"run {i + 1} has length {_shown(tokens[2 * i + 1])} < 1")
     last = starts + lengths - 1
     bad = np.flatnonzero(last > n_pixels)
     if bad.size:
         i = bad[0]
-        raise RLEError(f"out of range: run {i + 1} ends at pixel {last[i]} > {n_pixels} ({height}x{width})")
+        end = _run_end(tokens[2 * i], tokens[2 * i + 1])
+        raise RLEError(f"out of range: run {i + 1} ends at pixel {end} > {n_pixels} ({height}x{width})")
     bad = np.flatnonzero(starts[1:] < starts[:-1])
     if bad.size:
         i = bad[0]

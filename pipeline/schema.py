@@ -34,6 +34,7 @@ class DataCfg:
     metadata: list[str]
     mask_threshold: int
     channels: str | int  # auto | 1 | 3
+    max_pixels: int  # refuse an image whose header declares more pixels, before decoding it
     solution_masks: str | None  # hidden test masks, only to score a demo submission
 
     def check(self) -> str | None:

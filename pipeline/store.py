@@ -70,7 +70,7 @@ class ArrayStore:
 
     def __init__(self, folder: Path, name: str) -> None:
         self.data_path, self.index_path = _paths(folder, name)
-        self.index = pd.read_csv(self.index_path, dtype={"id": str}, keep_default_na=False)
+        self.index = fileio.read_csv(self.index_path)
         self.ids: list[str] = self.index["id"].tolist()
         self._offsets = self.index["offset"].to_numpy(np.int64)
         self._hwc = self.index[["height", "width", "channels"]].to_numpy(np.int64)

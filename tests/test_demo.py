@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import demo
+from pipeline import demo, folders
 
 SMALL = {"n_train": 120, "n_test": 40}
 TILE = 101
@@ -39,7 +39,7 @@ def test_same_seed_is_byte_identical(demo_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "demo"
     demo.generate(other, seed=7, **SMALL)
     assert _files(demo_dir) == _files(other)
-    assert not (tmp_path / "demo.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # no temp folder left beside it
 
 
 def test_different_seed_differs(demo_dir: Path, tmp_path: Path) -> None:
@@ -129,3 +129,61 @@ def test_main_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.main(argv) == 0
     assert "train=30" in capsys.readouterr().out
     assert len(list((out / "test/images").glob("*.png"))) == 10
+
+
+def _fake_build(tmp: Path, seed: int, n_train: int, n_test: int, tile: int) -> dict:
+    """Stands in for demo._build: a folder with a matching stats.json, in milliseconds."""
+    stats = {"version": demo.VERSION, "seed": seed, "n_train": n_train, "n_test": n_test, "tile": tile}
+    stats |= {"train_empty_share": 0.4, "test_empty_share": 0.4, "train_mean_coverage_nonempty": 0.3}
+    (tmp / "stats.json").write_text(json.dumps(stats))
+    return stats
+
+
+@pytest.mark.parametrize("foreign_stats", [False, True])
+def test_cli_refuses_folder_it_did_not_make(tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str], foreign_stats: bool) -> None:
+    from pipeline.__main__ import main
+
+    monkeypatch.setattr(demo, "_build", _fake_build)
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "model.pt").write_text("an artifact the demo did not make")
+    if foreign_stats:  # an ingest artifact has a stats.json too
+        (out / "stats.json").write_text('{"channels": 1}')
+    before = sorted(p.name for p in out.iterdir())
+    assert main(["demo-data", "--out", str(out), "--seed", "3"]) == 2
+    assert (out / "model.pt").read_text() == "an artifact the demo did not make"
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "stats.json" in err, err
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
+def test_replaces_own_demo_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(demo, "_build", _fake_build)
+    out = tmp_path / "demo"
+    demo.generate(out, seed=1, **SMALL)
+    (out / "old.txt").write_text("from seed 1")
+    (tmp_path / ".demo.tmp999999999").mkdir()  # left by a killed run (no such pid)
+    assert demo.generate(out, seed=2, **SMALL)["seed"] == 2
+    assert json.loads((out / "stats.json").read_text())["seed"] == 2
+    assert not (out / "old.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]
+
+
+def test_failed_swap_keeps_old_demo_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(demo, "_build", _fake_build)
+    out = tmp_path / "demo"
+    demo.generate(out, seed=1, **SMALL)
+    real, calls = folders.os.replace, []
+
+    def flaky(src, dst) -> None:
+        calls.append(src)
+        if len(calls) == 2:  # the new folder's rename into place
+            raise OSError("simulated crash")
+        real(src, dst)
+
+    monkeypatch.setattr(folders.os, "replace", flaky)
+    with pytest.raises(OSError, match="simulated"):
+        demo.generate(out, seed=2, **SMALL)
+    assert json.loads((out / "stats.json").read_text())["seed"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import pickle
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -11,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import imageio
+from pipeline import imagehead, imageio
+from pipeline.fileio import read_csv
 from pipeline.ingest import IngestError, Sources, format_problems, ingest, validate
 from pipeline.store import ArrayStore, write_store
 
@@ -219,6 +224,204 @@ def test_malformed_rle_csv(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_rle_tokens_past_int64_and_out_of_range(tmp_path: Path) -> None:
+    src = _good(tmp_path)
+    rows = {
+        "id": list("abcde"),
+        "rle_mask": ["9223372036854775807 2", "1 99999999999999999999", "0 3", "-5 2", "250 10"],
+    }
+    src.train_masks, src.train_rle_csv = None, _csv(tmp_path / "train.csv", rows)
+    src.metadata_csv = []
+    expected = [
+        ("train.csv", "line 2: id a: malformed RLE: out of range: run 1 ends at pixel 9223372036854775808 > 256"),
+        ("train.csv", "line 3: id b: malformed RLE: out of range: run 1 ends at pixel 99999999999999999999 > 256"),
+        ("train.csv", "line 4: id c: malformed RLE: run 1 has start 0 < 1"),
+        ("train.csv", "line 5: id d: malformed RLE: run 1 has start -5 < 1"),
+        ("train.csv", "line 6: id e: malformed RLE: out of range: run 1 ends at pixel 259 > 256"),
+    ]
+    _assert_reported(validate(src), expected)
+    with pytest.raises(IngestError):
+        ingest(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_score_cli_reports_rle_past_int64(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.__main__ import main
+
+    _write(tmp_path / "masks/a.png", _rect_mask(16, 16))
+    _write(tmp_path / "masks/b.png", _rect_mask(16, 16))
+    sub = _csv(tmp_path / "sub.csv", {"id": ["a", "b"], "rle_mask": ["9223372036854775807 2", "1 99999999999999999999"]})
+    assert main(["score", str(sub), "--masks", str(tmp_path / "masks")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: sub.csv: id a: malformed RLE: out of range: run 1 ends at pixel 9223372036854775808 > 256 (16x16)",
+        "sub.csv: id b: malformed RLE: out of range: run 1 ends at pixel 99999999999999999999 > 256 (16x16)",
+    ]
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A tiny but well-formed PNG (IHDR, IDAT, IEND, valid CRCs) whose header declares
+    width x height 8-bit gray pixels; its IDAT holds only a few rows."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress(bytes(4 * (width + 1)))
+    return imagehead.PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF:UserWarning")  # Pillow, on the cut TIFF
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".tif"])
+def test_header_size_without_decoding(ext: str, monkeypatch) -> None:
+    raw = cv2.imencode(ext, _noise((7, 9, 3), 0))[1].tobytes()
+    monkeypatch.setattr(imageio.cv2, "imdecode", None)  # any decode would fail here
+    assert imagehead.header_size(raw) == (9, 7)
+    assert imagehead.size_problem(raw, 63) is None
+    assert imagehead.size_problem(raw, 62) == "header declares 9x7 (WxH) = 63 pixels, more than data.max_pixels=62"
+    assert imagehead.header_size(b"not an image") is None and imagehead.header_size(raw[:20]) is None
+
+
+def test_huge_declared_size_refused_from_header(tmp_path: Path, monkeypatch) -> None:
+    src = _good(tmp_path)
+    (tmp_path / "images/huge.png").write_bytes(_png_declaring(40_000, 40_000))
+    _write(tmp_path / "masks/huge.png", _rect_mask(16, 16))
+    (tmp_path / "test/bomb.png").write_bytes(_png_declaring(40_000, 40_000))
+    src.sample_submission, src.metadata_csv = None, []
+    decoded = []
+    real = cv2.imdecode
+    monkeypatch.setattr(imageio.cv2, "imdecode", lambda *a: decoded.append(len(a[0])) or real(*a))
+    refused = "header declares 40000x40000 (WxH) = 1600000000 pixels, more than data.max_pixels=50000000"
+    _assert_reported(validate(src), [("images/huge.png", refused), ("test/bomb.png", refused)])
+    assert max(decoded) < 10_000  # neither tiny-file bomb reached the decoder
+    with pytest.raises(IngestError):
+        ingest(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    # ingest_test's path: the test folder alone.
+    alone = Sources(train_images=None, test_images=tmp_path / "test", channels=1)
+    _assert_reported(validate(alone), [("test/bomb.png", refused)])
+
+
+def test_max_pixels_is_configurable_and_decoder_errors_are_problems(tmp_path: Path) -> None:
+    src = _good(tmp_path)
+    src.metadata_csv = []
+    src.max_pixels = 255  # every 16x16 image (256 pixels) is now too big
+    problems = validate(src)
+    assert "images/a.png: header declares 16x16 (WxH) = 256 pixels, more than data.max_pixels=255" in problems
+    # Allowed by max_pixels, refused by OpenCV's own limit (cv2.error): a problem line.
+    (tmp_path / "test/bomb.png").write_bytes(_png_declaring(40_000, 40_000))
+    alone = Sources(train_images=None, test_images=tmp_path / "test", channels=1, max_pixels=2_000_000_000)
+    problems = validate(alone)
+    assert len(problems) == 1 and problems[0].startswith("test/bomb.png: cannot decode (OpenCV error in "), problems
+    assert "\n" not in problems[0]
+
+
+NA_IDS = ["NA", "null", "nan", "None"]  # pandas' default reader turns each into NaN
+
+
+def _nan_like_ids(tmp_path: Path, masks: str = "folder") -> Sources:
+    img, msk, test = tmp_path / "images", tmp_path / "masks", tmp_path / "test"
+    for i, item_id in enumerate(NA_IDS):
+        _write(img / f"{item_id}.png", _noise((16, 16), i))
+        _write(msk / f"{item_id}.png", _rect_mask(16, 16) * (i % 2))
+        _write(test / f"t{item_id}.png", _noise((16, 16), 10 + i))
+    _write(test / "NaN.png", _noise((16, 16), 20))
+    test_ids = [f"t{i}" for i in NA_IDS] + ["NaN"]
+    rle = {"id": NA_IDS, "rle_mask": ["" if i % 2 == 0 else "1 4 17 4" for i in range(4)]}
+    return Sources(
+        train_images=img,
+        train_masks=msk if masks == "folder" else None,
+        train_rle_csv=_csv(tmp_path / "train.csv", rle) if masks == "rle" else None,
+        test_images=test,
+        sample_submission=_csv(tmp_path / "sample_submission.csv", {"id": test_ids[::-1], "rle_mask": [""] * 5}),
+        metadata_csv=[_csv(tmp_path / "depths.csv", {"id": NA_IDS + test_ids, "z": range(9)})],
+    )
+
+
+@pytest.mark.parametrize("masks", ["folder", "rle"])
+def test_ids_that_read_as_nan(tmp_path: Path, masks: str) -> None:
+    src = _nan_like_ids(tmp_path, masks)
+    test_ids = [f"t{i}" for i in NA_IDS] + ["NaN"]
+    assert validate(src) == []
+    out = tmp_path / "out"
+    ingest(src, out)
+    assert ArrayStore(out, "images").ids == sorted(NA_IDS) == ArrayStore(out, "masks").ids
+    assert ArrayStore(out, "test_images").ids == test_ids[::-1]
+    train = read_csv(out / "train.csv")
+    assert train["id"].tolist() == sorted(NA_IDS)
+    assert dict(zip(train["id"], train["z"], strict=True)) == dict(zip(NA_IDS, range(4), strict=True))
+    assert train["empty"].tolist() == [i % 2 == 0 for i in map(NA_IDS.index, sorted(NA_IDS))]
+    assert read_csv(out / "test.csv")["z"].tolist() == [8, 7, 6, 5, 4]
+
+
+def test_artifact_readers_keep_nan_like_ids(tmp_path: Path, monkeypatch) -> None:
+    from pipeline import api, explore
+    from pipeline.ensemble_io import EnsembleOutputs
+
+    out, ens = tmp_path / "out", tmp_path / "ensemble"
+    ingest(_nan_like_ids(tmp_path / "data"), out)
+    monkeypatch.setattr(api, "artifact", lambda cfg, stage: out)
+    table, _ = explore.train_table(None)
+    assert table["id"].tolist() == sorted(NA_IDS)
+    ens.mkdir()
+    _csv(ens / "oof_cls.csv", {"id": NA_IDS, "prob": [0.5] * 4})
+    _csv(ens / "test_cls.csv", {"id": ["NaN"], "prob": [0.5]})
+    outputs = EnsembleOutputs(ens, out, out)
+    assert outputs.oof_ids == NA_IDS and outputs.test_ids == ["NaN"]
+    assert outputs.train_meta["id"].tolist() == sorted(NA_IDS)
+    assert "NaN" in outputs.test_meta["id"].tolist()
+
+
+def test_file_names_not_utf8(tmp_path: Path) -> None:
+    src = _good(tmp_path)
+    src.sample_submission, src.metadata_csv = None, []
+    root = os.fsencode(tmp_path)
+    for folder, name, array in (
+        (b"images", b"\xff.png", _noise((16, 16), 30)),
+        (b"masks", b"\xff.png", _rect_mask(16, 16)),
+        (b"test", b"\xfe.png", _noise((16, 16), 31)),
+    ):
+        with open(os.path.join(root, folder, name), "wb") as f:
+            f.write(cv2.imencode(".png", array)[1].tobytes())
+    bad = "file name is not valid UTF-8"
+    expected = [("images/b'\\xff.png'", bad), ("masks/b'\\xff.png'", bad), ("test/b'\\xfe.png'", bad)]
+    _assert_reported(validate(src), expected)
+    with pytest.raises(IngestError):
+        ingest(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_metadata_column_numeric_except_some_entries_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    src = _good(tmp_path)
+    meta = {"id": list("abcde"), "z": [1, 2, "deep", "NA", 5], "w": [1.5, None, 3, 4, 5], "name": list("vwxyz")}
+    _csv(tmp_path / "depths.csv", meta)
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        assert validate(src) == []
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 2 and all("\n" not in line for line in lines), lines
+    z, w = sorted(lines, key=lambda line: "column 'w'" in line)
+    assert z.startswith("depths.csv: column 'z' is numeric except 2 entries (first: id c = 'deep')") and "not a numeric feature" in z
+    assert w.startswith("depths.csv: column 'w' is numeric except 1 entry left empty (first: id b)")
+
+
+def test_group_column_with_missing_values_is_refused(tmp_path: Path) -> None:
+    from pipeline.errors import UserError
+    from pipeline.metadata import check_group_column
+
+    _csv(tmp_path / "depths.csv", {"id": ["NA", "b", "c"], "z": [1, 2, 3]})
+    _csv(tmp_path / "groups.csv", {"id": ["NA", "b", "c"], "site": ["x", None, None]})
+    files = [tmp_path / "depths.csv", tmp_path / "groups.csv"]
+    train = read_csv(tmp_path / "groups.csv")
+    check_group_column(train.iloc[:1], "site", files)  # no missing value: fine
+    check_group_column(train, None, files)  # no group column: nothing to check
+    with pytest.raises(UserError) as info:
+        check_group_column(train, "site", files)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(
+        f"{tmp_path / 'groups.csv'}: column 'site' (folds.group_column) is empty for 2 ids (first: id b)"
+    )
+
+
 def test_csv_and_folder_problems(tmp_path: Path) -> None:
     src = _good(tmp_path)
     _csv(tmp_path / "depths.csv", {"name": list("abcde"), "z": range(5)})
@@ -294,3 +497,13 @@ def test_tgs_rle_matches_masks(tgs: Path, tmp_path: Path) -> None:
     assert from_rle.ids == from_png.ids
     for i in range(100):
         np.testing.assert_array_equal(from_rle[i], from_png[i])
+
+
+def test_max_pixels_is_in_no_stage_key(smoke_cfg) -> None:
+    # Valid data ingests the same under any limit: existing artifacts must keep their keys.
+    from pipeline import cache
+
+    default, other = smoke_cfg(), smoke_cfg("data.max_pixels=1000")
+    assert default.data.max_pixels == 50_000_000 and other.data.max_pixels == 1000
+    for stage in ("ingest", "ingest_test"):
+        assert cache.stage_key(default, stage) == cache.stage_key(other, stage)

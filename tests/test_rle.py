@@ -114,6 +114,12 @@ def test_touching_runs_are_accepted() -> None:
         ("1 1 9 2 5 1", "unsorted runs: run 3 starts at 5 before run 2 at 9"),
         ("1 5 4 2", "overlapping runs: run 2 starts at 4 <= end 5 of run 1"),
         ("7 1 7 1", "overlapping runs: run 2 starts at 7 <= end 7 of run 1"),
+        # Tokens past int64 (or summing past it) are out of range, not an OverflowError.
+        ("9223372036854775807 2", "out of range: run 1 ends at pixel 9223372036854775808 > 10201"),
+        ("1 99999999999999999999", "out of range: run 1 ends at pixel 99999999999999999999 > 10201"),
+        ("1 1 -99999999999999999999 1", "run 2 has start -99999999999999999999 < 1"),
+        ("1 -99999999999999999999", "run 1 has length -99999999999999999999 < 1"),
+        ("1 " + "9" * 5000, "out of range: run 1 ends at pixel 1 + 999999999999...(5000 chars) - 1 > 10201"),
     ],
 )
 def test_malformed(rle: str, message: str) -> None:

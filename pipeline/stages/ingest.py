@@ -30,6 +30,7 @@ def train_sources(d: DataCfg) -> Sources:
         metadata_csv=[paths.resolve(m) for m in d.metadata],
         mask_threshold=d.mask_threshold,
         channels=d.channels,
+        max_pixels=d.max_pixels,
         id_column=d.id_column,
         rle_column=d.rle_column,
     )
@@ -49,6 +50,7 @@ def run_test(ctx: Context) -> dict:
         sample_submission=paths.resolve(d.sample_submission),
         metadata_csv=[paths.resolve(m) for m in d.metadata],
         channels=channels,
+        max_pixels=d.max_pixels,
         id_column=d.id_column,
     )
     stats = ingest(src, ctx.dir)
