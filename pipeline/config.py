@@ -2,7 +2,8 @@
 
 Values live in configs/base.yaml; an experiment file holds only what differs (and may name
 another file as its `base`). The dataclasses in `schema` give each key its type, so an
-unknown key or a wrong type fails with one line naming the key and the closest valid one.
+unknown key or a wrong type fails with one line naming the key and the closest valid one;
+then every bad value (pipeline.validate) is listed, one line each.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from pipeline import paths
+from pipeline import paths, validate
 from pipeline.errors import UserError
 from pipeline.schema import Config
 
@@ -88,13 +89,7 @@ def _build(cls: type, data: dict, where: str) -> Any:
             continue
         else:
             raise ConfigError(f"missing key '{sub}' (set it in configs/base.yaml or the experiment file)")
-    obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if check is not None:
-        problem = check()
-        if problem:
-            raise ConfigError(f"{where}: {problem}" if where else problem)
-    return obj
+    return cls(**kwargs)
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -165,6 +160,9 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
     if isinstance(exp, dict) and not exp.get("name"):
         exp["name"] = path.stem
     cfg = _build(Config, raw, "")
+    problems = validate.problems(cfg)
+    if problems:
+        raise ConfigError("\n".join(problems))
     cfg.source = str(path)
     return cfg
 
