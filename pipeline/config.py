@@ -8,6 +8,7 @@ then every bad value (pipeline.validate) is listed, one line each.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -178,12 +179,31 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+# Keys removed from the schema after artifacts were cached with them, with the value of every
+# shipped config: the classifier never read them. Stage keys hash `section()`, so they are put
+# back there (constant, they add nothing to a key) and existing artifacts keep their keys.
+RETIRED: dict[str, Any] = {
+    "classify.model.arch": "classifier",
+    "classify.model.decoder_channels": [],
+    "classify.train.loss": [{"until_epoch": 0, "terms": {"bce": 1.0}, "lr_scale": 1.0}],
+    "classify.train.eval_threshold": 0.5,
+}
+
+
 def section(cfg: Config, dotted: str) -> Any:
-    """The plain-data value at a dotted path, e.g. 'segment.train'."""
+    """The plain-data value at a dotted path, e.g. 'segment.train', as stage keys hash it."""
     obj: Any = cfg
     for part in dotted.split("."):
         obj = getattr(obj, part)
-    return to_dict(obj)
+    out = to_dict(obj)
+    for key, value in RETIRED.items():
+        if key.startswith(f"{dotted}."):
+            *parents, leaf = key[len(dotted) + 1 :].split(".")
+            target = out
+            for part in parents:
+                target = target[part]
+            target[leaf] = copy.deepcopy(value)
+    return out
 
 
 def dump(cfg: Config) -> str:

@@ -230,6 +230,17 @@ def test_classify_sections_hold_only_what_the_classifier_reads():
     assert {"loss", "eval_threshold"} <= set(config.to_dict(cfg.segment.train))
 
 
+def test_classify_hash_keeps_its_retired_keys():
+    """Stage keys made before the classify keys were removed stay valid: the hashed section
+    holds the removed keys with the one value every shipped config had."""
+    hashed = config.section(config.load(DEMO), "classify")
+    assert hashed["model"]["arch"] == "classifier" and hashed["model"]["decoder_channels"] == []
+    assert hashed["train"]["loss"] == [{"until_epoch": 0, "terms": {"bce": 1.0}, "lr_scale": 1.0}]
+    assert hashed["train"]["eval_threshold"] == 0.5
+    assert "arch" in config.section(config.load(DEMO), "classify.model")
+    assert "arch" not in config.dump(config.load(DEMO)).split("classify:")[1]
+
+
 # ----------------------------------------------------------------------------- lists kept in step
 
 
