@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config, validate
+from pipeline import config
 from pipeline.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -248,7 +248,7 @@ def test_hard_coded_lists_match_their_registries():
     """The lists are hard-coded so that loading a config does not import torch/smp (seconds)."""
     import segmentation_models_pytorch as smp
 
-    from pipeline import losses, metrics, models, pretrained
+    from pipeline import losses, metrics, models, pretrained, validate
 
     assert list(validate.SEG_ARCHS) == list(models.ARCHS)
     assert {a.lower() for a in validate.SEG_ARCHS} <= set(smp.MODEL_ARCHITECTURES_MAPPING)
