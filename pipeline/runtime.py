@@ -55,14 +55,25 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
+    """Every global RNG state, as tensors and plain lists/ints (a weights_only load accepts
+    them; numpy's legacy state holds an ndarray, which it would refuse)."""
+    version, internal, gauss = random.getstate()
+    _, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": {"key": key.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(cached)},
         "torch": torch.get_rng_state(),
+        # Only when CUDA is in use: asking for the state would otherwise start a context per GPU.
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
     }
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", np.array(npst["key"], dtype=np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"]))
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
