@@ -4,7 +4,8 @@ AdamW, a cosine or one-cycle schedule per step, validation on the fold each epoc
 competition metric, best-epoch tracking, SWA of the last K epochs (torch.optim.swa_utils with
 the BN update), mixed precision, and a checkpoint each epoch holding everything needed to
 resume at the next epoch: model, optimiser, schedulers, SWA average, gradient scaler and every
-RNG state (pipeline.checkpoint keeps the previous one too and loads them weights_only).
+RNG state (pipeline.checkpoint keeps the previous one too and loads them weights_only). With the
+loader's per-sample keys (pipeline.loader) a resumed run is bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pipeline import checkpoint, fileio, runtime
+from pipeline.loader import make_loader, set_epoch
 from pipeline.schema import TrainCfg
 
 Batch = dict[str, torch.Tensor]
@@ -96,23 +98,6 @@ def _cycle_factor(step: int, bounds: list[int], scales: list[float], floor: floa
 def _save_weights(state_dict: dict, path: Path) -> None:
     with fileio.atomic_path(path) as tmp:
         torch.save(state_dict, tmp)
-
-
-def make_loader(ds: Dataset, tcfg: TrainCfg, weights: np.ndarray | None, generator: torch.Generator) -> DataLoader:
-    """Training loader; weights (oversampling) switch to sampling with replacement."""
-    if weights is not None and not np.allclose(weights, weights[0]):
-        sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(ds), replacement=True, generator=generator)
-    else:
-        sampler = RandomSampler(ds, generator=generator)
-    # drop_last avoids a 1-sample batch, which BatchNorm rejects in training mode.
-    return DataLoader(
-        ds,
-        batch_size=tcfg.batch_size,
-        sampler=sampler,
-        num_workers=tcfg.num_workers,
-        drop_last=len(ds) > tcfg.batch_size,
-        persistent_workers=tcfg.num_workers > 0,
-    )
 
 
 def _to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch:
@@ -237,6 +222,7 @@ class Fitter:
             self.log(f"resuming {self.out_dir.name} at epoch {state['epoch']}")
         for epoch in range(state["epoch"], tcfg.epochs):
             start = time.perf_counter()
+            set_epoch(loader, epoch)
             in_swa = swa is not None and epoch >= main_epochs
             row = train_epoch(
                 model, loader, self.task, opt, None if in_swa else sched, tcfg, device, epoch, scaler, desc=f"{self.out_dir.name} ep{epoch}"
@@ -304,6 +290,7 @@ class Fitter:
         summary = {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "epochs": self.tcfg.epochs}
         if swa is not None:
             # BN statistics of averaged weights are not the average of BN statistics: recompute.
+            set_epoch(loader, self.tcfg.epochs)
             images = (b["image"].to(self.device) for b in loader)
             with runtime.autocast(self.device, self.tcfg):
                 update_bn(images, swa)
