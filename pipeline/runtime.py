@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import random
 from pathlib import Path
 
@@ -17,6 +18,8 @@ def pick_device(cfg: ExperimentCfg) -> torch.device:
     """cuda when present (or asked for), else cpu; also applies the CPU thread count."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    # experiment.deterministic, read with getattr until the config schema has the key.
+    set_deterministic(bool(getattr(cfg, "deterministic", False)))
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
@@ -52,6 +55,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def set_deterministic(on: bool) -> None:
+    """Bit-reproducible GPU runs at some cost in speed: cuDNN uses deterministic algorithms
+    instead of timing candidates (benchmark picks by timing, so its choice varies between runs),
+    and an op that has only a nondeterministic CUDA kernel warns (warn_only: a run that merely
+    uses one should not fail). Off restores torch's defaults."""
+    if on:
+        # cuBLAS is deterministic only with a fixed workspace; read when cuBLAS is first used.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = on
+    torch.use_deterministic_algorithms(on, warn_only=True)
 
 
 def rng_state() -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline import runtime
 from pipeline.datasets import Geometry, SegDataset, build_augment
 from pipeline.train import Fitter, Task, fit_done, make_loader
 
@@ -175,6 +177,21 @@ def test_loader_workers_draw_distinct_crops_independent_of_the_worker_count(smok
             assert not torch.equal(parallel[i], parallel[j]), (i, j)
     serial = _crops(smoke_cfg, num_workers=0)
     assert all(torch.equal(a, b) for a, b in zip(parallel, serial, strict=True))
+
+
+def test_deterministic_switch():
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        runtime.set_deterministic(True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        runtime.set_deterministic(False)
+        assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+        runtime.pick_device(SimpleNamespace(threads=0, device="cpu", deterministic=True))
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
 
 
 def test_mean_teacher_batches_resume_identically_in_tile_mode(tmp_path, smoke_cfg):
