@@ -3,6 +3,8 @@ config, the distance-transform target and the oversampling weights."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import albumentations as A
@@ -137,8 +139,23 @@ class SegDataset(Dataset):
     ) -> None:
         self.images, self.masks, self.indices = images, masks, np.asarray(indices)
         self.geometry, self.augment, self.signed, self.soft = geometry, augment, signed, soft
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.crops = crops
+
+    def reseed(self, key: Sequence[int]) -> None:
+        """Make the next sample's random draws (crop and augmentation) a function of (seed, key)
+        alone. The training loader calls this per sample with (epoch, position in the epoch), so
+        a sample does not depend on which DataLoader worker loads it (each worker holds its own
+        copy of this dataset, and so of its generators) nor on the samples drawn before it (a
+        resumed run draws what an uninterrupted one drew, with no generator state to save)."""
+        crop, aug, aug_py = np.random.SeedSequence([self.seed % 2**64, *key]).spawn(3)
+        self.rng = np.random.default_rng(crop)
+        if self.augment is not None:
+            # One numpy and one Python generator shared by all transforms: albumentations'
+            # set_random_seed would give every transform its own copy of the same stream.
+            py_seed = int(aug_py.generate_state(1, np.uint64)[0])
+            self.augment.set_random_state(np.random.default_rng(aug), random.Random(py_seed))
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -49,7 +49,14 @@ class MeanTeacher:
 
     def _batch(self) -> torch.Tensor:
         picks = torch.randint(len(self.ds), (self.cfg.batch_size,), generator=self.gen)
-        return default_collate([self.ds[int(i)] for i in picks])["image"]
+        # The dataset's own generator (random crops in tile mode) is not in the checkpoint:
+        # reseed it per image from this one, which is.
+        keys = torch.randint(2**62, (self.cfg.batch_size,), generator=self.gen)
+        images = []
+        for i, key in zip(picks.tolist(), keys.tolist(), strict=True):
+            self.ds.reseed((key,))
+            images.append(self.ds[i])
+        return default_collate(images)["image"]
 
     def state_dict(self) -> dict:
         """Teacher weights and the generator, for the fine-tuning checkpoint."""

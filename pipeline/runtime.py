@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import random
 from pathlib import Path
 
@@ -17,6 +18,8 @@ def pick_device(cfg: ExperimentCfg) -> torch.device:
     """cuda when present (or asked for), else cpu; also applies the CPU thread count."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    # experiment.deterministic, read with getattr until the config schema has the key.
+    set_deterministic(bool(getattr(cfg, "deterministic", False)))
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
@@ -54,15 +57,39 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_deterministic(on: bool) -> None:
+    """Bit-reproducible GPU runs at some cost in speed: cuDNN uses deterministic algorithms
+    instead of timing candidates (benchmark picks by timing, so its choice varies between runs),
+    and an op that has only a nondeterministic CUDA kernel warns (warn_only: a run that merely
+    uses one should not fail). Off restores torch's defaults."""
+    if on:
+        # cuBLAS is deterministic only with a fixed workspace; read when cuBLAS is first used.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = on
+    torch.use_deterministic_algorithms(on, warn_only=True)
+
+
 def rng_state() -> dict:
+    """Every global RNG state, as tensors and plain lists/ints (a weights_only load accepts
+    them; numpy's legacy state holds an ndarray, which it would refuse)."""
+    version, internal, gauss = random.getstate()
+    _, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": {"key": key.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(cached)},
         "torch": torch.get_rng_state(),
+        # Only when CUDA is in use: asking for the state would otherwise start a context per GPU.
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
     }
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", np.array(npst["key"], dtype=np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"]))
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])

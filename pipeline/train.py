@@ -3,15 +3,15 @@
 AdamW, a cosine or one-cycle schedule per step, validation on the fold each epoch with the
 competition metric, best-epoch tracking, SWA of the last K epochs (torch.optim.swa_utils with
 the BN update), mixed precision, and a checkpoint each epoch holding everything needed to
-resume at the next epoch: model, optimiser, schedulers, SWA average and every RNG state.
+resume at the next epoch: model, optimiser, schedulers, SWA average, gradient scaler and every
+RNG state (pipeline.checkpoint keeps the previous one too and loads them weights_only). With the
+loader's per-sample keys (pipeline.loader) a resumed run is bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +23,11 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline import runtime
+from pipeline import checkpoint, fileio, runtime
+from pipeline.loader import make_loader, set_epoch
 from pipeline.schema import TrainCfg
 
 Batch = dict[str, torch.Tensor]
@@ -94,27 +95,9 @@ def _cycle_factor(step: int, bounds: list[int], scales: list[float], floor: floa
     return floor * scales[-1]
 
 
-def _save(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def make_loader(ds: Dataset, tcfg: TrainCfg, weights: np.ndarray | None, generator: torch.Generator) -> DataLoader:
-    """Training loader; weights (oversampling) switch to sampling with replacement."""
-    if weights is not None and not np.allclose(weights, weights[0]):
-        sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(ds), replacement=True, generator=generator)
-    else:
-        sampler = RandomSampler(ds, generator=generator)
-    # drop_last avoids a 1-sample batch, which BatchNorm rejects in training mode.
-    return DataLoader(
-        ds,
-        batch_size=tcfg.batch_size,
-        sampler=sampler,
-        num_workers=tcfg.num_workers,
-        drop_last=len(ds) > tcfg.batch_size,
-        persistent_workers=tcfg.num_workers > 0,
-    )
+def _save_weights(state_dict: dict, path: Path) -> None:
+    with fileio.atomic_path(path) as tmp:
+        torch.save(state_dict, tmp)
 
 
 def _to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch:
@@ -183,15 +166,17 @@ def _plot_curves(history: pd.DataFrame, path: Path) -> None:
         b.legend()
     b.set_xlabel("epoch")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        # The temp name keeps the .png suffix: savefig picks the format from it.
+        fileio.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80), suffix=".png")
+    finally:
+        plt.close(fig)
 
 
 def fit_done(out_dir: Path) -> bool:
-    """Whether a Fitter finished in `out_dir` (model.pt and fit.json, which is written last)."""
-    return (out_dir / "model.pt").exists() and (out_dir / "fit.json").exists()
+    """Whether a Fitter finished in `out_dir`: model.pt and a fit.json that parses (it is
+    written last; a truncated copy left by an older writer is not finished)."""
+    return (out_dir / "model.pt").exists() and isinstance(fileio.read_json(out_dir / "fit.json"), dict)
 
 
 class Fitter:
@@ -215,7 +200,7 @@ class Fitter:
     def fit(self, train_ds: Dataset, weights: np.ndarray | None = None, on_epoch_end: Callable[[int], None] | None = None) -> dict:
         """Train (or resume) and write model.pt, metrics.csv, curves.png, fit.json."""
         if fit_done(self.out_dir):
-            return json.loads((self.out_dir / "fit.json").read_text())
+            return fileio.read_json(self.out_dir / "fit.json")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tcfg, model, device = self.tcfg, self.model, self.device
         runtime.seed_everything(self.seed)
@@ -231,11 +216,13 @@ class Fitter:
         swa_sched = SWALR(opt, swa_lr=tcfg.swa_lr, anneal_epochs=1) if swa is not None else None
         scaler = torch.amp.GradScaler("cuda") if runtime.needs_grad_scaler(device, tcfg) else None
         state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1}
-        if self.ckpt.exists():
-            state = self._resume(opt, sched, swa, swa_sched, gen)
+        saved = checkpoint.load(self.ckpt, "cpu")  # the newest readable one; None: start afresh
+        if saved is not None:
+            state = self._resume(saved, opt, sched, swa, swa_sched, scaler, gen)
             self.log(f"resuming {self.out_dir.name} at epoch {state['epoch']}")
         for epoch in range(state["epoch"], tcfg.epochs):
             start = time.perf_counter()
+            set_epoch(loader, epoch)
             in_swa = swa is not None and epoch >= main_epochs
             row = train_epoch(
                 model, loader, self.task, opt, None if in_swa else sched, tcfg, device, epoch, scaler, desc=f"{self.out_dir.name} ep{epoch}"
@@ -250,24 +237,26 @@ class Fitter:
             state["history"].append(row)
             if due and val["score"] > state["best_score"]:
                 state["best_score"], state["best_epoch"] = val["score"], epoch
-                _save(model.state_dict(), self.out_dir / "best.pt")
+                _save_weights(model.state_dict(), self.out_dir / "best.pt")
             state["epoch"] = epoch + 1
-            self._checkpoint(state, opt, sched, swa, swa_sched, gen)
+            self._checkpoint(state, opt, sched, swa, swa_sched, scaler, gen)
             shown = f"{val['score']:.4f}" if due else "-"
             self.log(f"{self.out_dir.name} epoch {epoch}: loss {row['train_loss']:.4f} val {shown} ({row['seconds']:.0f}s)")
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
         return self._finish(state, swa, loader)
 
-    def _checkpoint(self, state, opt, sched, swa, swa_sched, gen) -> None:
-        _save(
+    def _checkpoint(self, state, opt, sched, swa, swa_sched, scaler, gen) -> None:
+        # Only tensors and plain data: the checkpoint is loaded with weights_only=True.
+        checkpoint.save(
             {
-                "state": state,
+                "state": checkpoint.plain(state),
                 "model": self.model.state_dict(),
                 "opt": opt.state_dict(),
                 "sched": sched.state_dict() if sched else None,
                 "swa": swa.state_dict() if swa else None,
                 "swa_sched": swa_sched.state_dict() if swa_sched else None,
+                "scaler": scaler.state_dict() if scaler else None,
                 "rng": runtime.rng_state(),
                 "gen": gen.get_state(),
                 "extra": self.task.hook.state_dict() if self.task.hook else None,
@@ -275,11 +264,12 @@ class Fitter:
             self.ckpt,
         )
         history = pd.DataFrame(state["history"])
-        history.to_csv(self.out_dir / "metrics.csv", index=False)
+        fileio.write_csv(self.out_dir / "metrics.csv", history)
         _plot_curves(history, self.out_dir / "curves.png")
 
-    def _resume(self, opt, sched, swa, swa_sched, gen) -> dict:
-        ck = torch.load(self.ckpt, map_location=self.device, weights_only=False)
+    def _resume(self, ck: dict, opt, sched, swa, swa_sched, scaler, gen) -> dict:
+        """Restore everything from checkpoint `ck` (loaded on the CPU: load_state_dict moves
+        tensors to the model's device, and RNG states must stay CPU tensors)."""
         self.model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         if sched is not None and ck["sched"] is not None:
@@ -288,6 +278,8 @@ class Fitter:
             swa.load_state_dict(ck["swa"])
         if swa_sched is not None and ck["swa_sched"] is not None:
             swa_sched.load_state_dict(ck["swa_sched"])
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
         runtime.set_rng_state(ck["rng"])
         gen.set_state(ck["gen"])
         if self.task.hook is not None and ck.get("extra") is not None:
@@ -298,6 +290,7 @@ class Fitter:
         summary = {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "epochs": self.tcfg.epochs}
         if swa is not None:
             # BN statistics of averaged weights are not the average of BN statistics: recompute.
+            set_epoch(loader, self.tcfg.epochs)
             images = (b["image"].to(self.device) for b in loader)
             with runtime.autocast(self.device, self.tcfg):
                 update_bn(images, swa)
@@ -314,7 +307,7 @@ class Fitter:
             name, final = other
             summary[f"{name}_score"] = self.task.validate(final)["score"]
             summary["final"] = name
-        _save(final.state_dict(), self.final)
-        (self.out_dir / "fit.json").write_text(json.dumps(summary, indent=2))
-        self.ckpt.unlink(missing_ok=True)
+        _save_weights(final.state_dict(), self.final)
+        fileio.write_json(self.out_dir / "fit.json", summary)
+        checkpoint.remove(self.ckpt)
         return summary
