@@ -40,11 +40,6 @@ PACKAGES = (
 )
 
 
-def log_line(text: str) -> None:
-    """Default stage log: stdout, flushed, so a log file shows progress while a stage runs."""
-    print(text, flush=True)
-
-
 @dataclass
 class Context:
     """What a stage function gets: the config, its own folder and its upstream folders."""
@@ -55,7 +50,6 @@ class Context:
     dir: Path
     upstream: dict[str, Path]
     material: dict[str, Any]  # what the key hashes (fold reuse derives training keys from it)
-    log: Callable[[str], None] = log_line
     extra_manifest: dict[str, Any] = field(default_factory=dict)
     force: bool = False  # a --force rerun: recompute everything, reuse nothing
 
@@ -103,9 +97,6 @@ def resolve_fn(fn: Callable[[Context], dict] | str) -> Callable[[Context], dict]
         return fn
     module, _, attr = fn.partition(":")
     return getattr(importlib.import_module(module), attr)
-
-
-atomic_write_text = fileio.write_text  # kept for pipeline.report, which imports it from here
 
 
 def digest(obj: Any) -> str:
@@ -233,26 +224,24 @@ def _write_manifest(ctx: Context, material: dict, seconds: float, metrics: dict)
     fileio.write_json(ctx.dir / MANIFEST, manifest)
 
 
-def run_stage(
-    cfg: Config, name: str, force: bool = False, log: Callable[[str], None] = log_line, keys: dict[str, str] | None = None
-) -> tuple[Path, bool]:
+def run_stage(cfg: Config, name: str, force: bool = False, keys: dict[str, str] | None = None) -> tuple[Path, bool]:
     """Run one stage (its upstream first, from cache when done). Returns (folder, ran).
 
     `keys` memoises stage keys for this cfg across calls (e.g. every stage of one `all` run):
     without it, each upstream path of the stage graph would fingerprint the input files again."""
     memo: dict = {} if keys is None else keys
     stage = get_stage(name)
-    upstream = {u: run_stage(cfg, u, log=log, keys=memo)[0] for u in stage.upstream}
+    upstream = {u: run_stage(cfg, u, keys=memo)[0] for u in stage.upstream}
     key = stage_key(cfg, name, memo)
     folder = stage_dir(cfg, name, key)
     if not force and _finished(folder) and not previous.backup_of(folder).exists():
         return folder, False  # a finished folder is only read: no lock
     with locks.folder_lock(folder):  # LockedError when another process works in it
-        previous.settle(folder, _finished, log)
+        previous.settle(folder, _finished)
         if not force and _finished(folder):
             return folder, False
         material = key_material(cfg, name, memo)
-        ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, log=log, force=force, material=material)
+        ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, force=force, material=material)
         _run(ctx, stage)
     return folder, True
 

@@ -80,7 +80,7 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int) -> pd.DataFram
     def validate(m) -> dict[str, float]:
         return {"score": safe_auc(labels, predict_probs(m, data.images, val_idx, spec))}
 
-    Fitter(model, cls_task(ccfg, validate), ccfg.train, folder, device, seed, logger.info).fit(
+    Fitter(model, cls_task(ccfg, validate), ccfg.train, folder, device, seed).fit(
         ds, sample_weights(data.coverage[train_idx], ccfg.train.oversample)
     )
     model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
@@ -133,7 +133,7 @@ def second_round(cfg: Config, folder: Path, model: nn.Module, data: TrainSet, tr
     tcfg = dataclasses.replace(ccfg.train, epochs=max(1, ccfg.train.epochs // 2), swa_epochs=0, lr=ccfg.train.lr * 0.5)
     # Positive patches count as "small" coverage for the oversampling weights.
     weights = sample_weights(np.where(labels[keep] > 0, 0.05, 0.0), ccfg.train.oversample)
-    Fitter(model, cls_task(ccfg, validate), tcfg, folder, device, seed + 1, logger.info).fit(ds, weights)
+    Fitter(model, cls_task(ccfg, validate), tcfg, folder, device, seed + 1).fit(ds, weights)
     model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
     return model
 

@@ -73,7 +73,7 @@ def classifier_oof(cfg: Config) -> pd.DataFrame | None:
     stage, or from the segment stage with classify.source = seg_head; None when disabled."""
     if not cfg.classify.enabled:
         return None
-    stage = "segment" if cfg.classify.source == "seg_head" else "classify"
+    stage = "segment" if cfg.classify.seg_head else "classify"
     path = api.artifact(cfg, stage) / "oof_cls.csv"
     return read_csv(path) if path.exists() else None
 

@@ -9,9 +9,12 @@ the last complete copy is never deleted.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 SUFFIX = ".previous"
 
@@ -29,7 +32,7 @@ def put_back(folder: Path) -> None:
         backup.rename(folder)
 
 
-def settle(folder: Path, finished: Callable[[Path], bool], log: Callable[[str], None]) -> None:
+def settle(folder: Path, finished: Callable[[Path], bool]) -> None:
     """Resolve a backup left by an interrupted forced rerun, saying what was done.
 
     The complete one wins, the current folder when both are; with neither complete, the current
@@ -40,11 +43,11 @@ def settle(folder: Path, finished: Callable[[Path], bool], log: Callable[[str], 
         return
     if finished(folder):
         shutil.rmtree(backup)
-        log(f"{folder}: complete; deleted {backup.name} left by a forced rerun stopped before its clean-up")
+        logger.info(f"{folder}: complete; deleted {backup.name} left by a forced rerun stopped before its clean-up")
     elif finished(backup) or not folder.exists():
         put_back(folder)
         state = "its last complete result" if finished(folder) else "its partial work"
-        log(f"{folder}: restored {state} from {backup.name}, left by an interrupted forced rerun")
+        logger.info(f"{folder}: restored {state} from {backup.name}, left by an interrupted forced rerun")
     else:
         shutil.rmtree(backup)
-        log(f"{folder}: deleted {backup.name} (not complete either) left by an interrupted forced rerun")
+        logger.info(f"{folder}: deleted {backup.name} (not complete either) left by an interrupted forced rerun")

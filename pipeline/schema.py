@@ -22,6 +22,7 @@ class ExperimentCfg:
     artifacts: str
     device: str = valid("auto", "cpu", "cuda")
     threads: int = valid(min=0)  # torch CPU threads; 0 keeps torch's default
+    deterministic: bool = False  # cuDNN deterministic algorithms on GPUs (slower); not hashed
 
     def check(self) -> Problems:
         ok = self.name.strip(".") and all(c.isascii() and (c.isalnum() or c in "._-") for c in self.name)
@@ -241,6 +242,12 @@ class ClassifyCfg:
     train: ClassifyTrainCfg
     coverage_weight: float = valid(min=0)
     patch: PatchCfg
+
+    @property
+    def seg_head(self) -> bool:
+        """Whether the empty-mask classifier rides on the segmentation encoder (trained by the
+        segment stage) instead of being a network of its own."""
+        return self.enabled and self.source == "seg_head"
 
 
 @dataclass

@@ -52,11 +52,6 @@ class FoldExtras:
     teacher: MeanTeacher | None = None
 
 
-def seg_head(cfg: Config) -> bool:
-    """Whether the empty-mask classifier rides on the segmentation encoder."""
-    return cfg.classify.enabled and cfg.classify.source == "seg_head"
-
-
 def build_model(scfg: SegmentCfg, in_channels: int, cls_head: bool = False) -> torch.nn.Module:
     return build_segmentation(scfg.model, in_channels, aux=scfg.aux.weight > 0, cls_head=cls_head)
 
@@ -93,7 +88,7 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
     seed = cfg.experiment.seed + k
     train_idx, val_idx = data.split(k, scfg.train.max_images, cfg.experiment.seed)
     runtime.seed_everything(seed)  # the model's random init must not depend on what ran before
-    model = build_model(scfg, data.in_channels, seg_head(cfg))
+    model = build_model(scfg, data.in_channels, cfg.classify.seg_head)
     if extras.init is not None:
         model.load_state_dict(torch.load(extras.init, map_location="cpu", weights_only=True))
     ds = SegDataset(data.images, data.masks, train_idx, geometry, build_augment(scfg.train.augment, seed), scfg.aux.signed, seed)
@@ -107,10 +102,10 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
         probs = [out["mask"] for _, out in predict(m, data.images, val_idx, spec)]
         return {"score": float(score_probs(truths, probs, scfg.train.eval_threshold).mean())}
 
-    task = seg_task(scfg, validate, SEG_HEAD_WEIGHT if seg_head(cfg) else 0.0)
+    task = seg_task(scfg, validate, SEG_HEAD_WEIGHT if cfg.classify.seg_head else 0.0)
     if extras.teacher is not None:
         task = dataclasses.replace(task, hook=extras.teacher)
-    Fitter(model, task, scfg.train, folder, device, seed, logger.info).fit(ds, sample_weights(cov, scfg.train.oversample))
+    Fitter(model, task, scfg.train, folder, device, seed).fit(ds, sample_weights(cov, scfg.train.oversample))
     model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
     return model
 
@@ -185,9 +180,9 @@ def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore, adabn: b
     paths = fold_models(model_dir, folds)
     masks: list[np.ndarray] | None = None
     dists: list[np.ndarray] | None = None
-    cls = np.zeros(len(test_images)) if seg_head(cfg) else None
+    cls = np.zeros(len(test_images)) if cfg.classify.seg_head else None
     for path in paths:
-        model = build_model(scfg, test_images[0].shape[2], seg_head(cfg))
+        model = build_model(scfg, test_images[0].shape[2], cfg.classify.seg_head)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         if adabn:
             model = adapt_bn(model, test_images, spec.geometry, device, scfg.input.tile_overlap)

@@ -3,6 +3,7 @@ folder of truth masks. Used by the submit stage, `python -m pipeline score` and 
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pandas as pd
@@ -62,3 +63,18 @@ def score_submission(csv: str | Path, masks_dir: str | Path, metric: str = "tgs"
     preds = [rle_decode(rle, shapes[i]).astype(bool) for i, rle in zip(sub["id"], sub["rle"], strict=True)]
     scores = scores_from_counts(*pixel_counts([truths[i] > 0 for i in sub["id"]], preds), metric)
     return float(scores.mean()), len(scores)
+
+
+def header_problem(sample: Path | None, header: list[str]) -> str | None:
+    """Why a submission with columns `header` would not match the sample submission's header
+    (None when it matches or there is no sample): Kaggle rejects a file whose columns differ."""
+    if sample is None or not sample.is_file():
+        return None
+    with open(sample, newline="", encoding="utf-8", errors="replace") as f:
+        got = next(csv.reader(f), [])
+    if got != header:
+        return (
+            f"{sample}: header {','.join(got)} differs from the submission's {','.join(header)}"
+            " (data.id_column, submit.rle_column): set them to the sample's column names"
+        )
+    return None

@@ -11,6 +11,7 @@ loader's per-sample keys (pipeline.loader) a resumed run is bit-identical to an 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from tqdm import tqdm
 from pipeline import checkpoint, fileio, runtime
 from pipeline.loader import make_loader, set_epoch
 from pipeline.schema import TrainCfg
+
+logger = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
 
@@ -190,10 +193,9 @@ class Fitter:
         out_dir: Path,
         device: torch.device,
         seed: int,
-        log: Callable[[str], None] = print,
     ) -> None:
         self.model, self.task, self.tcfg, self.out_dir = model, task, tcfg, out_dir
-        self.device, self.seed, self.log = device, seed, log
+        self.device, self.seed = device, seed
         self.ckpt = out_dir / "checkpoint.pt"
         self.final = out_dir / "model.pt"
 
@@ -219,7 +221,7 @@ class Fitter:
         saved = checkpoint.load(self.ckpt, "cpu")  # the newest readable one; None: start afresh
         if saved is not None:
             state = self._resume(saved, opt, sched, swa, swa_sched, scaler, gen)
-            self.log(f"resuming {self.out_dir.name} at epoch {state['epoch']}")
+            logger.info(f"resuming {self.out_dir.name} at epoch {state['epoch']}")
         for epoch in range(state["epoch"], tcfg.epochs):
             start = time.perf_counter()
             set_epoch(loader, epoch)
@@ -241,7 +243,7 @@ class Fitter:
             state["epoch"] = epoch + 1
             self._checkpoint(state, opt, sched, swa, swa_sched, scaler, gen)
             shown = f"{val['score']:.4f}" if due else "-"
-            self.log(f"{self.out_dir.name} epoch {epoch}: loss {row['train_loss']:.4f} val {shown} ({row['seconds']:.0f}s)")
+            logger.info(f"{self.out_dir.name} epoch {epoch}: loss {row['train_loss']:.4f} val {shown} ({row['seconds']:.0f}s)")
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
         return self._finish(state, swa, loader)

@@ -93,7 +93,7 @@ def test_dummies_removed_after_use():
 
 def test_second_run_is_skipped(tmp_path, dummies):
     cfg = _cfg(tmp_path)
-    folder, ran = cache.run_stage(cfg, "t_up", log=lambda s: None)
+    folder, ran = cache.run_stage(cfg, "t_up")
     assert ran and dummies.calls["t_up"] == 1
     key = cache.stage_key(cfg, "t_up")
     assert folder == tmp_path / "artifacts" / "demo" / f"t_up-{key}"

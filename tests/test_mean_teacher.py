@@ -91,7 +91,7 @@ def test_fitter_calls_the_hook_loss_and_update(tmp_path, smoke_cfg):
     ds = [{"image": torch.randn(1, 32, 32), "mask": torch.zeros(1, 32, 32)} for _ in range(8)]
     tcfg = cfg.segment.train
     task = Task(loss=loss, validate=lambda m: {"score": 0.0}, hook=Counting())
-    Fitter(student, task, tcfg, tmp_path / "fit", torch.device("cpu"), 0, _quiet).fit(ds)
+    Fitter(student, task, tcfg, tmp_path / "fit", torch.device("cpu"), 0).fit(ds)
     steps = tcfg.epochs * (len(ds) // tcfg.batch_size)
     assert calls == {"extra": steps, "after": steps}
 
@@ -109,8 +109,8 @@ def test_pseudo_with_mean_teacher_changes_models_and_key(smoke_cfg, tmp_path):
     tweak_off = smoke_cfg("pseudo.mean_teacher.weight=3.0", artifacts=tmp_path / "a")
     assert cache.stage_key(tweak_off, "pseudo") == cache.stage_key(off, "pseudo")  # opt-in: off keeps keys
     assert cache.stage_key(on, "pseudo") != cache.stage_key(off, "pseudo")
-    f_off, _ = cache.run_stage(off, "pseudo", log=_quiet)
-    f_on, ran = cache.run_stage(on, "pseudo", log=_quiet)
+    f_off, _ = cache.run_stage(off, "pseudo")
+    f_on, ran = cache.run_stage(on, "pseudo")
     assert ran
     rounds = json.loads((f_on / "rounds.json").read_text())
     assert rounds[1]["mean_teacher"] is True
@@ -144,7 +144,7 @@ def _fit_with_teacher(tmp_path, smoke_cfg, out, stop_after=None, **mt_kw):
         if epoch == stop_after:
             raise _Stop
 
-    Fitter(student, task, tcfg, out, torch.device("cpu"), 0, _quiet).fit(ds, on_epoch_end=stop)
+    Fitter(student, task, tcfg, out, torch.device("cpu"), 0).fit(ds, on_epoch_end=stop)
     return student, mt
 
 

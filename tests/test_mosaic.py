@@ -77,7 +77,7 @@ def _cfg(tmp_path, data, *overrides):
 
 def test_mosaic_folds_keep_touching_tiles_together(tmp_path, demo_data):
     cfg = _cfg(tmp_path, demo_data, "folds.mosaic.enabled=true")
-    folder = cache.run_stage(cfg, "folds", log=lambda _: None)[0]
+    folder = cache.run_stage(cfg, "folds")[0]
     folds = load_folds(folder).set_index("id")
     pairs = pd.read_csv(folder / "mosaic_pairs.csv", dtype={"a": str, "b": str})
     assert len(pairs) > 20
@@ -89,7 +89,7 @@ def test_mosaic_folds_keep_touching_tiles_together(tmp_path, demo_data):
     true = (a["section"].to_numpy() == b["section"].to_numpy()) & (step == 1)
     assert true.mean() > 0.9
     # without mosaic groups, a random split separates many of these pairs
-    plain = load_folds(cache.run_stage(_cfg(tmp_path, demo_data), "folds", log=lambda _: None)[0]).set_index("id")
+    plain = load_folds(cache.run_stage(_cfg(tmp_path, demo_data), "folds")[0]).set_index("id")
     assert (plain.loc[pairs["a"], "fold"].to_numpy() != plain.loc[pairs["b"], "fold"].to_numpy()).mean() > 0.3
 
 
@@ -108,7 +108,7 @@ def test_mosaic_refuses_tiles_of_different_sizes(tmp_path, demo_data):
     (data / "metadata.csv").write_text((demo_data / "metadata.csv").read_text())
     cfg = _cfg(tmp_path / "art", data, "folds.mosaic.enabled=true", "folds.n_folds=2")
     with pytest.raises(UserError, match="folds.mosaic: needs tiles of one size"):
-        cache.run_stage(cfg, "folds", log=lambda _: None)
+        cache.run_stage(cfg, "folds")
 
 
 def test_mosaic_and_group_column_are_exclusive(tmp_path, demo_data):

@@ -36,7 +36,7 @@ def smoke_built(smoke_cfg, smoke_overrides, tmp_path_factory) -> list[str]:
         # Submit writes under SUBMISSIONS_DIR and records it relative to REPO_ROOT (see conftest.submissions_dir).
         mp.setattr(paths, "SUBMISSIONS_DIR", root / "submissions")
         mp.setattr(paths, "REPO_ROOT", root)
-        cache.run_stage(smoke_cfg(), "submit", log=_quiet)
+        cache.run_stage(smoke_cfg(), "submit")
     return smoke_overrides()
 
 

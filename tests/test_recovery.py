@@ -25,13 +25,13 @@ def _as_after_a_killed_forced_run(folder):
     (folder / "killed.txt").write_text("half of the forced rerun")
 
 
-def test_next_start_restores_the_previous_result(tmp_path, dummies):  # noqa: F811
+def test_next_start_restores_the_previous_result(tmp_path, dummies, pipeline_logs):  # noqa: F811
     cfg = _cfg(tmp_path)
     folder, _ = cache.run_stage(cfg, "t_down")
     before = (folder / cache.MANIFEST).read_text()
     _as_after_a_killed_forced_run(folder)
-    logs: list[str] = []
-    again, ran = cache.run_stage(cfg, "t_down", log=logs.append)
+    again, ran = cache.run_stage(cfg, "t_down")
+    logs = pipeline_logs()
     assert again == folder and not ran
     assert dummies.calls == {"t_up": 1, "t_down": 1}  # not recomputed
     assert (folder / cache.MANIFEST).read_text() == before and (folder / "down.txt").exists()
@@ -55,15 +55,15 @@ def test_forced_rerun_after_a_killed_one_keeps_the_last_complete_copy(tmp_path, 
     assert cache.is_done(cfg, "t_down") and not _backup(folder).exists()
 
 
-def test_both_complete_keeps_the_current_one(tmp_path, dummies):  # noqa: F811
+def test_both_complete_keeps_the_current_one(tmp_path, dummies, pipeline_logs):  # noqa: F811
     # A forced rerun killed after writing its manifest, before deleting the backup.
     cfg = _cfg(tmp_path)
     folder, _ = cache.run_stage(cfg, "t_up")
     shutil.copytree(folder, _backup(folder))
     (_backup(folder) / cache.MANIFEST).write_text('{"old": true}')
     current = (folder / cache.MANIFEST).read_text()
-    logs: list[str] = []
-    assert not cache.run_stage(cfg, "t_up", log=logs.append)[1]
+    assert not cache.run_stage(cfg, "t_up")[1]
+    logs = pipeline_logs()
     assert (folder / cache.MANIFEST).read_text() == current and not _backup(folder).exists()
     assert any(".previous" in line for line in logs), logs
 

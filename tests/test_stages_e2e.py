@@ -27,7 +27,7 @@ def _quiet(_: str) -> None:
 
 def _run_all(cfg) -> dict[str, bool]:
     """Each stage in order; {stage: ran}."""
-    return {name: cache.run_stage(cfg, name, log=_quiet)[1] for name in cache.STAGES}
+    return {name: cache.run_stage(cfg, name)[1] for name in cache.STAGES}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_cached_run_fingerprints_inputs_once(full, monkeypatch):
 
     monkeypatch.setattr(stages, "fingerprint", counting)
     keys: dict = {}
-    assert not any(cache.run_stage(cfg, name, log=_quiet, keys=keys)[1] for name in cache.STAGES)
+    assert not any(cache.run_stage(cfg, name, keys=keys)[1] for name in cache.STAGES)
     assert len(calls) == 2
     calls.clear()
     build_report(cfg)
@@ -125,7 +125,7 @@ def test_report_has_every_step(full):
 
 def test_second_run_is_fully_cached(full, submissions_dir):
     cfg, _ = full
-    folder, ran = cache.run_stage(cfg, "submit", log=_quiet)
+    folder, ran = cache.run_stage(cfg, "submit")
     assert not ran and folder == cache.load_upstream(cfg, "submit")
     assert not any(_run_all(cfg).values())
     assert [state for _, state, _ in cache.status(cfg)] == ["done"] * len(cache.STAGES)
@@ -148,7 +148,7 @@ def test_changing_min_areas_reruns_only_scorer_and_submit(full, smoke_cfg, submi
 def test_policy_none_submits_the_raw_maps(full, smoke_cfg, submissions_dir):
     cfg, _ = full
     art = Path(cfg.experiment.artifacts)
-    folder, _ = cache.run_stage(smoke_cfg("scorer.policy=none", artifacts=art), "scorer", log=_quiet)
+    folder, _ = cache.run_stage(smoke_cfg("scorer.policy=none", artifacts=art), "scorer")
     params = pd.read_csv(folder / "test_params.csv")
     assert (params["threshold"] == 0.5).all() and (params["min_area"] == 0).all() and (params["gate"] == 0).all()
     policy = json.loads((folder / "policy.json").read_text())
@@ -162,7 +162,7 @@ def test_policy_none_submits_the_raw_maps(full, smoke_cfg, submissions_dir):
 def test_submit_outside_repo_root(full, tmp_path, monkeypatch):
     cfg, _ = full
     monkeypatch.setattr(paths, "SUBMISSIONS_DIR", tmp_path / "subs")
-    folder, ran = cache.run_stage(cfg, "submit", force=True, log=_quiet)
+    folder, ran = cache.run_stage(cfg, "submit", force=True)
     assert ran and list((tmp_path / "subs").glob("*.csv"))
 
 
@@ -194,7 +194,7 @@ def test_classify_outputs(full):
 def test_classify_disabled_gives_nan_probs_and_never_gates(full, smoke_cfg):
     base, _ = full
     cfg = smoke_cfg("classify.enabled=false", artifacts=Path(base.experiment.artifacts))
-    ran = {name: cache.run_stage(cfg, name, log=_quiet)[1] for name in ("segment", "classify", "ensemble")}
+    ran = {name: cache.run_stage(cfg, name)[1] for name in ("segment", "classify", "ensemble")}
     assert ran == {"segment": False, "classify": True, "ensemble": True}
     assert cache.stage_dir(cfg, "segment") == cache.stage_dir(base, "segment")
     ens_dir = cache.load_upstream(cfg, "ensemble")
@@ -219,7 +219,7 @@ def test_classify_disabled_gives_nan_probs_and_never_gates(full, smoke_cfg):
 def test_pseudo_round_labels_only_test_ids(full, smoke_cfg):
     # Loose selection so that the round really trains on pseudo-labelled images.
     cfg = smoke_cfg("pseudo.min_confident_share=0.0", "pseudo.prob_lo=1.0", "pseudo.max_images=5")
-    folder, ran = cache.run_stage(cfg, "pseudo", log=_quiet)
+    folder, ran = cache.run_stage(cfg, "pseudo")
     assert ran
     rounds = json.loads((folder / "rounds.json").read_text())
     assert [r["round"] for r in rounds] == [0, 1]
@@ -245,7 +245,7 @@ def test_pseudo_labels_of_a_fold_come_from_that_fold_s_model_alone(full, smoke_c
     # Every other fold's model trained on this fold's validation images: labels from the fold
     # average would leak their labels into this fold's OOF score after fine-tuning.
     cfg = smoke_cfg("pseudo.min_confident_share=0.0", "pseudo.prob_lo=1.0", "pseudo.max_images=5", "pseudo.soft=true")
-    folder, _ = cache.run_stage(cfg, "pseudo", log=_quiet)
+    folder, _ = cache.run_stage(cfg, "pseudo")
     seg_dir = cache.load_upstream(cfg, "segment")
     test = ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images")
     own = segmentation.predict_test(cfg, seg_dir, test, folds=[0]).masks

@@ -93,7 +93,7 @@ def _fit_counting(tmp_path, smoke_cfg, **tcfg_kw):
     ds = [{"image": torch.randn(1, 32, 32), "mask": torch.zeros(1, 32, 32)} for _ in range(8)]
     tcfg = dataclasses.replace(cfg.segment.train, **tcfg_kw)
     task = Task(loss=lambda out, batch, epoch: (out["mask"].mean(), {}), validate=validate)
-    summary = Fitter(model, task, tcfg, tmp_path / "fit", torch.device("cpu"), 0, lambda _: None).fit(ds)
+    summary = Fitter(model, task, tcfg, tmp_path / "fit", torch.device("cpu"), 0).fit(ds)
     return len(seen), summary, tmp_path / "fit"
 
 

@@ -56,7 +56,7 @@ def _dataset(seed: int = 0, n: int = 16) -> SegDataset:
     return SegDataset(images, masks, np.arange(n), Geometry("tile", 32), build_augment(AUGMENT, seed), seed=seed)
 
 
-def _fit(out: Path, smoke_cfg, stop_after: int | None = None, logs: list[str] | None = None, **tcfg_kw) -> dict:
+def _fit(out: Path, smoke_cfg, stop_after: int | None = None, **tcfg_kw) -> dict:
     """Fit a tiny model from scratch (fresh objects, as a new process would); `stop_after`
     interrupts after that epoch's checkpoint, like a kill between epochs."""
     cfg = smoke_cfg()
@@ -73,8 +73,7 @@ def _fit(out: Path, smoke_cfg, stop_after: int | None = None, logs: list[str] | 
         if epoch == stop_after:
             raise _Stop
 
-    log = logs.append if logs is not None else (lambda _: None)
-    return Fitter(model, task, tcfg, out, torch.device("cpu"), 0, log).fit(_dataset(), on_epoch_end=stop)
+    return Fitter(model, task, tcfg, out, torch.device("cpu"), 0).fit(_dataset(), on_epoch_end=stop)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -103,9 +102,9 @@ def test_truncated_checkpoint_resumes_from_the_previous_one(tmp_path, smoke_cfg,
     ckpt = out / "checkpoint.pt"
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[: len(data) // 2])
-    logs: list[str] = []
-    with caplog.at_level(logging.WARNING):
-        _fit(out, smoke_cfg, logs=logs)
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        _fit(out, smoke_cfg)
+    logs = [r.getMessage() for r in caplog.records]
     assert (out / "checkpoint.pt.corrupt").is_file()
     assert any("checkpoint.pt" in m for m in _warnings(caplog)), caplog.records
     assert "resuming fit at epoch 1" in logs  # the previous checkpoint, after epoch 0
@@ -145,13 +144,12 @@ def test_checkpoint_holding_arbitrary_objects_is_refused(tmp_path, smoke_cfg, ca
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, smoke_cfg, workers):
+def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, smoke_cfg, workers, pipeline_logs):
     _fit(tmp_path / "whole", smoke_cfg, num_workers=workers)
     with pytest.raises(_Stop):
         _fit(tmp_path / "cut", smoke_cfg, stop_after=0, num_workers=workers)
-    logs: list[str] = []
-    _fit(tmp_path / "cut", smoke_cfg, logs=logs, num_workers=workers)
-    assert "resuming cut at epoch 1" in logs
+    _fit(tmp_path / "cut", smoke_cfg, num_workers=workers)
+    assert "resuming cut at epoch 1" in pipeline_logs()
     whole, resumed = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     assert whole.keys() == resumed.keys()
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)

@@ -32,10 +32,15 @@ def _test_inputs(cfg: Config) -> dict:
     return fingerprint(d.test_images, d.sample_submission, *d.metadata, memo_path=paths.fingerprint_memo(cfg.experiment.artifacts))
 
 
+def _id_column_extra(cfg: Config) -> dict:
+    # The submission's id header follows data.id_column; hashed only when it is not the
+    # default, so that existing submit keys stay.
+    return {"data.id_column": cfg.data.id_column} if cfg.data.id_column != "id" else {}
+
+
 def _seg_head_extra(cfg: Config) -> dict:
     # With classify.source = seg_head the segment stage also trains the empty-mask head.
-    c = cfg.classify
-    return {"classify.source": c.source} if c.enabled and c.source == "seg_head" else {}
+    return {"classify.source": cfg.classify.source} if cfg.classify.seg_head else {}
 
 
 # Options added after artifacts existed, hashed only when on (see cache.OPT_IN).
@@ -101,6 +106,7 @@ register(
         ("pseudo", "segment"),
         ("ingest", "ingest_test", "folds", "segment", "classify"),
         "pipeline.stages.pseudo:run",
+        version="2",  # 2: fold k pseudo-labelled by fold k's models alone (no second-order leak)
         doc="pseudo-label confident test images and retrain (optionally with a mean teacher)",
     )
 )
@@ -110,6 +116,7 @@ register(
         ("ensemble", "segment.train.tta", "classify.train.tta"),
         ("ingest", "ingest_test", "folds", "classify", "segment", "pseudo"),
         "pipeline.stages.ensemble:run",
+        version="2",  # 2: blend weights of fold k's OOF fitted on the other folds
         doc="test inference (TTA, fold average) and OOF-fitted blend",
     )
 )
@@ -119,7 +126,9 @@ register(
         ("scorer", "submit.metric"),
         ("ingest", "ingest_test", "folds", "ensemble"),
         "pipeline.stages.scorer:run",
-        version="2",  # 2: policy none (no post-processing) when nothing beats it; in-sample grid score
+        # 2: policy none (no post-processing) when nothing beats it; in-sample grid score
+        # 3: auto chooses its policy inside the nesting; LightGBM deterministic
+        version="3",
         doc="LightGBM LB-score predictor choosing post-processing",
     )
 )
@@ -129,6 +138,7 @@ register(
         ("submit", "data.solution_masks", "data.sample_submission"),
         ("ingest", "ingest_test", "ensemble", "scorer"),
         "pipeline.stages.submit:run",
+        extra=_id_column_extra,
         doc="gate, post-process, RLE-encode, validate, write CSV",
     )
 )

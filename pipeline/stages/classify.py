@@ -10,7 +10,6 @@ from pipeline import fileio
 from pipeline.cache import Context
 from pipeline.classifier import train_fold
 from pipeline.roc import roc_outputs
-from pipeline.segmentation import seg_head
 from pipeline.trainset import TrainSet
 
 
@@ -19,7 +18,7 @@ def run(ctx: Context) -> dict:
     ctx.dir.mkdir(parents=True, exist_ok=True)
     if not cfg.classify.enabled:
         return {"enabled": False}
-    if seg_head(cfg):
+    if cfg.classify.seg_head:
         return {"enabled": True, "source": "seg_head (trained with the segment stage)"}
     data = TrainSet.open(ctx.upstream["ingest"], ctx.upstream["folds"])
     parts = [train_fold(cfg, ctx.dir / f"fold{k}", data, k) for k in data.fold_ids(cfg.classify.train.folds)]

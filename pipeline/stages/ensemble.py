@@ -17,10 +17,9 @@ from pipeline.cache import Context
 from pipeline.classifier import load_oof
 from pipeline.classifier import predict_test as classifier_test
 from pipeline.ensemble_io import read_maps
-from pipeline.errors import UserError
 from pipeline.evaluation import score_probs
 from pipeline.predict import save_maps
-from pipeline.segmentation import predict_test, seg_head
+from pipeline.segmentation import predict_test
 from pipeline.store import ArrayStore
 from pipeline.trainset import TrainSet
 
@@ -33,8 +32,6 @@ def model_dirs(ctx: Context) -> dict[str, Path]:
     for name in ctx.cfg.ensemble.models:
         if name == "segment":
             out[name] = ctx.upstream["segment"]
-        elif name != "pseudo":
-            raise UserError(f"ensemble.models: unknown model {name!r}; valid: segment, pseudo")
         elif (ctx.upstream["pseudo"] / "final").exists():
             out[name] = ctx.upstream["pseudo"] / "final"
         else:
@@ -94,7 +91,7 @@ def run(ctx: Context) -> dict:
 def _write_cls(ctx: Context, ids: list[str], test_images: ArrayStore, test_head: np.ndarray | None) -> None:
     """Classifier probabilities for the blended OOF ids and the test ids (NaN = no classifier),
     from the classify stage or, with classify.source = seg_head, from the segmentation head."""
-    head = seg_head(ctx.cfg)
+    head = ctx.cfg.classify.seg_head
     oof = load_oof(ctx.upstream["segment" if head else "classify"])
     prob = oof.set_index("id")["prob"].reindex(ids).to_numpy() if oof is not None else np.full(len(ids), np.nan)
     fileio.write_csv(ctx.dir / "oof_cls.csv", pd.DataFrame({"id": ids, "prob": prob}))

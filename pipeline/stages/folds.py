@@ -10,6 +10,7 @@ import pandas as pd
 from pipeline import fileio, mosaic
 from pipeline.cache import Context
 from pipeline.errors import UserError
+from pipeline.metadata import check_group_column
 from pipeline.splits import coverage_bins, make_folds
 from pipeline.store import ArrayStore
 from pipeline.trainset import read_train_table
@@ -20,6 +21,7 @@ MOSAIC_COLUMN = "mosaic_group"
 def run(ctx: Context) -> dict:
     cfg = ctx.cfg.folds
     train = read_train_table(ctx.upstream["ingest"])
+    check_group_column(train, cfg.group_column, ctx.cfg.data.metadata, ctx.cfg.data.id_column)
     if len(train) < cfg.n_folds:
         raise UserError(f"folds.n_folds={cfg.n_folds} but only {len(train)} train images")
     group_column, metrics = cfg.group_column, {}

@@ -13,6 +13,7 @@ from pipeline.cache import Context
 from pipeline.errors import UserError
 from pipeline.ingest import Sources, ingest
 from pipeline.schema import DataCfg
+from pipeline.submission import header_problem
 
 
 def _required(value: str | None, key: str):
@@ -53,5 +54,10 @@ def run_test(ctx: Context) -> dict:
         max_pixels=d.max_pixels,
         id_column=d.id_column,
     )
+    # Checked here as well as by the submit stage: a header that cannot match should fail
+    # before any model trains, not at the end of the run.
+    problem = header_problem(src.sample_submission, [d.id_column, ctx.cfg.submit.rle_column])
+    if problem:
+        raise UserError(problem)
     stats = ingest(src, ctx.dir)
     return {"count": stats["test"]["count"], "channels": channels}

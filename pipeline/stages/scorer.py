@@ -10,10 +10,9 @@ import pandas as pd
 from pipeline import fileio
 from pipeline.cache import Context
 from pipeline.ensemble_io import EnsembleOutputs
-from pipeline.errors import UserError
 from pipeline.features import feature_table
 from pipeline.postprocess import candidate_scores
-from pipeline.scoring import NO_RAW, POLICIES, Problem, best_policy, choose, fit_model, nested_cv, predicted
+from pipeline.scoring import Problem, best_policy, choose, fit_model, nested_cv, predicted
 from pipeline.trainset import load_folds
 
 
@@ -46,13 +45,9 @@ def _problem(ctx: Context, ens: EnsembleOutputs) -> tuple[Problem, pd.DataFrame]
 
 
 def run(ctx: Context) -> dict:
-    scfg = ctx.cfg.scorer
-    if scfg.policy not in ("auto", "none", *POLICIES):
-        raise UserError(f"scorer.policy: {scfg.policy!r} is not one of auto, none, {', '.join(POLICIES)}")
+    scfg = ctx.cfg.scorer  # its values were checked when the config loaded
     ens = EnsembleOutputs(ctx.upstream["ensemble"], ctx.upstream["ingest"], ctx.upstream["ingest_test"])
     p, feats = _problem(ctx, ens)
-    if scfg.policy == "none" and p.raw is None:
-        raise UserError(NO_RAW)  # before any file is written
     nested, pred_all = nested_cv(p, with_auto=scfg.policy == "auto")
     # For the test set `auto` takes the policy that scored best over all folds; the CV it
     # reports is the nested `auto` score, where that choice was made without the scored fold.

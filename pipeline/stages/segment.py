@@ -7,7 +7,8 @@ import logging
 
 from pipeline import fileio, reuse
 from pipeline.cache import Context
-from pipeline.segmentation import merge_cls, merge_oof, oof_scores, predict_oof, seg_head, train_fold
+from pipeline.locks import fold_lock
+from pipeline.segmentation import merge_cls, merge_oof, oof_scores, predict_oof, train_fold
 from pipeline.trainset import TrainSet
 
 logger = logging.getLogger(__name__)
@@ -20,20 +21,21 @@ def run(ctx: Context) -> dict:
     fold_dirs, reused = [], {}
     for k in data.fold_ids(cfg.segment.train.folds):
         folder = ctx.dir / f"fold{k}"
-        train_key = reuse.fold_train_key(ctx.material, "segment", k)
-        source = reuse.reuse_fold(ctx, folder, train_key)
-        if source is not None:
-            reused[folder.name] = source.parent.name
-            logger.info(f"fold{k}: model reused from {source.parent.name} (same training, other prediction settings)")
-        model = train_fold(cfg, folder, data, k)
-        reuse.mark_trained(folder, train_key)
-        predict_oof(cfg, model, data, k, folder)
+        with fold_lock(folder):  # fold-parallel runs of this stage never train one fold twice
+            train_key = reuse.fold_train_key(ctx.material, "segment", k)
+            source = reuse.reuse_fold(ctx, folder, train_key)
+            if source is not None:
+                reused[folder.name] = source.parent.name
+                logger.info(f"fold{k}: model reused from {source.parent.name} (same training, other prediction settings)")
+            model = train_fold(cfg, folder, data, k)
+            reuse.mark_trained(folder, train_key)
+            predict_oof(cfg, model, data, k, folder)
         fold_dirs.append(folder)
     merge_oof(ctx.dir, fold_dirs, ("oof", "oof_dist"), data.images.ids)
     scores = oof_scores(ctx.dir, data, cfg.segment.train.eval_threshold)
     fileio.write_csv(ctx.dir / "oof_scores.csv", scores)
     fits = {d.name: fileio.read_json(d / "fit.json") for d in fold_dirs}
-    head = merge_cls(ctx.dir, fold_dirs, data) if seg_head(cfg) else {}
+    head = merge_cls(ctx.dir, fold_dirs, data) if cfg.classify.seg_head else {}
     return (
         head
         | {

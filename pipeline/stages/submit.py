@@ -15,7 +15,7 @@ from pipeline.errors import UserError
 from pipeline.ingest import format_problems
 from pipeline.postprocess import apply
 from pipeline.rle import rle_encode
-from pipeline.submission import check_submission, score_submission
+from pipeline.submission import check_submission, header_problem, score_submission
 
 
 def run(ctx: Context) -> dict:
@@ -28,9 +28,13 @@ def run(ctx: Context) -> dict:
     for i, prob, cls in zip(ens.test_ids, ens.test_probs(), ens.test_cls, strict=True):
         p = params.loc[i]
         rows.append((i, rle_encode(apply(prob, cls, p["threshold"], int(p["min_area"]), p["gate"]))))
-    sub = pd.DataFrame(rows, columns=["id", cfg.submit.rle_column])
+    header = [cfg.data.id_column, cfg.submit.rle_column]
+    problem = header_problem(paths.resolve(cfg.data.sample_submission), header)
+    if problem:
+        raise UserError(problem)
+    sub = pd.DataFrame(rows, columns=header)
     shapes = {i: ens.test_images.get(i).shape[:2] for i in ens.test_ids}
-    problems = check_submission(sub.rename(columns={cfg.submit.rle_column: "rle"}), ens.test_ids, shapes, "submission")
+    problems = check_submission(sub.set_axis(["id", "rle"], axis=1), ens.test_ids, shapes, "submission")
     if problems:
         raise UserError(format_problems(problems))
     ctx.dir.mkdir(parents=True, exist_ok=True)
