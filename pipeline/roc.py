@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from pipeline import fileio
+
 
 def safe_auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
@@ -37,7 +39,7 @@ def roc_outputs(folder: Path, oof: pd.DataFrame) -> dict:
     ax.set_ylabel("true positive rate")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(folder / "roc.png", dpi=90)
+    fileio.atomic_write(folder / "roc.png", lambda tmp: fig.savefig(tmp, dpi=90, format="png"), fsync=False)
     plt.close(fig)
     thresholds = np.round(np.arange(0.05, 1.0, 0.05), 2)
     pos, neg = max(y.sum(), 1), max((1 - y).sum(), 1)
@@ -48,5 +50,5 @@ def roc_outputs(folder: Path, oof: pd.DataFrame) -> dict:
             "fpr": [((p >= t) & (y == 0)).sum() / neg for t in thresholds],
         }
     )
-    table.to_csv(folder / "roc_table.csv", index=False)
+    fileio.write_csv(folder / "roc_table.csv", table)
     return {"oof_auc": round(overall, 4), "fold_auc": aucs}

@@ -121,6 +121,7 @@ def test_report_has_every_step(full):
     assert f"optimistic): {optimistic:.4f}" in text
     # the in-sample best candidate is at least the no-post-processing candidate, one of the grid's
     assert optimistic >= scorer["nested_cv"]["raw@0.5"] - 1e-4
+    assert cfg.scorer.policy == "auto" and scorer["cv"] == scorer["nested_cv"]["auto"]
 
 
 def test_second_run_is_fully_cached(full, submissions_dir):
