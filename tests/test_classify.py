@@ -27,13 +27,16 @@ def test_patch_grid_covers_every_pixel(smoke_cfg, tmp_path):
 
 
 def test_patch_mode_second_round_and_aggregation(smoke_cfg, tmp_path, pipeline_logs):
-    weighted = smoke_cfg(*PATCH, "classify.patch.second_round_conf=0.02", artifacts=tmp_path)
+    # SWA makes the final model independent of validation: without it the best epoch is picked
+    # by a validation score that itself depends on the aggregation, and the models could differ.
+    swa = "classify.train.swa_epochs=1"
+    weighted = smoke_cfg(*PATCH, "classify.patch.second_round_conf=0.02", swa, artifacts=tmp_path)
     folder, _ = cache.run_stage(weighted, "classify")
     assert any("round 2:" in m for m in pipeline_logs())
     assert (folder / "fold0" / "round2" / "model.pt").exists()
     metrics = json.loads((folder / "manifest.json").read_text())["metrics"]
     assert 0.0 <= metrics["oof_auc"] <= 1.0 or np.isnan(metrics["oof_auc"])
-    maxed = smoke_cfg(*PATCH, "classify.patch.second_round_conf=0.02", "classify.patch.aggregate=max", artifacts=tmp_path)
+    maxed = smoke_cfg(*PATCH, "classify.patch.second_round_conf=0.02", "classify.patch.aggregate=max", swa, artifacts=tmp_path)
     folder_max, _ = cache.run_stage(maxed, "classify")
     p_w = pd.read_csv(folder / "oof_cls.csv")["prob"].to_numpy()
     p_m = pd.read_csv(folder_max / "oof_cls.csv")["prob"].to_numpy()
