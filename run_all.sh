@@ -17,7 +17,12 @@ done
 ./.ci/setup_venv.sh
 PY=.venv/bin/python
 export PYTHONUNBUFFERED=1
-if grep -q "data/demo" "$CONFIG" configs/base.yaml && [[ ! -f data/demo/stats.json ]]; then
+# Generate the demo data only when the resolved config trains on it (a grep of the YAML files
+# matched base.yaml's default for every config).
+uses_demo='import sys; from pipeline import api
+cfg = api.load_config(sys.argv[1], [a for a in sys.argv[2:] if a != "--set"])
+sys.exit(0 if "data/demo" in str(cfg.data.train_images) else 1)'
+if [[ ! -f data/demo/stats.json ]] && $PY -c "$uses_demo" "$CONFIG" "${OVERRIDES[@]}" 2>/dev/null; then
   $PY -m pipeline demo-data
 fi
 start=$(date +%s)
