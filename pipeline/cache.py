@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import json
+import logging
 import platform
 import shutil
 import time
@@ -25,6 +26,8 @@ from typing import Any
 from pipeline import config as config_mod
 from pipeline import fileio, locks, paths, previous
 from pipeline.schema import Config
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PACKAGES = (
@@ -240,6 +243,8 @@ def run_stage(cfg: Config, name: str, force: bool = False, keys: dict[str, str] 
         previous.settle(folder, _finished)
         if not force and _finished(folder):
             return folder, False
+        for path in fileio.sweep_stale_temps(folder) if folder.exists() else []:
+            logger.info(f"{folder.name}: deleted {path.relative_to(folder)}, left by a killed process")
         material = key_material(cfg, name, memo)
         ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, force=force, material=material)
         _run(ctx, stage)

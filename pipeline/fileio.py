@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,3 +85,29 @@ def read_csv(path: str | Path, **kwargs: Any) -> pd.DataFrame:
     if isinstance(dtype, dict):
         dtype = {"id": str, **dtype}
     return pd.read_csv(path, dtype=dtype, **kwargs)
+
+
+_TEMP = re.compile(r"^\..+\.tmp(\d+)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temp files and folders under `folder` that a process no longer running left
+    behind (a SIGKILL skips the clean-up of atomic_path); returns what was deleted. Call it only
+    while holding the folder's lock, so that no live writer of another host is in there."""
+    gone = []
+    for path in sorted(Path(folder).rglob(".*.tmp*"), reverse=True):
+        m = _TEMP.match(path.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            gone.append(path)
+    return gone

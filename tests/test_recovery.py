@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import pytest
 from test_cache import _cfg, dummies  # noqa: F401  (dummies: a fixture)
@@ -118,3 +120,20 @@ def test_signalled_forced_rerun_subprocess(tmp_path, slow_calls, sig):  # noqa: 
     assert not cache.run_stage(cfg, "t_slow")[1] and len(slow_calls) == 1
     assert (folder / cache.MANIFEST).read_text() == before and not _backup(folder).exists()
     assert not (folder / "partial.txt").exists()
+
+
+def test_a_restart_deletes_temp_files_of_killed_writers(tmp_path, dummies):  # noqa: F811
+    # A SIGKILL during an atomic write leaves its temp file (the clean-up never runs); the next
+    # run of the stage deletes those of processes that are gone, and nothing of a live one.
+    cfg = _cfg(tmp_path)
+    folder = cache.stage_dir(cfg, "t_up")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = folder / "fold0" / f".checkpoint.pt.tmp{int(dead.stdout)}"
+    stale_dir = folder / f".fold1.tmp{int(dead.stdout)}.reuse"
+    live = folder / f".checkpoint.pt.tmp{os.getppid()}"
+    for path in (stale, live):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    stale_dir.mkdir()
+    cache.run_stage(cfg, "t_up")
+    assert not stale.exists() and not stale_dir.exists() and live.exists()
