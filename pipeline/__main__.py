@@ -123,6 +123,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(build_report(cfg))
         return 0
+    if args.command not in (*cache.STAGES, "all"):
+        raise UserError(
+            f"unknown command {args.command!r}; valid: {', '.join([*cache.STAGES, 'all', 'status', 'report', 'demo-data', 'score'])}"
+        )
+    from pipeline import preflight
+
+    preflight.check(cfg)  # the remaining commands run stages
     if args.command == "all":
         keys: dict[str, str] = {}  # keys depend on the config and input files only: compute each once
         for name in cache.STAGES:
@@ -131,10 +138,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(build_report(cfg, save=True))
         return 0
-    if args.command not in cache.STAGES:
-        raise UserError(
-            f"unknown command {args.command!r}; valid: {', '.join([*cache.STAGES, 'all', 'status', 'report', 'demo-data', 'score'])}"
-        )
     _run_stage(cfg, args.command, args.force)
     return 0
 

@@ -55,8 +55,8 @@ def build_augment(specs: list[dict], seed: int) -> A.Compose | None:
             raise UserError(f"train.augment: unknown albumentations transform {name!r}")
         try:
             transforms.append(cls(**spec))
-        except TypeError as exc:
-            raise UserError(f"train.augment: {name}: {exc}") from exc
+        except (TypeError, ValueError) as exc:  # albumentations 2 validates arguments with pydantic (a ValueError)
+            raise UserError(f"train.augment: {name}: {' '.join(str(exc).split())[:300]}") from exc
     # albumentations 2 keeps its own RNG and ignores numpy's global seed.
     return A.Compose(transforms, seed=seed) if transforms else None
 

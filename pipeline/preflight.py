@@ -1,0 +1,58 @@
+"""Checks that need the heavy libraries (albumentations, smp/timm), run once before any stage
+trains: a misspelt augmentation or encoder must fail in seconds, not when its stage starts
+after an hour of training. The config's own check (pipeline/validate.py) stays import-light
+so that `status` and `--help` stay instant; these run only when stages are about to run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pipeline.datasets import build_augment
+from pipeline.errors import UserError
+from pipeline.schema import Config
+
+
+def _augments(cfg: Config) -> list[str]:
+    problems = []
+    for key, specs in (("segment.train.augment", cfg.segment.train.augment), ("classify.train.augment", cfg.classify.train.augment)):
+        try:
+            build_augment(specs, 0)
+        except UserError as exc:
+            problems.append(f"{key}: {str(exc).removeprefix('train.augment: ')}")
+    return problems
+
+
+def _section(name: str, message: str) -> str:
+    """models.py names keys from the model section down ('model.encoder: ...'): say whose."""
+    return f"{name}.{message}" if message.startswith("model.") else message
+
+
+def _models(cfg: Config) -> list[str]:
+    """Build each network once without weights (no download, no wheel): smp and timm refuse an
+    unknown encoder or an architecture it cannot pair with only at construction."""
+    from pipeline.models import ClassifierNet, build_segmentation
+
+    problems = []
+    seg = dataclasses.replace(cfg.segment.model, encoder_weights=None)
+    try:
+        build_segmentation(seg, 3, aux=cfg.segment.aux.weight > 0, cls_head=cfg.classify.seg_head)
+    except UserError as exc:
+        problems.append(_section("segment", str(exc)))
+    except Exception as exc:  # smp/timm raise KeyError, ValueError, RuntimeError... for bad names
+        problems.append(f"segment.model: {seg.arch} with encoder {seg.encoder!r} cannot be built: {exc}".replace("\n", " "))
+    if cfg.classify.enabled and not cfg.classify.seg_head:
+        cls = dataclasses.replace(cfg.classify.model, encoder_weights=None)
+        try:
+            ClassifierNet(cls, 3)
+        except UserError as exc:
+            problems.append(_section("classify", str(exc)))
+        except Exception as exc:
+            problems.append(f"classify.model: encoder {cls.encoder!r} cannot be built: {exc}".replace("\n", " "))
+    return problems
+
+
+def check(cfg: Config) -> None:
+    """Raise UserError (one line per problem) for augmentations or networks that cannot be built."""
+    problems = _augments(cfg) + _models(cfg)
+    if problems:
+        raise UserError("\n".join(problems))
