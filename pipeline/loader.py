@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Sampler, Subset, WeightedRandomSampler
 
-from pipeline.schema import TrainCfg
+from pipeline.schema import FitCfg
 
 Key = tuple[int, int, int]  # (index, epoch, position in the epoch)
 
@@ -68,7 +68,7 @@ class KeyedDataset(Dataset):
         return self.ds[i]
 
 
-def make_loader(ds: Dataset, tcfg: TrainCfg, weights: np.ndarray | None, generator: torch.Generator) -> DataLoader:
+def make_loader(ds: Dataset, tcfg: FitCfg, weights: np.ndarray | None, generator: torch.Generator) -> DataLoader:
     """Training loader; weights (oversampling) switch to sampling with replacement. `generator`
     orders the samples; call `set_epoch` before each pass."""
     if weights is not None and not np.allclose(weights, weights[0]):

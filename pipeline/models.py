@@ -15,7 +15,7 @@ from torch import nn
 
 from pipeline.errors import UserError
 from pipeline.pretrained import LITE_PACKAGES, load_lite_weights
-from pipeline.schema import ModelCfg
+from pipeline.schema import ClassifyModelCfg, EncoderCfg, ModelCfg
 
 ARCHS: dict[str, type[nn.Module]] = {
     "Unet": smp.Unet,
@@ -29,14 +29,14 @@ ARCHS: dict[str, type[nn.Module]] = {
 WEIGHTS = ("imagenet", "lite", None)
 
 
-def _check_weights(cfg: ModelCfg) -> None:
+def _check_weights(cfg: EncoderCfg) -> None:
     if cfg.encoder_weights not in WEIGHTS:
         raise UserError(f"model.encoder_weights: {cfg.encoder_weights!r} is not one of imagenet, lite, null")
     if cfg.encoder_weights == "lite" and cfg.encoder not in LITE_PACKAGES:
         raise UserError(f"model.encoder_weights 'lite' works with {', '.join(LITE_PACKAGES)}, not {cfg.encoder!r}")
 
 
-def _init_encoder(encoder: nn.Module, cfg: ModelCfg) -> None:
+def _init_encoder(encoder: nn.Module, cfg: EncoderCfg) -> None:
     if cfg.encoder_weights == "lite":
         load_lite_weights(encoder, cfg.encoder)
 
@@ -94,7 +94,7 @@ def build_segmentation(cfg: ModelCfg, in_channels: int, aux: bool, cls_head: boo
 class ClassifierNet(nn.Module):
     """Encoder -> avg+max pooling -> dropout -> linear: image logit and coverage logit."""
 
-    def __init__(self, cfg: ModelCfg, in_channels: int) -> None:
+    def __init__(self, cfg: ClassifyModelCfg, in_channels: int) -> None:
         super().__init__()
         _check_weights(cfg)
         if cfg.decoder_attention:

@@ -18,7 +18,7 @@ from torch.optim.swa_utils import update_bn
 
 from pipeline import runtime
 from pipeline.datasets import Geometry, to_tensor
-from pipeline.schema import TrainCfg
+from pipeline.schema import FitCfg
 from pipeline.store import ArrayStore, quantise, write_store
 
 FLIPS = {"none": (), "hflip": (3,), "vflip": (2,)}
@@ -140,7 +140,7 @@ class InferSpec:
     geometry: Geometry
     tta: Sequence[str]
     device: torch.device
-    tcfg: TrainCfg
+    tcfg: FitCfg
     signed: bool = False
     overlap: int = 0
     batch_size: int = 32

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.schema import ExperimentCfg, TrainCfg
+from pipeline.schema import ExperimentCfg, FitCfg
 
 
 def pick_device(cfg: ExperimentCfg) -> torch.device:
@@ -35,7 +35,7 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast(device: torch.device, tcfg: TrainCfg) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, tcfg: FitCfg) -> contextlib.AbstractContextManager:
     """Mixed precision: bf16 on CUDA (or fp16 where bf16 is missing), bf16 on a CPU that has it."""
     if tcfg.bf16 == "off":
         return contextlib.nullcontext()
@@ -47,7 +47,7 @@ def autocast(device: torch.device, tcfg: TrainCfg) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def needs_grad_scaler(device: torch.device, tcfg: TrainCfg) -> bool:
+def needs_grad_scaler(device: torch.device, tcfg: FitCfg) -> bool:
     return device.type == "cuda" and tcfg.bf16 != "off" and not torch.cuda.is_bf16_supported()
 
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from pipeline import checkpoint, fileio, runtime
 from pipeline.loader import make_loader, set_epoch
-from pipeline.schema import TrainCfg
+from pipeline.schema import FitCfg, TrainCfg
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def phase_starts(tcfg: TrainCfg, main_epochs: int) -> list[tuple[int, float]]:
     return starts
 
 
-def _scheduler(opt: torch.optim.Optimizer, tcfg: TrainCfg, steps_per_epoch: int, main_epochs: int):
+def _scheduler(opt: torch.optim.Optimizer, tcfg: FitCfg, steps_per_epoch: int, main_epochs: int):
     total_steps = steps_per_epoch * main_epochs
     if total_steps <= 0 or tcfg.scheduler == "none":
         return None
@@ -189,7 +189,7 @@ class Fitter:
         self,
         model: nn.Module,
         task: Task,
-        tcfg: TrainCfg,
+        tcfg: FitCfg,
         out_dir: Path,
         device: torch.device,
         seed: int,
