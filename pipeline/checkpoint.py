@@ -9,6 +9,7 @@ resumes from the previous checkpoint, or from scratch when there is none.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
@@ -73,7 +74,13 @@ def load(path: Path, map_location: torch.device | str) -> dict | None:
             if isinstance(state, dict):
                 return state
             raise ValueError(f"holds a {type(state).__name__}, not a dict")
-        except Exception as exc:  # whatever the cause, the file is unusable
+        except (MemoryError, PermissionError):
+            raise  # the machine's trouble, not the file's: setting a good checkpoint aside loses work
+        except OSError as exc:
+            if exc.errno not in (None, errno.EINVAL):  # EINVAL: how torch reports a truncated file
+                raise  # EIO, a network file system's hiccup: the file may be fine
+            why = _why(exc)
+        except Exception as exc:  # unpickling, zip or format errors: the file is unusable
             why = _why(exc)
         aside = candidate.with_name(candidate.name + ".corrupt")
         os.replace(candidate, aside)

@@ -16,14 +16,15 @@ from pipeline.rle import rle_decode, validate_rle
 
 
 def read_submission(csv: str | Path) -> pd.DataFrame:
-    """id + rle columns of a submission (the RLE column is the second one, whatever its name)."""
+    """id + rle columns of a submission: the first two columns, whatever their names (the id
+    column follows data.id_column, e.g. ImageId)."""
     path = Path(csv)
     if not path.is_file():
         raise UserError(f"{path}: submission file not found")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if df.shape[1] < 2 or "id" not in df.columns:
-        raise UserError(f"{path}: expected columns id,<rle>, got {', '.join(df.columns)}")
-    return df.rename(columns={df.columns[1]: "rle"})[["id", "rle"]]
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    if df.shape[1] < 2:
+        raise UserError(f"{path}: expected two columns <id>,<rle>, got {', '.join(df.columns)}")
+    return df.iloc[:, :2].set_axis(["id", "rle"], axis=1)
 
 
 def check_submission(df: pd.DataFrame, expected_ids: list[str], shapes: dict[str, tuple[int, int]], name: str) -> list[str]:
@@ -70,7 +71,8 @@ def header_problem(sample: Path | None, header: list[str]) -> str | None:
     (None when it matches or there is no sample): Kaggle rejects a file whose columns differ."""
     if sample is None or not sample.is_file():
         return None
-    with open(sample, newline="", encoding="utf-8", errors="replace") as f:
+    # utf-8-sig: a sample saved by Excel starts with a byte-order mark that is not part of the name.
+    with open(sample, newline="", encoding="utf-8-sig", errors="replace") as f:
         got = next(csv.reader(f), [])
     if got != header:
         return (

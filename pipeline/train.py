@@ -300,9 +300,11 @@ class Fitter:
             summary["swa_score"] = self.task.validate(final)["score"]
             summary["final"] = "swa"
         else:
+            # The last epoch's weights, not the best-validated epoch's: the validation images are
+            # the fold's OOF images, so picking the epoch on them would choose the model on the
+            # labels it is then scored on (best.pt stays beside it, for inspection only).
             final = self.model
-            final.load_state_dict(torch.load(self.out_dir / "best.pt", map_location=self.device, weights_only=True))
-            summary["final"] = "best"
+            summary["final"] = "last"
         other = self.task.hook.final_model() if self.task.hook is not None else None
         if other is not None:
             # Both scores are kept, so fit.json shows what the swap bought.

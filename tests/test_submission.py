@@ -3,12 +3,15 @@ submission's, refused early (at test ingest) when they cannot match."""
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline import cache
 from pipeline.errors import UserError
-from pipeline.submission import header_problem
+from pipeline.rle import rle_encode
+from pipeline.submission import header_problem, score_submission
 
 
 def _sample(path, header):
@@ -33,3 +36,21 @@ def test_test_ingest_refuses_a_header_that_cannot_match(smoke_cfg, smoke_data, t
     with pytest.raises(UserError, match="differs from the submission's id,rle_mask"):
         cache.run_stage(cfg, "ingest_test")
     assert not cache.stage_dir(cfg, "ingest_test").exists()
+
+
+def test_a_sample_with_a_byte_order_mark_matches(tmp_path):
+    sample = tmp_path / "sample_submission.csv"
+    sample.write_bytes("\ufeffImageId,EncodedPixels\na,\n".encode())
+    assert header_problem(sample, ["ImageId", "EncodedPixels"]) is None
+
+
+def test_a_submission_with_another_id_column_is_scored(tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    truth = np.zeros((4, 4), np.uint8)
+    truth[1:3, 1:3] = 255
+    cv2.imwrite(str(masks / "a.png"), truth)
+    cv2.imwrite(str(masks / "b.png"), np.zeros((4, 4), np.uint8))
+    csv = tmp_path / "sub.csv"
+    pd.DataFrame({"ImageId": ["a", "b"], "EncodedPixels": [rle_encode(truth > 0), ""]}).to_csv(csv, index=False)
+    assert score_submission(csv, masks) == (1.0, 2)

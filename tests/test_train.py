@@ -105,7 +105,12 @@ def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path, smoke_cfg):
     history = pd.read_csv(folder / "metrics.csv")
     assert history["val_score"].notna().tolist() == [False, True, False, True, True]
     # best is chosen among the validated epochs only: scores 0.1 (ep1), 0.5 (ep3), 0.2 (ep4)
-    assert summary["best_epoch"] == 3 and summary["final"] == "best"
+    assert summary["best_epoch"] == 3
+    # ...but the final model is the last epoch's: picking the epoch on the validation fold
+    # would choose the model on the labels its OOF is scored on.
+    assert summary["final"] == "last"
+    final, best = (torch.load(folder / name, weights_only=True) for name in ("model.pt", "best.pt"))
+    assert not all(torch.equal(final[k], best[k]) for k in final)
     assert (folder / "curves.png").exists()
 
 

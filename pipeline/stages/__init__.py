@@ -38,9 +38,20 @@ def _id_column_extra(cfg: Config) -> dict:
     return {"data.id_column": cfg.data.id_column} if cfg.data.id_column != "id" else {}
 
 
+def _last_epoch(swa_epochs: int) -> dict:
+    # Without SWA the fold model is now the last epoch's, no longer the best-validated one
+    # (chosen on the OOF images' labels): hashed only then, so SWA configs keep their keys.
+    return {"final_model": "last"} if swa_epochs == 0 else {}
+
+
 def _seg_head_extra(cfg: Config) -> dict:
     # With classify.source = seg_head the segment stage also trains the empty-mask head.
-    return {"classify.source": cfg.classify.source} if cfg.classify.seg_head else {}
+    head = {"classify.source": cfg.classify.source} if cfg.classify.seg_head else {}
+    return head | _last_epoch(cfg.segment.train.swa_epochs)
+
+
+def _classify_extra(cfg: Config) -> dict:
+    return _last_epoch(cfg.classify.train.swa_epochs)
 
 
 # Options added after artifacts existed, hashed only when on (see cache.OPT_IN).
@@ -87,6 +98,7 @@ register(
         ("classify",),
         ("ingest", "folds"),
         "pipeline.stages.classify:run",
+        extra=_classify_extra,
         doc="empty-mask classifier: OOF probabilities, ROC/AUC",
     )
 )
