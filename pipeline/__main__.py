@@ -12,13 +12,13 @@ Exit codes: 2 bad input, 3 a stage folder locked by another process, 128+N stopp
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import time
 
 from pipeline import (
     cache,
+    logs,
     stages,  # noqa: F401  (registers the stages)
 )
 from pipeline import config as config_mod
@@ -81,9 +81,7 @@ def _terminate(signum: int, _frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # Progress lines (epochs, folds, stage results) to stdout, flushed line by line, so a log
-    # file shows them while a stage runs; warnings and errors alike.
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    logs.setup()
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     try:
@@ -129,7 +127,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     from pipeline import preflight
 
-    preflight.check(cfg)  # the remaining commands run stages
+    preflight.check(cfg, args.command)  # the remaining commands run stages
     if args.command == "all":
         keys: dict[str, str] = {}  # keys depend on the config and input files only: compute each once
         for name in cache.STAGES:

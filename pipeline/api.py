@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pipeline import (
     cache,
+    logs,
     paths,
     stages,  # noqa: F401  (registers the stages)
 )
@@ -20,7 +21,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def run(cfg: Config, stage: str, force: bool = False) -> Path:
-    """Run a stage (and, from cache, what it reads); returns its artifact folder."""
+    """Run a stage (and, from cache, what it reads); returns its artifact folder. Progress goes
+    to stdout unless the `pipeline` logger was configured already."""
+    logs.setup()
     return cache.run_stage(cfg, stage, force=force)[0]
 
 

@@ -10,6 +10,7 @@ until it succeeds (pipeline.previous).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.metadata
@@ -239,7 +240,12 @@ def run_stage(cfg: Config, name: str, force: bool = False, keys: dict[str, str] 
     folder = stage_dir(cfg, name, key)
     if not force and _finished(folder) and not previous.backup_of(folder).exists():
         return folder, False  # a finished folder is only read: no lock
-    with locks.folder_lock(folder):  # LockedError when another process works in it
+    with contextlib.ExitStack() as held:
+        # Read locks on the upstream folders: a --force rerun of one of them must not rename it
+        # away while this stage reads it (and this stage must not start during such a rerun).
+        for up in upstream.values():
+            held.enter_context(locks.folder_lock(up, shared=True))
+        held.enter_context(locks.folder_lock(folder))  # LockedError when another process works in it
         previous.settle(folder, _finished)
         if not force and _finished(folder):
             return folder, False

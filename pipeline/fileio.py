@@ -90,7 +90,8 @@ def read_csv(path: str | Path, **kwargs: Any) -> pd.DataFrame:
 _TEMP = re.compile(r"^\..+\.tmp(\d+)")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this machine (signal 0 only checks)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -107,7 +108,7 @@ def sweep_stale_temps(folder: Path) -> list[Path]:
     gone = []
     for path in sorted(Path(folder).rglob(".*.tmp*"), reverse=True):
         m = _TEMP.match(path.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             gone.append(path)
     return gone

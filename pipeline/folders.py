@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline import fileio
 from pipeline.errors import UserError
 from pipeline.fileio import temp_path
 
@@ -33,18 +34,8 @@ def remove_stale(target: Path) -> None:
     prefix = f".{target.name}.tmp"
     for path in target.parent.glob(f"{prefix}*"):
         pid = path.name[len(prefix) :].split(".")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not fileio.pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: existence check only
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def swap_in(tmp: Path, target: Path) -> None:

@@ -1,4 +1,5 @@
-"""Exclusive per-folder locks: two processes never work in one stage folder or fold.
+"""Per-folder locks: two processes never work in one stage folder or fold, and a stage's
+upstream folders are not rerun (--force) under it while it reads them.
 
 A lock is an `fcntl.flock` on `<folder>.lock`, beside the folder rather than in it: stage folders
 are created lazily by their stage and renamed aside by --force, and the lock must outlive both.
@@ -51,23 +52,40 @@ def _holder(path: Path) -> str:
     return "pid ? (host ?)"
 
 
+def _blocker(fd: int, path: Path, shared: bool) -> str:
+    """Who holds the lock: a writer notes its pid in the file; readers cannot (there may be
+    several), so a writer blocked by readers only is told so."""
+    if not shared:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # succeeds when only readers hold it
+        except BlockingIOError:
+            pass
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return "read by a running stage downstream of it"
+    return f"locked by {_holder(path)}"
+
+
 @contextlib.contextmanager
-def folder_lock(folder: Path) -> Iterator[Path]:
-    """Hold `<folder>.lock` exclusively for the block (yields its path).
+def folder_lock(folder: Path, shared: bool = False) -> Iterator[Path]:
+    """Hold `<folder>.lock` for the block (yields its path): exclusively to work in the folder,
+    shared to read it (many readers, no writer).
 
     Raises LockedError (`<folder>: locked by pid N (host H)`) at once when another process, or
-    another open of the same file in this one, holds it: waiting would only queue a duplicate."""
+    another open of the same file in this one, holds it incompatibly: waiting would only queue
+    a duplicate."""
     path = lock_file(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, owner = os.open(path, os.O_RDWR | os.O_CREAT, 0o644), os.getpid()
     _HELD.add(fd)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LockedError(f"{folder}: locked by {_holder(path)}") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": owner, "host": platform.node()}).encode())
+            raise LockedError(f"{folder}: {_blocker(fd, path, shared)}") from None
+        if not shared:  # readers leave the last writer's note alone
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": owner, "host": platform.node()}).encode())
         yield path
     finally:
         if os.getpid() == owner:  # a forked child leaving this block closed its copy already
@@ -76,6 +94,7 @@ def folder_lock(folder: Path) -> Iterator[Path]:
 
 
 def fold_lock(folder: Path) -> contextlib.AbstractContextManager[Path]:
-    """Lock of one fold folder inside a stage folder (`<stage>/<fold>.lock`), so that
-    fold-parallel runs of a stage never train the same fold twice."""
+    """Lock of one fold folder inside a stage folder (`<stage>/<fold>.lock`). While the stage
+    folder's own lock is exclusive it cannot be contended; it is what fold-parallel runs of a
+    stage will rely on once they share the stage folder (issue 19)."""
     return folder_lock(folder)

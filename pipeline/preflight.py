@@ -51,8 +51,20 @@ def _models(cfg: Config) -> list[str]:
     return problems
 
 
-def check(cfg: Config) -> None:
-    """Raise UserError (one line per problem) for augmentations or networks that cannot be built."""
-    problems = _augments(cfg) + _models(cfg)
+def _oof_folds(cfg: Config, target: str) -> list[str]:
+    """The scorer's nested CV needs OOF maps of two folds at least."""
+    folds = cfg.segment.train.folds
+    if target in ("scorer", "submit", "all") and len(folds) == 1:
+        return [
+            f"segment.train.folds: [{folds[0]}] gives OOF maps of one fold, and the scorer's nested CV needs two"
+            " at least; list two folds or [] (all), or run only the stages up to ensemble"
+        ]
+    return []
+
+
+def check(cfg: Config, target: str = "all") -> None:
+    """Raise UserError (one line per problem) for augmentations or networks that cannot be
+    built, and for settings the stages up to `target` cannot work with."""
+    problems = _augments(cfg) + _models(cfg) + _oof_folds(cfg, target)
     if problems:
         raise UserError("\n".join(problems))

@@ -40,7 +40,11 @@ def steps(cfg: Config, manifests: Manifests | None = None) -> list[tuple[str, fl
             pseudo.get("oof_tgs") if pseudo.get("rounds") else None,
             "OOF after the last round" if pseudo.get("rounds") else "off (pseudo.rounds = 0)",
         ),
-        ("+ ensemble", ens_cv, f"OOF of the blend {ens.get('models', [])} weights {ens.get('weights', [])}"),
+        (
+            "+ ensemble",
+            ens_cv,
+            f"OOF of the blend {ens.get('models', [])}, weights per fold fitted on the other folds {list(ens.get('fold_weights', {}).values())}",
+        ),
         ("+ grid post-processing", nested.get("grid"), "nested CV (threshold, min area, gate)"),
         ("+ LightGBM post-processing, one candidate", nested.get("global"), "nested CV, policy global"),
         ("+ LightGBM post-processing, per image", nested.get("per_image"), "nested CV, policy per_image"),

@@ -18,8 +18,7 @@ def pick_device(cfg: ExperimentCfg) -> torch.device:
     """cuda when present (or asked for), else cpu; also applies the CPU thread count."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    # experiment.deterministic, read with getattr until the config schema has the key.
-    set_deterministic(bool(getattr(cfg, "deterministic", False)))
+    set_deterministic(cfg.deterministic)
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")

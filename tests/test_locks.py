@@ -91,12 +91,24 @@ def test_second_process_gets_locked_error_and_cli_exit_3(tmp_path, slow_calls, c
     assert cache.run_stage(cfg, "t_slow")[1] and slow_calls == [folder]
 
 
-def test_finished_upstream_is_read_without_a_lock(tmp_path, dummies):  # noqa: F811
+def test_a_stage_does_not_start_while_its_finished_upstream_is_forced(tmp_path, dummies):  # noqa: F811
     cfg = _cfg(tmp_path)
     up, _ = cache.run_stage(cfg, "t_up")
-    with locks.folder_lock(up):  # another process busy with t_up (e.g. checking it)
-        _, ran = cache.run_stage(cfg, "t_down")
-    assert ran and dummies.calls == {"t_up": 1, "t_down": 1}
+    with locks.folder_lock(up), pytest.raises(errors.LockedError, match=f"{up}: locked by pid {os.getpid()}"):
+        cache.run_stage(cfg, "t_down")  # a --force rerun of t_up holds it: it may rename it away
+    assert dummies.calls == {"t_up": 1, "t_down": 0}
+
+
+def test_an_upstream_is_not_forced_while_a_stage_reads_it(tmp_path, dummies):  # noqa: F811
+    cfg = _cfg(tmp_path)
+    up, _ = cache.run_stage(cfg, "t_up")
+    with locks.folder_lock(up, shared=True):  # a running t_down reads it
+        with pytest.raises(errors.LockedError, match="read by a running stage downstream of it"):
+            cache.run_stage(cfg, "t_up", force=True)
+        with locks.folder_lock(up, shared=True):  # readers do not exclude each other
+            pass
+    assert dummies.calls == {"t_up": 1, "t_down": 0}
+    assert cache.run_stage(cfg, "t_up", force=True)[1]  # released on exit
 
 
 def test_upstream_that_must_run_takes_its_own_lock(tmp_path, dummies):  # noqa: F811

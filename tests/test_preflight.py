@@ -45,3 +45,10 @@ def test_cli_refuses_before_running_anything(smoke_overrides, tmp_path):
     )
     assert proc.returncode == 2 and "Blurr" in proc.stderr and "Traceback" not in proc.stderr
     assert not any(tmp_path.iterdir())  # not even ingest ran
+
+
+def test_a_single_oof_fold_is_refused_when_the_run_reaches_the_scorer(smoke_cfg):
+    cfg = smoke_cfg("segment.train.folds=[0]")
+    preflight.check(cfg, "segment")  # training one fold alone is fine
+    with pytest.raises(UserError, match=r"^segment.train.folds: \[0\] gives OOF maps of one fold"):
+        preflight.check(cfg, "all")

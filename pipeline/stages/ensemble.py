@@ -32,10 +32,8 @@ def model_dirs(ctx: Context) -> dict[str, Path]:
     for name in ctx.cfg.ensemble.models:
         if name == "segment":
             out[name] = ctx.upstream["segment"]
-        elif (ctx.upstream["pseudo"] / "final").exists():
+        else:  # the config check made sure pseudo.rounds >= 1 when pseudo is named
             out[name] = ctx.upstream["pseudo"] / "final"
-        else:
-            logger.info("ensemble: pseudo has no retrained models (pseudo.rounds = 0); skipped")
     return out
 
 

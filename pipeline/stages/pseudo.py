@@ -30,16 +30,27 @@ from pipeline.trainset import TrainSet
 logger = logging.getLogger(__name__)
 
 
-def _fold_labels(ctx: Context, k: int, prev: Path, rdir: Path, test_images: ArrayStore) -> tuple[SegDataset, np.ndarray]:
-    """Fold k's pseudo-labelled test images, chosen and labelled by fold k's previous model and
-    fold k's classifier alone."""
+def _fold_cls(ctx: Context, k: int, maps_cls: np.ndarray | None, test_images: ArrayStore) -> np.ndarray:
+    """Fold k's empty-mask probabilities for the test images: its segmentation head's, or its
+    separate classifier's (NaN, no gating, when there is none for fold k)."""
+    cfg = ctx.cfg
+    if cfg.classify.seg_head:
+        return maps_cls
+    cls = classifier_test(cfg, ctx.upstream["classify"], test_images, folds=[k])
+    if cfg.classify.enabled and np.isnan(cls).all():
+        logger.warning(f"pseudo fold{k}: classify.train.folds has no fold {k}, so its pseudo-labels are chosen without the classifier")
+    return cls
+
+
+def _fold_labels(ctx: Context, k: int, r: int, prev: Path, test_images: ArrayStore) -> tuple[SegDataset, np.ndarray]:
+    """Fold k's pseudo-labelled test images of round r, chosen and labelled by fold k's previous
+    model and fold k's classifier alone."""
     cfg, pcfg = ctx.cfg, ctx.cfg.pseudo
-    probs = predict_test(cfg, prev, test_images, folds=[k]).masks
-    cls_test = classifier_test(cfg, ctx.upstream["classify"], test_images, folds=[k])
-    chosen = select(pcfg, probs, cls_test)
+    maps = predict_test(cfg, prev, test_images, folds=[k])
+    chosen = select(pcfg, maps.masks, _fold_cls(ctx, k, maps.cls, test_images))
     ids = [test_images.ids[i] for i in chosen]
-    labels = write_labels(rdir / f"fold{k}", ids, [probs[i] for i in chosen], pcfg.soft)
-    seed = cfg.experiment.seed + 1000 * int(rdir.name.removeprefix("round")) + k
+    labels = write_labels(ctx.dir / f"round{r}" / f"fold{k}", ids, [maps.masks[i] for i in chosen], pcfg.soft)
+    seed = cfg.experiment.seed + 1000 * r + k
     extra = SegDataset(
         Reindexed(test_images, np.array([test_images.position(i) for i in ids], dtype=int)),
         labels,
@@ -61,7 +72,7 @@ def run_round(ctx: Context, r: int, prev: Path, data: TrainSet, test_images: Arr
     rcfg = round_cfg(cfg)
     selected, nonempty = {}, {}
     for k in data.fold_ids(cfg.segment.train.folds):
-        extra, cov = _fold_labels(ctx, k, prev, rdir, test_images)
+        extra, cov = _fold_labels(ctx, k, r, prev, test_images)
         selected[f"fold{k}"], nonempty[f"fold{k}"] = len(cov), int((cov > 0).sum())
         seed = cfg.experiment.seed + 1000 * r + k
         mt = pcfg.mean_teacher

@@ -10,6 +10,7 @@ import pandas as pd
 from pipeline import fileio
 from pipeline.cache import Context
 from pipeline.ensemble_io import EnsembleOutputs
+from pipeline.errors import UserError
 from pipeline.features import feature_table
 from pipeline.postprocess import candidate_scores
 from pipeline.scoring import Problem, best_policy, choose, fit_model, nested_cv, predicted
@@ -48,6 +49,8 @@ def run(ctx: Context) -> dict:
     scfg = ctx.cfg.scorer  # its values were checked when the config loaded
     ens = EnsembleOutputs(ctx.upstream["ensemble"], ctx.upstream["ingest"], ctx.upstream["ingest_test"])
     p, feats = _problem(ctx, ens)
+    if len(np.unique(p.fold)) < 2:  # the CLI's preflight says so before training; the API may not
+        raise UserError("scorer: the OOF maps hold one fold; nested CV needs two at least (segment.train.folds)")
     nested, pred_all = nested_cv(p, with_auto=scfg.policy == "auto")
     # For the test set `auto` takes the policy that scored best over all folds; the CV it
     # reports is the nested `auto` score, where that choice was made without the scored fold.
