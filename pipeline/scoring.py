@@ -39,9 +39,11 @@ class Problem:
     fold: np.ndarray
     params: dict
     seed: int
+    groups: np.ndarray | None = None  # the folds' groups (mosaic or metadata), kept together
 
     def rows(self, mask: np.ndarray) -> Problem:
-        return Problem(self.features[mask], self.cands, self.scores[mask], self.fold[mask], self.params, self.seed)
+        groups = None if self.groups is None else self.groups[mask]
+        return Problem(self.features[mask], self.cands, self.scores[mask], self.fold[mask], self.params, self.seed, groups)
 
     @property
     def raw(self) -> int | None:
@@ -132,7 +134,9 @@ def inner_choice(p: Problem) -> str:
     """The policy `auto` picks from these rows alone: by their own nested CV over their folds,
     or over a seeded random split of the rows when they hold a single fold."""
     if len(np.unique(p.fold)) < 2:
-        split = np.random.default_rng(p.seed).permutation(len(p.fold)) % INNER_SPLITS
-        p = Problem(p.features, p.cands, p.scores, split, p.params, p.seed)
+        # Whole groups to a split, as the folds keep them: a group split would leak within it.
+        _, unit = np.unique(p.groups if p.groups is not None else np.arange(len(p.fold)), return_inverse=True)
+        split = np.random.default_rng(p.seed).permutation(unit.max() + 1)[unit] % INNER_SPLITS
+        p = Problem(p.features, p.cands, p.scores, split, p.params, p.seed, p.groups)
     inner, _ = nested_cv(p, with_auto=False)
     return best_policy(inner, p)

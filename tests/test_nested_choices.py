@@ -75,3 +75,18 @@ def test_auto_is_scored_with_its_choice_made_inside_the_nesting():
 def test_a_single_fit_fold_is_split_at_random_for_the_inner_choice():
     p = _problem()
     assert inner_choice(p.rows(p.fold == 0)) in ("none", "grid", "global", "per_image")
+
+
+def test_the_random_inner_split_keeps_groups_together(monkeypatch):
+    p = _problem()
+    one = p.rows(p.fold == 0)
+    one.groups = np.repeat(np.arange(10), 3)  # 30 rows in 10 groups of 3
+    seen = []
+    monkeypatch.setattr(
+        "pipeline.scoring.nested_cv",
+        lambda q, with_auto: (seen.append(q.fold), ({n: 0.0 for n in ("none", "grid", "global", "per_image")}, None))[1],
+    )
+    inner_choice(one)
+    split = seen[0]
+    assert len(np.unique(split)) > 1
+    assert all(len(np.unique(split[one.groups == g])) == 1 for g in range(10))

@@ -37,12 +37,14 @@ def _scatter(path, pred: np.ndarray, true: np.ndarray) -> None:
 
 def _problem(ctx: Context, ens: EnsembleOutputs) -> tuple[Problem, pd.DataFrame]:
     cfg, scfg = ctx.cfg, ctx.cfg.scorer
-    folds = load_folds(ctx.upstream["folds"]).set_index("id").loc[ens.oof_ids, "fold"].to_numpy()
+    table = load_folds(ctx.upstream["folds"]).set_index("id").loc[ens.oof_ids]
+    folds = table["fold"].to_numpy()
+    groups = table["group"].astype(str).to_numpy() if "group" in table.columns else None
     feats = feature_table(ens.oof_ids, ens.oof_probs(), ens.oof_dists(), ens.images, ens.oof_cls, ens.train_meta)
     cands, scores = candidate_scores(
         ens.truths(), ens.oof_probs(), ens.oof_cls, scfg.thresholds, scfg.min_areas, scfg.gates, cfg.submit.metric
     )
-    return Problem(feats, cands, scores, folds, scfg.lgbm, cfg.experiment.seed), feats
+    return Problem(feats, cands, scores, folds, scfg.lgbm, cfg.experiment.seed, groups), feats
 
 
 def run(ctx: Context) -> dict:
