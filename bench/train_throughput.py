@@ -39,9 +39,10 @@ from pipeline import config, paths, runtime  # noqa: E402
 from pipeline.cache import run_stage  # noqa: E402
 from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights, to_tensor  # noqa: E402
 from pipeline.losses import get_loss  # noqa: E402
+from pipeline.schedules import build as build_scheduler  # noqa: E402
 from pipeline.segmentation import build_model, seg_task  # noqa: E402
 from pipeline.store import ArrayStore  # noqa: E402
-from pipeline.train import _scheduler, make_loader, train_epoch  # noqa: E402
+from pipeline.train import make_loader, train_epoch  # noqa: E402
 
 
 def load_data(cfg, n: int):
@@ -123,7 +124,7 @@ def main() -> None:
     loader, warm = loader_for(idx, sample_weights(cov, tcfg.oversample)), loader_for(idx[: 2 * bs], None)
     task = seg_task(scfg, lambda m: {"score": 0.0})
     opt_p = torch.optim.AdamW(model_p.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    sched = _scheduler(opt_p, tcfg, len(loader) * (args.repeats + 2))
+    sched = build_scheduler(opt_p, tcfg, len(loader), args.repeats + 2)
 
     # Baseline: the same images/masks, same geometry, built once, in memory.
     x_all = torch.stack([to_tensor(geometry.forward(np.asarray(images[i]))) for i in idx])

@@ -10,14 +10,13 @@ loader's per-sample keys (pipeline.loader) a resumed run is bit-identical to an 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -27,7 +26,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline import checkpoint, fileio, runtime
+from pipeline import checkpoint, fileio, runtime, schedules
 from pipeline.loader import make_loader, set_epoch
 from pipeline.schema import FitCfg, TrainCfg
 
@@ -61,41 +60,6 @@ class Task:
     loss: Callable[[Batch, Batch, int], tuple[torch.Tensor, dict[str, float]]]
     validate: Callable[[nn.Module], dict[str, float]]
     hook: StepHook | None = None
-
-
-def phase_starts(tcfg: TrainCfg, main_epochs: int) -> list[tuple[int, float]]:
-    """(first epoch, lr scale) of each loss phase that begins inside the main (pre-SWA) epochs."""
-    starts, begin = [], 0
-    for ph in tcfg.loss:
-        if begin < main_epochs and (not starts or begin > starts[-1][0]):
-            starts.append((begin, ph.lr_scale))
-        if ph.until_epoch == 0:
-            break
-        begin = max(begin, ph.until_epoch)
-    return starts
-
-
-def _scheduler(opt: torch.optim.Optimizer, tcfg: FitCfg, steps_per_epoch: int, main_epochs: int):
-    total_steps = steps_per_epoch * main_epochs
-    if total_steps <= 0 or tcfg.scheduler == "none":
-        return None
-    if tcfg.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg.lr, total_steps=total_steps, pct_start=0.2)
-    if tcfg.scheduler == "cosine_restarts":
-        # One cosine cycle per loss phase: a single cosine over all epochs has decayed to almost
-        # nothing by the time Lovász takes over, so the second loss barely trains (seen on tgs_salt).
-        starts = phase_starts(tcfg, main_epochs)
-        bounds = [e * steps_per_epoch for e, _ in starts] + [total_steps]
-        scales = [sc for _, sc in starts]
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _cycle_factor(step, bounds, scales))
-    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps, eta_min=tcfg.lr * 0.01)
-
-
-def _cycle_factor(step: int, bounds: list[int], scales: list[float], floor: float = 0.01) -> float:
-    for (lo, hi), scale in zip(itertools.pairwise(bounds), scales, strict=True):
-        if step < hi:
-            return scale * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step - lo) / (hi - lo))))
-    return floor * scales[-1]
 
 
 def _save_weights(state_dict: dict, path: Path) -> None:
@@ -182,6 +146,30 @@ def fit_done(out_dir: Path) -> bool:
     return (out_dir / "model.pt").exists() and isinstance(fileio.read_json(out_dir / "fit.json"), dict)
 
 
+@dataclass
+class _Engine:
+    """The training state beside the model that a checkpoint must hold, created together."""
+
+    opt: torch.optim.Optimizer
+    sched: Any
+    swa: AveragedModel | None
+    swa_sched: SWALR | None
+    scaler: torch.amp.GradScaler | None
+    gen: torch.Generator
+
+    def state_dict(self) -> dict:
+        def sd(x):
+            return x.state_dict() if x is not None else None
+
+        return {k: sd(getattr(self, k)) for k in ("opt", "sched", "swa", "swa_sched", "scaler")} | {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, ck: dict) -> None:
+        for k in ("opt", "sched", "swa", "swa_sched", "scaler"):
+            if getattr(self, k) is not None and ck.get(k) is not None:
+                getattr(self, k).load_state_dict(ck[k])
+        self.gen.set_state(ck["gen"])
+
+
 class Fitter:
     """Trains one model into `out_dir`, resuming from its checkpoint when one is there."""
 
@@ -213,25 +201,39 @@ class Fitter:
         loader = make_loader(train_ds, tcfg, weights, gen)
         main_epochs = max(tcfg.epochs - tcfg.swa_epochs, 0)
         opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-        sched = _scheduler(opt, tcfg, len(loader), main_epochs)
         swa = AveragedModel(model) if tcfg.swa_epochs > 0 else None
-        swa_sched = SWALR(opt, swa_lr=tcfg.swa_lr, anneal_epochs=1) if swa is not None else None
-        scaler = torch.amp.GradScaler("cuda") if runtime.needs_grad_scaler(device, tcfg) else None
+        eng = _Engine(
+            opt,
+            schedules.build(opt, tcfg, len(loader), main_epochs),
+            swa,
+            SWALR(opt, swa_lr=tcfg.swa_lr, anneal_epochs=1) if swa is not None else None,
+            torch.amp.GradScaler("cuda") if runtime.needs_grad_scaler(device, tcfg) else None,
+            gen,
+        )
         state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1}
         saved = checkpoint.load(self.ckpt, "cpu")  # the newest readable one; None: start afresh
         if saved is not None:
-            state = self._resume(saved, opt, sched, swa, swa_sched, scaler, gen)
+            state = self._resume(saved, eng)
             logger.info(f"resuming {self.out_dir.name} at epoch {state['epoch']}")
         for epoch in range(state["epoch"], tcfg.epochs):
             start = time.perf_counter()
             set_epoch(loader, epoch)
             in_swa = swa is not None and epoch >= main_epochs
             row = train_epoch(
-                model, loader, self.task, opt, None if in_swa else sched, tcfg, device, epoch, scaler, desc=f"{self.out_dir.name} ep{epoch}"
+                model,
+                loader,
+                self.task,
+                opt,
+                None if in_swa else eng.sched,
+                tcfg,
+                device,
+                epoch,
+                eng.scaler,
+                desc=f"{self.out_dir.name} ep{epoch}",
             )
             if in_swa:
                 swa.update_parameters(model)
-                swa_sched.step()
+                eng.swa_sched.step()
             due = (epoch + 1) % tcfg.val_every == 0 or epoch == tcfg.epochs - 1
             val = self.task.validate(model) if due else {}
             row.update({"epoch": epoch, "lr": opt.param_groups[0]["lr"], "swa": in_swa, "seconds": round(time.perf_counter() - start, 2)})
@@ -241,26 +243,21 @@ class Fitter:
                 state["best_score"], state["best_epoch"] = val["score"], epoch
                 _save_weights(model.state_dict(), self.out_dir / "best.pt")
             state["epoch"] = epoch + 1
-            self._checkpoint(state, opt, sched, swa, swa_sched, scaler, gen)
+            self._checkpoint(state, eng)
             shown = f"{val['score']:.4f}" if due else "-"
             logger.info(f"{self.out_dir.name} epoch {epoch}: loss {row['train_loss']:.4f} val {shown} ({row['seconds']:.0f}s)")
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
         return self._finish(state, swa, loader)
 
-    def _checkpoint(self, state, opt, sched, swa, swa_sched, scaler, gen) -> None:
+    def _checkpoint(self, state: dict, eng: _Engine) -> None:
         # Only tensors and plain data: the checkpoint is loaded with weights_only=True.
         checkpoint.save(
             {
                 "state": checkpoint.plain(state),
                 "model": self.model.state_dict(),
-                "opt": opt.state_dict(),
-                "sched": sched.state_dict() if sched else None,
-                "swa": swa.state_dict() if swa else None,
-                "swa_sched": swa_sched.state_dict() if swa_sched else None,
-                "scaler": scaler.state_dict() if scaler else None,
+                **eng.state_dict(),
                 "rng": runtime.rng_state(),
-                "gen": gen.get_state(),
                 "extra": self.task.hook.state_dict() if self.task.hook else None,
             },
             self.ckpt,
@@ -269,21 +266,12 @@ class Fitter:
         fileio.write_csv(self.out_dir / "metrics.csv", history)
         _plot_curves(history, self.out_dir / "curves.png")
 
-    def _resume(self, ck: dict, opt, sched, swa, swa_sched, scaler, gen) -> dict:
+    def _resume(self, ck: dict, eng: _Engine) -> dict:
         """Restore everything from checkpoint `ck` (loaded on the CPU: load_state_dict moves
         tensors to the model's device, and RNG states must stay CPU tensors)."""
         self.model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        if sched is not None and ck["sched"] is not None:
-            sched.load_state_dict(ck["sched"])
-        if swa is not None and ck["swa"] is not None:
-            swa.load_state_dict(ck["swa"])
-        if swa_sched is not None and ck["swa_sched"] is not None:
-            swa_sched.load_state_dict(ck["swa_sched"])
-        if scaler is not None and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
+        eng.load_state_dict(ck)
         runtime.set_rng_state(ck["rng"])
-        gen.set_state(ck["gen"])
         if self.task.hook is not None and ck.get("extra") is not None:
             self.task.hook.load_state_dict(ck["extra"])
         return ck["state"]

@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 import torch
 
+from pipeline.schedules import build as _scheduler
+from pipeline.schedules import phase_starts
 from pipeline.schema import LossPhase
-from pipeline.train import _scheduler, phase_starts
 
 
 def _tcfg(smoke_cfg, scheduler: str, epochs: int, swa: int, phases: list[LossPhase]):
