@@ -174,7 +174,8 @@ def is_done(cfg: Config, name: str) -> bool:
 
 
 def status(cfg: Config) -> list[tuple[str, str, str]]:
-    """(stage, state, key) for each stage: done, partial (no manifest), stale or missing."""
+    """(stage, state, key) for each stage: done, previous (its complete copy waits in
+    `.previous`, put back at the next start), partial (no manifest), stale or missing."""
     rows = []
     exp_dir = paths.experiment_dir(cfg.experiment.artifacts, cfg.experiment.name)
     memo: dict = {}
@@ -183,6 +184,8 @@ def status(cfg: Config) -> list[tuple[str, str, str]]:
         folder = stage_dir(cfg, name, key)
         if read_manifest(folder) is not None:
             state = "done"
+        elif read_manifest(previous.backup_of(folder)) is not None:
+            state = "previous"
         elif folder.exists():
             state = "partial"
         elif any(read_manifest(p) for p in exp_dir.glob(f"{name}-*") if p.is_dir()):

@@ -32,6 +32,7 @@ def test_next_start_restores_the_previous_result(tmp_path, dummies, pipeline_log
     folder, _ = cache.run_stage(cfg, "t_down")
     before = (folder / cache.MANIFEST).read_text()
     _as_after_a_killed_forced_run(folder)
+    assert dict((s, st) for s, st, _ in cache.status(cfg))["t_down"] == "previous"
     again, ran = cache.run_stage(cfg, "t_down")
     logs = pipeline_logs()
     assert again == folder and not ran
