@@ -6,12 +6,14 @@ Shows that a run killed N times (the whole process group, SIGKILL: no handler, n
 restarted each time finishes with a submission byte-identical to an uninterrupted run's: stage
 caching, partial folders, checkpoints and locks recover from a hard kill at any point.
 
-1. `run_all.sh CONFIG --set experiment.artifacts=DIR/ref` once, uninterrupted (the reference).
+1. `run_all.sh CONFIG --set experiment.artifacts=DIR/ref` once, uninterrupted (the reference;
+   reused when DIR already holds a finished one and no DIR/fault).
 2. Into DIR/fault: start run_all.sh in its own process group, SIGKILL the group after
-   uniform(0.05, 0.9) x the time the reference took for what is left (its pipeline time less the
-   stages already finished in DIR/fault; seeded by --seed), so that kills land in different stages
-   and a restart is killed before it ends; wait until every process of the group is gone (so no
-   stage lock is still held), restart; after N kills let it finish.
+   uniform(0.05, 1) x the time the reference took for what is left (its pipeline time less the
+   stages already finished in DIR/fault), shared among the kills still to come (seeded by
+   --seed), so that the kills spread over the run, land in different stages, and each lands
+   before the restart ends; wait until every process of the group is gone (so no stage lock is
+   still held), restart; after N kills let it finish.
 3. Compare `<artifacts>/<experiment>/submit-<key>/submission.csv` of both runs byte for byte.
 
 Exit 0 only if identical and the final run exited 0; 1 if a restart failed on its own (its log's
@@ -100,15 +102,20 @@ def inject(config: str, n: int, sets: list[str], seed: int, workdir: Path) -> Re
     res, rng, t0 = Result(), random.Random(seed), time.perf_counter()
     config = str(Path(config).resolve())
     ref, fault = workdir / "ref", workdir / "fault"
-    if ref.exists() or fault.exists():
-        raise SystemExit(f"{workdir}: holds ref/ or fault/ already; give a fresh --workdir")
-    workdir.mkdir(parents=True, exist_ok=True)
-    proc = _start(config, sets, ref, workdir / "ref.log")
-    rc = proc.wait()
-    res.ref_seconds = time.perf_counter() - t0
-    print(f"reference: rc {rc} in {res.ref_seconds:.1f}s", flush=True)
-    if rc != 0:
-        raise SystemExit(f"reference run failed (rc {rc}):\n{_tail(workdir / 'ref.log')}")
+    if fault.exists():
+        raise SystemExit(f"{workdir}: holds fault/ already; give a fresh --workdir")
+    if _submission(ref) is not None and "run_all.sh: done" in (workdir / "ref.log").read_text():
+        res.ref_seconds = float(re.search(r"run_all.sh: done in (\d+)s", (workdir / "ref.log").read_text()).group(1))
+        print(f"reference: reused from {ref}", flush=True)
+    elif ref.exists():
+        raise SystemExit(f"{workdir}: holds an unfinished ref/; give a fresh --workdir")
+    else:
+        workdir.mkdir(parents=True, exist_ok=True)
+        rc = _start(config, sets, ref, workdir / "ref.log").wait()
+        res.ref_seconds = time.perf_counter() - t0
+        print(f"reference: rc {rc} in {res.ref_seconds:.1f}s", flush=True)
+        if rc != 0:
+            raise SystemExit(f"reference run failed (rc {rc}):\n{_tail(workdir / 'ref.log')}")
     stage_s, pipeline_s = _ref_times(workdir / "ref.log", res.ref_seconds)
     for attempt in range(n + 1):
         log = workdir / f"fault-{attempt}.log"
@@ -118,7 +125,7 @@ def inject(config: str, n: int, sets: list[str], seed: int, workdir: Path) -> Re
             res.final_rc = proc.wait()
         else:
             left = pipeline_s - sum(t for name, t in stage_s.items() if any(fault.glob(f"*/{name}-*/manifest.json")))
-            delay = rng.uniform(0.05, 0.9) * left
+            delay = rng.uniform(0.05, 1.0) * left / (n - attempt)
             try:
                 res.final_rc = proc.wait(timeout=delay)  # finished before its kill
             except subprocess.TimeoutExpired:
