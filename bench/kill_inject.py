@@ -10,7 +10,7 @@ caching, partial folders, checkpoints and locks recover from a hard kill at any 
    reused when DIR already holds a finished one and no DIR/fault).
 2. Into DIR/fault: start run_all.sh in its own process group, SIGKILL the group after
    uniform(0.05, 1) x the time the reference took for what is left (its pipeline time less the
-   stages already finished in DIR/fault), shared among the kills still to come (seeded by
+   stages already finished in DIR/fault), shared among the kills still to come and the finish (seeded by
    --seed), so that the kills spread over the run, land in different stages, and each lands
    before the restart ends; wait until every process of the group is gone (so no stage lock is
    still held), restart; after N kills let it finish.
@@ -125,7 +125,7 @@ def inject(config: str, n: int, sets: list[str], seed: int, workdir: Path) -> Re
             res.final_rc = proc.wait()
         else:
             left = pipeline_s - sum(t for name, t in stage_s.items() if any(fault.glob(f"*/{name}-*/manifest.json")))
-            delay = rng.uniform(0.05, 1.0) * left / (n - attempt)
+            delay = rng.uniform(0.05, 1.0) * left / (n - attempt + 1)  # +1: the last kill too lands before the end
             try:
                 res.final_rc = proc.wait(timeout=delay)  # finished before its kill
             except subprocess.TimeoutExpired:
