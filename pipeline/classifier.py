@@ -26,7 +26,7 @@ from pipeline.runtime import pick_device
 from pipeline.schema import ClassifyCfg, Config, InputCfg
 from pipeline.store import ArrayStore
 from pipeline.train import Fitter, Task
-from pipeline.trainset import TrainSet
+from pipeline.trainset import TrainSet, fold_model_paths
 
 logger = logging.getLogger(__name__)
 
@@ -149,9 +149,7 @@ def predict_test(cfg: Config, folder: Path, test_images: ArrayStore, adabn: bool
     disabled); `adabn` re-estimates BatchNorm statistics on the test images first."""
     # A fold's final model is its round-2 fine-tune when patch.second_round_conf made one.
     paths = [
-        p.parent / "round2" / "model.pt" if (p.parent / "round2" / "model.pt").exists() else p
-        for p in sorted(folder.glob("fold*/model.pt"))
-        if folds is None or int(p.parent.name.removeprefix("fold")) in set(folds)
+        p.parent / "round2" / "model.pt" if (p.parent / "round2" / "model.pt").exists() else p for p in fold_model_paths(folder, folds)
     ]
     if not cfg.classify.enabled or not paths:
         return np.full(len(test_images), np.nan)

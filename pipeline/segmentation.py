@@ -26,7 +26,7 @@ from pipeline.runtime import pick_device
 from pipeline.schema import Config, SegmentCfg
 from pipeline.store import ArrayStore, dequantise, write_store
 from pipeline.train import Fitter, Task
-from pipeline.trainset import TrainSet
+from pipeline.trainset import TrainSet, fold_model_paths
 
 logger = logging.getLogger(__name__)
 
@@ -162,9 +162,7 @@ def merge_cls(stage_dir: Path, fold_dirs: list[Path], data: TrainSet) -> dict:
 
 def fold_models(model_dir: Path, folds: list[int] | None = None) -> list[Path]:
     """The fold models of a folder (all, or those of `folds`)."""
-    paths = sorted(model_dir.glob("fold*/model.pt"))
-    if folds is not None:
-        paths = [p for p in paths if int(p.parent.name.removeprefix("fold")) in set(folds)]
+    paths = fold_model_paths(model_dir, folds)
     if not paths:
         raise FileNotFoundError(f"no fold models under {model_dir}" + (f" for folds {folds}" if folds is not None else ""))
     return paths
