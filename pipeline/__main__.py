@@ -18,6 +18,7 @@ import time
 
 from pipeline import (
     cache,
+    distributed,
     logs,
     stages,  # noqa: F401  (registers the stages)
 )
@@ -66,6 +67,8 @@ def _run_stage(cfg: config_mod.Config, name: str, force: bool, keys: dict[str, s
     start = time.perf_counter()
     folder, ran = cache.run_stage(cfg, name, force=force, keys=keys)
     state = "ran" if ran else "cached"
+    if not distributed.is_main():  # under torchrun one process reports
+        return
     print(
         f"[{name}] {state} in {time.perf_counter() - start:.1f}s -> {folder}",
         flush=True,
@@ -128,10 +131,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pipeline import preflight
 
     preflight.check(cfg, args.command)  # the remaining commands run stages
+    distributed.setup(cfg.experiment.device)  # under torchrun: join the process group
     if args.command == "all":
         keys: dict[str, str] = {}  # keys depend on the config and input files only: compute each once
         for name in cache.STAGES:
             _run_stage(cfg, name, force=False, keys=keys)
+        if not distributed.is_main():
+            return 0
         from pipeline.report import build_report
 
         print(build_report(cfg, save=True))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pipeline import (
     cache,
+    distributed,
     logs,
     paths,
     stages,  # noqa: F401  (registers the stages)
@@ -24,6 +25,7 @@ def run(cfg: Config, stage: str, force: bool = False) -> Path:
     """Run a stage (and, from cache, what it reads); returns its artifact folder. Progress goes
     to stdout unless the `pipeline` logger was configured already."""
     logs.setup()
+    distributed.setup(cfg.experiment.device)  # a no-op outside torchrun
     return cache.run_stage(cfg, stage, force=force)[0]
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import config as config_mod
-from pipeline import fileio, locks, paths, previous
+from pipeline import distributed, fileio, locks, paths, previous
 from pipeline.schema import Config
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,9 @@ class Stage:
     # usual setting do not change when such an option is added.
     extra: Callable[[Config], dict] | None = None
     doc: str = ""
+    # Trains models: under torchrun every process runs it (rank 0 writes); other stages run
+    # on rank 0 alone while the rest wait.
+    trains: bool = False
 
 
 STAGES: dict[str, Stage] = {}
@@ -231,33 +234,75 @@ def _write_manifest(ctx: Context, material: dict, seconds: float, metrics: dict)
     fileio.write_json(ctx.dir / MANIFEST, manifest)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One stage to run or read, with what its run needs."""
+
+    cfg: Config
+    stage: Stage
+    key: str
+    folder: Path
+    upstream: dict[str, Path]
+    force: bool
+    memo: dict
+
+    def context(self) -> Context:
+        material = key_material(self.cfg, self.stage.name, self.memo)
+        return Context(self.cfg, self.stage.name, self.key, self.folder, self.upstream, material, force=self.force)
+
+
 def run_stage(cfg: Config, name: str, force: bool = False, keys: dict[str, str] | None = None) -> tuple[Path, bool]:
     """Run one stage (its upstream first, from cache when done). Returns (folder, ran).
 
     `keys` memoises stage keys for this cfg across calls (e.g. every stage of one `all` run):
-    without it, each upstream path of the stage graph would fingerprint the input files again."""
+    without it, each upstream path of the stage graph would fingerprint the input files again.
+
+    Under torchrun every process walks the same stage graph in the same order: a training stage
+    runs on all of them (rank 0 decides whether it must run, takes the locks and writes; the
+    others follow it), any other stage on rank 0 alone while the rest wait."""
     memo: dict = {} if keys is None else keys
     stage = get_stage(name)
     upstream = {u: run_stage(cfg, u, keys=memo)[0] for u in stage.upstream}
     key = stage_key(cfg, name, memo)
-    folder = stage_dir(cfg, name, key)
-    if not force and _finished(folder) and not previous.backup_of(folder).exists():
-        return folder, False  # a finished folder is only read: no lock
+    job = _Job(cfg, stage, key, stage_dir(cfg, name, key), upstream, force, memo)
+    if not distributed.active():
+        return job.folder, _execute(job)
+    if not stage.trains:
+        return job.folder, distributed.on_main(lambda: _execute(job)) and distributed.is_main()
+    if distributed.is_main():
+        ran = _execute(job, decide=distributed.broadcast)
+    elif ran := distributed.broadcast(None):  # rank 0's decision: whether the stage runs
+        _follow(job.context())
+    if ran:
+        distributed.barrier()  # the others wait for rank 0's manifest
+    return job.folder, ran and distributed.is_main()
+
+
+def _execute(job: _Job, decide: Callable[[bool], bool] = bool) -> bool:
+    """Run the stage into its folder unless it is finished; True when it ran. `decide` passes
+    the decision on (to the other processes of a torchrun run)."""
+    folder = job.folder
+    if not job.force and _finished(folder) and not previous.backup_of(folder).exists():
+        return decide(False)  # a finished folder is only read: no lock
     with contextlib.ExitStack() as held:
         # Read locks on the upstream folders: a --force rerun of one of them must not rename it
         # away while this stage reads it (and this stage must not start during such a rerun).
-        for up in upstream.values():
+        for up in job.upstream.values():
             held.enter_context(locks.folder_lock(up, shared=True))
         held.enter_context(locks.folder_lock(folder))  # LockedError when another process works in it
         previous.settle(folder, _finished)
-        if not force and _finished(folder):
-            return folder, False
+        if not decide(job.force or not _finished(folder)):
+            return False
         for path in fileio.sweep_stale_temps(folder) if folder.exists() else []:
             logger.info(f"{folder.name}: deleted {path.relative_to(folder)}, left by a killed process")
-        material = key_material(cfg, name, memo)
-        ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, force=force, material=material)
-        _run(ctx, stage)
-    return folder, True
+        _run(job.context(), job.stage)
+    return True
+
+
+def _follow(ctx: Context) -> None:
+    """A training stage on a torchrun rank other than 0: its training loops run alongside rank
+    0's, which writes everything (the stage function asks pipeline.distributed where it must)."""
+    resolve_fn(get_stage(ctx.stage).fn)(ctx)
 
 
 def _run(ctx: Context, stage: Stage) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Sampler, Subset, WeightedRandomSampler
 
+from pipeline import distributed
 from pipeline.schema import FitCfg
 
 Key = tuple[int, int, int]  # (index, epoch, position in the epoch)
@@ -37,20 +38,31 @@ def reseed(ds: Dataset, key: tuple[int, ...]) -> None:
 
 
 class KeyedSampler(Sampler[Key]):
-    """`base`'s indices, each with the epoch (set by the training loop) and its position."""
+    """`base`'s indices, each with the epoch (set by the training loop) and its position.
 
-    def __init__(self, base: Sampler[int]) -> None:
-        self.base, self.epoch = base, 0
+    Under torchrun each process draws the whole epoch's order from an identically seeded
+    generator (so the oversampling weights hold over the whole run) and keeps its share of every
+    global batch of `batch_size` (pipeline.distributed.shard). The positions stay global, so
+    each sample gets the same augmentation as in a one-process run."""
+
+    def __init__(self, base: Sampler[int], batch_size: int) -> None:
+        self.base, self.batch_size, self.epoch = base, batch_size, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
+        n = len(self.base)  # type: ignore[arg-type]
+        return n if distributed.world() == 1 else sum(1 for _ in distributed.shard(n, self.batch_size))
 
     def __iter__(self) -> Iterator[Key]:
-        for pos, i in enumerate(self.base):
-            yield int(i), self.epoch, pos
+        if distributed.world() == 1:
+            for pos, i in enumerate(self.base):
+                yield int(i), self.epoch, pos
+            return
+        order = list(self.base)
+        for pos in distributed.shard(len(order), self.batch_size):
+            yield int(order[pos]), self.epoch, pos
 
 
 class KeyedDataset(Dataset):
@@ -78,8 +90,8 @@ def make_loader(ds: Dataset, tcfg: FitCfg, weights: np.ndarray | None, generator
     # drop_last avoids a 1-sample batch, which BatchNorm rejects in training mode.
     return DataLoader(
         KeyedDataset(ds),
-        batch_size=tcfg.batch_size,
-        sampler=KeyedSampler(base),
+        batch_size=distributed.per_rank_batch(tcfg.batch_size, "train.batch_size"),
+        sampler=KeyedSampler(base, tcfg.batch_size),
         num_workers=tcfg.num_workers,
         drop_last=len(ds) > tcfg.batch_size,
         persistent_workers=tcfg.num_workers > 0,

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline import distributed
 from pipeline.errors import LockedError
 
 # Lock fds held by this process. A forked child (a DataLoader worker) shares their open files and
@@ -73,8 +74,13 @@ def folder_lock(folder: Path, shared: bool = False) -> Iterator[Path]:
 
     Raises LockedError (`<folder>: locked by pid N (host H)`) at once when another process, or
     another open of the same file in this one, holds it incompatibly: waiting would only queue
-    a duplicate."""
+    a duplicate.
+
+    Under torchrun only rank 0 locks: the other processes work under its locks."""
     path = lock_file(folder)
+    if not distributed.is_main():
+        yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, owner = os.open(path, os.O_RDWR | os.O_CREAT, 0o644), os.getpid()
     _HELD.add(fd)

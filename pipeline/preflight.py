@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pipeline import distributed
 from pipeline.datasets import build_augment
 from pipeline.errors import UserError
 from pipeline.schema import Config
@@ -62,9 +63,16 @@ def _oof_folds(cfg: Config, target: str) -> list[str]:
     return []
 
 
+def _world(cfg: Config) -> list[str]:
+    """Under torchrun each process loads an equal share of the global batch."""
+    n = distributed.world()
+    pairs = (("segment.train.batch_size", cfg.segment.train.batch_size), ("classify.train.batch_size", cfg.classify.train.batch_size))
+    return [f"{key}: {b} is not divisible by the {n} processes of this torchrun run" for key, b in pairs if b % n]
+
+
 def check(cfg: Config, target: str = "all") -> None:
     """Raise UserError (one line per problem) for augmentations or networks that cannot be
     built, and for settings the stages up to `target` cannot work with."""
-    problems = _augments(cfg) + _models(cfg) + _oof_folds(cfg, target)
+    problems = _augments(cfg) + _models(cfg) + _oof_folds(cfg, target) + _world(cfg)
     if problems:
         raise UserError("\n".join(problems))

@@ -13,7 +13,7 @@ import copy
 import shutil
 from pathlib import Path
 
-from pipeline import fileio
+from pipeline import distributed, fileio
 from pipeline.cache import Context, digest
 from pipeline.train import fit_done
 
@@ -66,7 +66,7 @@ def reuse_fold(ctx: Context, folder: Path, key: str) -> Path | None:
 
     Returns the source fold, or None (nothing matched, a --force rerun, or `folder` already
     holds this fold's own work, e.g. a checkpoint to resume from)."""
-    if ctx.force or folder.exists():
+    if ctx.force or folder.exists() or not distributed.is_main():  # rank 0 copies for all
         return None
     for candidate in sorted(ctx.dir.parent.glob(f"{ctx.stage}-*/{folder.name}")):
         # `folder` does not exist, so the current artifact is never among the candidates.
@@ -77,4 +77,6 @@ def reuse_fold(ctx: Context, folder: Path, key: str) -> Path | None:
 
 def mark_trained(folder: Path, key: str) -> None:
     """Record the training key of a finished fold, so later artifacts may reuse it."""
+    if not distributed.is_main():
+        return
     fileio.write_text(folder / TRAIN_KEY, key)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import distributed
 from pipeline.schema import ExperimentCfg, FitCfg
 
 
@@ -20,7 +21,7 @@ def pick_device(cfg: ExperimentCfg) -> torch.device:
         torch.set_num_threads(cfg.threads)
     set_deterministic(cfg.deterministic)
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
+        return distributed.cuda_device()  # under torchrun: the GPU of the local rank
     return torch.device("cpu")
 
 

@@ -165,6 +165,7 @@ class FitCfg:
     bf16: str | bool = valid("auto", "on", "off")  # YAML reads on/off as booleans; both accepted
     channels_last: bool
     num_workers: int = valid(min=0)
+    sync_bn: bool  # under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)
     folds: list[int] = valid(distinct=True)  # empty = all folds; each in [0, folds.n_folds - 1]
     max_images: int = valid(min=0)  # 0 = all; for smoke tests
     oversample: dict[str, float] = valid(keys=validate.COVERAGE_BINS, min=0)  # coverage bin -> sampling weight

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import fileio, runtime
+from pipeline import distributed, fileio, runtime
 from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
 from pipeline.evaluation import score_probs
 from pipeline.losses import ScheduledLoss, distance_loss
@@ -111,8 +111,9 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
 
 
 def predict_oof(cfg: Config, model: torch.nn.Module, data: TrainSet, k: int, folder: Path) -> None:
-    """OOF maps of fold k with TTA, stored quantised in the fold folder."""
-    if (folder / "oof.index.csv").exists():
+    """OOF maps of fold k with TTA, stored quantised in the fold folder (by rank 0 alone under
+    torchrun)."""
+    if (folder / "oof.index.csv").exists() or not distributed.is_main():
         return
     _, val_idx = data.split(k, 0, cfg.experiment.seed)
     spec = infer_spec(cfg.segment, pick_device(cfg.experiment), cfg.segment.train.tta)

@@ -26,7 +26,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline import checkpoint, fileio, runtime, schedules
+from pipeline import checkpoint, distributed, fileio, runtime, schedules
 from pipeline.loader import make_loader, set_epoch
 from pipeline.schema import FitCfg, TrainCfg
 
@@ -86,7 +86,8 @@ def train_epoch(
     scaler=None,
     desc: str = "",
 ) -> dict[str, float]:
-    """One pass over the loader; returns mean loss and parts."""
+    """One pass over the loader; returns mean loss and parts. `model` may be wrapped in
+    DistributedDataParallel; a hook sees the plain module."""
     model.train()
     totals: dict[str, float] = {}
     n = 0
@@ -97,7 +98,7 @@ def train_epoch(
         # The loss runs in fp32: Lovász sorts errors and Dice sums areas, both fragile in bf16.
         loss, parts = task.loss({k: v.float() for k, v in out.items()}, batch, epoch)
         if task.hook is not None:
-            extra, extra_parts = task.hook.loss(model)
+            extra, extra_parts = task.hook.loss(distributed.unwrap(model))
             loss, parts = loss + extra, {**parts, **extra_parts}
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -108,7 +109,7 @@ def train_epoch(
             loss.backward()
             opt.step()
         if task.hook is not None:
-            task.hook.update(model)
+            task.hook.update(distributed.unwrap(model))
         if sched is not None:
             sched.step()
         for k, v in {"loss": float(loss.detach()), **parts}.items():
@@ -188,7 +189,11 @@ class Fitter:
         self.final = out_dir / "model.pt"
 
     def fit(self, train_ds: Dataset, weights: np.ndarray | None = None, on_epoch_end: Callable[[int], None] | None = None) -> dict:
-        """Train (or resume) and write model.pt, metrics.csv, curves.png, fit.json."""
+        """Train (or resume) and write model.pt, metrics.csv, curves.png, fit.json.
+
+        Under torchrun every process calls this for the same model; rank 0 alone validates and
+        writes, and all of them resume from its checkpoint."""
+        distributed.barrier()  # what rank 0 wrote before (a reused fold, a checkpoint) is there
         if fit_done(self.out_dir):
             return fileio.read_json(self.out_dir / "fit.json")
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -197,6 +202,7 @@ class Fitter:
         model.to(device)
         if tcfg.channels_last:
             model.to(memory_format=torch.channels_last)
+        net = distributed.wrap(model, device, tcfg.sync_bn)  # before SWA copies the model
         gen = torch.Generator().manual_seed(self.seed)
         loader = make_loader(train_ds, tcfg, weights, gen)
         main_epochs = max(tcfg.epochs - tcfg.swa_epochs, 0)
@@ -220,7 +226,7 @@ class Fitter:
             set_epoch(loader, epoch)
             in_swa = swa is not None and epoch >= main_epochs
             row = train_epoch(
-                model,
+                net,
                 loader,
                 self.task,
                 opt,
@@ -234,7 +240,7 @@ class Fitter:
             if in_swa:
                 swa.update_parameters(model)
                 eng.swa_sched.step()
-            due = (epoch + 1) % tcfg.val_every == 0 or epoch == tcfg.epochs - 1
+            due = ((epoch + 1) % tcfg.val_every == 0 or epoch == tcfg.epochs - 1) and distributed.is_main()
             val = self.task.validate(model) if due else {}
             row.update({"epoch": epoch, "lr": opt.param_groups[0]["lr"], "swa": in_swa, "seconds": round(time.perf_counter() - start, 2)})
             row.update({f"val_{k}": v for k, v in val.items()})
@@ -243,7 +249,8 @@ class Fitter:
                 state["best_score"], state["best_epoch"] = val["score"], epoch
                 _save_weights(model.state_dict(), self.out_dir / "best.pt")
             state["epoch"] = epoch + 1
-            self._checkpoint(state, eng)
+            if distributed.is_main():
+                self._checkpoint(state, eng)
             shown = f"{val['score']:.4f}" if due else "-"
             logger.info(f"{self.out_dir.name} epoch {epoch}: loss {row['train_loss']:.4f} val {shown} ({row['seconds']:.0f}s)")
             if on_epoch_end is not None:
@@ -277,13 +284,22 @@ class Fitter:
         return ck["state"]
 
     def _finish(self, state: dict, swa: AveragedModel | None, loader: DataLoader) -> dict:
-        summary = {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "epochs": self.tcfg.epochs}
         if swa is not None:
-            # BN statistics of averaged weights are not the average of BN statistics: recompute.
+            # BN statistics of averaged weights are not the average of BN statistics: recompute
+            # (under torchrun each process on its share; SyncBatchNorm pools them as it goes).
             set_epoch(loader, self.tcfg.epochs)
             images = (b["image"].to(self.device) for b in loader)
             with runtime.autocast(self.device, self.tcfg):
                 update_bn(images, swa)
+            distributed.average_buffers(swa.module)
+        if distributed.is_main():
+            self._save_final(state, swa)
+        distributed.barrier()  # the others read model.pt next
+        return fileio.read_json(self.out_dir / "fit.json")
+
+    def _save_final(self, state: dict, swa: AveragedModel | None) -> None:
+        summary = {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "epochs": self.tcfg.epochs}
+        if swa is not None:
             final = swa.module
             summary["swa_score"] = self.task.validate(final)["score"]
             summary["final"] = "swa"
@@ -302,4 +318,3 @@ class Fitter:
         _save_weights(final.state_dict(), self.final)
         fileio.write_json(self.out_dir / "fit.json", summary)
         checkpoint.remove(self.ckpt)
-        return summary

@@ -62,6 +62,8 @@ register_opt_in(
     "pseudo.mean_teacher",
     "pseudo.mean_teacher.final_teacher",
     "ensemble.adabn",
+    "segment.train.sync_bn",
+    "classify.train.sync_bn",
 )
 register(
     Stage(
@@ -98,6 +100,7 @@ register(
         ("classify",),
         ("ingest", "folds"),
         "pipeline.stages.classify:run",
+        trains=True,
         extra=_classify_extra,
         doc="empty-mask classifier: OOF probabilities, ROC/AUC",
     )
@@ -108,6 +111,7 @@ register(
         ("segment",),
         ("ingest", "folds"),
         "pipeline.stages.segment:run",
+        trains=True,
         extra=_seg_head_extra,
         doc="U-Net + distance head per fold: OOF probability maps",
     )
@@ -118,6 +122,7 @@ register(
         ("pseudo", "segment"),
         ("ingest", "ingest_test", "folds", "segment", "classify"),
         "pipeline.stages.pseudo:run",
+        trains=True,
         version="2",  # 2: fold k pseudo-labelled by fold k's models alone (no second-order leak)
         doc="pseudo-label confident test images and retrain (optionally with a mean teacher)",
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline import fileio
+from pipeline import distributed, fileio
 from pipeline.cache import Context
 from pipeline.classifier import train_fold
 from pipeline.roc import roc_outputs
@@ -22,6 +22,8 @@ def run(ctx: Context) -> dict:
         return {"enabled": True, "source": "seg_head (trained with the segment stage)"}
     data = TrainSet.open(ctx.upstream["ingest"], ctx.upstream["folds"])
     parts = [train_fold(cfg, ctx.dir / f"fold{k}", data, k) for k in data.fold_ids(cfg.classify.train.folds)]
+    if not distributed.is_main():  # under torchrun rank 0 alone writes
+        return {}
     oof = pd.concat(parts).set_index("id")
     oof = oof.loc[[i for i in data.images.ids if i in oof.index]].reset_index()
     fileio.write_csv(ctx.dir / "oof_cls.csv", oof)

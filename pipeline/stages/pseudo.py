@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import fileio
+from pipeline import distributed, fileio
 from pipeline.cache import Context
 from pipeline.classifier import predict_test as classifier_test
 from pipeline.datasets import Geometry, SegDataset, build_augment
@@ -42,14 +42,23 @@ def _fold_cls(ctx: Context, k: int, maps_cls: np.ndarray | None, test_images: Ar
     return cls
 
 
-def _fold_labels(ctx: Context, k: int, r: int, prev: Path, test_images: ArrayStore) -> tuple[SegDataset, np.ndarray]:
-    """Fold k's pseudo-labelled test images of round r, chosen and labelled by fold k's previous
-    model and fold k's classifier alone."""
-    cfg, pcfg = ctx.cfg, ctx.cfg.pseudo
-    maps = predict_test(cfg, prev, test_images, folds=[k])
-    chosen = select(pcfg, maps.masks, _fold_cls(ctx, k, maps.cls, test_images))
+def _write_fold_labels(ctx: Context, k: int, folder: Path, prev: Path, test_images: ArrayStore) -> list[str]:
+    """Choose and label fold k's test images with fold k's previous model and fold k's
+    classifier alone; returns the chosen ids."""
+    maps = predict_test(ctx.cfg, prev, test_images, folds=[k])
+    chosen = select(ctx.cfg.pseudo, maps.masks, _fold_cls(ctx, k, maps.cls, test_images))
     ids = [test_images.ids[i] for i in chosen]
-    labels = write_labels(ctx.dir / f"round{r}" / f"fold{k}", ids, [maps.masks[i] for i in chosen], pcfg.soft)
+    write_labels(folder, ids, [maps.masks[i] for i in chosen], ctx.cfg.pseudo.soft)
+    return ids
+
+
+def _fold_labels(ctx: Context, k: int, r: int, prev: Path, test_images: ArrayStore) -> tuple[SegDataset, np.ndarray]:
+    """Fold k's pseudo-labelled test images of round r, as a training dataset and coverage."""
+    cfg, pcfg = ctx.cfg, ctx.cfg.pseudo
+    folder = ctx.dir / f"round{r}" / f"fold{k}"
+    # Under torchrun rank 0 labels, and every process trains on what it wrote.
+    ids = distributed.on_main(lambda: _write_fold_labels(ctx, k, folder, prev, test_images))
+    labels = ArrayStore(folder, "pseudo_masks")
     seed = cfg.experiment.seed + 1000 * r + k
     extra = SegDataset(
         Reindexed(test_images, np.array([test_images.position(i) for i in ids], dtype=int)),
@@ -81,6 +90,8 @@ def run_round(ctx: Context, r: int, prev: Path, data: TrainSet, test_images: Arr
         fold_dir = rdir / f"fold{k}"
         model = train_fold(rcfg, fold_dir, data, k, FoldExtras((extra, cov), prev / f"fold{k}" / "model.pt", teacher))
         predict_oof(rcfg, model, data, k, fold_dir)
+    if not distributed.is_main():  # under torchrun rank 0 alone merges and scores
+        return {}
     fold_dirs = sorted(d for d in rdir.glob("fold*") if d.is_dir())
     merge_oof(rdir, fold_dirs, ("oof", "oof_dist"), data.images.ids)
     scores = oof_scores(rdir, data, cfg.segment.train.eval_threshold)
@@ -107,6 +118,8 @@ def run(ctx: Context) -> dict:
         history.append(run_round(ctx, r, prev, data, test_images))
         logger.info(f"pseudo round {r}: {history[-1]}")
         prev = ctx.dir / f"round{r}"
+    if not distributed.is_main():
+        return {}
     fileio.write_json(ctx.dir / "rounds.json", history)
     final = ctx.dir / "final"
     if final.is_symlink() or final.exists():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline import fileio, reuse
+from pipeline import distributed, fileio, reuse
 from pipeline.cache import Context
 from pipeline.locks import fold_lock
 from pipeline.segmentation import merge_cls, merge_oof, oof_scores, predict_oof, train_fold
@@ -31,6 +31,8 @@ def run(ctx: Context) -> dict:
             reuse.mark_trained(folder, train_key)
             predict_oof(cfg, model, data, k, folder)
         fold_dirs.append(folder)
+    if not distributed.is_main():  # under torchrun rank 0 alone merges and scores
+        return {}
     merge_oof(ctx.dir, fold_dirs, ("oof", "oof_dist"), data.images.ids)
     scores = oof_scores(ctx.dir, data, cfg.segment.train.eval_threshold)
     fileio.write_csv(ctx.dir / "oof_scores.csv", scores)
