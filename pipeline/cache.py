@@ -224,6 +224,7 @@ def _write_manifest(ctx: Context, material: dict, seconds: float, metrics: dict)
         "upstream_keys": material["upstream"],
         "versions": package_versions(),
         "host": platform.node(),
+        "processes": distributed.world(),  # torchrun's world size (in no key)
         "timings": {
             "seconds": round(seconds, 2),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -20,11 +20,11 @@ from pipeline.evaluation import score_probs
 from pipeline.losses import ScheduledLoss, distance_loss
 from pipeline.mean_teacher import MeanTeacher
 from pipeline.models import build_segmentation
-from pipeline.predict import InferSpec, adapt_bn, predict, save_maps
+from pipeline.predict import InferSpec, adapt_bn, predict
 from pipeline.roc import roc_outputs
 from pipeline.runtime import pick_device
 from pipeline.schema import Config, SegmentCfg
-from pipeline.store import ArrayStore, dequantise, write_store
+from pipeline.store import ArrayStore, dequantise, quantise, write_store
 from pipeline.train import Fitter, Task
 from pipeline.trainset import TrainSet, fold_model_paths
 
@@ -99,7 +99,8 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
     truths = data.truths(val_idx)
 
     def validate(m) -> dict[str, float]:
-        probs = [out["mask"] for _, out in predict(m, data.images, val_idx, spec)]
+        # A generator: score_probs keeps only the thresholded masks (1 byte a pixel, not 4).
+        probs = (out["mask"] for _, out in predict(m, data.images, val_idx, spec))
         return {"score": float(score_probs(truths, probs, scfg.train.eval_threshold).mean())}
 
     task = seg_task(scfg, validate, SEG_HEAD_WEIGHT if cfg.classify.seg_head else 0.0)
@@ -117,13 +118,20 @@ def predict_oof(cfg: Config, model: torch.nn.Module, data: TrainSet, k: int, fol
         return
     _, val_idx = data.split(k, 0, cfg.experiment.seed)
     spec = infer_spec(cfg.segment, pick_device(cfg.experiment), cfg.segment.train.tta)
-    out = list(predict(model, data.images, val_idx, spec))
-    ids = [data.images.ids[i] for i, _ in out]
-    if "cls" in out[0][1]:
-        fileio.write_csv(folder / "oof_cls.csv", pd.DataFrame({"id": ids, "prob": [o["cls"] for _, o in out]}))
-    if cfg.segment.aux.weight > 0:
-        save_maps(folder, "oof_dist", ids, [o["dist"] for _, o in out])
-    save_maps(folder, "oof", ids, [o["mask"] for _, o in out])
+    # Quantised as they come (what the stores hold anyway): a fold's float maps would grow
+    # with the training set.
+    ids, maps, cls = [], {"oof": [], "oof_dist": []}, []
+    for i, o in predict(model, data.images, val_idx, spec):
+        ids.append(data.images.ids[i])
+        maps["oof"].append(quantise(o["mask"]))
+        if "dist" in o:
+            maps["oof_dist"].append(quantise(o["dist"]))
+        if "cls" in o:
+            cls.append(o["cls"])
+    if cls:
+        fileio.write_csv(folder / "oof_cls.csv", pd.DataFrame({"id": ids, "prob": cls}))
+    for name in ("oof_dist", "oof") if cfg.segment.aux.weight > 0 else ("oof",):
+        write_store(folder, name, zip(ids, maps[name], strict=True))
 
 
 def merge_oof(stage_dir: Path, fold_dirs: list[Path], names: tuple[str, ...], order: list[str]) -> None:
