@@ -3,6 +3,12 @@
 `smoke_cfg(*overrides, artifacts=None)` loads configs/smoke.yaml with the data paths pointed at a
 session-wide generated dataset (48 train, 12 test images) and the artifacts at a session-wide tmp
 folder, so stages run once per session and later tests reuse them from the cache.
+
+Tests that cost seconds carry `@pytest.mark.slow` (registered in pytest.ini): those that run a
+training stage or fit a model for several epochs, start a subprocess that imports torch, or ingest
+the real TGS data. `pytest -m "not slow"` is the fast subset (under a minute) and still touches
+every module. A test reading a stage that the session may already have cached is slow all the
+same: whichever such test runs first pays for the training.
 """
 
 from __future__ import annotations
