@@ -14,6 +14,7 @@ same: whichever such test runs first pays for the training.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,11 @@ SMOKE_SIZES = {"seed": 3, "n_train": 48, "n_test": 12}
 # LightGBM after torch training: 13 s vs 0.3 s). experiment.threads is in no stage key;
 # scorer.lgbm.num_threads changes only the scorer and submit keys.
 FAST = ["experiment.threads=1", "scorer.lgbm.num_threads=1"]
+# The same for the tests that use torch or LightGBM directly: in the whole suite a smoke stage run
+# early leaves the process at one thread, but `-m "not slow"` runs none (a Fitter test: 13.6 s
+# instead of about 1 s on a busy machine). Before any test module imports either; an
+# OMP_NUM_THREADS set outside wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def data_overrides(root: Path) -> list[str]:
