@@ -3,11 +3,18 @@
 `smoke_cfg(*overrides, artifacts=None)` loads configs/smoke.yaml with the data paths pointed at a
 session-wide generated dataset (48 train, 12 test images) and the artifacts at a session-wide tmp
 folder, so stages run once per session and later tests reuse them from the cache.
+
+Tests that cost seconds carry `@pytest.mark.slow` (registered in pytest.ini): those that run a
+training stage or fit a model for several epochs, start a subprocess that imports torch, or ingest
+the real TGS data. `pytest -m "not slow"` is the fast subset (under a minute) and still touches
+every module. A test reading a stage that the session may already have cached is slow all the
+same: whichever such test runs first pays for the training.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +32,11 @@ SMOKE_SIZES = {"seed": 3, "n_train": 48, "n_test": 12}
 # LightGBM after torch training: 13 s vs 0.3 s). experiment.threads is in no stage key;
 # scorer.lgbm.num_threads changes only the scorer and submit keys.
 FAST = ["experiment.threads=1", "scorer.lgbm.num_threads=1"]
+# The same for the tests that use torch or LightGBM directly: in the whole suite a smoke stage run
+# early leaves the process at one thread, but `-m "not slow"` runs none (a Fitter test: 13.6 s
+# instead of about 1 s on a busy machine). Before any test module imports either; an
+# OMP_NUM_THREADS set outside wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def data_overrides(root: Path) -> list[str]:

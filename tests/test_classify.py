@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline import cache
 from pipeline.classifier import patch_grid
@@ -26,6 +27,7 @@ def test_patch_grid_covers_every_pixel(smoke_cfg, tmp_path):
         assert cover.all()
 
 
+@pytest.mark.slow
 def test_patch_mode_second_round_and_aggregation(smoke_cfg, tmp_path, pipeline_logs):
     # SWA makes the final model independent of validation: without it the best epoch is picked
     # by a validation score that itself depends on the aggregation, and the models could differ.

@@ -22,6 +22,7 @@ def test_config_loads(path: Path):
     assert cfg.experiment.name == path.stem or path.stem == "base"
 
 
+@pytest.mark.slow
 def test_gpu_config_runs_a_training_step_on_cpu(smoke_overrides, tmp_path):
     """tgs_salt_gpu.yaml as it is (lite2 encoder with offline weights, 256 px, its losses and
     augmentations), on the tiny dataset, for one epoch of two steps."""
@@ -44,6 +45,7 @@ def test_gpu_config_runs_a_training_step_on_cpu(smoke_overrides, tmp_path):
     assert json.loads((folder / "manifest.json").read_text())["metrics"]["n_oof"] > 0
 
 
+@pytest.mark.slow
 def test_seg_head_classifier(smoke_cfg, tmp_path):
     """classify.source=seg_head: the segment stage trains an image head on its encoder, writes
     OOF probabilities and ROC, and the ensemble takes its classifier probabilities from it."""

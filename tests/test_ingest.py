@@ -481,6 +481,7 @@ def tgs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_tgs_salt(tgs: Path) -> None:
     stats = json.loads((tgs / "stats.json").read_text())
     assert stats["train"]["count"] == 3200 and stats["channels"] == 1
@@ -490,6 +491,7 @@ def test_tgs_salt(tgs: Path) -> None:
     assert ArrayStore(tgs, "images")[0].shape == (101, 101, 1)
 
 
+@pytest.mark.slow
 def test_tgs_rle_matches_masks(tgs: Path, tmp_path: Path) -> None:
     src = Sources(TGS / "images", train_rle_csv=TGS / "train.csv")
     ingest(src, tmp_path)

@@ -7,12 +7,15 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import FAST, REPO, SMOKE_CFG, data_overrides
 
 spec = importlib.util.spec_from_file_location("kill_inject", REPO / "bench" / "kill_inject.py")
 assert spec is not None and spec.loader is not None
 kill_inject = sys.modules["kill_inject"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
 spec.loader.exec_module(kill_inject)
+
+pytestmark = pytest.mark.slow  # the smoke pipeline uninterrupted, then killed 3 times and restarted
 
 
 def test_killed_run_recovers_the_same_submission(smoke_data: Path, tmp_path: Path) -> None:

@@ -64,6 +64,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> int:
     return proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_second_process_gets_locked_error_and_cli_exit_3(tmp_path, slow_calls, capsys):
     cfg = _cfg(tmp_path)
     folder = cache.stage_dir(cfg, "t_slow")

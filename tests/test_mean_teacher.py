@@ -103,6 +103,7 @@ def test_config_checks(smoke_cfg):
         smoke_cfg("pseudo.mean_teacher.batch_size=1")
 
 
+@pytest.mark.slow
 def test_pseudo_with_mean_teacher_changes_models_and_key(smoke_cfg, tmp_path):
     off = smoke_cfg(artifacts=tmp_path / "a")
     on = smoke_cfg("pseudo.mean_teacher.enabled=true", "pseudo.mean_teacher.batch_size=4", artifacts=tmp_path / "a")
@@ -148,6 +149,7 @@ def _fit_with_teacher(tmp_path, smoke_cfg, out, stop_after=None, **mt_kw):
     return student, mt
 
 
+@pytest.mark.slow
 def test_resumed_fine_tuning_restores_the_teacher(tmp_path, smoke_cfg):
     whole, whole_mt = _fit_with_teacher(tmp_path, smoke_cfg, tmp_path / "whole")
     with pytest.raises(_Stop):
@@ -160,6 +162,7 @@ def test_resumed_fine_tuning_restores_the_teacher(tmp_path, smoke_cfg):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 def test_final_teacher_saves_the_teacher_and_both_scores(tmp_path, smoke_cfg):
     student, mt = _fit_with_teacher(tmp_path, smoke_cfg, tmp_path / "t", final_teacher=True)
     saved = torch.load(tmp_path / "t" / "model.pt", weights_only=True)

@@ -71,6 +71,7 @@ def test_committed_without_outputs_and_parametrised(name):
             assert cell.outputs == [] and cell.execution_count is None, f"{name} cell {i}: clear outputs before committing"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_on_smoke_artifacts(name, smoke_built, venv_kernel):
     nb = _read(name)

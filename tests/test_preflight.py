@@ -35,6 +35,7 @@ def test_bad_augment_or_encoder_is_refused(smoke_cfg, override, expected):
         preflight.check(smoke_cfg(override, "segment.model.encoder_weights=null"))
 
 
+@pytest.mark.slow
 def test_cli_refuses_before_running_anything(smoke_overrides, tmp_path):
     over = [a for o in smoke_overrides("segment.train.augment=[{name: Blurr}]", artifacts=tmp_path) for a in ("--set", o)]
     proc = subprocess.run(

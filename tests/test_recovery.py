@@ -105,6 +105,7 @@ def test_backup_is_deleted_only_after_the_new_manifest(tmp_path, dummies, monkey
     assert not _backup(folder).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP])
 def test_signalled_forced_rerun_subprocess(tmp_path, slow_calls, sig):  # noqa: F811
     cfg = _cfg(tmp_path)

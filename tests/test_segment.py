@@ -53,6 +53,7 @@ def _folds(cfg) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- OOF
 
 
+@pytest.mark.slow
 def test_oof_store_holds_each_train_id_once_at_original_size(cfg, seg_dir, ingest_dir):
     train_ids = ArrayStore(ingest_dir, "images").ids
     assert len(train_ids) == N_TRAIN
@@ -65,6 +66,7 @@ def test_oof_store_holds_each_train_id_once_at_original_size(cfg, seg_dir, inges
             assert store[i].dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_oof_scores_csv_and_manifest_metrics(cfg, seg_dir, ingest_dir):
     folds = _folds(cfg)
     scores = pd.read_csv(seg_dir / "oof_scores.csv", dtype={"id": str})
@@ -94,6 +96,7 @@ def test_oof_scores_csv_and_manifest_metrics(cfg, seg_dir, ingest_dir):
 # ----------------------------------------------------------------------------- test maps
 
 
+@pytest.mark.slow
 def test_predict_test_maps_at_original_size(cfg, seg_dir):
     test_dir = cache.run_stage(cfg, "ingest_test")[0]
     store = ArrayStore(test_dir, "test_images")
@@ -106,6 +109,7 @@ def test_predict_test_maps_at_original_size(cfg, seg_dir):
         assert dists[i].shape == (101, 101)
 
 
+@pytest.mark.slow
 def test_ensemble_writes_a_test_map_per_test_id(cfg):
     ens_dir = cache.run_stage(cfg, "ensemble")[0]
     test_ids = ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images").ids
@@ -114,6 +118,7 @@ def test_ensemble_writes_a_test_map_per_test_id(cfg):
     assert all(store[i].shape == (101, 101, 1) for i in range(len(store)))
 
 
+@pytest.mark.slow
 def test_adabn_changes_test_maps_only(cfg, smoke_cfg):
     plain = cache.run_stage(cfg, "ensemble")[0]
     adapted = cache.run_stage(smoke_cfg("ensemble.adabn=true"), "ensemble")[0]
@@ -163,6 +168,7 @@ def _start_and_kill(overrides: list[str], metrics: Path, log_path: Path) -> bool
     return _start_and_signal(overrides, lambda: _data_rows(metrics) >= 1, log_path)[0]
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_forced_rerun_restores_the_previous_result(smoke_cfg, smoke_overrides, tmp_path):
     over = ["segment.train.epochs=4", "segment.train.folds=[0]", "segment.train.swa_epochs=1", "segment.input.size=96"]
     folder, _ = cache.run_stage(smoke_cfg(*over), "segment")
@@ -179,6 +185,7 @@ def test_sigterm_during_a_forced_rerun_restores_the_previous_result(smoke_cfg, s
     assert not backup.exists()
 
 
+@pytest.mark.slow
 def test_segment_resumes_after_sigkill(smoke_cfg, smoke_overrides, tmp_path):
     epochs = 4
     # A bigger input makes each epoch long enough to kill the run between epochs; if a run
@@ -263,6 +270,7 @@ def test_oversampling_draws_small_coverage_images_more_often(cfg):
 # ----------------------------------------------------------------------------- bugs found
 
 
+@pytest.mark.slow
 def test_segment_stage_is_reproducible(smoke_cfg, tmp_path):
     over = ["segment.train.folds=[0]", "segment.train.epochs=1", "segment.train.swa_epochs=0", "segment.train.bf16='off'"]
     runs = []
@@ -275,6 +283,7 @@ def test_segment_stage_is_reproducible(smoke_cfg, tmp_path):
     assert all(np.array_equal(o1[i], o2[i]) for i in range(len(o1)))
 
 
+@pytest.mark.slow
 def test_pseudo_stage_is_reproducible(smoke_cfg, tmp_path):
     # The pseudo-labelled images' augmentation was unseeded, so two runs fine-tuned differently.
     over = ["segment.train.folds=[0]", "segment.train.epochs=1", "segment.train.swa_epochs=0", "segment.train.bf16='off'"]
@@ -320,6 +329,7 @@ def _run_logged(cfg, force: bool = False) -> tuple[Path, list[str]]:
     return folder, logs
 
 
+@pytest.mark.slow
 def test_a_prediction_only_change_reuses_trained_folds(smoke_cfg, tmp_path):
     # With the classifier head, whose OOF probabilities are predicted again too.
     base = ["segment.train.epochs=1", "segment.train.swa_epochs=0", "classify.source=seg_head"]
@@ -337,6 +347,7 @@ def test_a_prediction_only_change_reuses_trained_folds(smoke_cfg, tmp_path):
     assert len(pd.read_csv(second / "oof_cls.csv")) == N_TRAIN
 
 
+@pytest.mark.slow
 def test_a_training_change_or_force_trains_again(smoke_cfg, tmp_path):
     base = ["segment.train.epochs=1", "segment.train.swa_epochs=0", "segment.train.folds=[0]"]
     first, _ = _run_logged(smoke_cfg(*base, artifacts=tmp_path))

@@ -52,6 +52,7 @@ def _test_ids_sorted(smoke_data: Path) -> list[str]:
 # ----------------------------------------------------------------------------- whole pipeline
 
 
+@pytest.mark.slow
 def test_all_stages_done_and_submission_valid(full, smoke_data):
     cfg, root = full
     assert {state for _, state, _ in cache.status(cfg)} == {"done"}
@@ -74,6 +75,7 @@ def test_all_stages_done_and_submission_valid(full, smoke_data):
     assert metrics["hidden_score"] == pytest.approx(score, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_cached_run_fingerprints_inputs_once(full, monkeypatch):
     # Keys memoised across one `all` run and one report: the input files are fingerprinted once
     # per input set (train, test), not once per path through the stage graph.
@@ -96,6 +98,7 @@ def test_cached_run_fingerprints_inputs_once(full, monkeypatch):
     assert len(calls) == 2
 
 
+@pytest.mark.slow
 def test_report_has_every_step(full):
     cfg, _ = full
     text = build_report(cfg)
@@ -124,6 +127,7 @@ def test_report_has_every_step(full):
     assert cfg.scorer.policy == "auto" and scorer["cv"] == scorer["nested_cv"]["auto"]
 
 
+@pytest.mark.slow
 def test_second_run_is_fully_cached(full, submissions_dir):
     cfg, _ = full
     folder, ran = cache.run_stage(cfg, "submit")
@@ -133,6 +137,7 @@ def test_second_run_is_fully_cached(full, submissions_dir):
     assert not submissions_dir.exists()  # nothing rewritten
 
 
+@pytest.mark.slow
 def test_changing_min_areas_reruns_only_scorer_and_submit(full, smoke_cfg, submissions_dir):
     cfg, _ = full
     changed = smoke_cfg("scorer.min_areas=[0, 30]", artifacts=Path(cfg.experiment.artifacts))
@@ -146,6 +151,7 @@ def test_changing_min_areas_reruns_only_scorer_and_submit(full, smoke_cfg, submi
     assert len(list(submissions_dir.glob("*.csv"))) == 1
 
 
+@pytest.mark.slow
 def test_policy_none_submits_the_raw_maps(full, smoke_cfg, submissions_dir):
     cfg, _ = full
     art = Path(cfg.experiment.artifacts)
@@ -160,6 +166,7 @@ def test_policy_none_submits_the_raw_maps(full, smoke_cfg, submissions_dir):
     assert (auto["policy"] == "none") == (auto["nested_cv"]["none"] >= others)
 
 
+@pytest.mark.slow
 def test_submit_outside_repo_root(full, tmp_path, monkeypatch):
     cfg, _ = full
     monkeypatch.setattr(paths, "SUBMISSIONS_DIR", tmp_path / "subs")
@@ -170,6 +177,7 @@ def test_submit_outside_repo_root(full, tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- classifier
 
 
+@pytest.mark.slow
 def test_classify_outputs(full):
     cfg, _ = full
     folder = cache.load_upstream(cfg, "classify")
@@ -192,6 +200,7 @@ def test_classify_outputs(full):
     np.testing.assert_allclose(ens["prob"], oof.set_index("id").loc[ens["id"], "prob"])
 
 
+@pytest.mark.slow
 def test_classify_disabled_gives_nan_probs_and_never_gates(full, smoke_cfg):
     base, _ = full
     cfg = smoke_cfg("classify.enabled=false", artifacts=Path(base.experiment.artifacts))
@@ -217,6 +226,7 @@ def test_classify_disabled_gives_nan_probs_and_never_gates(full, smoke_cfg):
 # ----------------------------------------------------------------------------- pseudo-labels
 
 
+@pytest.mark.slow
 def test_pseudo_round_labels_only_test_ids(full, smoke_cfg):
     # Loose selection so that the round really trains on pseudo-labelled images.
     cfg = smoke_cfg("pseudo.min_confident_share=0.0", "pseudo.prob_lo=1.0", "pseudo.max_images=5")
@@ -242,6 +252,7 @@ def test_pseudo_round_labels_only_test_ids(full, smoke_cfg):
     assert metrics["rounds"] == 1 and metrics["history"][1]["selected"]["fold1"] == 5
 
 
+@pytest.mark.slow
 def test_pseudo_labels_of_a_fold_come_from_that_fold_s_model_alone(full, smoke_cfg):
     # Every other fold's model trained on this fold's validation images: labels from the fold
     # average would leak their labels into this fold's OOF score after fine-tuning.
@@ -258,6 +269,7 @@ def test_pseudo_labels_of_a_fold_come_from_that_fold_s_model_alone(full, smoke_c
         assert np.abs(got - average[test.position(i)]).max() > 0.01
 
 
+@pytest.mark.slow
 def test_smoke_pseudo_round_records_selected_count(full):
     cfg, _ = full
     folder = cache.load_upstream(cfg, "pseudo")

@@ -98,6 +98,7 @@ def _fit_counting(tmp_path, smoke_cfg, **tcfg_kw):
     return len(seen), summary, tmp_path / "fit"
 
 
+@pytest.mark.slow
 def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path, smoke_cfg):
     import pandas as pd
 
@@ -115,6 +116,7 @@ def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path, smoke_cfg):
     assert (folder / "curves.png").exists()
 
 
+@pytest.mark.slow
 def test_val_every_one_validates_each_epoch(tmp_path, smoke_cfg):
     n_val, summary, _ = _fit_counting(tmp_path, smoke_cfg, epochs=3, swa_epochs=0, val_every=1, loss=[LossPhase(0, {"bce": 1.0})])
     assert n_val == 3 and summary["best_epoch"] == 1

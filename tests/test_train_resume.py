@@ -95,6 +95,7 @@ def test_truncated_fit_json_is_not_finished(tmp_path):
     assert fit_done(tmp_path)
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_resumes_from_the_previous_one(tmp_path, smoke_cfg, caplog):
     out = tmp_path / "fit"
     with pytest.raises(_Stop):
@@ -143,6 +144,7 @@ def test_checkpoint_holding_arbitrary_objects_is_refused(tmp_path, smoke_cfg, ca
 # ----------------------------------------------------------------------------- point 8: determinism
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, smoke_cfg, workers, pipeline_logs):
     _fit(tmp_path / "whole", smoke_cfg, num_workers=workers)
