@@ -6,6 +6,12 @@ fingerprint of the external files it reads. Its folder is `<artifacts>/<experime
 is never taken as finished, but a stage may resume from what it left there. A stage runs under an
 exclusive lock of its folder (pipeline.locks), and a --force rerun keeps the last result aside
 until it succeeds (pipeline.previous).
+
+Fold-parallel runs (`--fold K`, run_stage(..., folds=[K])) of a fold-trained stage share its
+folder: each holds a shared lock of the stage folder and the exclusive lock of its own fold,
+trains and predicts only its folds, and leaves the folder unfinished (no merge, no score, no
+manifest). A later run of the whole stage takes the exclusive lock, keeps every finished fold,
+merges and writes the manifest.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 
 from pipeline import config as config_mod
 from pipeline import fileio, locks, paths, previous
+from pipeline.errors import LockedError, UserError
 from pipeline.schema import Config
 
 logger = logging.getLogger(__name__)
@@ -56,6 +63,22 @@ class Context:
     material: dict[str, Any]  # what the key hashes (fold reuse derives training keys from it)
     extra_manifest: dict[str, Any] = field(default_factory=dict)
     force: bool = False  # a --force rerun: recompute everything, reuse nothing
+    only_folds: list[int] | None = None  # a fold-parallel run (--fold): these folds, no merge
+
+    @property
+    def partial(self) -> bool:
+        """A fold-parallel run: the stage stops after its folds, before merging and scoring
+        (the stage's manifest is written by a later run of all folds)."""
+        return self.only_folds is not None
+
+    def folds_to_run(self, configured: list[int]) -> list[int]:
+        """The folds this run trains: every configured fold, or the --fold ones among them."""
+        if self.only_folds is None:
+            return list(configured)
+        missing = sorted(set(self.only_folds) - set(configured))
+        if missing:  # run_stage checks the config first; this guards the folds table itself
+            raise UserError(f"{self.stage}: fold {missing[0]} is not among its folds {list(configured)}")
+        return [k for k in configured if k in self.only_folds]
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,9 @@ class Stage:
     # usual setting do not change when such an option is added.
     extra: Callable[[Config], dict] | None = None
     doc: str = ""
+    # The config key listing the folds it trains (empty = all folds.n_folds), for the stages
+    # trained fold by fold; only those may run single folds (--fold).
+    folds_key: str | None = None
 
 
 STAGES: dict[str, Stage] = {}
@@ -231,14 +257,86 @@ def _write_manifest(ctx: Context, material: dict, seconds: float, metrics: dict)
     fileio.write_json(ctx.dir / MANIFEST, manifest)
 
 
-def run_stage(cfg: Config, name: str, force: bool = False, keys: dict[str, str] | None = None) -> tuple[Path, bool]:
+# Fold-parallel runs start together: an upstream stage that another one is running (locked) is
+# waited for, polling, up to UPSTREAM_WAIT_S, then read from the cache.
+UPSTREAM_WAIT_S = 24 * 3600.0
+POLL_S = 1.5
+
+
+def fold_stages() -> list[str]:
+    return [s.name for s in STAGES.values() if s.folds_key]
+
+
+def configured_folds(cfg: Config, stage: Stage) -> list[int]:
+    """The folds a fold-trained stage runs: its folds key, or all folds.n_folds when empty."""
+    return list(config_mod.section(cfg, stage.folds_key)) or list(range(cfg.folds.n_folds))
+
+
+def check_fold_stage(name: str) -> None:
+    """UserError unless `name` is a stage trained fold by fold (one that may run single folds)."""
+    if name not in fold_stages():
+        raise UserError(f"--fold applies to the stages trained fold by fold ({', '.join(fold_stages())}), not {name}")
+
+
+def check_folds(cfg: Config, name: str, folds: list[int], force: bool = False) -> None:
+    """UserError (one line) unless `folds` may run alone: a fold-trained stage, each fold
+    among its configured folds, and no --force."""
+    check_fold_stage(name)
+    stage = get_stage(name)
+    if not folds:
+        raise UserError("--fold needs at least one fold number")
+    if force:
+        raise UserError(
+            "--force cannot be combined with --fold: it would move the whole stage folder away from "
+            "under the other fold runs; to retrain fold K, delete the folder fold<K> inside the stage folder "
+            "and run --fold K again (or rerun the whole stage with --force)"
+        )
+    configured = configured_folds(cfg, stage)
+    for k in folds:
+        if k not in configured:
+            where = f"{stage.folds_key}={list(config_mod.section(cfg, stage.folds_key))}"
+            raise UserError(f"--fold {k}: not among the folds of {name} ({configured}; {where}, folds.n_folds={cfg.folds.n_folds})")
+
+
+def _wait_unlocked(attempt: Callable[[], Any], what: str, wait_s: float) -> Any:
+    """attempt() until it stops raising LockedError (another process runs `what`), polling
+    every POLL_S seconds for at most wait_s; says once that it waits."""
+    deadline, told = time.monotonic() + wait_s, False
+    while True:
+        try:
+            return attempt()
+        except LockedError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            if not told:
+                logger.info(f"waiting for {what}: {exc}")
+                told = True
+            time.sleep(POLL_S)
+
+
+def run_stage(
+    cfg: Config,
+    name: str,
+    force: bool = False,
+    keys: dict[str, str] | None = None,
+    folds: list[int] | None = None,
+    wait_s: float = UPSTREAM_WAIT_S,
+) -> tuple[Path, bool]:
     """Run one stage (its upstream first, from cache when done). Returns (folder, ran).
 
     `keys` memoises stage keys for this cfg across calls (e.g. every stage of one `all` run):
-    without it, each upstream path of the stage graph would fingerprint the input files again."""
+    without it, each upstream path of the stage graph would fingerprint the input files again.
+
+    `folds` (a fold-parallel run): train and predict only these folds of a fold-trained stage,
+    beside other such runs in the same folder, and leave the stage unfinished; an upstream stage
+    another process is running is waited for (up to `wait_s` seconds)."""
     memo: dict = {} if keys is None else keys
     stage = get_stage(name)
-    upstream = {u: run_stage(cfg, u, keys=memo)[0] for u in stage.upstream}
+    if folds is not None:
+        check_folds(cfg, name, folds, force)
+        upstream = {u: _wait_unlocked(lambda u=u: run_stage(cfg, u, keys=memo)[0], f"stage {u}", wait_s) for u in stage.upstream}
+    else:
+        upstream = {u: run_stage(cfg, u, keys=memo)[0] for u in stage.upstream}
     key = stage_key(cfg, name, memo)
     folder = stage_dir(cfg, name, key)
     if not force and _finished(folder) and not previous.backup_of(folder).exists():
@@ -248,6 +346,8 @@ def run_stage(cfg: Config, name: str, force: bool = False, keys: dict[str, str] 
         # away while this stage reads it (and this stage must not start during such a rerun).
         for up in upstream.values():
             held.enter_context(locks.folder_lock(up, shared=True))
+        if folds is not None:
+            return _run_folds(cfg, stage, folder, upstream, key, memo, sorted(set(folds)), held, wait_s)
         held.enter_context(locks.folder_lock(folder))  # LockedError when another process works in it
         previous.settle(folder, _finished)
         if not force and _finished(folder):
@@ -257,6 +357,57 @@ def run_stage(cfg: Config, name: str, force: bool = False, keys: dict[str, str] 
         material = key_material(cfg, name, memo)
         ctx = Context(cfg=cfg, stage=name, key=key, dir=folder, upstream=upstream, force=force, material=material)
         _run(ctx, stage)
+    return folder, True
+
+
+def _settle_for_folds(folder: Path, wait_s: float) -> None:
+    """Resolve a `.previous` copy left by a killed --force rerun before fold runs share the
+    folder: settling renames folders, so it needs the exclusive lock, taken briefly (waited for
+    while other fold runs hold it; the first one to get it settles, the others find it done)."""
+
+    def attempt() -> None:
+        if previous.backup_of(folder).exists():
+            with locks.folder_lock(folder):
+                previous.settle(folder, _finished)
+
+    _wait_unlocked(attempt, f"{folder.name} to settle its .previous copy", wait_s)
+
+
+def _run_folds(
+    cfg: Config,
+    stage: Stage,
+    folder: Path,
+    upstream: dict[str, Path],
+    key: str,
+    memo: dict,
+    folds: list[int],
+    held: contextlib.ExitStack,
+    wait_s: float,
+) -> tuple[Path, bool]:
+    """A fold-parallel run in `folder` (the upstream read locks are in `held`): a shared lock of
+    the stage folder, so that other fold runs work beside it while a run of the whole stage (an
+    exclusive lock, e.g. --force, which renames the folder) cannot start under them, nor this one
+    under it (LockedError). Each fold is trained under its own exclusive fold lock by the stage.
+
+    No stale-temp sweep here: another host's live writer cannot be told from a dead one by its
+    pid, and only the exclusive lock rules out live writers; the next run of the whole stage
+    sweeps. Nothing is written at the stage level (config.yaml, manifest): the folder stays
+    unfinished until a run of all folds merges and scores them."""
+    while True:
+        _settle_for_folds(folder, wait_s)
+        lock = contextlib.ExitStack()
+        lock.enter_context(locks.folder_lock(folder, shared=True))
+        if not previous.backup_of(folder).exists():  # a forced rerun killed in between: settle again
+            held.enter_context(lock.pop_all())
+            break
+        lock.close()
+    if _finished(folder):  # a run of the whole stage finished it meanwhile
+        return folder, False
+    material = key_material(cfg, stage.name, memo)
+    ctx = Context(cfg=cfg, stage=stage.name, key=key, dir=folder, upstream=upstream, material=material, only_folds=folds)
+    resolve_fn(stage.fn)(ctx)
+    names = ", ".join(f"fold{k}" for k in folds)
+    logger.info(f"{folder.name}: {names} finished; a run of {stage.name} without --fold keeps them, merges and writes the manifest")
     return folder, True
 
 

@@ -99,6 +99,7 @@ register(
         ("ingest", "folds"),
         "pipeline.stages.classify:run",
         extra=_classify_extra,
+        folds_key="classify.train.folds",
         doc="empty-mask classifier: OOF probabilities, ROC/AUC",
     )
 )
@@ -109,6 +110,7 @@ register(
         ("ingest", "folds"),
         "pipeline.stages.segment:run",
         extra=_seg_head_extra,
+        folds_key="segment.train.folds",
         doc="U-Net + distance head per fold: OOF probability maps",
     )
 )
@@ -119,6 +121,7 @@ register(
         ("ingest", "ingest_test", "folds", "segment", "classify"),
         "pipeline.stages.pseudo:run",
         version="2",  # 2: fold k pseudo-labelled by fold k's models alone (no second-order leak)
+        folds_key="segment.train.folds",
         doc="pseudo-label confident test images and retrain (optionally with a mean teacher)",
     )
 )

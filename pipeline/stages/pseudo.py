@@ -21,6 +21,7 @@ from pipeline import fileio
 from pipeline.cache import Context
 from pipeline.classifier import predict_test as classifier_test
 from pipeline.datasets import Geometry, SegDataset, build_augment
+from pipeline.locks import fold_lock
 from pipeline.mean_teacher import MeanTeacher
 from pipeline.pseudo import Reindexed, label_coverage, round_cfg, select, write_labels
 from pipeline.segmentation import FoldExtras, merge_oof, oof_scores, predict_oof, predict_test, train_fold
@@ -71,16 +72,19 @@ def run_round(ctx: Context, r: int, prev: Path, data: TrainSet, test_images: Arr
     rdir = ctx.dir / f"round{r}"
     rcfg = round_cfg(cfg)
     selected, nonempty = {}, {}
-    for k in data.fold_ids(cfg.segment.train.folds):
-        extra, cov = _fold_labels(ctx, k, r, prev, test_images)
-        selected[f"fold{k}"], nonempty[f"fold{k}"] = len(cov), int((cov > 0).sum())
-        seed = cfg.experiment.seed + 1000 * r + k
-        mt = pcfg.mean_teacher
-        geometry = Geometry.from_cfg(cfg.segment.input)
-        teacher = MeanTeacher(test_images, geometry, mt, rcfg.segment.train, seed) if mt.enabled else None
+    for k in ctx.folds_to_run(data.fold_ids(cfg.segment.train.folds)):
         fold_dir = rdir / f"fold{k}"
-        model = train_fold(rcfg, fold_dir, data, k, FoldExtras((extra, cov), prev / f"fold{k}" / "model.pt", teacher))
-        predict_oof(rcfg, model, data, k, fold_dir)
+        with fold_lock(fold_dir):  # fold-parallel runs of this stage never train one fold twice
+            extra, cov = _fold_labels(ctx, k, r, prev, test_images)
+            selected[f"fold{k}"], nonempty[f"fold{k}"] = len(cov), int((cov > 0).sum())
+            seed = cfg.experiment.seed + 1000 * r + k
+            mt = pcfg.mean_teacher
+            geometry = Geometry.from_cfg(cfg.segment.input)
+            teacher = MeanTeacher(test_images, geometry, mt, rcfg.segment.train, seed) if mt.enabled else None
+            model = train_fold(rcfg, fold_dir, data, k, FoldExtras((extra, cov), prev / f"fold{k}" / "model.pt", teacher))
+            predict_oof(rcfg, model, data, k, fold_dir)
+    if ctx.partial:  # a fold-parallel run: a run of all folds merges and scores each round
+        return {"round": r, "selected": selected, "selected_nonempty": nonempty}
     fold_dirs = sorted(d for d in rdir.glob("fold*") if d.is_dir())
     merge_oof(rdir, fold_dirs, ("oof", "oof_dist"), data.images.ids)
     scores = oof_scores(rdir, data, cfg.segment.train.eval_threshold)
@@ -107,6 +111,8 @@ def run(ctx: Context) -> dict:
         history.append(run_round(ctx, r, prev, data, test_images))
         logger.info(f"pseudo round {r}: {history[-1]}")
         prev = ctx.dir / f"round{r}"
+    if ctx.partial:  # a fold-parallel run: fold k's rounds need only fold k's previous models
+        return {"history": history}
     fileio.write_json(ctx.dir / "rounds.json", history)
     final = ctx.dir / "final"
     if final.is_symlink() or final.exists():
