@@ -23,7 +23,7 @@ from pipeline.classifier import predict_test as classifier_test
 from pipeline.datasets import Geometry, SegDataset, build_augment
 from pipeline.locks import fold_lock
 from pipeline.mean_teacher import MeanTeacher
-from pipeline.pseudo import Reindexed, label_coverage, round_cfg, select, write_labels
+from pipeline.pseudo import LABELS, Reindexed, label_coverage, round_cfg, select, write_labels
 from pipeline.segmentation import FoldExtras, merge_oof, oof_scores, predict_oof, predict_test, train_fold
 from pipeline.store import ArrayStore
 from pipeline.trainset import TrainSet
@@ -47,10 +47,18 @@ def _fold_labels(ctx: Context, k: int, r: int, prev: Path, test_images: ArraySto
     """Fold k's pseudo-labelled test images of round r, chosen and labelled by fold k's previous
     model and fold k's classifier alone."""
     cfg, pcfg = ctx.cfg, ctx.cfg.pseudo
-    maps = predict_test(cfg, prev, test_images, folds=[k])
-    chosen = select(pcfg, maps.masks, _fold_cls(ctx, k, maps.cls, test_images))
-    ids = [test_images.ids[i] for i in chosen]
-    labels = write_labels(ctx.dir / f"round{r}" / f"fold{k}", ids, [maps.masks[i] for i in chosen], pcfg.soft)
+    folder = ctx.dir / f"round{r}" / f"fold{k}"
+    if (folder / f"{LABELS}.index.csv").exists():
+        # Chosen by an earlier run of this fold (a fold-parallel run, or one interrupted): its
+        # model trained on these, and labelling again (other threads, another device) could
+        # differ in a borderline pixel or image.
+        labels = ArrayStore(folder, LABELS)
+        ids = list(labels.ids)
+    else:
+        maps = predict_test(cfg, prev, test_images, folds=[k])
+        chosen = select(pcfg, maps.masks, _fold_cls(ctx, k, maps.cls, test_images))
+        ids = [test_images.ids[i] for i in chosen]
+        labels = write_labels(folder, ids, [maps.masks[i] for i in chosen], pcfg.soft)
     seed = cfg.experiment.seed + 1000 * r + k
     extra = SegDataset(
         Reindexed(test_images, np.array([test_images.position(i) for i in ids], dtype=int)),
