@@ -5,6 +5,7 @@ keeps every finished fold. Fast checks use a throwaway fold stage; one slow test
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -162,11 +163,14 @@ def test_fold_checks(tmp_path, fold_stage):
 def test_cli_fold_errors_are_one_line_exit_2(tmp_path, smoke_overrides, capsys, args, message):
     sets = [a for o in smoke_overrides(artifacts=tmp_path / "artifacts") for a in ("--set", o)]
     old = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
+    logger = logging.getLogger("pipeline")  # main() points it at this test's captured stdout
+    saved = logger.handlers[:], logger.level, logger.propagate
     try:
         assert main([*args, "--config", str(SMOKE_CFG), *sets]) == 2
     finally:
         signal.signal(signal.SIGTERM, old[0])
         signal.signal(signal.SIGHUP, old[1])
+        logger.handlers[:], logger.level, logger.propagate = saved
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
     assert not (tmp_path / "artifacts").exists()  # nothing ran
@@ -216,3 +220,26 @@ def test_two_fold_processes_then_a_full_run_reuses_both(tmp_path, smoke_override
     for k, log in enumerate(logs):
         assert f"fold{k} epoch 1:" in log and f"fold{1 - k} epoch" not in log  # each trained its own fold
     assert " epoch " not in final.stdout + final.stderr  # the full run trained nothing
+
+
+@pytest.mark.slow
+def test_pseudo_fold_runs_then_a_full_run_keeps_their_models_and_labels(smoke_cfg, monkeypatch):
+    from pipeline.stages import pseudo as pseudo_stage
+
+    # Loose selection, so that each fold trains on pseudo-labelled images.
+    cfg = smoke_cfg("pseudo.min_confident_share=0.0", "pseudo.prob_lo=1.0", "pseudo.max_images=3")
+    folder = cache.stage_dir(cfg, "pseudo")
+    for k in (0, 1):
+        assert cache.run_stage(cfg, "pseudo", folds=[k]) == (folder, True)
+    assert not cache.is_done(cfg, "pseudo") and not (folder / "round1" / "oof.index.csv").exists()
+    kept = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(folder.glob("round1/fold*/*")) if p.suffix in (".pt", ".u8", ".csv")}
+    assert {"model.pt", "oof.index.csv", "pseudo_masks.index.csv", "pseudo_masks.u8"} <= {p.name for p in kept if p.parent.name == "fold0"}
+
+    def no_labelling(*args, **kwargs):
+        raise AssertionError("labelled again")
+
+    monkeypatch.setattr(pseudo_stage, "predict_test", no_labelling)
+    assert cache.run_stage(cfg, "pseudo") == (folder, True)
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in kept} == kept
+    metrics = cache.read_manifest(folder)["metrics"]
+    assert metrics["history"][1]["selected"] == {"fold0": 3, "fold1": 3}
