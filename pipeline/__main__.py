@@ -1,6 +1,7 @@
 """Command line: a thin layer over `pipeline.api`.
 
 python -m pipeline STAGE --config FILE [--set key=value ...] [--force]
+python -m pipeline STAGE --config FILE --fold K [--fold K2 | --fold K,K2]   one fold (classify, segment, pseudo)
 python -m pipeline all --config FILE [--set ...]      every stage in order, with status and time
 python -m pipeline status --config FILE
 python -m pipeline demo-data [--out DIR] [--seed N]
@@ -19,6 +20,7 @@ import time
 from pipeline import (
     cache,
     distributed,
+    foldrun,
     logs,
     stages,  # noqa: F401  (registers the stages)
 )
@@ -56,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rerun the stage even if its artifacts are cached",
     )
+    p.add_argument(
+        "--fold",
+        dest="folds",
+        action="append",
+        default=None,
+        metavar="K",
+        help="classify, segment, pseudo: train only fold K (repeatable or K,K2), beside other such runs sharing the "
+        "artifacts folder; a later run without --fold keeps the finished folds, merges and scores them",
+    )
     p.add_argument("--masks", help="score: folder of ground-truth masks")
     p.add_argument("--metric", default="tgs", help="score: tgs | dice | iou")
     p.add_argument("--out", default=None, help="demo-data: output folder")
@@ -63,14 +74,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_stage(cfg: config_mod.Config, name: str, force: bool, keys: dict[str, str] | None = None) -> None:
+def _folds(args: argparse.Namespace) -> list[int] | None:
+    """The --fold values (each a number or a comma list), checked to apply to the command."""
+    if args.folds is None:
+        return None
+    try:
+        folds = sorted({int(part) for text in args.folds for part in text.split(",")})
+    except ValueError:
+        raise UserError(f"--fold takes fold numbers (K or K,K2), got {', '.join(args.folds)!r}") from None
+    foldrun.check_fold_stage(args.command)
+    return folds
+
+
+def _run_stage(cfg: config_mod.Config, name: str, force: bool, keys: dict[str, str] | None = None, folds: list[int] | None = None) -> None:
     start = time.perf_counter()
-    folder, ran = cache.run_stage(cfg, name, force=force, keys=keys)
+    if folds is None:
+        folder, ran = cache.run_stage(cfg, name, force=force, keys=keys)
+    else:
+        folder, ran = foldrun.run_folds(cfg, name, folds, force=force, keys=keys)
     state = "ran" if ran else "cached"
     if not distributed.is_main():  # under torchrun one process reports
         return
+    note = ""
+    if folds is not None and ran:
+        state = f"{', '.join(f'fold{k}' for k in folds)} ran"
+        note = f" (the stage is unfinished until a run of {name} without --fold)"
     print(
-        f"[{name}] {state} in {time.perf_counter() - start:.1f}s -> {folder}",
+        f"[{name}] {state} in {time.perf_counter() - start:.1f}s -> {folder}{note}",
         flush=True,
     )
 
@@ -101,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    folds = _folds(args)
     if args.command == "demo-data":
         from pipeline import demo
 
@@ -115,6 +146,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"{args.metric}: {value:.4f} over {n} images")
         return 0
     cfg = config_mod.load(args.config, args.overrides)
+    if folds is not None:
+        foldrun.check_folds(cfg, args.command, folds, args.force)  # before preflight: a bad fold fails at once
     if args.command == "status":
         for name, state, key in cache.status(cfg):
             print(f"{name:<12} {state:<8} {key}")
@@ -142,7 +175,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(build_report(cfg, save=True))
         return 0
-    _run_stage(cfg, args.command, args.force)
+    _run_stage(cfg, args.command, args.force, folds=folds)
     return 0
 
 

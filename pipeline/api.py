@@ -7,6 +7,7 @@ from pathlib import Path
 from pipeline import (
     cache,
     distributed,
+    foldrun,
     logs,
     paths,
     stages,  # noqa: F401  (registers the stages)
@@ -21,11 +22,17 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return config_mod.load(paths.resolve(path), overrides)
 
 
-def run(cfg: Config, stage: str, force: bool = False) -> Path:
+def run(cfg: Config, stage: str, force: bool = False, folds: list[int] | None = None) -> Path:
     """Run a stage (and, from cache, what it reads); returns its artifact folder. Progress goes
-    to stdout unless the `pipeline` logger was configured already."""
+    to stdout unless the `pipeline` logger was configured already.
+
+    `folds`: only these folds of a stage trained fold by fold (classify, segment, pseudo), beside
+    other such runs on other GPUs or machines sharing the artifacts folder; the stage stays
+    unfinished until a run without `folds` keeps every finished fold, merges and scores them."""
     logs.setup()
     distributed.setup(cfg.experiment.device)  # a no-op outside torchrun
+    if folds is not None:
+        return foldrun.run_folds(cfg, stage, folds, force=force)[0]
     return cache.run_stage(cfg, stage, force=force)[0]
 
 

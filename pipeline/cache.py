@@ -6,6 +6,9 @@ fingerprint of the external files it reads. Its folder is `<artifacts>/<experime
 is never taken as finished, but a stage may resume from what it left there. A stage runs under an
 exclusive lock of its folder (pipeline.locks), and a --force rerun keeps the last result aside
 until it succeeds (pipeline.previous).
+
+Fold-parallel runs of one stage (`--fold K`) are pipeline.foldrun's; data-parallel runs under
+torchrun are described at run_stage.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 from pipeline import config as config_mod
 from pipeline import distributed, fileio, locks, paths, previous
+from pipeline.errors import UserError
 from pipeline.schema import Config
 
 logger = logging.getLogger(__name__)
@@ -56,6 +60,22 @@ class Context:
     material: dict[str, Any]  # what the key hashes (fold reuse derives training keys from it)
     extra_manifest: dict[str, Any] = field(default_factory=dict)
     force: bool = False  # a --force rerun: recompute everything, reuse nothing
+    only_folds: list[int] | None = None  # a fold-parallel run (--fold): these folds, no merge
+
+    @property
+    def stops_before_merge(self) -> bool:
+        """Whether the stage returns once its folds are trained: a fold-parallel run, or a
+        torchrun process other than rank 0 (rank 0 merges, scores and writes)."""
+        return self.only_folds is not None or not distributed.is_main()
+
+    def folds_to_run(self, configured: list[int]) -> list[int]:
+        """The folds this run trains: every configured fold, or the --fold ones among them."""
+        if self.only_folds is None:
+            return list(configured)
+        missing = sorted(set(self.only_folds) - set(configured))
+        if missing:  # foldrun checks the config first; this guards the folds table itself
+            raise UserError(f"{self.stage}: fold {missing[0]} is not among its folds {list(configured)}")
+        return [k for k in configured if k in self.only_folds]
 
 
 @dataclass(frozen=True)
@@ -72,9 +92,14 @@ class Stage:
     # usual setting do not change when such an option is added.
     extra: Callable[[Config], dict] | None = None
     doc: str = ""
-    # Trains models: under torchrun every process runs it (rank 0 writes); other stages run
-    # on rank 0 alone while the rest wait.
-    trains: bool = False
+    # The config key listing the folds it trains (empty = all folds.n_folds), for the stages
+    # that train models fold by fold: only those may run single folds (--fold), and under
+    # torchrun every process runs them (rank 0 writes) while the other stages run on rank 0 alone.
+    folds_key: str | None = None
+
+    @property
+    def trains(self) -> bool:
+        return self.folds_key is not None
 
 
 STAGES: dict[str, Stage] = {}
@@ -168,7 +193,7 @@ def read_manifest(folder: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def _finished(folder: Path) -> bool:
+def finished(folder: Path) -> bool:
     return read_manifest(folder) is not None
 
 
@@ -283,7 +308,7 @@ def _execute(job: _Job, decide: Callable[[bool], bool] = bool) -> bool:
     """Run the stage into its folder unless it is finished; True when it ran. `decide` passes
     the decision on (to the other processes of a torchrun run)."""
     folder = job.folder
-    if not job.force and _finished(folder) and not previous.backup_of(folder).exists():
+    if not job.force and finished(folder) and not previous.backup_of(folder).exists():
         return decide(False)  # a finished folder is only read: no lock
     with contextlib.ExitStack() as held:
         # Read locks on the upstream folders: a --force rerun of one of them must not rename it
@@ -291,8 +316,8 @@ def _execute(job: _Job, decide: Callable[[bool], bool] = bool) -> bool:
         for up in job.upstream.values():
             held.enter_context(locks.folder_lock(up, shared=True))
         held.enter_context(locks.folder_lock(folder))  # LockedError when another process works in it
-        previous.settle(folder, _finished)
-        if not decide(job.force or not _finished(folder)):
+        previous.settle(folder, finished)
+        if not decide(job.force or not finished(folder)):
             return False
         for path in fileio.sweep_stale_temps(folder) if folder.exists() else []:
             logger.info(f"{folder.name}: deleted {path.relative_to(folder)}, left by a killed process")

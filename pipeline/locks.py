@@ -1,5 +1,6 @@
-"""Per-folder locks: two processes never work in one stage folder or fold, and a stage's
-upstream folders are not rerun (--force) under it while it reads them.
+"""Per-folder locks: two processes never work in one stage folder or fold (fold-parallel runs
+share a stage folder, each in its own fold), and a stage's upstream folders are not rerun
+(--force) under it while it reads them.
 
 A lock is an `fcntl.flock` on `<folder>.lock`, beside the folder rather than in it: stage folders
 are created lazily by their stage and renamed aside by --force, and the lock must outlive both.
@@ -63,7 +64,7 @@ def _blocker(fd: int, path: Path, shared: bool) -> str:
             pass
         else:
             fcntl.flock(fd, fcntl.LOCK_UN)
-            return "read by a running stage downstream of it"
+            return "read by a running stage downstream of it, or worked in by runs of single folds (--fold)"
     return f"locked by {_holder(path)}"
 
 
@@ -100,7 +101,8 @@ def folder_lock(folder: Path, shared: bool = False) -> Iterator[Path]:
 
 
 def fold_lock(folder: Path) -> contextlib.AbstractContextManager[Path]:
-    """Lock of one fold folder inside a stage folder (`<stage>/<fold>.lock`). While the stage
-    folder's own lock is exclusive it cannot be contended; it is what fold-parallel runs of a
-    stage will rely on once they share the stage folder (issue 19)."""
+    """Lock of one fold folder inside a stage folder (`<stage>/<fold>.lock`), always exclusive.
+    Under a run of the whole stage (the stage folder's exclusive lock) it cannot be contended;
+    fold-parallel runs (`--fold`, a shared lock of the stage folder) rely on it so that two of
+    them never train one fold."""
     return folder_lock(folder)

@@ -11,6 +11,8 @@ import numpy as np
 from pipeline.schema import Config, PseudoCfg
 from pipeline.store import ArrayStore, quantise, write_store
 
+LABELS = "pseudo_masks"  # the store of a fold's pseudo-labels in its round folder
+
 
 def select(cfg: PseudoCfg, probs: list[np.ndarray], cls_probs: np.ndarray) -> np.ndarray:
     """Indices of confident test images, most confident first (capped by max_images)."""
@@ -27,8 +29,8 @@ def select(cfg: PseudoCfg, probs: list[np.ndarray], cls_probs: np.ndarray) -> np
 def write_labels(folder: Path, ids: list[str], probs: list[np.ndarray], soft: bool) -> ArrayStore:
     """Pseudo masks as a store: p x 255 when soft, 0/1 when hard."""
     labels = [quantise(p) if soft else (p > 0.5).astype(np.uint8) for p in probs]
-    write_store(folder, "pseudo_masks", zip(ids, labels, strict=True))
-    return ArrayStore(folder, "pseudo_masks")
+    write_store(folder, LABELS, zip(ids, labels, strict=True))
+    return ArrayStore(folder, LABELS)
 
 
 def label_coverage(labels: ArrayStore, ids: list[str], soft: bool) -> np.ndarray:

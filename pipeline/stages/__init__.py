@@ -100,8 +100,8 @@ register(
         ("classify",),
         ("ingest", "folds"),
         "pipeline.stages.classify:run",
-        trains=True,
         extra=_classify_extra,
+        folds_key="classify.train.folds",
         doc="empty-mask classifier: OOF probabilities, ROC/AUC",
     )
 )
@@ -111,8 +111,8 @@ register(
         ("segment",),
         ("ingest", "folds"),
         "pipeline.stages.segment:run",
-        trains=True,
         extra=_seg_head_extra,
+        folds_key="segment.train.folds",
         doc="U-Net + distance head per fold: OOF probability maps",
     )
 )
@@ -122,8 +122,8 @@ register(
         ("pseudo", "segment"),
         ("ingest", "ingest_test", "folds", "segment", "classify"),
         "pipeline.stages.pseudo:run",
-        trains=True,
         version="2",  # 2: fold k pseudo-labelled by fold k's models alone (no second-order leak)
+        folds_key="segment.train.folds",
         doc="pseudo-label confident test images and retrain (optionally with a mean teacher)",
     )
 )

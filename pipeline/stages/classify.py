@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline import distributed, fileio
+from pipeline import fileio
 from pipeline.cache import Context
 from pipeline.classifier import train_fold
+from pipeline.locks import fold_lock
 from pipeline.roc import roc_outputs
 from pipeline.trainset import TrainSet
 
@@ -21,9 +22,12 @@ def run(ctx: Context) -> dict:
     if cfg.classify.seg_head:
         return {"enabled": True, "source": "seg_head (trained with the segment stage)"}
     data = TrainSet.open(ctx.upstream["ingest"], ctx.upstream["folds"])
-    parts = [train_fold(cfg, ctx.dir / f"fold{k}", data, k) for k in data.fold_ids(cfg.classify.train.folds)]
-    if not distributed.is_main():  # under torchrun rank 0 alone writes
-        return {}
+    folds, parts = ctx.folds_to_run(data.fold_ids(cfg.classify.train.folds)), []
+    for k in folds:
+        with fold_lock(ctx.dir / f"fold{k}"):  # fold-parallel runs of this stage never train one fold twice
+            parts.append(train_fold(cfg, ctx.dir / f"fold{k}", data, k))
+    if ctx.stops_before_merge:  # a run of all folds (rank 0 under torchrun) predicts their OOF again
+        return {"folds": [f"fold{k}" for k in folds]}
     oof = pd.concat(parts).set_index("id")
     oof = oof.loc[[i for i in data.images.ids if i in oof.index]].reset_index()
     fileio.write_csv(ctx.dir / "oof_cls.csv", oof)

@@ -21,8 +21,9 @@ from pipeline import distributed, fileio
 from pipeline.cache import Context
 from pipeline.classifier import predict_test as classifier_test
 from pipeline.datasets import Geometry, SegDataset, build_augment
+from pipeline.locks import fold_lock
 from pipeline.mean_teacher import MeanTeacher
-from pipeline.pseudo import Reindexed, label_coverage, round_cfg, select, write_labels
+from pipeline.pseudo import LABELS, Reindexed, label_coverage, round_cfg, select, write_labels
 from pipeline.segmentation import FoldExtras, merge_oof, oof_scores, predict_oof, predict_test, train_fold
 from pipeline.store import ArrayStore
 from pipeline.trainset import TrainSet
@@ -42,9 +43,14 @@ def _fold_cls(ctx: Context, k: int, maps_cls: np.ndarray | None, test_images: Ar
     return cls
 
 
-def _write_fold_labels(ctx: Context, k: int, folder: Path, prev: Path, test_images: ArrayStore) -> list[str]:
-    """Choose and label fold k's test images with fold k's previous model and fold k's
-    classifier alone; returns the chosen ids."""
+def _labelled_ids(ctx: Context, k: int, folder: Path, prev: Path, test_images: ArrayStore) -> list[str]:
+    """Fold k's pseudo-labelled test ids, chosen and labelled (into `folder`) by fold k's
+    previous model and fold k's classifier alone."""
+    if (folder / f"{LABELS}.index.csv").exists():
+        # Chosen by an earlier run of this fold (a fold-parallel run, or one interrupted): its
+        # model trained on these, and labelling again (other threads, another device) could
+        # differ in a borderline pixel or image.
+        return list(ArrayStore(folder, LABELS).ids)
     maps = predict_test(ctx.cfg, prev, test_images, folds=[k])
     chosen = select(ctx.cfg.pseudo, maps.masks, _fold_cls(ctx, k, maps.cls, test_images))
     ids = [test_images.ids[i] for i in chosen]
@@ -57,8 +63,8 @@ def _fold_labels(ctx: Context, k: int, r: int, prev: Path, test_images: ArraySto
     cfg, pcfg = ctx.cfg, ctx.cfg.pseudo
     folder = ctx.dir / f"round{r}" / f"fold{k}"
     # Under torchrun rank 0 labels, and every process trains on what it wrote.
-    ids = distributed.on_main(lambda: _write_fold_labels(ctx, k, folder, prev, test_images))
-    labels = ArrayStore(folder, "pseudo_masks")
+    ids = distributed.on_main(lambda: _labelled_ids(ctx, k, folder, prev, test_images))
+    labels = ArrayStore(folder, LABELS)
     seed = cfg.experiment.seed + 1000 * r + k
     extra = SegDataset(
         Reindexed(test_images, np.array([test_images.position(i) for i in ids], dtype=int)),
@@ -80,18 +86,19 @@ def run_round(ctx: Context, r: int, prev: Path, data: TrainSet, test_images: Arr
     rdir = ctx.dir / f"round{r}"
     rcfg = round_cfg(cfg)
     selected, nonempty = {}, {}
-    for k in data.fold_ids(cfg.segment.train.folds):
-        extra, cov = _fold_labels(ctx, k, r, prev, test_images)
-        selected[f"fold{k}"], nonempty[f"fold{k}"] = len(cov), int((cov > 0).sum())
-        seed = cfg.experiment.seed + 1000 * r + k
-        mt = pcfg.mean_teacher
-        geometry = Geometry.from_cfg(cfg.segment.input)
-        teacher = MeanTeacher(test_images, geometry, mt, rcfg.segment.train, seed) if mt.enabled else None
+    for k in ctx.folds_to_run(data.fold_ids(cfg.segment.train.folds)):
         fold_dir = rdir / f"fold{k}"
-        model = train_fold(rcfg, fold_dir, data, k, FoldExtras((extra, cov), prev / f"fold{k}" / "model.pt", teacher))
-        predict_oof(rcfg, model, data, k, fold_dir)
-    if not distributed.is_main():  # under torchrun rank 0 alone merges and scores
-        return {}
+        with fold_lock(fold_dir):  # fold-parallel runs of this stage never train one fold twice
+            extra, cov = _fold_labels(ctx, k, r, prev, test_images)
+            selected[f"fold{k}"], nonempty[f"fold{k}"] = len(cov), int((cov > 0).sum())
+            seed = cfg.experiment.seed + 1000 * r + k
+            mt = pcfg.mean_teacher
+            geometry = Geometry.from_cfg(cfg.segment.input)
+            teacher = MeanTeacher(test_images, geometry, mt, rcfg.segment.train, seed) if mt.enabled else None
+            model = train_fold(rcfg, fold_dir, data, k, FoldExtras((extra, cov), prev / f"fold{k}" / "model.pt", teacher))
+            predict_oof(rcfg, model, data, k, fold_dir)
+    if ctx.stops_before_merge:  # a fold-parallel run, or not rank 0: a run of all folds merges and scores each round
+        return {"round": r, "selected": selected, "selected_nonempty": nonempty}
     fold_dirs = sorted(d for d in rdir.glob("fold*") if d.is_dir())
     merge_oof(rdir, fold_dirs, ("oof", "oof_dist"), data.images.ids)
     scores = oof_scores(rdir, data, cfg.segment.train.eval_threshold)
@@ -118,8 +125,8 @@ def run(ctx: Context) -> dict:
         history.append(run_round(ctx, r, prev, data, test_images))
         logger.info(f"pseudo round {r}: {history[-1]}")
         prev = ctx.dir / f"round{r}"
-    if not distributed.is_main():
-        return {}
+    if ctx.stops_before_merge:  # fold k's rounds need only fold k's previous models
+        return {"history": history}
     fileio.write_json(ctx.dir / "rounds.json", history)
     final = ctx.dir / "final"
     if final.is_symlink() or final.exists():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline import distributed, fileio, reuse
+from pipeline import fileio, reuse
 from pipeline.cache import Context
 from pipeline.locks import fold_lock
 from pipeline.segmentation import merge_cls, merge_oof, oof_scores, predict_oof, train_fold
@@ -19,7 +19,7 @@ def run(ctx: Context) -> dict:
     data = TrainSet.open(ctx.upstream["ingest"], ctx.upstream["folds"])
     ctx.dir.mkdir(parents=True, exist_ok=True)
     fold_dirs, reused = [], {}
-    for k in data.fold_ids(cfg.segment.train.folds):
+    for k in ctx.folds_to_run(data.fold_ids(cfg.segment.train.folds)):
         folder = ctx.dir / f"fold{k}"
         with fold_lock(folder):  # fold-parallel runs of this stage never train one fold twice
             train_key = reuse.fold_train_key(ctx.material, "segment", k)
@@ -31,8 +31,8 @@ def run(ctx: Context) -> dict:
             reuse.mark_trained(folder, train_key)
             predict_oof(cfg, model, data, k, folder)
         fold_dirs.append(folder)
-    if not distributed.is_main():  # under torchrun rank 0 alone merges and scores
-        return {}
+    if ctx.stops_before_merge:  # a fold-parallel run, or not rank 0: a run of all folds merges and scores
+        return {"folds": [d.name for d in fold_dirs]}
     merge_oof(ctx.dir, fold_dirs, ("oof", "oof_dist"), data.images.ids)
     scores = oof_scores(ctx.dir, data, cfg.segment.train.eval_threshold)
     fileio.write_csv(ctx.dir / "oof_scores.csv", scores)
