@@ -23,6 +23,7 @@ class ExperimentCfg:
     device: str = valid("auto", "cpu", "cuda")
     threads: int = valid(min=0)  # torch CPU threads; 0 keeps torch's default
     deterministic: bool = False  # cuDNN deterministic algorithms on GPUs (slower); not hashed
+    compile: bool = False  # torch.compile the segmentation models for OOF and test inference; not hashed
 
     def check(self) -> Problems:
         ok = self.name.strip(".") and all(c.isascii() and (c.isalnum() or c in "._-") for c in self.name)

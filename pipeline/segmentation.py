@@ -56,8 +56,10 @@ def build_model(scfg: SegmentCfg, in_channels: int, cls_head: bool = False) -> t
     return build_segmentation(scfg.model, in_channels, aux=scfg.aux.weight > 0, cls_head=cls_head)
 
 
-def infer_spec(scfg: SegmentCfg, device: torch.device, tta: list[str]) -> InferSpec:
-    return InferSpec(Geometry.from_cfg(scfg.input), tta, device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap)
+def infer_spec(scfg: SegmentCfg, device: torch.device, tta: list[str], compile: bool = False) -> InferSpec:
+    """How a segmentation model predicts; `compile` for OOF and test maps only (validation during
+    training would compile the changing weights every epoch)."""
+    return InferSpec(Geometry.from_cfg(scfg.input), tta, device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap, compile=compile)
 
 
 def seg_task(cfg: SegmentCfg, model_predict, cls_weight: float = 0.0) -> Task:
@@ -117,7 +119,7 @@ def predict_oof(cfg: Config, model: torch.nn.Module, data: TrainSet, k: int, fol
     if (folder / "oof.index.csv").exists() or not distributed.is_main():
         return
     _, val_idx = data.split(k, 0, cfg.experiment.seed)
-    spec = infer_spec(cfg.segment, pick_device(cfg.experiment), cfg.segment.train.tta)
+    spec = infer_spec(cfg.segment, pick_device(cfg.experiment), cfg.segment.train.tta, cfg.experiment.compile)
     # Quantised as they come (what the stores hold anyway): a fold's float maps would grow
     # with the training set.
     ids, maps, cls = [], {"oof": [], "oof_dist": []}, []
@@ -183,7 +185,7 @@ def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore, adabn: b
     statistics on the test images first."""
     scfg = cfg.segment
     device = pick_device(cfg.experiment)
-    spec = infer_spec(scfg, device, scfg.train.tta)
+    spec = infer_spec(scfg, device, scfg.train.tta, cfg.experiment.compile)
     paths = fold_models(model_dir, folds)
     masks: list[np.ndarray] | None = None
     dists: list[np.ndarray] | None = None
