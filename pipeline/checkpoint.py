@@ -66,13 +66,19 @@ def load(path: Path, map_location: torch.device | str) -> dict | None:
     """The newest readable checkpoint among `path` and `previous(path)`, or None. Each one that
     cannot be read (truncated, corrupt, or holding anything but tensors and plain data) is
     renamed to `*.corrupt` with a warning, and the previous one is tried."""
+    found = find(path, map_location)
+    return found[1] if found is not None else None
+
+
+def find(path: Path, map_location: torch.device | str) -> tuple[Path, dict] | None:
+    """(file, state) of the newest readable checkpoint, setting unreadable ones aside (see load)."""
     for candidate in (path, previous(path)):
         if not candidate.exists():
             continue
         try:
             state = torch.load(candidate, map_location=map_location, weights_only=True)
             if isinstance(state, dict):
-                return state
+                return candidate, state
             raise ValueError(f"holds a {type(state).__name__}, not a dict")
         except (MemoryError, PermissionError):
             raise  # the machine's trouble, not the file's: setting a good checkpoint aside loses work

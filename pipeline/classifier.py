@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline import fileio, runtime
+from pipeline import distributed, fileio, runtime
 from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
 from pipeline.models import ClassifierNet
 from pipeline.predict import InferSpec, adapt_bn, predict, tile_grid
@@ -123,7 +123,10 @@ def second_round(cfg: Config, folder: Path, model: nn.Module, data: TrainSet, tr
     device = pick_device(cfg.experiment)
     geom = Geometry("tile", ccfg.patch.size)
     idx, yx = patch_grid(data.images, train_idx, ccfg.patch.size, ccfg.patch.stride)
-    probs, labels = patch_probs(model, SegDataset(data.images, data.masks, idx, geom, crops=yx), device, ccfg.train)
+    # Under torchrun rank 0 scores the patches for all: every process must train on the same ones.
+    probs, labels = distributed.on_main(
+        lambda: patch_probs(model, SegDataset(data.images, data.masks, idx, geom, crops=yx), device, ccfg.train)
+    )
     keep = np.abs(2 * probs - 1) >= ccfg.patch.second_round_conf
     logger.info(f"{folder.parent.name} round 2: {int(keep.sum())} of {len(keep)} patches pass confidence {ccfg.patch.second_round_conf}")
     if keep.sum() < ccfg.train.batch_size:

@@ -108,7 +108,7 @@ def on_main(fn: Callable[[], T]) -> T:
 def per_rank_batch(batch_size: int, key: str) -> int:
     """The batch each process loads: `batch_size` is the global batch, split evenly, so that one
     process and N processes take the same optimiser steps over the same samples."""
-    n = world()
+    n = world() if active() else 1
     if batch_size % n:
         raise UserError(f"{key}: {batch_size} is not divisible by the {n} processes of this torchrun run")
     return batch_size // n
@@ -126,10 +126,20 @@ def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
         # torch's SyncBatchNorm runs on GPUs only.
         logger.warning("sync_bn: SyncBatchNorm needs CUDA; on the CPU each process keeps its own BatchNorm statistics")
     elif sync_bn:
-        for name, child in list(model.named_children()):
-            setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Every BatchNorm of `model` (in place) a SyncBatchNorm with the same state. timm's converter:
+    torch's replaces timm's BatchNormAct2d (the EfficientNet encoders' BatchNorm with its
+    activation inside) by a plain SyncBatchNorm, dropping the activation."""
+    from timm.layers import convert_sync_batchnorm
+
+    for name, child in list(model.named_children()):
+        setattr(model, name, convert_sync_batchnorm(child))
+    return model
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -91,7 +91,12 @@ def run_folds(
     check_folds(cfg, name, folds, force)
     memo: dict = {} if keys is None else keys
     stage = cache.get_stage(name)
-    upstream = {u: _wait_unlocked(lambda u=u: cache.run_stage(cfg, u, keys=memo)[0], f"stage {u}", wait_s) for u in stage.upstream}
+    if distributed.active():
+        # Under torchrun a retry on rank 0 alone would put the processes' collectives out of step:
+        # the upstream stages must be finished (or free), else exit 3 as for any locked stage.
+        upstream = {u: cache.run_stage(cfg, u, keys=memo)[0] for u in stage.upstream}
+    else:
+        upstream = {u: _wait_unlocked(lambda u=u: cache.run_stage(cfg, u, keys=memo)[0], f"stage {u}", wait_s) for u in stage.upstream}
     key = cache.stage_key(cfg, name, memo)
     ctx = cache.Context(
         cfg, name, key, cache.stage_dir(cfg, name, key), upstream, cache.key_material(cfg, name, memo), only_folds=sorted(set(folds))

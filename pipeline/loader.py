@@ -53,10 +53,10 @@ class KeyedSampler(Sampler[Key]):
 
     def __len__(self) -> int:
         n = len(self.base)  # type: ignore[arg-type]
-        return n if distributed.world() == 1 else sum(1 for _ in distributed.shard(n, self.batch_size))
+        return sum(1 for _ in distributed.shard(n, self.batch_size)) if distributed.active() else n
 
     def __iter__(self) -> Iterator[Key]:
-        if distributed.world() == 1:
+        if not distributed.active():
             for pos, i in enumerate(self.base):
                 yield int(i), self.epoch, pos
             return

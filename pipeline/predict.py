@@ -204,6 +204,10 @@ def predict(model: nn.Module, images: ArrayStore, indices: np.ndarray, spec: Inf
         for j, idx in enumerate(chunk):
             h, w = images[int(idx)].shape[:2]
             yield int(idx), {k: geometry.backward(v[j, 0].numpy(), h, w) if v.dim() == 4 else float(v[j]) for k, v in out.items()}
+    if spec.compile:
+        # Each model's frozen weights are guarded by identity, so every fold model compiles anew;
+        # left in dynamo's cache, they would pile up (and stop compiling at its recompile limit).
+        torch._dynamo.reset()
 
 
 def adapt_bn(

@@ -91,5 +91,8 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", np.array(npst["key"], dtype=np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"]))
     torch.set_rng_state(state["torch"].cpu())
     cuda = state.get("cuda") or []
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+    if cuda and distributed.active() and torch.cuda.is_available():
+        # Rank 0 saved its GPU's state (cuda[0]); every rank drew as many numbers as it did.
+        torch.cuda.set_rng_state(cuda[0].cpu(), device=torch.cuda.current_device())
+    elif cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])

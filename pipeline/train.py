@@ -217,7 +217,7 @@ class Fitter:
             gen,
         )
         state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1}
-        saved = checkpoint.load(self.ckpt, "cpu")  # the newest readable one; None: start afresh
+        saved = self._load_checkpoint()  # the newest readable one; None: start afresh
         if saved is not None:
             state = self._resume(saved, eng)
             logger.info(f"resuming {self.out_dir.name} at epoch {state['epoch']}")
@@ -256,6 +256,14 @@ class Fitter:
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
         return self._finish(state, swa, loader)
+
+    def _load_checkpoint(self) -> dict | None:
+        """The checkpoint to resume from. Under torchrun rank 0 chooses it (setting unreadable
+        ones aside) and every process loads that file."""
+        if not distributed.active():
+            return checkpoint.load(self.ckpt, "cpu")
+        chosen = distributed.on_main(lambda: (found := checkpoint.find(self.ckpt, "cpu")) and found[0])
+        return torch.load(chosen, map_location="cpu", weights_only=True) if chosen else None
 
     def _checkpoint(self, state: dict, eng: _Engine) -> None:
         # Only tensors and plain data: the checkpoint is loaded with weights_only=True.

@@ -29,8 +29,10 @@ TOLERANCE = 0.05
 
 
 def _as_rank(monkeypatch, rank: int, world: int) -> None:
+    """This process as rank `rank` of a `world`-process group (without starting one)."""
     monkeypatch.setenv("RANK", str(rank))
     monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setattr(distributed, "active", lambda: world > 1)
 
 
 @pytest.mark.parametrize("n", [40, 37, 5])
@@ -143,3 +145,19 @@ def test_killed_run_resumes_to_the_same_weights(ddp_run, tmp_path, smoke_overrid
     assert resumed.keys() == straight.keys() and resumed
     for k, v in straight.items():
         assert torch.equal(resumed[k], v), k
+
+
+def test_sync_batchnorm_keeps_what_the_network_computes(smoke_cfg):
+    """timm's BatchNormAct2d (BatchNorm + activation) must stay an activation after conversion
+    (torch's own converter drops it: this model's eval output then changes)."""
+    from pipeline.segmentation import build_model
+
+    cfg = smoke_cfg()
+    torch.manual_seed(0)
+    model = build_model(cfg.segment, 3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)["mask"]
+        converted = distributed.sync_batchnorm(model)
+        assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules())
+        torch.testing.assert_close(converted(x)["mask"], before)
