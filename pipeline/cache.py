@@ -19,7 +19,6 @@ import importlib
 import importlib.metadata
 import json
 import logging
-import platform
 import shutil
 import time
 from collections.abc import Callable
@@ -28,24 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import config as config_mod
-from pipeline import distributed, fileio, locks, paths, previous
+from pipeline import distributed, fileio, locks, manifest, paths, previous
 from pipeline.errors import UserError
 from pipeline.schema import Config
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-PACKAGES = (
-    "torch",
-    "segmentation-models-pytorch",
-    "timm",
-    "albumentations",
-    "numpy",
-    "opencv-python-headless",
-    "lightgbm",
-    "scikit-learn",
-    "pandas",
-)
+MANIFEST = manifest.MANIFEST
 
 
 @dataclass
@@ -189,8 +177,8 @@ def stage_dir(cfg: Config, name: str, key: str | None = None) -> Path:
 
 def read_manifest(folder: Path) -> dict | None:
     """The parsed manifest, or None: no manifest, or one that is not a whole JSON object."""
-    manifest = fileio.read_json(folder / MANIFEST)
-    return manifest if isinstance(manifest, dict) else None
+    found = fileio.read_json(folder / MANIFEST)
+    return found if isinstance(found, dict) else None
 
 
 def finished(folder: Path) -> bool:
@@ -222,42 +210,6 @@ def status(cfg: Config) -> list[tuple[str, str, str]]:
             state = "missing"
         rows.append((name, state, key))
     return rows
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in PACKAGES:
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = "missing"
-    return out
-
-
-def _write_manifest(ctx: Context, material: dict, seconds: float, metrics: dict) -> None:
-    manifest = {
-        "stage": ctx.stage,
-        "key": ctx.key,
-        "seed": ctx.cfg.experiment.seed,
-        "experiment": ctx.cfg.experiment.name,
-        "config_file": ctx.cfg.source,
-        "config": material["config"],
-        "inputs": {
-            "files": material["inputs"],
-            "upstream": {u: str(p) for u, p in ctx.upstream.items()},
-        },
-        "upstream_keys": material["upstream"],
-        "versions": package_versions(),
-        "host": platform.node(),
-        "processes": distributed.world(),  # torchrun's world size (in no key)
-        "timings": {
-            "seconds": round(seconds, 2),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        },
-        "metrics": metrics,
-        **ctx.extra_manifest,
-    }
-    fileio.write_json(ctx.dir / MANIFEST, manifest)
 
 
 @dataclass(frozen=True)
@@ -342,7 +294,7 @@ def _run(ctx: Context, stage: Stage) -> None:
         metrics = resolve_fn(stage.fn)(ctx) or {}
         folder.mkdir(parents=True, exist_ok=True)
         fileio.write_text(folder / "config.yaml", config_mod.dump(ctx.cfg))
-        _write_manifest(ctx, ctx.material, time.perf_counter() - start, metrics)
+        manifest.write(ctx, ctx.material, time.perf_counter() - start, metrics)
     except BaseException:  # SIGTERM and SIGHUP arrive as SystemExit (see __main__)
         previous.put_back(folder)
         raise
