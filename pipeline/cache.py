@@ -265,8 +265,7 @@ def _execute(job: _Job, decide: Callable[[bool], bool] = bool) -> bool:
     with contextlib.ExitStack() as held:
         # Read locks on the upstream folders: a --force rerun of one of them must not rename it
         # away while this stage reads it (and this stage must not start during such a rerun).
-        for up in job.upstream.values():
-            held.enter_context(locks.folder_lock(up, shared=True))
+        held.enter_context(locks.read_locks(job.upstream.values()))
         held.enter_context(locks.folder_lock(folder))  # LockedError when another process works in it
         previous.settle(folder, finished)
         if not decide(job.force or not finished(folder)):

@@ -45,7 +45,7 @@ def plain(obj: Any) -> Any:
 def save(obj: dict, path: Path) -> None:
     """Write `obj` to `path` (fsync'd, renamed into place) and keep the file it replaces as
     `previous(path)`. A kill between the two renames leaves only the previous one, which
-    `load` falls back to."""
+    `find` falls back to."""
     with fileio.atomic_path(path) as tmp:
         torch.save(obj, tmp)
         if path.exists():
@@ -62,16 +62,10 @@ def _why(exc: Exception) -> str:
     return f"unreadable ({type(exc).__name__}: {first[0] if first else ''})"
 
 
-def load(path: Path, map_location: torch.device | str) -> dict | None:
-    """The newest readable checkpoint among `path` and `previous(path)`, or None. Each one that
-    cannot be read (truncated, corrupt, or holding anything but tensors and plain data) is
-    renamed to `*.corrupt` with a warning, and the previous one is tried."""
-    found = find(path, map_location)
-    return found[1] if found is not None else None
-
-
 def find(path: Path, map_location: torch.device | str) -> tuple[Path, dict] | None:
-    """(file, state) of the newest readable checkpoint, setting unreadable ones aside (see load)."""
+    """(file, state) of the newest readable checkpoint among `path` and `previous(path)`, or
+    None. Each one that cannot be read (truncated, corrupt, or holding anything but tensors and
+    plain data) is renamed to `*.corrupt` with a warning, and the previous one is tried."""
     for candidate in (path, previous(path)):
         if not candidate.exists():
             continue

@@ -65,8 +65,9 @@ def cls_task(cfg: ClassifyCfg, validate) -> Task:
     return Task(loss=loss, validate=validate)
 
 
-def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int) -> pd.DataFrame:
-    """Train fold k's classifier into `folder`; returns its OOF rows (id, fold, prob, label)."""
+def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int) -> pd.DataFrame | None:
+    """Train fold k's classifier into `folder`; returns its OOF rows (id, fold, prob, label),
+    or None on a torchrun process other than rank 0 (rank 0 alone writes them)."""
     ccfg = cfg.classify
     device = pick_device(cfg.experiment)
     seed = cfg.experiment.seed + 100 + k
@@ -86,6 +87,8 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int) -> pd.DataFram
     model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
     if ccfg.patch.enabled and ccfg.patch.second_round_conf > 0:
         model = second_round(cfg, folder / "round2", model, data, train_idx, seed, validate)
+    if not distributed.is_main():
+        return None
     probs = predict_probs(model, data.images, val_idx, infer_spec(ccfg, device, ccfg.train.tta))
     ids = [data.images.ids[i] for i in val_idx]
     return pd.DataFrame({"id": ids, "fold": k, "prob": probs, "label": labels.astype(int)})

@@ -105,12 +105,18 @@ def on_main(fn: Callable[[], T]) -> T:
     return broadcast(fn() if is_main() else None)
 
 
+def batch_problem(batch_size: int, key: str, processes: int) -> str | None:
+    """Why the global batch `key` cannot be split evenly over `processes`, or None."""
+    return f"{key}: {batch_size} is not divisible by the {processes} processes of this torchrun run" if batch_size % processes else None
+
+
 def per_rank_batch(batch_size: int, key: str) -> int:
     """The batch each process loads: `batch_size` is the global batch, split evenly, so that one
     process and N processes take the same optimiser steps over the same samples."""
     n = world() if active() else 1
-    if batch_size % n:
-        raise UserError(f"{key}: {batch_size} is not divisible by the {n} processes of this torchrun run")
+    problem = batch_problem(batch_size, key, n)
+    if problem:
+        raise UserError(problem)
     return batch_size // n
 
 

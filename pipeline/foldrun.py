@@ -106,9 +106,7 @@ def run_folds(
             cache.resolve_fn(stage.fn)(ctx)
         return ctx.dir, False
     with contextlib.ExitStack() as held:
-        # Read locks on the upstream folders, as for a run of the whole stage.
-        for up in upstream.values():
-            held.enter_context(locks.folder_lock(up, shared=True))
+        held.enter_context(locks.read_locks(upstream.values()))  # as for a run of the whole stage
         ran = _run_folds(ctx, held, wait_s)
     return ctx.dir, ran
 

@@ -17,7 +17,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pipeline import distributed
@@ -98,6 +98,19 @@ def folder_lock(folder: Path, shared: bool = False) -> Iterator[Path]:
         if os.getpid() == owner:  # a forked child leaving this block closed its copy already
             _HELD.discard(fd)
             os.close(fd)  # releases the lock
+
+
+def read_locks(folders: Iterable[Path]) -> contextlib.ExitStack:
+    """Shared locks on `folders` (a stage's upstream folders, while it reads them), held until
+    the returned stack closes."""
+    held = contextlib.ExitStack()
+    try:
+        for folder in folders:
+            held.enter_context(folder_lock(folder, shared=True))
+    except BaseException:
+        held.close()
+        raise
+    return held
 
 
 def fold_lock(folder: Path) -> contextlib.AbstractContextManager[Path]:

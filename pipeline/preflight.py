@@ -65,9 +65,9 @@ def _oof_folds(cfg: Config, target: str) -> list[str]:
 
 def _world(cfg: Config) -> list[str]:
     """Under torchrun each process loads an equal share of the global batch."""
-    n = distributed.world()
     pairs = (("segment.train.batch_size", cfg.segment.train.batch_size), ("classify.train.batch_size", cfg.classify.train.batch_size))
-    return [f"{key}: {b} is not divisible by the {n} processes of this torchrun run" for key, b in pairs if b % n]
+    problems = (distributed.batch_problem(b, key, distributed.world()) for key, b in pairs)
+    return [p for p in problems if p]
 
 
 def check(cfg: Config, target: str = "all") -> None:

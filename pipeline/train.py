@@ -260,9 +260,10 @@ class Fitter:
     def _load_checkpoint(self) -> dict | None:
         """The checkpoint to resume from. Under torchrun rank 0 chooses it (setting unreadable
         ones aside) and every process loads that file."""
-        if not distributed.active():
-            return checkpoint.load(self.ckpt, "cpu")
-        chosen = distributed.on_main(lambda: (found := checkpoint.find(self.ckpt, "cpu")) and found[0])
+        found = checkpoint.find(self.ckpt, "cpu") if distributed.is_main() else None
+        chosen = distributed.broadcast(found[0] if found else None)
+        if found is not None:  # rank 0 (or the only process) holds it already
+            return found[1]
         return torch.load(chosen, map_location="cpu", weights_only=True) if chosen else None
 
     def _checkpoint(self, state: dict, eng: _Engine) -> None:
