@@ -35,8 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import config, paths, runtime  # noqa: E402
-from pipeline.cache import run_stage  # noqa: E402
+from pipeline import api, config, paths, runtime  # noqa: E402
 from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights, to_tensor  # noqa: E402
 from pipeline.losses import get_loss  # noqa: E402
 from pipeline.schedules import build as build_scheduler  # noqa: E402
@@ -49,7 +48,7 @@ def load_data(cfg, n: int):
     """Ingest (cached) -> image/mask stores, the first n positions and their coverage."""
     if cfg.data.train_images and not paths.resolve(cfg.data.train_images).is_dir():
         subprocess.run([sys.executable, "-m", "pipeline", "demo-data"], cwd=ROOT, check=True)
-    folder, _ = run_stage(cfg, "ingest")
+    folder = api.run(cfg, "ingest")
     images, masks = ArrayStore(folder, "images"), ArrayStore(folder, "masks")
     table = pd.read_csv(folder / "train.csv", dtype={"id": str}, keep_default_na=False)
     coverage = table.set_index("id").loc[images.ids, "coverage"].to_numpy()

@@ -132,7 +132,9 @@ def _hashed_sections(cfg: Config, stage: Stage) -> dict:
     out = {s: config_mod.section(cfg, s) for s in stage.sections}
     for switch in sorted(OPT_IN):
         value = config_mod.section(cfg, switch)
-        if value.get("enabled") if isinstance(value, dict) else value:
+        # A switch section without `enabled` is on when any of its values is set.
+        on = (value.get("enabled") if "enabled" in value else any(value.values())) if isinstance(value, dict) else value
+        if on:
             continue
         for s, hashed in out.items():
             if switch.startswith(s + "."):

@@ -109,6 +109,22 @@ def distance_target(mask: np.ndarray, signed: bool) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def crop_batch(batch: dict[str, torch.Tensor], size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """Each sample's random same-scale `size` window (progressive resizing). The distance target
+    is cropped, not recomputed: it stays what the whole input asks of those pixels; the label and
+    coverage describe the window, which is all the network sees."""
+    full = batch["image"].shape[-1]
+    corners = rng.integers(0, full - size + 1, (len(batch["image"]), 2))
+    out = dict(batch)
+    for k in ("image", "mask", "dist"):
+        if k in batch:
+            out[k] = torch.stack([t[:, y : y + size, x : x + size] for t, (y, x) in zip(batch[k], corners, strict=True)])
+    hard = out["mask"] > 0.5
+    out["label"] = hard.flatten(1).any(1).float()
+    out["coverage"] = out["mask"].flatten(1).mean(1)
+    return out
+
+
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 HxWxC -> normalised float CxHxW."""
     c = img.shape[2]

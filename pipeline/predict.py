@@ -63,19 +63,23 @@ def compiled(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def _forward_tta(model: nn.Module, x: torch.Tensor, spec: InferSpec) -> dict[str, torch.Tensor]:
-    acc: dict[str, torch.Tensor] = {}
     tta = list(spec.tta) or ["none"]
-    for op in tta:
-        dims = FLIPS[op]
-        xi = torch.flip(x, dims) if dims else x
+    views = [torch.flip(x, FLIPS[op]) if FLIPS[op] else x for op in tta]
+    # batch_tta: all views in one forward pass, fewer and larger GEMMs (bench/cpu_throughput.py).
+    groups = [torch.cat(views)] if spec.batch_tta and len(views) > 1 else views
+    outs: dict[str, list[torch.Tensor]] = {}
+    for xi in groups:
         if spec.tcfg.channels_last:
             xi = xi.contiguous(memory_format=torch.channels_last)
         with runtime.autocast(spec.device, spec.tcfg):
             out = model(xi)
         for k, v in out.items():
-            v = squash(k, v.float(), spec.signed)
-            if v.dim() == 4 and dims:
-                v = torch.flip(v, dims)
+            outs.setdefault(k, []).extend(squash(k, v.float(), spec.signed).split(len(x)))
+    acc: dict[str, torch.Tensor] = {}
+    for k, parts in outs.items():
+        for op, v in zip(tta, parts, strict=True):
+            if v.dim() == 4 and FLIPS[op]:
+                v = torch.flip(v, FLIPS[op])
             acc[k] = acc[k] + v if k in acc else v
     return {k: (v / len(tta)).cpu() for k, v in acc.items()}
 
@@ -177,6 +181,7 @@ class InferSpec:
     aggregate: str = "weighted"
     tile_batch: int | None = None
     compile: bool = False  # torch.compile the model first (pad and resize modes)
+    batch_tta: bool = False  # the TTA views of a batch in one forward pass
 
 
 def predict(model: nn.Module, images: ArrayStore, indices: np.ndarray, spec: InferSpec) -> Iterator[tuple[int, dict]]:

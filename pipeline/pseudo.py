@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.schema import Config, PseudoCfg
+from pipeline.schema import Config, ProgressiveCfg, PseudoCfg
 from pipeline.store import ArrayStore, quantise, write_store
 
 LABELS = "pseudo_masks"  # the store of a fold's pseudo-labels in its round folder
@@ -44,7 +44,9 @@ def round_cfg(cfg: Config) -> Config:
     swa = min(train.swa_epochs, max(cfg.pseudo.epochs - 1, 0))
     phases = [dataclasses.replace(train.loss[-1], until_epoch=0)]  # the final loss phase only
     # Fine-tune at the SWA learning rate: the full lr undoes what the last epochs and SWA gained.
-    new_train = dataclasses.replace(train, epochs=cfg.pseudo.epochs, swa_epochs=swa, loss=phases, lr=train.swa_lr)
+    # No progressive crops: fine-tuning is the end of training, which runs on whole inputs.
+    off = ProgressiveCfg(crop=0, until_epoch=0)
+    new_train = dataclasses.replace(train, epochs=cfg.pseudo.epochs, swa_epochs=swa, loss=phases, lr=train.swa_lr, progressive=off)
     return dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, train=new_train))
 
 

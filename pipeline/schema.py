@@ -183,11 +183,29 @@ class FitCfg:
 
 
 @dataclass
+class ProgressiveCfg:
+    """Progressive resizing by same-scale crops: the epochs before `until_epoch` train on random
+    `crop` x `crop` windows of the network input (a quarter of the pixels at 64 of 128), the
+    rest on the whole input; crop 0 = off."""
+
+    crop: int = valid(min=0)
+    until_epoch: int = valid(min=0)
+
+    def check(self) -> Problems:
+        if self.crop % validate.STRIDE:
+            return [("crop", f"got {self.crop}, must be a multiple of {validate.STRIDE}")]
+        if bool(self.crop) != bool(self.until_epoch):  # one without the other would do nothing
+            return [("", f"crop and until_epoch are set together or both 0, got {self.crop} and {self.until_epoch}")]
+        return []
+
+
+@dataclass
 class TrainCfg(FitCfg):
     """Segmentation training: the recipe plus its loss phases and validation threshold."""
 
     loss: list[LossPhase]
     eval_threshold: float = valid(min=0, max=1)
+    progressive: ProgressiveCfg
 
     def check(self) -> Problems:
         out = super().check()
@@ -219,6 +237,12 @@ class SegmentCfg:
     input: InputCfg
     train: TrainCfg
     aux: AuxCfg
+
+    def check(self) -> Problems:
+        crop = self.train.progressive.crop
+        if crop and (self.input.mode == "tile" or crop >= self.input.size):
+            return [("train.progressive.crop", f"got {crop}, must be smaller than input.size {self.input.size} (modes pad, resize)")]
+        return []
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from pipeline import distributed, fileio, runtime
-from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
+from pipeline.datasets import Geometry, SegDataset, build_augment, crop_batch, sample_weights
 from pipeline.evaluation import score_probs
 from pipeline.losses import ScheduledLoss, distance_loss
 from pipeline.mean_teacher import MeanTeacher
@@ -23,7 +23,7 @@ from pipeline.models import build_segmentation
 from pipeline.predict import InferSpec, adapt_bn, predict
 from pipeline.roc import roc_outputs
 from pipeline.runtime import pick_device
-from pipeline.schema import Config, SegmentCfg
+from pipeline.schema import Config, ProgressiveCfg, SegmentCfg
 from pipeline.store import ArrayStore, dequantise, quantise, write_store
 from pipeline.train import Fitter, Task
 from pipeline.trainset import TrainSet, fold_model_paths
@@ -79,7 +79,23 @@ def seg_task(cfg: SegmentCfg, model_predict, cls_weight: float = 0.0) -> Task:
             total = total + cls_weight * c
         return total, parts
 
-    return Task(loss=loss, validate=model_predict)
+    return Task(loss=loss, validate=model_predict, prepare=_progressive(cfg.train.progressive))
+
+
+def _progressive(pcfg: ProgressiveCfg):
+    """The batch transform of progressive resizing, or None when it is off."""
+    if not pcfg.crop:
+        return None
+
+    def prepare(batch, epoch):
+        if epoch >= pcfg.until_epoch:
+            return batch
+        # Seeded by the epoch and the batch's first sample: a resumed run crops what an
+        # uninterrupted one cropped, with no generator state to checkpoint.
+        rng = np.random.default_rng([epoch, int(batch["index"][0]), len(batch["index"])])
+        return crop_batch(batch, pcfg.crop, rng)
+
+    return prepare
 
 
 def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldExtras | None = None) -> torch.nn.Module:

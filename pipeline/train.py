@@ -60,6 +60,7 @@ class Task:
     loss: Callable[[Batch, Batch, int], tuple[torch.Tensor, dict[str, float]]]
     validate: Callable[[nn.Module], dict[str, float]]
     hook: StepHook | None = None
+    prepare: Callable[[Batch, int], Batch] | None = None  # (batch, epoch) -> what the step trains on
 
 
 def _save_weights(state_dict: dict, path: Path) -> None:
@@ -92,6 +93,8 @@ def train_epoch(
     totals: dict[str, float] = {}
     n = 0
     for batch in tqdm(loader, desc=desc, leave=False, mininterval=5, disable=None):
+        if task.prepare is not None:
+            batch = task.prepare(batch, epoch)
         batch = _to_device(batch, device, tcfg.channels_last)
         with runtime.autocast(device, tcfg):
             out = model(batch["image"])

@@ -64,6 +64,7 @@ register_opt_in(
     "ensemble.adabn",
     "segment.train.sync_bn",
     "classify.train.sync_bn",
+    "segment.train.progressive",
 )
 register(
     Stage(

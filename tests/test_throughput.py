@@ -1,0 +1,126 @@
+"""Issue 20's switches: progressive resizing by same-scale crops (segment.train.progressive) and
+the TTA views batched into one forward pass (InferSpec.batch_tta)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import cache
+from pipeline.config import ConfigError
+from pipeline.datasets import crop_batch
+from pipeline.predict import predict
+from pipeline.schema import LossPhase
+from pipeline.segmentation import build_model, infer_spec, seg_task
+from pipeline.store import ArrayStore, write_store
+
+
+def _batch(n: int = 4, size: int = 64) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(n, 1, size, size)
+    mask[0, :, :8, :8] = 1  # foreground in one corner of the first sample only
+    mask[1] = 1
+    return {
+        "image": torch.randn(n, 3, size, size, generator=g),
+        "mask": mask,
+        "dist": torch.rand(n, 1, size, size, generator=g),
+        "label": (mask.flatten(1) > 0).any(1).float(),
+        "coverage": mask.flatten(1).mean(1),
+        "index": torch.arange(n),
+    }
+
+
+def test_crop_batch_takes_each_samples_window_and_relabels_it():
+    batch = _batch()
+    rng = np.random.default_rng(3)
+    corners = np.random.default_rng(3).integers(0, 64 - 32 + 1, (4, 2))
+    out = crop_batch(batch, 32, rng)
+    assert out["image"].shape == (4, 3, 32, 32) and out["mask"].shape == out["dist"].shape == (4, 1, 32, 32)
+    for i, (y, x) in enumerate(corners):
+        assert torch.equal(out["image"][i], batch["image"][i, :, y : y + 32, x : x + 32])
+        assert torch.equal(out["dist"][i], batch["dist"][i, :, y : y + 32, x : x + 32])  # cropped, not recomputed
+        assert out["label"][i] == float(out["mask"][i].any()) and out["coverage"][i] == out["mask"][i].mean()
+    assert out["label"][1] == 1 and out["coverage"][1] == 1 and out["label"][2] == 0
+    assert torch.equal(out["index"], batch["index"])
+
+
+def test_progressive_crops_only_before_until_epoch_and_repeats_its_crops(smoke_cfg):
+    cfg = smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 2}", "segment.input.size=64")
+    prepare = seg_task(cfg.segment, None).prepare
+    batch = _batch()
+    assert prepare(batch, 0)["image"].shape[-1] == 32 and prepare(batch, 1)["image"].shape[-1] == 32
+    assert prepare(batch, 2) is batch
+    assert torch.equal(prepare(batch, 1)["image"], prepare(batch, 1)["image"])  # a resumed run crops alike
+    assert not torch.equal(prepare(batch, 0)["image"], prepare(batch, 1)["image"])
+    assert seg_task(smoke_cfg().segment, None).prepare is None  # off by default
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{crop: 48, until_epoch: 2}", "progressive.crop: got 48, must be a multiple of 32"),
+        ("{crop: 32, until_epoch: 0}", "crop and until_epoch are set together or both 0, got 32 and 0"),
+        ("{crop: 0, until_epoch: 3}", "crop and until_epoch are set together or both 0, got 0 and 3"),
+        ("{crop: 64, until_epoch: 2}", "train.progressive.crop: got 64, must be smaller than input.size 64"),
+    ],
+)
+def test_bad_progressive_settings_are_refused_at_load(smoke_cfg, value, message):
+    with pytest.raises(ConfigError, match=message):
+        smoke_cfg(f"segment.train.progressive={value}", "segment.input.size=64")
+
+
+def test_progressive_enters_the_segment_key_only_when_on(smoke_cfg, tmp_path):
+    off = cache.stage_key(smoke_cfg("segment.input.size=64", artifacts=tmp_path), "segment")
+    assert cache.stage_key(smoke_cfg("segment.train.progressive={crop: 0, until_epoch: 0}", "segment.input.size=64", artifacts=tmp_path), "segment") == off
+    assert cache.stage_key(smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 1}", "segment.input.size=64", artifacts=tmp_path), "segment") != off
+
+
+@pytest.mark.slow
+def test_the_fitter_trains_on_crops_then_on_whole_inputs(smoke_cfg, tmp_path):
+    from pipeline.train import Fitter
+
+    cfg = smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 2}", "segment.input.size=64")
+    sizes: list[tuple[int, int]] = []
+    task = seg_task(cfg.segment, lambda m: {"score": 0.0})
+    inner = task.loss
+
+    def loss(out, batch, epoch):
+        sizes.append((epoch, out["mask"].shape[-1]))
+        return inner(out, batch, epoch)
+
+    task = dataclasses.replace(task, loss=loss)
+    tcfg = dataclasses.replace(cfg.segment.train, epochs=3, swa_epochs=0, batch_size=4, loss=[LossPhase(0, {"bce": 1.0})])
+    full = _batch(8)
+    ds = [{k: v[i] for k, v in full.items()} for i in range(8)]
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(cfg.segment, train=tcfg), 3)
+    Fitter(model, task, tcfg, tmp_path / "fit", torch.device("cpu"), 0).fit(ds)
+    assert sorted(set(sizes)) == [(0, 32), (1, 32), (2, 64)]
+
+
+@pytest.fixture
+def tiles(tmp_path, smoke_cfg):
+    cfg = smoke_cfg("segment.train.bf16=off")
+    rng = np.random.default_rng(0)
+    write_store(tmp_path, "images", ((f"i{k}", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)) for k in range(6)))
+    torch.manual_seed(0)
+    model = build_model(cfg.segment, 3).eval()
+    spec = dataclasses.replace(infer_spec(cfg.segment, torch.device("cpu"), ["none", "hflip"]), batch_size=4)
+    return model, ArrayStore(tmp_path, "images"), spec
+
+
+def test_batched_tta_runs_one_forward_per_batch_and_predicts_the_same(tiles):
+    model, images, spec = tiles
+    batch_sizes: list[int] = []
+    model.register_forward_pre_hook(lambda m, args: batch_sizes.append(len(args[0])))
+    plain = dict(predict(model, images, np.arange(6), spec))
+    assert batch_sizes == [4, 4, 2, 2]  # a pass per view
+    batch_sizes.clear()
+    batched = dict(predict(model, images, np.arange(6), dataclasses.replace(spec, batch_tta=True)))
+    assert batch_sizes == [8, 4]  # both views of a batch in one pass
+    for i, out in plain.items():
+        for k, v in out.items():
+            np.testing.assert_allclose(batched[i][k], v, atol=1e-5)
