@@ -24,6 +24,7 @@ class ExperimentCfg:
     threads: int = valid(min=0)  # torch CPU threads; 0 keeps torch's default
     deterministic: bool = False  # cuDNN deterministic algorithms on GPUs (slower); not hashed
     compile: bool = False  # torch.compile the segmentation models for OOF and test inference; not hashed
+    batch_tta: bool = False  # the TTA views of a batch in one forward pass (OOF and test inference); not hashed
 
     def check(self) -> Problems:
         ok = self.name.strip(".") and all(c.isascii() and (c.isalnum() or c in "._-") for c in self.name)

@@ -23,7 +23,7 @@ from pipeline.models import build_segmentation
 from pipeline.predict import InferSpec, adapt_bn, predict
 from pipeline.roc import roc_outputs
 from pipeline.runtime import pick_device
-from pipeline.schema import Config, ProgressiveCfg, SegmentCfg
+from pipeline.schema import Config, ExperimentCfg, ProgressiveCfg, SegmentCfg
 from pipeline.store import ArrayStore, dequantise, quantise, write_store
 from pipeline.train import Fitter, Task
 from pipeline.trainset import TrainSet, fold_model_paths
@@ -56,10 +56,12 @@ def build_model(scfg: SegmentCfg, in_channels: int, cls_head: bool = False) -> t
     return build_segmentation(scfg.model, in_channels, aux=scfg.aux.weight > 0, cls_head=cls_head)
 
 
-def infer_spec(scfg: SegmentCfg, device: torch.device, tta: list[str], compile: bool = False) -> InferSpec:
-    """How a segmentation model predicts; `compile` for OOF and test maps only (validation during
-    training would compile the changing weights every epoch)."""
-    return InferSpec(Geometry.from_cfg(scfg.input), tta, device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap, compile=compile)
+def infer_spec(scfg: SegmentCfg, device: torch.device, tta: list[str], exp: ExperimentCfg | None = None) -> InferSpec:
+    """How a segmentation model predicts; the experiment's inference speed switches (compile,
+    batch_tta) for OOF and test maps only: validation during training would compile the changing
+    weights every epoch."""
+    fast = {"compile": exp.compile, "batch_tta": exp.batch_tta} if exp is not None else {}
+    return InferSpec(Geometry.from_cfg(scfg.input), tta, device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap, **fast)
 
 
 def seg_task(cfg: SegmentCfg, model_predict, cls_weight: float = 0.0) -> Task:
@@ -135,7 +137,7 @@ def predict_oof(cfg: Config, model: torch.nn.Module, data: TrainSet, k: int, fol
     if (folder / "oof.index.csv").exists() or not distributed.is_main():
         return
     _, val_idx = data.split(k, 0, cfg.experiment.seed)
-    spec = infer_spec(cfg.segment, pick_device(cfg.experiment), cfg.segment.train.tta, cfg.experiment.compile)
+    spec = infer_spec(cfg.segment, pick_device(cfg.experiment), cfg.segment.train.tta, cfg.experiment)
     # Quantised as they come (what the stores hold anyway): a fold's float maps would grow
     # with the training set.
     ids, maps, cls = [], {"oof": [], "oof_dist": []}, []
@@ -201,7 +203,7 @@ def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore, adabn: b
     statistics on the test images first."""
     scfg = cfg.segment
     device = pick_device(cfg.experiment)
-    spec = infer_spec(scfg, device, scfg.train.tta, cfg.experiment.compile)
+    spec = infer_spec(scfg, device, scfg.train.tta, cfg.experiment)
     paths = fold_models(model_dir, folds)
     masks: list[np.ndarray] | None = None
     dists: list[np.ndarray] | None = None

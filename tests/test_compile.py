@@ -33,7 +33,7 @@ def _masks(model, images, spec) -> list[np.ndarray]:
 def test_the_switch_reaches_the_oof_and_test_specs_only(smoke_cfg):
     cfg = smoke_cfg("experiment.compile=true")
     assert infer_spec(cfg.segment, torch.device("cpu"), ["none"]).compile is False  # validation
-    assert infer_spec(cfg.segment, torch.device("cpu"), ["none"], cfg.experiment.compile).compile is True
+    assert infer_spec(cfg.segment, torch.device("cpu"), ["none"], cfg.experiment).compile is True
 
 
 def test_a_failing_compile_falls_back_to_the_eager_model(setup, monkeypatch, caplog):

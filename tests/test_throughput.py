@@ -74,8 +74,18 @@ def test_bad_progressive_settings_are_refused_at_load(smoke_cfg, value, message)
 
 def test_progressive_enters_the_segment_key_only_when_on(smoke_cfg, tmp_path):
     off = cache.stage_key(smoke_cfg("segment.input.size=64", artifacts=tmp_path), "segment")
-    assert cache.stage_key(smoke_cfg("segment.train.progressive={crop: 0, until_epoch: 0}", "segment.input.size=64", artifacts=tmp_path), "segment") == off
-    assert cache.stage_key(smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 1}", "segment.input.size=64", artifacts=tmp_path), "segment") != off
+    assert (
+        cache.stage_key(
+            smoke_cfg("segment.train.progressive={crop: 0, until_epoch: 0}", "segment.input.size=64", artifacts=tmp_path), "segment"
+        )
+        == off
+    )
+    assert (
+        cache.stage_key(
+            smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 1}", "segment.input.size=64", artifacts=tmp_path), "segment"
+        )
+        != off
+    )
 
 
 @pytest.mark.slow
@@ -110,6 +120,13 @@ def tiles(tmp_path, smoke_cfg):
     model = build_model(cfg.segment, 3).eval()
     spec = dataclasses.replace(infer_spec(cfg.segment, torch.device("cpu"), ["none", "hflip"]), batch_size=4)
     return model, ArrayStore(tmp_path, "images"), spec
+
+
+def test_batch_tta_reaches_the_oof_and_test_specs_only(smoke_cfg):
+    cfg = smoke_cfg("experiment.batch_tta=true")
+    assert infer_spec(cfg.segment, torch.device("cpu"), ["none"]).batch_tta is False  # validation
+    assert infer_spec(cfg.segment, torch.device("cpu"), ["none"], cfg.experiment).batch_tta is True
+    assert infer_spec(cfg.segment, torch.device("cpu"), ["none"], smoke_cfg().experiment).batch_tta is False
 
 
 def test_batched_tta_runs_one_forward_per_batch_and_predicts_the_same(tiles):
