@@ -2,6 +2,7 @@
 # One prepared check for a lent GPU machine, at most 8 minutes: bench/gpu_check.sh [--dry]
 #   1. the environment (GPUs, driver, torch, CUDA, bf16);
 #   2. the smoke config end to end on CUDA (every stage, submission included);
+#   2b. the smoke segment stage with progressive crops and batched TTA (issue 20's switches);
 #   3. with more than one GPU: the smoke segment stage under torchrun, one process per GPU;
 #   4. fold 0 of configs/tgs_salt_gpu.yaml under a time cap (CAP seconds, default 300) on the
 #      tiles bench/gpu_prepare.sh put in .gpu/tgs_salt (or ../shared/data/tgs_salt), with its
@@ -50,6 +51,15 @@ rc=$?
 grep -E "^\[|final|hidden" "$WORK/smoke.log" | tee -a "$REPORT"
 say "smoke: rc $rc in $(( $(date +%s) - start )) s"
 [[ $rc == 0 ]] || tail -20 "$WORK/smoke.log" | tee -a "$REPORT"
+
+say "=== 2b. progressive crops and batched TTA (issue 20's switches) on $DEVICE ==="
+start=$(date +%s)
+timeout 150 $PY -m pipeline segment --config configs/smoke.yaml "${SMOKE_SET[@]}" --set "experiment.artifacts=$WORK/switches" \
+  --set segment.input.size=64 --set "segment.train.progressive={crop: 32, until_epoch: 1}" --set experiment.batch_tta=true \
+  --set segment.train.epochs=2 > "$WORK/switches.log" 2>&1
+rc=$?
+grep -E "^\[|epoch" "$WORK/switches.log" | tee -a "$REPORT"
+say "switches: rc $rc in $(( $(date +%s) - start )) s"
 
 say "=== 3. DistributedDataParallel ==="
 if [[ "$NGPU" -gt 1 ]]; then
