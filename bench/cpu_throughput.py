@@ -14,12 +14,14 @@ figure is the median over the other rounds. Variants:
   threads1      one torch thread (what each of two processes on this machine would get)
   compiled      torch.compile (inductor) of the model; compile time counted apart
   crop96/crop64 random same-scale crops of the padded tile: the early epochs of
-                `train.progressive` (the loss and targets are recomputed on the crop)
+                `train.progressive` (`datasets.crop_batch`, done before timing: label and coverage
+                recomputed on the window, the distance target cropped)
   loader        the pipeline's DataLoader alone (augmentation, distance target, collation)
 
 Inference (`predict.predict` over the ingested tiles, flip TTA, what OOF and test maps run):
-  default, batch64, fp32, threads1, tta_batched (the views in one forward pass), compiled
-  (experiment.compile), compiled+tta_batched.
+  default, batch64, batch16, fp32, threads1, tta_batched (the views in one forward pass),
+  compiled (experiment.compile), compiled+tta_batched, compiled+batch64. Compiled variants are
+  compiled anew each round; the first-batch column is the last round's (a warm inductor cache).
 
 Run: .venv/bin/python bench/cpu_throughput.py [--config configs/tgs_salt.yaml] [--rounds 4]
        [--steps 6] [--images 512] [--only train|infer]
@@ -90,7 +92,7 @@ class _Trainer:
         self.batches = []
         for start in range(0, len(samples) - v.batch + 1, v.batch):
             b = default_collate(samples[start : start + v.batch])
-            self.batches.append(crop_batch(b, v.crop, rng) if v.crop else b)
+            self.batches.append(crop_batch(b, v.crop, [rng] * len(b["image"])) if v.crop else b)
         self.next, self.device = 0, torch.device("cpu")
 
     def steps(self, n: int) -> float:

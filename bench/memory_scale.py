@@ -53,6 +53,7 @@ def peak_mb(data: Path, artifacts: Path, train: int) -> tuple[float, float]:
         "segment.train.folds=[0]",
         "segment.train.epochs=1",
         "segment.train.swa_epochs=0",
+        "segment.train.progressive={crop: 0, until_epoch: 0}",  # its one epoch on whole inputs
         f"segment.train.max_images={train}",
     ]
     cmd = [sys.executable, "-m", "pipeline", "segment", "--config", "configs/tgs_salt.yaml", *[a for s in sets for a in ("--set", s)]]

@@ -91,7 +91,8 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {}
-# Config switches hashed only when on (a truthy value, or a sub-section whose `enabled` is true),
+# Config switches hashed only when on (a truthy value, a sub-section whose `enabled` is true, or
+# one without `enabled` with any truthy value),
 # by every stage whose hashed sections hold them: adding an opt-in option, off by default, keeps
 # existing artifacts' keys.
 OPT_IN: set[str] = set()

@@ -109,12 +109,13 @@ def distance_target(mask: np.ndarray, signed: bool) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def crop_batch(batch: dict[str, torch.Tensor], size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """Each sample's random same-scale `size` window (progressive resizing). The distance target
-    is cropped, not recomputed: it stays what the whole input asks of those pixels; the label and
-    coverage describe the window, which is all the network sees."""
+def crop_batch(batch: dict[str, torch.Tensor], size: int, rngs: Sequence[np.random.Generator]) -> dict[str, torch.Tensor]:
+    """Each sample's random same-scale `size` window, drawn from its own generator in `rngs`
+    (progressive resizing). The distance target is cropped, not recomputed: it stays what the
+    whole input asks of those pixels; the label and coverage describe the window, which is all
+    the network sees."""
     full = batch["image"].shape[-1]
-    corners = rng.integers(0, full - size + 1, (len(batch["image"]), 2))
+    corners = [rng.integers(0, full - size + 1, 2) for rng in rngs]
     out = dict(batch)
     for k in ("image", "mask", "dist"):
         if k in batch:

@@ -77,7 +77,10 @@ class KeyedDataset(Dataset):
     def __getitem__(self, key: Key):
         i, epoch, pos = key
         reseed(self.ds, (epoch, pos))
-        return self.ds[i]
+        sample = self.ds[i]
+        # The global position travels with a dict sample, for draws made on whole batches
+        # (progressive crops) that must not depend on the number of processes.
+        return {**sample, "position": torch.tensor(pos)} if isinstance(sample, dict) else sample
 
 
 def make_loader(ds: Dataset, tcfg: FitCfg, weights: np.ndarray | None, generator: torch.Generator) -> DataLoader:

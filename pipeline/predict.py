@@ -64,23 +64,21 @@ def compiled(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def _forward_tta(model: nn.Module, x: torch.Tensor, spec: InferSpec) -> dict[str, torch.Tensor]:
     tta = list(spec.tta) or ["none"]
-    views = [torch.flip(x, FLIPS[op]) if FLIPS[op] else x for op in tta]
-    # batch_tta: all views in one forward pass, fewer and larger GEMMs (bench/cpu_throughput.py).
-    groups = [torch.cat(views)] if spec.batch_tta and len(views) > 1 else views
-    outs: dict[str, list[torch.Tensor]] = {}
-    for xi in groups:
+    # batch_tta: all views in one forward pass, fewer and larger GEMMs (bench/cpu_throughput.py);
+    # otherwise one view at a time, summed as they come (the peak memory of one view).
+    groups = [tta] if spec.batch_tta and len(tta) > 1 else [[op] for op in tta]
+    acc: dict[str, torch.Tensor] = {}
+    for ops in groups:
+        xi = torch.cat([torch.flip(x, FLIPS[op]) if FLIPS[op] else x for op in ops])
         if spec.tcfg.channels_last:
             xi = xi.contiguous(memory_format=torch.channels_last)
         with runtime.autocast(spec.device, spec.tcfg):
             out = model(xi)
         for k, v in out.items():
-            outs.setdefault(k, []).extend(squash(k, v.float(), spec.signed).split(len(x)))
-    acc: dict[str, torch.Tensor] = {}
-    for k, parts in outs.items():
-        for op, v in zip(tta, parts, strict=True):
-            if v.dim() == 4 and FLIPS[op]:
-                v = torch.flip(v, FLIPS[op])
-            acc[k] = acc[k] + v if k in acc else v
+            for op, part in zip(ops, squash(k, v.float(), spec.signed).split(len(x)), strict=True):
+                if part.dim() == 4 and FLIPS[op]:
+                    part = torch.flip(part, FLIPS[op])
+                acc[k] = acc[k] + part if k in acc else part
     return {k: (v / len(tta)).cpu() for k, v in acc.items()}
 
 

@@ -212,6 +212,14 @@ class TrainCfg(FitCfg):
         out = super().check()
         if not self.loss:
             return [*out, ("", "loss needs at least one phase")]
+        last = self.epochs - self.swa_epochs
+        if self.progressive.crop and self.progressive.until_epoch > last:
+            out.append(
+                (
+                    "progressive.until_epoch",
+                    f"got {self.progressive.until_epoch}, must be <= epochs - swa_epochs ({last}): the final and SWA epochs train on whole inputs",
+                )
+            )
         scaled = [i for i, ph in enumerate(self.loss) if ph.lr_scale != 1.0]
         if scaled and self.scheduler != "cosine_restarts":
             out.append(("", f"loss[{scaled[0]}].lr_scale needs scheduler cosine_restarts (got {self.scheduler!r})"))
@@ -241,8 +249,10 @@ class SegmentCfg:
 
     def check(self) -> Problems:
         crop = self.train.progressive.crop
-        if crop and (self.input.mode == "tile" or crop >= self.input.size):
-            return [("train.progressive.crop", f"got {crop}, must be smaller than input.size {self.input.size} (modes pad, resize)")]
+        if crop and self.input.mode == "tile":
+            return [("train.progressive.crop", "progressive crops need input.mode pad or resize, got tile")]
+        if crop >= self.input.size:
+            return [("train.progressive.crop", f"got {crop}, must be smaller than input.size {self.input.size}")]
         return []
 
 

@@ -92,10 +92,10 @@ def _progressive(pcfg: ProgressiveCfg):
     def prepare(batch, epoch):
         if epoch >= pcfg.until_epoch:
             return batch
-        # Seeded by the epoch and the batch's first sample: a resumed run crops what an
-        # uninterrupted one cropped, with no generator state to checkpoint.
-        rng = np.random.default_rng([epoch, int(batch["index"][0]), len(batch["index"])])
-        return crop_batch(batch, pcfg.crop, rng)
+        # Each window from (epoch, the sample's global position), like the loader's other draws:
+        # a resumed run, or one under torchrun, crops what an uninterrupted 1-process run cropped.
+        keys = batch["position"].tolist() if "position" in batch else range(len(batch["image"]))
+        return crop_batch(batch, pcfg.crop, [np.random.default_rng([epoch, int(p)]) for p in keys])
 
     return prepare
 

@@ -35,9 +35,8 @@ def _batch(n: int = 4, size: int = 64) -> dict[str, torch.Tensor]:
 
 def test_crop_batch_takes_each_samples_window_and_relabels_it():
     batch = _batch()
-    rng = np.random.default_rng(3)
-    corners = np.random.default_rng(3).integers(0, 64 - 32 + 1, (4, 2))
-    out = crop_batch(batch, 32, rng)
+    corners = [np.random.default_rng(k).integers(0, 64 - 32 + 1, 2) for k in range(4)]
+    out = crop_batch(batch, 32, [np.random.default_rng(k) for k in range(4)])
     assert out["image"].shape == (4, 3, 32, 32) and out["mask"].shape == out["dist"].shape == (4, 1, 32, 32)
     for i, (y, x) in enumerate(corners):
         assert torch.equal(out["image"][i], batch["image"][i, :, y : y + 32, x : x + 32])
@@ -48,7 +47,7 @@ def test_crop_batch_takes_each_samples_window_and_relabels_it():
 
 
 def test_progressive_crops_only_before_until_epoch_and_repeats_its_crops(smoke_cfg):
-    cfg = smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 2}", "segment.input.size=64")
+    cfg = smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 2}", "segment.input.size=64", "segment.train.epochs=4")
     prepare = seg_task(cfg.segment, None).prepare
     batch = _batch()
     assert prepare(batch, 0)["image"].shape[-1] == 32 and prepare(batch, 1)["image"].shape[-1] == 32
@@ -58,6 +57,27 @@ def test_progressive_crops_only_before_until_epoch_and_repeats_its_crops(smoke_c
     assert seg_task(smoke_cfg().segment, None).prepare is None  # off by default
 
 
+def test_progressive_windows_follow_the_global_position_not_the_batch(smoke_cfg):
+    """Under torchrun each process holds half of every global batch: its samples must get the
+    windows they get in a 1-process run, which the loader's global positions make so."""
+    cfg = smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 2}", "segment.input.size=64", "segment.train.epochs=4")
+    prepare = seg_task(cfg.segment, None).prepare
+    whole = {**_batch(), "position": torch.tensor([10, 11, 12, 13])}
+    halves = [{k: v[part] for k, v in whole.items()} for part in (slice(0, 2), slice(2, 4))]
+    joined = torch.cat([prepare(h, 1)["image"] for h in halves])
+    assert torch.equal(prepare(whole, 1)["image"], joined)
+
+
+def test_the_training_loader_hands_out_global_positions(smoke_cfg):
+    from pipeline.loader import make_loader, set_epoch
+
+    ds = [{"x": torch.tensor(float(i))} for i in range(6)]
+    tcfg = dataclasses.replace(smoke_cfg().segment.train, batch_size=3)
+    loader = make_loader(ds, tcfg, None, torch.Generator().manual_seed(0))
+    set_epoch(loader, 0)
+    assert [b["position"].tolist() for b in loader] == [[0, 1, 2], [3, 4, 5]]
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
@@ -65,11 +85,17 @@ def test_progressive_crops_only_before_until_epoch_and_repeats_its_crops(smoke_c
         ("{crop: 32, until_epoch: 0}", "crop and until_epoch are set together or both 0, got 32 and 0"),
         ("{crop: 0, until_epoch: 3}", "crop and until_epoch are set together or both 0, got 0 and 3"),
         ("{crop: 64, until_epoch: 2}", "train.progressive.crop: got 64, must be smaller than input.size 64"),
+        ("{crop: 32, until_epoch: 99}", "progressive.until_epoch: got 99, must be <= epochs - swa_epochs"),
     ],
 )
 def test_bad_progressive_settings_are_refused_at_load(smoke_cfg, value, message):
     with pytest.raises(ConfigError, match=message):
-        smoke_cfg(f"segment.train.progressive={value}", "segment.input.size=64")
+        smoke_cfg(f"segment.train.progressive={value}", "segment.input.size=64", "segment.train.epochs=4")
+
+
+def test_progressive_crops_refuse_tile_mode(smoke_cfg):
+    with pytest.raises(ConfigError, match="progressive crops need input.mode pad or resize, got tile"):
+        smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 1}", "segment.input={mode: tile, size: 64, tile_overlap: 8}")
 
 
 def test_progressive_enters_the_segment_key_only_when_on(smoke_cfg, tmp_path):
@@ -92,7 +118,7 @@ def test_progressive_enters_the_segment_key_only_when_on(smoke_cfg, tmp_path):
 def test_the_fitter_trains_on_crops_then_on_whole_inputs(smoke_cfg, tmp_path):
     from pipeline.train import Fitter
 
-    cfg = smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 2}", "segment.input.size=64")
+    cfg = smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 2}", "segment.input.size=64", "segment.train.epochs=4")
     sizes: list[tuple[int, int]] = []
     task = seg_task(cfg.segment, lambda m: {"score": 0.0})
     inner = task.loss
