@@ -49,7 +49,8 @@ def main() -> None:
     for label, g in groups:
         a, b = g[f"{args.metric}_a"].to_numpy(), g[f"{args.metric}_b"].to_numpy()
         d, se = paired(a, b)
-        print(f"| {label} ({len(g)}) | {a.mean():.4f} | {b.mean():.4f} | {d:+.4f} | {se:.4f} | {d / se:+.1f} |")
+        ratio = f"{d / se:+.1f}" if se > 0 else "identical" if d == 0 else "n/a"
+        print(f"| {label} ({len(g)}) | {a.mean():.4f} | {b.mean():.4f} | {d:+.4f} | {se:.4f} | {ratio} |")
 
 
 if __name__ == "__main__":
