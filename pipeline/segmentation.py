@@ -94,8 +94,7 @@ def _progressive(pcfg: ProgressiveCfg):
             return batch
         # Each window from (epoch, the sample's global position), like the loader's other draws:
         # a resumed run, or one under torchrun, crops what an uninterrupted 1-process run cropped.
-        keys = batch["position"].tolist() if "position" in batch else range(len(batch["image"]))
-        return crop_batch(batch, pcfg.crop, [np.random.default_rng([epoch, int(p)]) for p in keys])
+        return crop_batch(batch, pcfg.crop, [np.random.default_rng([epoch, p]) for p in batch["position"].tolist()])
 
     return prepare
 

@@ -13,6 +13,7 @@ same: whichever such test runs first pays for the training.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -75,6 +76,31 @@ def smoke_overrides(smoke_data, smoke_artifacts) -> Callable[..., list[str]]:
 def smoke_cfg(smoke_overrides) -> Callable[..., Config]:
     def make(*overrides: str, artifacts: Path | None = None) -> Config:
         return config.load(SMOKE_CFG, smoke_overrides(*overrides, artifacts=artifacts))
+
+    return make
+
+
+@pytest.fixture
+def flip_predictor(tmp_path, smoke_cfg) -> Callable[..., tuple]:
+    """`make(n_images, *overrides)` -> (smoke segmentation model in eval mode, a store of n random
+    40x40 RGB images, its inference spec with flip TTA in batches of 4)."""
+
+    def make(n_images: int, *overrides: str) -> tuple:
+        # Imported here, as the test modules do: torch loads after OMP_NUM_THREADS is set above.
+        import numpy as np
+        import torch
+
+        from pipeline.segmentation import build_model, infer_spec
+        from pipeline.store import ArrayStore, write_store
+
+        cfg = smoke_cfg(*overrides)
+        rng = np.random.default_rng(0)
+        images = ((f"i{k}", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)) for k in range(n_images))
+        write_store(tmp_path, "images", images)
+        torch.manual_seed(0)
+        model = build_model(cfg.segment, 3).eval()
+        spec = dataclasses.replace(infer_spec(cfg.segment, torch.device("cpu"), ["none", "hflip"]), batch_size=4)
+        return model, ArrayStore(tmp_path, "images"), spec
 
     return make
 

@@ -11,19 +11,12 @@ import pytest
 import torch
 
 from pipeline import predict as predict_mod
-from pipeline.segmentation import build_model, infer_spec
-from pipeline.store import ArrayStore, write_store
+from pipeline.segmentation import infer_spec
 
 
 @pytest.fixture
-def setup(tmp_path, smoke_cfg):
-    cfg = smoke_cfg()
-    rng = np.random.default_rng(0)
-    write_store(tmp_path, "images", ((f"i{k}", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)) for k in range(11)))
-    torch.manual_seed(0)
-    model = build_model(cfg.segment, 3).eval()
-    spec = dataclasses.replace(infer_spec(cfg.segment, torch.device("cpu"), ["none", "hflip"]), batch_size=4)
-    return model, ArrayStore(tmp_path, "images"), spec
+def setup(flip_predictor):
+    return flip_predictor(11)
 
 
 def _masks(model, images, spec) -> list[np.ndarray]:

@@ -15,7 +15,6 @@ from pipeline.datasets import crop_batch
 from pipeline.predict import predict
 from pipeline.schema import LossPhase
 from pipeline.segmentation import build_model, infer_spec, seg_task
-from pipeline.store import ArrayStore, write_store
 
 
 def _batch(n: int = 4, size: int = 64) -> dict[str, torch.Tensor]:
@@ -30,6 +29,7 @@ def _batch(n: int = 4, size: int = 64) -> dict[str, torch.Tensor]:
         "label": (mask.flatten(1) > 0).any(1).float(),
         "coverage": mask.flatten(1).mean(1),
         "index": torch.arange(n),
+        "position": torch.arange(n),  # what the training loader adds (loader.KeyedDataset)
     }
 
 
@@ -62,7 +62,7 @@ def test_progressive_windows_follow_the_global_position_not_the_batch(smoke_cfg)
     windows they get in a 1-process run, which the loader's global positions make so."""
     cfg = smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 2}", "segment.input.size=64", "segment.train.epochs=4")
     prepare = seg_task(cfg.segment, None).prepare
-    whole = {**_batch(), "position": torch.tensor([10, 11, 12, 13])}
+    whole = {**_batch(), "position": torch.tensor([10, 11, 12, 13])}  # a later global batch
     halves = [{k: v[part] for k, v in whole.items()} for part in (slice(0, 2), slice(2, 4))]
     joined = torch.cat([prepare(h, 1)["image"] for h in halves])
     assert torch.equal(prepare(whole, 1)["image"], joined)
@@ -129,7 +129,7 @@ def test_the_fitter_trains_on_crops_then_on_whole_inputs(smoke_cfg, tmp_path):
 
     task = dataclasses.replace(task, loss=loss)
     tcfg = dataclasses.replace(cfg.segment.train, epochs=3, swa_epochs=0, batch_size=4, loss=[LossPhase(0, {"bce": 1.0})])
-    full = _batch(8)
+    full = {k: v for k, v in _batch(8).items() if k != "position"}  # the loader adds its own
     ds = [{k: v[i] for k, v in full.items()} for i in range(8)]
     torch.manual_seed(0)
     model = build_model(dataclasses.replace(cfg.segment, train=tcfg), 3)
@@ -138,14 +138,8 @@ def test_the_fitter_trains_on_crops_then_on_whole_inputs(smoke_cfg, tmp_path):
 
 
 @pytest.fixture
-def tiles(tmp_path, smoke_cfg):
-    cfg = smoke_cfg("segment.train.bf16=off")
-    rng = np.random.default_rng(0)
-    write_store(tmp_path, "images", ((f"i{k}", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)) for k in range(6)))
-    torch.manual_seed(0)
-    model = build_model(cfg.segment, 3).eval()
-    spec = dataclasses.replace(infer_spec(cfg.segment, torch.device("cpu"), ["none", "hflip"]), batch_size=4)
-    return model, ArrayStore(tmp_path, "images"), spec
+def tiles(flip_predictor):
+    return flip_predictor(6, "segment.train.bf16=off")
 
 
 def test_batch_tta_reaches_the_oof_and_test_specs_only(smoke_cfg):
