@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,11 +113,15 @@ class _Trainer:
         return (time.perf_counter() - start) / (n * self.v.batch)
 
 
+def _dataset(cfg, images, masks, idx) -> SegDataset:
+    """The pipeline's training dataset over `idx`, with the config's augmentations."""
+    scfg = cfg.segment
+    return SegDataset(images, masks, idx, Geometry.from_cfg(scfg.input), build_augment(scfg.train.augment, 0), scfg.aux.signed, 0)
+
+
 def _loader_seconds(cfg, images, masks, idx, batches: int) -> float:
     """Seconds per image for the pipeline's training DataLoader alone."""
-    scfg = cfg.segment
-    ds = SegDataset(images, masks, idx, Geometry.from_cfg(scfg.input), build_augment(scfg.train.augment, 0), scfg.aux.signed, 0)
-    loader = make_loader(ds, scfg.train, None, torch.Generator().manual_seed(0))
+    loader = make_loader(_dataset(cfg, images, masks, idx), cfg.segment.train, None, torch.Generator().manual_seed(0))
     set_epoch(loader, 0)
     start, n = time.perf_counter(), 0
     for i, b in enumerate(loader):
@@ -127,8 +133,7 @@ def _loader_seconds(cfg, images, masks, idx, batches: int) -> float:
 
 def _samples(cfg, images, masks, idx) -> list[dict]:
     """The pipeline dataset's training samples (augmented), built once."""
-    scfg = cfg.segment
-    ds = SegDataset(images, masks, idx, Geometry.from_cfg(scfg.input), build_augment(scfg.train.augment, 0), scfg.aux.signed, 0)
+    ds = _dataset(cfg, images, masks, idx)
     out = []
     for i in range(len(idx)):
         ds.reseed((0, i))
@@ -253,9 +258,6 @@ def child_rate(cfg, images, masks, args) -> None:
 
 
 def bench_env(args, artifacts: str) -> None:
-    import os
-    import subprocess
-
     rates: dict[str, list[float]] = {name: [] for name in ENV_VARIANTS}
     cmd = [sys.executable, __file__, "--config", args.config, "--steps", str(args.steps), "--child", artifacts]
     for _ in range(max(2, args.rounds // 2)):

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from paired_oof import paired as paired_difference  # noqa: E402  (bench/, this script's folder)
+
 from pipeline.ensemble_io import read_maps  # noqa: E402
 from pipeline.postprocess import candidate_scores  # noqa: E402
 from pipeline.pretrained import load_lite_weights  # noqa: E402
@@ -111,11 +113,8 @@ def tuned(probs: np.ndarray, truths: np.ndarray) -> tuple[np.ndarray, float, int
 
 
 def paired(name: str, a: np.ndarray, b: np.ndarray) -> None:
-    d = a - b
-    se = d.std(ddof=1) / np.sqrt(len(d))
-    print(
-        f"{name}: pipeline {a.mean():.4f}  yardstick {b.mean():.4f}  difference {d.mean():+.4f} +- {se:.4f} (SE, paired; {d.mean() / se:.1f} SE)"
-    )
+    d, se = paired_difference(a, b)
+    print(f"{name}: pipeline {a.mean():.4f}  yardstick {b.mean():.4f}  difference {d:+.4f} +- {se:.4f} (SE, paired; {d / se:.1f} SE)")
 
 
 def pool(files: list[Path]) -> None:
