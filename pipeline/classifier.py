@@ -19,34 +19,19 @@ from torch import nn
 
 from pipeline import distributed, fileio, runtime
 from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
+from pipeline.inference import classifier_paths, cls_test_probs, predict_probs
+from pipeline.inference import cls_geometry as geometry
+from pipeline.inference import cls_infer_spec as infer_spec
 from pipeline.models import ClassifierNet
-from pipeline.predict import InferSpec, adapt_bn, predict, tile_grid
+from pipeline.predict import tile_grid
 from pipeline.roc import safe_auc
 from pipeline.runtime import pick_device
-from pipeline.schema import ClassifyCfg, Config, InputCfg
+from pipeline.schema import ClassifyCfg, Config
 from pipeline.store import ArrayStore
 from pipeline.train import Fitter, Task
 from pipeline.trainset import TrainSet, fold_model_paths
 
 logger = logging.getLogger(__name__)
-
-
-def geometry(cfg: ClassifyCfg) -> Geometry:
-    """Patch mode is tile geometry at the patch size."""
-    if cfg.patch.enabled:
-        return Geometry.from_cfg(InputCfg("tile", cfg.patch.size, cfg.patch.size - cfg.patch.stride))
-    return Geometry.from_cfg(cfg.input)
-
-
-def infer_spec(cfg: ClassifyCfg, device: torch.device, tta: list[str]) -> InferSpec:
-    overlap = cfg.patch.size - cfg.patch.stride if cfg.patch.enabled else 0
-    aggregate = cfg.patch.aggregate if cfg.patch.enabled else "weighted"
-    return InferSpec(geometry(cfg), tta, device, cfg.train, overlap=overlap, aggregate=aggregate)
-
-
-def predict_probs(model: nn.Module, images: ArrayStore, indices: np.ndarray, spec: InferSpec) -> np.ndarray:
-    """Image-level probabilities (patch outputs aggregated as the spec says)."""
-    return np.array([o["cls"] for _, o in predict(model, images, indices, spec)], dtype=np.float64)
 
 
 def cls_task(cfg: ClassifyCfg, validate) -> Task:
@@ -153,19 +138,4 @@ def load_oof(folder: Path) -> pd.DataFrame | None:
 def predict_test(cfg: Config, folder: Path, test_images: ArrayStore, adabn: bool = False, folds: list[int] | None = None) -> np.ndarray:
     """Test probabilities averaged over the fold classifiers (or those of `folds`; NaN when
     disabled); `adabn` re-estimates BatchNorm statistics on the test images first."""
-    # A fold's final model is its round-2 fine-tune when patch.second_round_conf made one.
-    paths = [
-        p.parent / "round2" / "model.pt" if (p.parent / "round2" / "model.pt").exists() else p for p in fold_model_paths(folder, folds)
-    ]
-    if not cfg.classify.enabled or not paths:
-        return np.full(len(test_images), np.nan)
-    device = pick_device(cfg.experiment)
-    spec = infer_spec(cfg.classify, device, cfg.classify.train.tta)
-    total = np.zeros(len(test_images))
-    for path in paths:
-        model = ClassifierNet(cfg.classify.model, test_images[0].shape[2])
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        if adabn:
-            model = adapt_bn(model, test_images, spec.geometry, device, spec.overlap)
-        total += predict_probs(model, test_images, np.arange(len(test_images)), spec)
-    return total / len(paths)
+    return cls_test_probs(cfg, classifier_paths(fold_model_paths(folder, folds)), test_images, adabn)

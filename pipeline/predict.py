@@ -18,7 +18,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from pipeline import runtime
-from pipeline.datasets import Geometry, to_tensor
+from pipeline.geometry import Geometry, to_tensor
 from pipeline.schema import FitCfg
 from pipeline.store import ArrayStore, quantise, write_store
 

@@ -20,10 +20,9 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import UserError
+from pipeline.policy import choose, design, predicted
 
 POLICIES = ("grid", "global", "per_image")
-NO_RAW = "scorer.policy: none needs threshold 0.5, min area 0 and gate 0 among the candidates"
 # The inner CV of `auto` needs at least two folds; with one fit fold it splits the rows at random.
 INNER_SPLITS = 3
 
@@ -60,15 +59,6 @@ class Problem:
         return {"raw@0.5": np.array([self.raw]), "gate_only": np.flatnonzero((c[:, 1] == 0) & np.isclose(c[:, 0], 0.5))}
 
 
-def design(features: pd.DataFrame, cands: np.ndarray) -> pd.DataFrame:
-    """Rows: image x candidate; columns: image features + candidate parameters."""
-    n, c = len(features), len(cands)
-    x = features.loc[features.index.repeat(c)].reset_index(drop=True)
-    x["cand_threshold"], x["cand_min_area"], x["cand_gate"] = (np.tile(cands[:, j], n) for j in range(3))
-    x["cand_gated"] = (x["cls_prob"].fillna(1.0) < x["cand_gate"]).astype(float)
-    return x
-
-
 def fit_model(features: pd.DataFrame, cands: np.ndarray, scores: np.ndarray, params: dict, seed: int) -> lgb.LGBMRegressor:
     # deterministic + force_col_wise: the same data gives the same trees on every run and
     # machine (LightGBM otherwise picks row- or column-wise histograms by timing them).
@@ -76,24 +66,6 @@ def fit_model(features: pd.DataFrame, cands: np.ndarray, scores: np.ndarray, par
     model = lgb.LGBMRegressor(**{**defaults, **params})
     model.fit(design(features, cands), scores.reshape(-1))
     return model
-
-
-def predicted(model: lgb.LGBMRegressor, features: pd.DataFrame, cands: np.ndarray) -> np.ndarray:
-    return model.predict(design(features, cands)).reshape(len(features), len(cands))
-
-
-def choose(policy: str, n_images: int, pred: np.ndarray | None, fit_scores: np.ndarray, raw: int | None = None) -> np.ndarray:
-    """Candidate index per image under a policy; `raw` is the no-post-processing candidate
-    (policy none); `pred` (LightGBM's predicted scores) is needed by global and per_image."""
-    if policy == "none":
-        if raw is None:
-            raise UserError(NO_RAW)
-        return np.full(n_images, raw)
-    if policy == "grid":
-        return np.full(n_images, int(np.argmax(fit_scores.mean(axis=0))))
-    if policy == "global":
-        return np.full(n_images, int(np.argmax(pred.mean(axis=0))))
-    return np.argmax(pred, axis=1)
 
 
 def options(p: Problem) -> list[str]:

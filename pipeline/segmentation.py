@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -17,13 +16,14 @@ import torch
 from pipeline import distributed, fileio, runtime
 from pipeline.datasets import Geometry, SegDataset, build_augment, crop_batch, sample_weights
 from pipeline.evaluation import score_probs
+from pipeline.inference import TestMaps, build_model, seg_test_maps
+from pipeline.inference import seg_infer_spec as infer_spec
 from pipeline.losses import ScheduledLoss, distance_loss
 from pipeline.mean_teacher import MeanTeacher
-from pipeline.models import build_segmentation
-from pipeline.predict import InferSpec, adapt_bn, predict
+from pipeline.predict import predict
 from pipeline.roc import roc_outputs
 from pipeline.runtime import pick_device
-from pipeline.schema import Config, ExperimentCfg, ProgressiveCfg, SegmentCfg
+from pipeline.schema import Config, ProgressiveCfg, SegmentCfg
 from pipeline.store import ArrayStore, dequantise, quantise, write_store
 from pipeline.train import Fitter, Task
 from pipeline.trainset import TrainSet, fold_model_paths
@@ -35,12 +35,6 @@ logger = logging.getLogger(__name__)
 SEG_HEAD_WEIGHT = 0.2
 
 
-class TestMaps(NamedTuple):
-    masks: list[np.ndarray]
-    dists: list[np.ndarray] | None
-    cls: np.ndarray | None  # image probabilities from the seg_head classifier
-
-
 @dataclasses.dataclass
 class FoldExtras:
     """What a fine-tuning round adds to a fold's plain training: pseudo-labelled samples
@@ -50,18 +44,6 @@ class FoldExtras:
     extra: tuple[torch.utils.data.Dataset, np.ndarray] | None = None
     init: Path | None = None
     teacher: MeanTeacher | None = None
-
-
-def build_model(scfg: SegmentCfg, in_channels: int, cls_head: bool = False) -> torch.nn.Module:
-    return build_segmentation(scfg.model, in_channels, aux=scfg.aux.weight > 0, cls_head=cls_head)
-
-
-def infer_spec(scfg: SegmentCfg, device: torch.device, tta: list[str], exp: ExperimentCfg | None = None) -> InferSpec:
-    """How a segmentation model predicts; the experiment's inference speed switches (compile,
-    batch_tta) for OOF and test maps only: validation during training would compile the changing
-    weights every epoch."""
-    fast = {"compile": exp.compile, "batch_tta": exp.batch_tta} if exp is not None else {}
-    return InferSpec(Geometry.from_cfg(scfg.input), tta, device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap, **fast)
 
 
 def seg_task(cfg: SegmentCfg, model_predict, cls_weight: float = 0.0) -> Task:
@@ -200,24 +182,4 @@ def predict_test(cfg: Config, model_dir: Path, test_images: ArrayStore, adabn: b
     """Test probability (and distance) maps: every fold model of `model_dir` (or those of
     `folds`), with TTA, averaged, at each image's original size; `adabn` re-estimates BatchNorm
     statistics on the test images first."""
-    scfg = cfg.segment
-    device = pick_device(cfg.experiment)
-    spec = infer_spec(scfg, device, scfg.train.tta, cfg.experiment)
-    paths = fold_models(model_dir, folds)
-    masks: list[np.ndarray] | None = None
-    dists: list[np.ndarray] | None = None
-    cls = np.zeros(len(test_images)) if cfg.classify.seg_head else None
-    for path in paths:
-        model = build_model(scfg, test_images[0].shape[2], cfg.classify.seg_head)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        if adabn:
-            model = adapt_bn(model, test_images, spec.geometry, device, scfg.input.tile_overlap)
-        outs = [o for _, o in predict(model, test_images, np.arange(len(test_images)), spec)]
-        m = [o["mask"] / len(paths) for o in outs]
-        masks = m if masks is None else [a + b for a, b in zip(masks, m, strict=True)]
-        if "dist" in outs[0]:
-            d = [o["dist"] / len(paths) for o in outs]
-            dists = d if dists is None else [a + b for a, b in zip(dists, d, strict=True)]
-        if cls is not None:
-            cls += np.array([o["cls"] for o in outs]) / len(paths)
-    return TestMaps(masks, dists, cls)
+    return seg_test_maps(cfg, fold_models(model_dir, folds), test_images, adabn)

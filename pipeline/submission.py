@@ -6,13 +6,15 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import UserError
 from pipeline.imageio import list_images, load_mask
 from pipeline.ingest import format_problems
 from pipeline.metrics import pixel_counts, scores_from_counts
-from pipeline.rle import rle_decode, validate_rle
+from pipeline.postprocess import apply
+from pipeline.rle import rle_decode, rle_encode, validate_rle
 
 
 def read_submission(csv: str | Path) -> pd.DataFrame:
@@ -80,3 +82,24 @@ def header_problem(sample: Path | None, header: list[str]) -> str | None:
             " (data.id_column, submit.rle_column): set them to the sample's column names"
         )
     return None
+
+
+def make_submission(
+    ids: list[str], probs: list[np.ndarray], cls: np.ndarray, params: pd.DataFrame, header: list[str], sample: Path | None
+) -> pd.DataFrame:
+    """Post-process each test map with its row of `params` (threshold, min_area, gate, by id),
+    RLE-encode, and validate the whole file (header against the sample submission, ids and
+    order, RLE) before anything is written: a UserError names every problem."""
+    problem = header_problem(sample, header)
+    if problem:
+        raise UserError(problem)
+    rows = []
+    for i, prob, c in zip(ids, probs, cls, strict=True):
+        p = params.loc[i]
+        rows.append((i, rle_encode(apply(prob, c, p["threshold"], int(p["min_area"]), p["gate"]))))
+    sub = pd.DataFrame(rows, columns=header)
+    shapes = {i: prob.shape[:2] for i, prob in zip(ids, probs, strict=True)}
+    problems = check_submission(sub.set_axis(["id", "rle"], axis=1), ids, shapes, "submission")
+    if problems:
+        raise UserError(format_problems(problems))
+    return sub

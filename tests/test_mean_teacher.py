@@ -10,7 +10,7 @@ import torch
 
 from pipeline import cache
 from pipeline.config import ConfigError
-from pipeline.datasets import Geometry
+from pipeline.geometry import Geometry
 from pipeline.mean_teacher import MeanTeacher
 from pipeline.models import build_segmentation
 from pipeline.schema import MeanTeacherCfg

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pipeline import config
-from pipeline.datasets import Geometry, to_tensor
+from pipeline.geometry import Geometry, to_tensor
 from pipeline.errors import UserError
 from pipeline.losses import LOSSES, ScheduledLoss, distance_loss, get_loss
 from pipeline.models import ARCHS, build_segmentation

@@ -12,16 +12,16 @@ import numpy as np
 import pandas as pd
 
 from pipeline import fileio
-from pipeline.blend import blend, nested_blend
+from pipeline.blend import nested_blend
 from pipeline.cache import Context
 from pipeline.classifier import load_oof
-from pipeline.classifier import predict_test as classifier_test
 from pipeline.ensemble_io import read_maps
 from pipeline.evaluation import score_probs
+from pipeline.inference import classifier_paths, ensemble_test
 from pipeline.predict import save_maps
-from pipeline.segmentation import predict_test
+from pipeline.segmentation import fold_models
 from pipeline.store import ArrayStore
-from pipeline.trainset import TrainSet
+from pipeline.trainset import TrainSet, fold_model_paths
 
 logger = logging.getLogger(__name__)
 
@@ -65,17 +65,14 @@ def run(ctx: Context) -> dict:
     seg_dir = ctx.upstream["segment"]
     if (seg_dir / "oof_dist.index.csv").exists():
         save_maps(ctx.dir, "oof_dist", ids, load_maps(seg_dir, "oof_dist", ids))
-    tests, test_dist, test_head = [], None, None
-    for name, d in dirs.items():
-        logger.info(f"ensemble: test inference with {name}")
-        maps = predict_test(cfg, d, test_images, cfg.ensemble.adabn)
-        tests.append(maps.masks)
-        test_dist = maps.dists if test_dist is None else test_dist
-        test_head = maps.cls if test_head is None else test_head
-    save_maps(ctx.dir, "test", test_images.ids, blend(tests, nb.test_weights))
-    if test_dist is not None:
-        save_maps(ctx.dir, "test_dist", test_images.ids, test_dist)
-    _write_cls(ctx, ids, test_images, test_head)
+    paths = {name: fold_models(d) for name, d in dirs.items()}
+    logger.info(f"ensemble: test inference with {', '.join(paths)}")
+    cls_paths = [] if cfg.classify.seg_head else classifier_paths(fold_model_paths(ctx.upstream["classify"]))
+    test = ensemble_test(cfg, paths, nb.test_weights, cls_paths, test_images)
+    save_maps(ctx.dir, "test", test_images.ids, test.masks)
+    if test.dists is not None:
+        save_maps(ctx.dir, "test_dist", test_images.ids, test.dists)
+    _write_cls(ctx, ids, test_images.ids, test.cls)
     return {
         "models": list(dirs),
         "weights": [round(float(w), 3) for w in nb.test_weights],
@@ -86,15 +83,10 @@ def run(ctx: Context) -> dict:
     }
 
 
-def _write_cls(ctx: Context, ids: list[str], test_images: ArrayStore, test_head: np.ndarray | None) -> None:
+def _write_cls(ctx: Context, ids: list[str], test_ids: list[str], test_prob: np.ndarray) -> None:
     """Classifier probabilities for the blended OOF ids and the test ids (NaN = no classifier),
     from the classify stage or, with classify.source = seg_head, from the segmentation head."""
-    head = ctx.cfg.classify.seg_head
-    oof = load_oof(ctx.upstream["segment" if head else "classify"])
+    oof = load_oof(ctx.upstream["segment" if ctx.cfg.classify.seg_head else "classify"])
     prob = oof.set_index("id")["prob"].reindex(ids).to_numpy() if oof is not None else np.full(len(ids), np.nan)
     fileio.write_csv(ctx.dir / "oof_cls.csv", pd.DataFrame({"id": ids, "prob": prob}))
-    if head:
-        test_prob = test_head
-    else:
-        test_prob = classifier_test(ctx.cfg, ctx.upstream["classify"], test_images, ctx.cfg.ensemble.adabn)
-    fileio.write_csv(ctx.dir / "test_cls.csv", pd.DataFrame({"id": test_images.ids, "prob": test_prob}))
+    fileio.write_csv(ctx.dir / "test_cls.csv", pd.DataFrame({"id": test_ids, "prob": test_prob}))

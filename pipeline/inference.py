@@ -1,0 +1,133 @@
+"""Test-time inference from fold model files: the segmentation and classifier networks as the
+config builds them, their inference specs, each model's fold-averaged maps with TTA (and
+optional AdaBN), and the blend of several models. The ensemble stage and the offline bundle's
+`predict.py` both run this code, so a bundle reproduces the pipeline's own test maps; it holds
+no training code (pipeline/bundle.py checks that for the modules a bundle carries)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.blend import blend
+from pipeline.geometry import Geometry
+from pipeline.models import ClassifierNet, build_segmentation
+from pipeline.predict import InferSpec, adapt_bn, predict
+from pipeline.runtime import pick_device
+from pipeline.schema import ClassifyCfg, Config, ExperimentCfg, InputCfg, SegmentCfg
+
+
+class TestMaps(NamedTuple):
+    masks: list[np.ndarray]
+    dists: list[np.ndarray] | None
+    cls: np.ndarray | None  # image probabilities from the seg_head classifier
+
+
+def build_model(scfg: SegmentCfg, in_channels: int, cls_head: bool = False) -> nn.Module:
+    return build_segmentation(scfg.model, in_channels, aux=scfg.aux.weight > 0, cls_head=cls_head)
+
+
+def seg_infer_spec(scfg: SegmentCfg, device: torch.device, tta: list[str], exp: ExperimentCfg | None = None) -> InferSpec:
+    """How a segmentation model predicts; the experiment's inference speed switches (compile,
+    batch_tta) for OOF and test maps only: validation during training would compile the changing
+    weights every epoch."""
+    fast = {"compile": exp.compile, "batch_tta": exp.batch_tta} if exp is not None else {}
+    return InferSpec(Geometry.from_cfg(scfg.input), tta, device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap, **fast)
+
+
+def cls_geometry(cfg: ClassifyCfg) -> Geometry:
+    """Patch mode is tile geometry at the patch size."""
+    if cfg.patch.enabled:
+        return Geometry.from_cfg(InputCfg("tile", cfg.patch.size, cfg.patch.size - cfg.patch.stride))
+    return Geometry.from_cfg(cfg.input)
+
+
+def cls_infer_spec(cfg: ClassifyCfg, device: torch.device, tta: list[str]) -> InferSpec:
+    overlap = cfg.patch.size - cfg.patch.stride if cfg.patch.enabled else 0
+    aggregate = cfg.patch.aggregate if cfg.patch.enabled else "weighted"
+    return InferSpec(cls_geometry(cfg), tta, device, cfg.train, overlap=overlap, aggregate=aggregate)
+
+
+def predict_probs(model: nn.Module, images, indices: np.ndarray, spec: InferSpec) -> np.ndarray:
+    """Image-level probabilities (patch outputs aggregated as the spec says)."""
+    return np.array([o["cls"] for _, o in predict(model, images, indices, spec)], dtype=np.float64)
+
+
+def classifier_paths(paths: Sequence[Path]) -> list[Path]:
+    """A fold's final classifier is its round-2 fine-tune when patch.second_round_conf made one."""
+    return [p.parent / "round2" / "model.pt" if (p.parent / "round2" / "model.pt").exists() else p for p in paths]
+
+
+def _load(model: nn.Module, path: Path) -> nn.Module:
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model
+
+
+def seg_test_maps(cfg: Config, paths: Sequence[Path], images, adabn: bool = False) -> TestMaps:
+    """Probability (and distance, seg-head classifier) outputs of the fold models in `paths`,
+    with TTA, averaged, at each image's original size; `adabn` re-estimates BatchNorm
+    statistics on `images` first. `images`: an ArrayStore or any list of HxWxC uint8 arrays."""
+    scfg = cfg.segment
+    device = pick_device(cfg.experiment)
+    spec = seg_infer_spec(scfg, device, scfg.train.tta, cfg.experiment)
+    masks: list[np.ndarray] | None = None
+    dists: list[np.ndarray] | None = None
+    cls = np.zeros(len(images)) if cfg.classify.seg_head else None
+    for path in paths:
+        model = _load(build_model(scfg, images[0].shape[2], cfg.classify.seg_head), path)
+        if adabn:
+            model = adapt_bn(model, images, spec.geometry, device, scfg.input.tile_overlap)
+        outs = [o for _, o in predict(model, images, np.arange(len(images)), spec)]
+        m = [o["mask"] / len(paths) for o in outs]
+        masks = m if masks is None else [a + b for a, b in zip(masks, m, strict=True)]
+        if "dist" in outs[0]:
+            d = [o["dist"] / len(paths) for o in outs]
+            dists = d if dists is None else [a + b for a, b in zip(dists, d, strict=True)]
+        if cls is not None:
+            cls += np.array([o["cls"] for o in outs]) / len(paths)
+    return TestMaps(masks, dists, cls)
+
+
+def cls_test_probs(cfg: Config, paths: Sequence[Path], images, adabn: bool = False) -> np.ndarray:
+    """Test probabilities averaged over the fold classifiers in `paths` (NaN when there are none
+    or the classifier is disabled)."""
+    if not cfg.classify.enabled or not paths:
+        return np.full(len(images), np.nan)
+    device = pick_device(cfg.experiment)
+    spec = cls_infer_spec(cfg.classify, device, cfg.classify.train.tta)
+    total = np.zeros(len(images))
+    for path in paths:
+        model = _load(ClassifierNet(cfg.classify.model, images[0].shape[2]), path)
+        if adabn:
+            model = adapt_bn(model, images, spec.geometry, device, spec.overlap)
+        total += predict_probs(model, images, np.arange(len(images)), spec)
+    return total / len(paths)
+
+
+@dataclass
+class EnsembleTest:
+    """The blended test maps, the first model's distance maps and the image probabilities
+    the gate reads (seg-head classifier or the classify stage's)."""
+
+    masks: list[np.ndarray]
+    dists: list[np.ndarray] | None
+    cls: np.ndarray
+
+
+def ensemble_test(cfg: Config, models: dict[str, list[Path]], weights: np.ndarray, cls_paths: list[Path], images) -> EnsembleTest:
+    """Test inference of each model's fold files in `models` (in order), blended with `weights`;
+    the classifier's fold files in `cls_paths` unless it rides on the segmentation encoder."""
+    tests, dists, head = [], None, None
+    for paths in models.values():
+        maps = seg_test_maps(cfg, paths, images, cfg.ensemble.adabn)
+        tests.append(maps.masks)
+        dists = maps.dists if dists is None else dists
+        head = maps.cls if head is None else head
+    cls = head if cfg.classify.seg_head else cls_test_probs(cfg, cls_paths, images, cfg.ensemble.adabn)
+    return EnsembleTest(blend(tests, weights), dists, cls)
