@@ -6,6 +6,7 @@ python -m pipeline all --config FILE [--set ...]      every stage in order, with
 python -m pipeline status --config FILE
 python -m pipeline demo-data [--out DIR] [--seed N]
 python -m pipeline score SUBMISSION.csv --masks DIR [--metric tgs|dice]
+python -m pipeline bundle --config FILE --out DIR [--export torchscript] [--wheels]
 
 Exit codes: 2 bad input, 3 a stage folder locked by another process, 128+N stopped by signal N.
 """
@@ -36,9 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m pipeline",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Staged, cached segmentation pipeline.",
-        epilog=f"stages (in run order):\n{stage_lines}\n\nother commands:\n  all          run every stage in order\n  status       list each stage as done, partial, stale or missing\n  report       print the per-step CV table\n  demo-data    generate the synthetic demo dataset\n  score        score a submission CSV against a folder of masks",
+        epilog=f"stages (in run order):\n{stage_lines}\n\nother commands:\n  all          run every stage in order\n  status       list each stage as done, partial, stale or missing\n  report       print the per-step CV table\n  demo-data    generate the synthetic demo dataset\n  score        score a submission CSV against a folder of masks\n  bundle       write the offline inference bundle (--out DIR)",
     )
-    p.add_argument("command", help="a stage name or one of: all, status, report, demo-data, score")
+    p.add_argument("command", help="a stage name or one of: all, status, report, demo-data, score, bundle")
     p.add_argument("target", nargs="?", help="score: the submission CSV")
     p.add_argument(
         "--config",
@@ -69,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--masks", help="score: folder of ground-truth masks")
     p.add_argument("--metric", default="tgs", help="score: tgs | dice | iou")
-    p.add_argument("--out", default=None, help="demo-data: output folder")
+    p.add_argument("--out", default=None, help="demo-data: output folder; bundle: the bundle folder to write")
+    p.add_argument("--export", choices=["torchscript"], default=None, help="bundle: also export the fold models (TorchScript)")
+    p.add_argument("--wheels", action="store_true", help="bundle: download the requirements' wheels into the bundle")
     p.add_argument("--seed", type=int, default=None, help="demo-data: seed")
     return p
 
@@ -157,9 +160,17 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(build_report(cfg))
         return 0
+    if args.command == "bundle":
+        from pipeline import api
+
+        if not args.out:
+            raise UserError("bundle needs --out DIR (a new folder)")
+        manifest = api.bundle(cfg, args.out, export=args.export, wheels=args.wheels)
+        print(f"bundle: {len(manifest['files'])} files, {manifest['total_bytes'] / 2**20:.1f} MiB -> {args.out}")
+        return 0
     if args.command not in (*cache.STAGES, "all"):
         raise UserError(
-            f"unknown command {args.command!r}; valid: {', '.join([*cache.STAGES, 'all', 'status', 'report', 'demo-data', 'score'])}"
+            f"unknown command {args.command!r}; valid: {', '.join([*cache.STAGES, 'all', 'status', 'report', 'demo-data', 'score', 'bundle'])}"
         )
     from pipeline import preflight
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline import bundle as bundle_mod
 from pipeline import (
     cache,
     distributed,
@@ -13,6 +14,8 @@ from pipeline import (
     stages,  # noqa: F401  (registers the stages)
 )
 from pipeline import config as config_mod
+from pipeline.bundle import Sources
+from pipeline.ensemble_io import model_folders
 from pipeline.schema import Config
 from pipeline.submission import check_submission, read_submission, score_submission  # noqa: F401  (part of the API)
 
@@ -43,3 +46,16 @@ def artifact(cfg: Config, stage: str) -> Path:
 
 def manifest(cfg: Config, stage: str) -> dict:
     return cache.read_manifest(artifact(cfg, stage)) or {}
+
+
+def bundle_sources(cfg: Config) -> Sources:
+    """The finished stage folders an offline bundle of this config is made from."""
+    names = ["ingest", "folds", "classify", "segment", "scorer", *(["pseudo"] if "pseudo" in cfg.ensemble.models else [])]
+    up = {name: cache.load_upstream(cfg, name) for name in names}
+    return Sources(model_folders(cfg.ensemble.models, up), up["classify"], up["scorer"], up["ingest"], up["folds"])
+
+
+def bundle(cfg: Config, out: str | Path, export: str | None = None, wheels: bool = False) -> dict:
+    """Write the offline bundle of this config's finished run into `out` (pipeline/bundle.py);
+    returns its manifest."""
+    return bundle_mod.build(cfg, bundle_sources(cfg), Path(out), export=export, wheels=wheels)

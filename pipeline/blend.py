@@ -37,6 +37,12 @@ def fit_weights(oofs: list[list[np.ndarray]], truths: list[np.ndarray], step: fl
     return best_w, best
 
 
+def test_weights(oofs: list[list[np.ndarray]], truths: list[np.ndarray], fit: bool = True) -> np.ndarray:
+    """The test set's blend weights: fitted on all OOF maps (`fit`, two models or more), else uniform."""
+    n = len(oofs)
+    return fit_weights(oofs, truths)[0] if fit and n > 1 else np.full(n, 1.0 / n)
+
+
 @dataclass
 class NestedBlend:
     """Fold-wise weights, the blended OOF maps (fold k blended with fold k's weights), their
@@ -66,5 +72,4 @@ def nested_blend(oofs: list[list[np.ndarray]], truths: list[np.ndarray], fold: n
             weights[int(k)] = uniform
         for i, b in zip(rows, blend([[m[i] for i in rows] for m in oofs], weights[int(k)]), strict=True):
             out[i] = b
-    test_weights = fit_weights(oofs, truths)[0] if fit and n > 1 else uniform
-    return NestedBlend(weights, out, score_probs(truths, out), test_weights)
+    return NestedBlend(weights, out, score_probs(truths, out), test_weights(oofs, truths, fit))

@@ -3,6 +3,7 @@ classifier probabilities), shared by the scorer, the submission and the notebook
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 
@@ -19,6 +20,19 @@ def read_maps(folder: Path, name: str, ids: list[str]) -> list[np.ndarray] | Non
         return None
     store = ArrayStore(folder, name)
     return [dequantise(store.get(i)[..., 0]) for i in ids]
+
+
+def model_folders(names: list[str], upstream: Mapping[str, Path]) -> dict[str, Path]:
+    """The folder holding fold models and an 'oof' store of each model that `ensemble.models`
+    names, from the stage folders in `upstream`."""
+    # The config check made sure pseudo.rounds >= 1 when pseudo is named.
+    return {name: upstream["segment"] if name == "segment" else upstream["pseudo"] / "final" for name in names}
+
+
+def common_ids(dirs: dict[str, Path], order: list[str]) -> list[str]:
+    """The ids (in `order`) that every model's OOF store holds: the images the blend is fitted on."""
+    sets = [set(ArrayStore(d, "oof").ids) for d in dirs.values()]
+    return [i for i in order if all(i in s for s in sets)]
 
 
 class EnsembleOutputs:

@@ -6,7 +6,8 @@ no training code (pipeline/bundle.py checks that for the modules a bundle carrie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -64,7 +65,12 @@ def classifier_paths(paths: Sequence[Path]) -> list[Path]:
     return [p.parent / "round2" / "model.pt" if (p.parent / "round2" / "model.pt").exists() else p for p in paths]
 
 
-def _load(model: nn.Module, path: Path) -> nn.Module:
+def load_fold(build: Callable[[], nn.Module], path: Path) -> nn.Module:
+    """A fold model from its file: a state dict into the network `build` makes, or an exported
+    TorchScript file (`.ts`, pipeline/export.py) that carries its own graph."""
+    if path.suffix == ".ts":
+        return torch.jit.load(str(path), map_location="cpu")
+    model = build()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model
 
@@ -76,11 +82,13 @@ def seg_test_maps(cfg: Config, paths: Sequence[Path], images, adabn: bool = Fals
     scfg = cfg.segment
     device = pick_device(cfg.experiment)
     spec = seg_infer_spec(scfg, device, scfg.train.tta, cfg.experiment)
+    # The fold files hold every weight: no pretrained encoder to load (or download) first.
+    bare = dataclasses.replace(scfg, model=dataclasses.replace(scfg.model, encoder_weights=None))
     masks: list[np.ndarray] | None = None
     dists: list[np.ndarray] | None = None
     cls = np.zeros(len(images)) if cfg.classify.seg_head else None
     for path in paths:
-        model = _load(build_model(scfg, images[0].shape[2], cfg.classify.seg_head), path)
+        model = load_fold(lambda: build_model(bare, images[0].shape[2], cfg.classify.seg_head), path)
         if adabn:
             model = adapt_bn(model, images, spec.geometry, device, scfg.input.tile_overlap)
         outs = [o for _, o in predict(model, images, np.arange(len(images)), spec)]
@@ -103,7 +111,7 @@ def cls_test_probs(cfg: Config, paths: Sequence[Path], images, adabn: bool = Fal
     spec = cls_infer_spec(cfg.classify, device, cfg.classify.train.tta)
     total = np.zeros(len(images))
     for path in paths:
-        model = _load(ClassifierNet(cfg.classify.model, images[0].shape[2]), path)
+        model = load_fold(lambda: ClassifierNet(dataclasses.replace(cfg.classify.model, encoder_weights=None), images[0].shape[2]), path)
         if adabn:
             model = adapt_bn(model, images, spec.geometry, device, spec.overlap)
         total += predict_probs(model, images, np.arange(len(images)), spec)

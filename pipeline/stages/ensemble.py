@@ -15,7 +15,7 @@ from pipeline import fileio
 from pipeline.blend import nested_blend
 from pipeline.cache import Context
 from pipeline.classifier import load_oof
-from pipeline.ensemble_io import read_maps
+from pipeline.ensemble_io import common_ids, model_folders, read_maps
 from pipeline.evaluation import score_probs
 from pipeline.inference import classifier_paths, ensemble_test
 from pipeline.predict import save_maps
@@ -28,13 +28,7 @@ logger = logging.getLogger(__name__)
 
 def model_dirs(ctx: Context) -> dict[str, Path]:
     """Folder holding fold models and an 'oof' store, for each model named in config."""
-    out = {}
-    for name in ctx.cfg.ensemble.models:
-        if name == "segment":
-            out[name] = ctx.upstream["segment"]
-        else:  # the config check made sure pseudo.rounds >= 1 when pseudo is named
-            out[name] = ctx.upstream["pseudo"] / "final"
-    return out
+    return model_folders(ctx.cfg.ensemble.models, ctx.upstream)
 
 
 def load_maps(folder: Path, name: str, ids: list[str]) -> list[np.ndarray]:
@@ -44,17 +38,12 @@ def load_maps(folder: Path, name: str, ids: list[str]) -> list[np.ndarray]:
     return maps
 
 
-def _common_ids(dirs: dict[str, Path], order: list[str]) -> list[str]:
-    sets = [set(ArrayStore(d, "oof").ids) for d in dirs.values()]
-    return [i for i in order if all(i in s for s in sets)]
-
-
 def run(ctx: Context) -> dict:
     cfg = ctx.cfg
     data = TrainSet.open(ctx.upstream["ingest"], ctx.upstream["folds"])
     test_images = ArrayStore(ctx.upstream["ingest_test"], "test_images")
     dirs = model_dirs(ctx)
-    ids = _common_ids(dirs, data.images.ids)
+    ids = common_ids(dirs, data.images.ids)
     truths = [data.masks.get(i)[..., 0] for i in ids]
     oofs = {name: load_maps(d, "oof", ids) for name, d in dirs.items()}
     per_model = {name: round(float(score_probs(truths, m).mean()), 4) for name, m in oofs.items()}

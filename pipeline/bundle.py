@@ -1,0 +1,283 @@
+"""The offline bundle for a code competition: a self-contained folder that reproduces the
+pipeline's submission without the repository. It holds the ensemble's fold weights (state
+dicts, or TorchScript with --export), the frozen post-processing policy (the candidate grid,
+the chosen candidate or the LightGBM text model), the resolved config, the inference-only
+modules of this package (pipeline/offline.py and what it imports, no training code), a pinned
+requirements.txt, `predict.py`, and a manifest with the SHA-256 of every file."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.metadata as md
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import config as config_mod
+from pipeline import fileio
+from pipeline.blend import test_weights
+from pipeline.ensemble_io import common_ids, read_maps
+from pipeline.errors import UserError
+from pipeline.inference import classifier_paths
+from pipeline.offline import FORMAT, PLAN
+from pipeline.policy import candidate_grid
+from pipeline.schema import Config
+from pipeline.store import ArrayStore
+
+PACKAGE = Path(__file__).resolve().parent
+# Modules a bundle must never carry: training, the stage cache, the scorer's fitting.
+TRAINING = frozenset(
+    "train losses datasets segmentation classifier trainset loader schedules checkpoint mean_teacher pseudo "
+    "cache foldrun api scoring demo explore report stages".split()
+)
+PREDICT_PY = '''"""Write a submission with this bundle: python predict.py --images TEST_DIR --out submission.csv"""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the bundle's own copy of the inference modules, not a checkout's
+
+from pipeline.offline import main  # noqa: E402
+
+raise SystemExit(main(bundle=HERE))
+'''
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The finished stage folders a bundle is made from."""
+
+    models: dict[str, Path]  # each model of ensemble.models: the folder of its fold models
+    classify: Path
+    scorer: Path
+    ingest: Path
+    folds: Path
+
+
+def _imports(module: Path) -> tuple[set[str], set[str]]:
+    """(modules of this package, top-level third-party names) that a module file imports."""
+    own, other = set(), set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + ([f"{node.module}.{a.name}" for a in node.names] if node.module == "pipeline" else [])
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "pipeline":
+                if len(parts) > 1 and (PACKAGE / f"{parts[1]}.py").exists():
+                    own.add(parts[1])
+            elif parts[0] not in sys.stdlib_module_names:
+                other.add(parts[0])
+    return own, other
+
+
+def closure(entry: str = "offline") -> tuple[list[str], set[str]]:
+    """The modules of this package that `entry` needs, transitively, and their third-party imports."""
+    seen, todo, third = set(), [entry], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        own, other = _imports(PACKAGE / f"{name}.py")
+        todo.extend(own - seen)
+        third |= other
+    return sorted(seen), third
+
+
+def requirements(imports: set[str]) -> list[str]:
+    """Pinned requirement lines: the distributions providing `imports`, and what they require
+    that is installed (timm under smp's encoders, for one), at this environment's versions."""
+    providers = md.packages_distributions()
+    todo = sorted({d for name in imports for d in providers.get(name, [])})
+    pins: dict[str, str] = {}
+    while todo:
+        dist = todo.pop()
+        key = dist.lower().replace("_", "-")
+        if key in pins:
+            continue
+        try:
+            meta = md.distribution(dist)
+        except md.PackageNotFoundError:
+            continue
+        pins[key] = meta.version.split("+")[0]  # a local label (torch's +cu130) is not on the index
+        for req in meta.requires or []:
+            if "extra ==" not in req:
+                todo.append(re.split(r"[ ;<>=!~\[(]", req, maxsplit=1)[0])
+    return [f"{k}=={v}" for k, v in sorted(pins.items())]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _blend_weights(cfg: Config, src: Sources) -> list[float]:
+    """The test blend's weights, fitted on all OOF maps as the ensemble stage fits them."""
+    if len(src.models) == 1 or not cfg.ensemble.fit_weights:
+        return [1.0 / len(src.models)] * len(src.models)
+    masks = ArrayStore(src.ingest, "masks")
+    ids = common_ids(src.models, masks.ids)
+    oofs = [read_maps(d, "oof", ids) for d in src.models.values()]
+    return [float(w) for w in test_weights(oofs, [masks.get(i)[..., 0] for i in ids])]
+
+
+def frozen_policy(cfg: Config, scorer: Path) -> dict:
+    """The scorer's policy as data: the candidate grid, and either the candidate every image
+    gets (grid, none) or the LightGBM model and its feature columns (global, per_image)."""
+    s = cfg.scorer
+    cands = candidate_grid(s.thresholds, s.min_areas, s.gates)
+    name = fileio.read_json(scorer / "policy.json")["policy"]
+    out = {"name": name, "candidates": cands.tolist(), "fixed": None, "lgbm": None, "features": None}
+    if name in ("grid", "none"):
+        chosen = fileio.read_csv(scorer / "test_params.csv")[["threshold", "min_area", "gate"]].to_numpy(float)
+        rows = [int(np.flatnonzero(np.isclose(cands, c).all(axis=1))[0]) for c in chosen[:1]] or [0]
+        out["fixed"] = rows[0]
+    else:
+        out["lgbm"] = "policy/lgbm.txt"
+        out["features"] = [c for c in fileio.read_csv(scorer / "oof_features.csv", nrows=0).columns if c != "id"]
+    return out
+
+
+def _copy_models(src: Sources, cfg: Config, out: Path) -> tuple[dict, list[str]]:
+    models = {}
+    for name, folder in src.models.items():
+        paths = sorted(folder.glob("fold*/model.pt"))
+        if not paths:
+            raise UserError(f"bundle: no fold models under {folder}; run the stages first")
+        models[name] = [f"models/{name}/{p.parent.name}.pt" for p in paths]
+        for p, rel in zip(paths, models[name], strict=True):
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, out / rel)
+    cls = []
+    if cfg.classify.enabled and not cfg.classify.seg_head:
+        for p in classifier_paths(sorted(src.classify.glob("fold*/model.pt"))):
+            rel = f"models/classify/{p.relative_to(src.classify).parts[0]}.pt"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, out / rel)
+            cls.append(rel)
+    return models, cls
+
+
+def _write_code(out: Path) -> list[str]:
+    modules, third = closure()
+    leaked = TRAINING.intersection(modules)
+    if leaked:
+        raise UserError(f"bundle: the inference modules import training code ({', '.join(sorted(leaked))}); refusing to bundle it")
+    (out / "pipeline").mkdir()
+    for name in ["__init__", *modules]:
+        shutil.copyfile(PACKAGE / f"{name}.py", out / "pipeline" / f"{name}.py")
+    (out / "predict.py").write_text(PREDICT_PY)
+    reqs = requirements(third)
+    (out / "requirements.txt").write_text("\n".join(reqs) + "\n")
+    return modules
+
+
+def _git_commit() -> str | None:
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return res.stdout.strip() or None
+
+
+def write_manifest(out: Path, extra: dict) -> dict:
+    """manifest.json: every file of the bundle with its size and SHA-256 (written last)."""
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json" and "__pycache__" not in p.parts)
+    manifest = {**extra, "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}}
+    manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
+    fileio.write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def build(cfg: Config, src: Sources, out: Path, export: str | None = None, wheels: bool = False) -> dict:
+    """Write the bundle into `out` (a new folder; built beside it and renamed, so a failure
+    leaves nothing half-written). Returns its manifest."""
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"bundle: {out} exists and is not empty; give a new folder")
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        models, cls = _copy_models(src, cfg, tmp)
+        weights = _blend_weights(cfg, src)
+        policy = frozen_policy(cfg, src.scorer)
+        if policy["lgbm"]:
+            (tmp / "policy").mkdir()
+            shutil.copyfile(src.scorer / "lgbm.txt", tmp / policy["lgbm"])
+        (tmp / "config.yaml").write_text("base: null\n" + config_mod.dump(cfg))
+        plan = {
+            "format": FORMAT,
+            "experiment": cfg.experiment.name,
+            "config": "config.yaml",
+            "channels": json.loads((src.ingest / "stats.json").read_text())["channels"],
+            "tta": list(cfg.segment.train.tta),
+            "models": {name: {"weight": w, "folds": models[name]} for name, w in zip(models, weights, strict=True)},
+            "classifier": cls,
+            "policy": policy,
+            "export": None,
+        }
+        if export:
+            from pipeline.export import export_models
+
+            plan = export_models(cfg, plan, tmp, export, src.ingest)
+        fileio.write_json(tmp / PLAN, plan)
+        modules = _write_code(tmp)
+        if wheels:
+            download_wheels(tmp)
+        extra = {"experiment": cfg.experiment.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "pipeline_commit": _git_commit()}
+        manifest = write_manifest(tmp, extra | {"modules": modules, "export": plan["export"]})
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def download_wheels(out: Path) -> None:
+    """pip download of requirements.txt into wheels/, for `pip install --no-index --find-links wheels`."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "-r",
+        str(out / "requirements.txt"),
+        "-d",
+        str(out / "wheels"),
+        "--only-binary=:all:",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"bundle --wheels: pip download failed: {last}")
+
+
+def verify(bundle: Path) -> list[str]:
+    """Files of a bundle whose size or hash differs from its manifest, or that are missing."""
+    manifest = fileio.read_json(bundle / "manifest.json") or {}
+    problems = []
+    for rel, info in manifest.get("files", {}).items():
+        p = bundle / rel
+        if not p.is_file():
+            problems.append(f"{p}: missing")
+        elif p.stat().st_size != info["bytes"] or _sha256(p) != info["sha256"]:
+            problems.append(f"{p}: differs from the manifest")
+    return problems

@@ -1,0 +1,111 @@
+"""The offline bundle: built from the smoke run's artifacts, its predict.py, run in a fresh
+process that cannot see this checkout, writes the pipeline's own submission byte for byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import api, bundle, cache, offline, paths
+from pipeline.errors import UserError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def done(smoke_cfg, tmp_path_factory):
+    """Every stage of the smoke config (ensemble of segment + pseudo, LightGBM policy), once."""
+    root = tmp_path_factory.mktemp("bundle_root")
+    cfg = smoke_cfg(artifacts=root / "artifacts")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paths, "SUBMISSIONS_DIR", root / "submissions")
+        mp.setattr(paths, "REPO_ROOT", root)
+        for name in cache.STAGES:
+            cache.run_stage(cfg, name)
+    return cfg
+
+
+def _predict(bundle_dir: Path, smoke_data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """predict.py as a competitor runs it: from another folder, no PYTHONPATH, this checkout
+    out of reach (-I: no user site, no environment variables)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    cmd = [sys.executable, "-I", str(bundle_dir / "predict.py"), "--images", str(smoke_data / "test" / "images"), "--out", str(out)]
+    cmd += ["--metadata", str(smoke_data / "metadata.csv"), *extra]
+    return subprocess.run(cmd, cwd=out.parent, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_bundle_reproduces_the_submission(done, smoke_data, tmp_path):
+    cfg = done
+    out = tmp_path / "bundle"
+    manifest = api.bundle(cfg, out)
+    assert bundle.verify(out) == []
+    plan = json.loads((out / "bundle.json").read_text())
+    assert list(plan["models"]) == ["segment", "pseudo"]
+    assert sum(m["weight"] for m in plan["models"].values()) == pytest.approx(1.0)
+    assert set(manifest["modules"]).isdisjoint(bundle.TRAINING)
+    assert "torch" in (out / "requirements.txt").read_text()
+    assert not any(p.suffix == ".pkl" for p in out.rglob("*"))
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    res = _predict(out, smoke_data, work / "submission.csv")
+    assert res.returncode == 0, res.stderr[-2000:]
+    expected = (api.artifact(cfg, "submit") / "submission.csv").read_bytes()
+    assert (work / "submission.csv").read_bytes() == expected
+
+
+def test_bundle_runs_its_own_modules(done, tmp_path):
+    out = tmp_path / "bundle"
+    api.bundle(done, out)
+    code = f"import sys; sys.path.insert(0, {str(out)!r}); import pipeline.offline as o, pipeline.inference; print(o.__file__)"
+    res = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().startswith(str(out))
+    res = subprocess.run([sys.executable, "-I", "-c", code.replace("pipeline.inference", "pipeline.train")], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode != 0 and "No module named 'pipeline.train'" in res.stderr
+
+
+def test_bundle_refuses_a_folder_in_use_and_leaves_nothing_half_written(done, tmp_path):
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "x").write_text("keep")
+    with pytest.raises(UserError, match="exists and is not empty"):
+        api.bundle(done, out)
+    assert [p.name for p in out.iterdir()] == ["x"]
+
+
+def test_a_tampered_file_fails_verification(done, tmp_path):
+    out = tmp_path / "bundle"
+    api.bundle(done, out)
+    (out / "config.yaml").write_text((out / "config.yaml").read_text() + "\n")
+    assert bundle.verify(out) == [f"{out / 'config.yaml'}: differs from the manifest"]
+
+
+def test_predict_py_says_what_is_missing(done, smoke_data, tmp_path):
+    out = tmp_path / "bundle"
+    api.bundle(done, out)
+    res = _predict(out, smoke_data, tmp_path / "s.csv", "--images", str(tmp_path / "nowhere"))
+    assert res.returncode == 2
+    assert "nowhere" in res.stderr and not (tmp_path / "s.csv").exists()
+
+
+def test_the_bundle_reads_only_its_format(tmp_path):
+    (tmp_path / "bundle.json").write_text(json.dumps({"format": 99}))
+    with pytest.raises(UserError, match="format 99"):
+        offline.read_plan(tmp_path)
+
+
+def test_policy_table_round_trip_matches_the_scorer_choice(done):
+    """The frozen policy picks, for the pipeline's test images, the candidates the scorer chose."""
+    plan = bundle.frozen_policy(done, api.artifact(done, "scorer"))
+    params = pd.read_csv(api.artifact(done, "scorer") / "test_params.csv")
+    if plan["fixed"] is not None:
+        assert (params[["threshold", "min_area", "gate"]].to_numpy() == plan["candidates"][plan["fixed"]]).all()
+    else:
+        assert plan["features"] and plan["lgbm"] == "policy/lgbm.txt"
