@@ -109,3 +109,27 @@ def test_policy_table_round_trip_matches_the_scorer_choice(done):
         assert (params[["threshold", "min_area", "gate"]].to_numpy() == plan["candidates"][plan["fixed"]]).all()
     else:
         assert plan["features"] and plan["lgbm"] == "policy/lgbm.txt"
+
+
+def test_torchscript_bundle_matches_the_eager_models(done, smoke_data, tmp_path):
+    out = tmp_path / "bundle_ts"
+    manifest = api.bundle(done, out, export="torchscript")
+    plan = json.loads((out / "bundle.json").read_text())
+    files = [f for m in plan["models"].values() for f in m["folds"]] + plan["classifier"]
+    assert files and all(f.endswith(".ts") for f in files)
+    assert not list(out.rglob("*.pt"))
+    diffs = plan["export"]["max_abs_diff"]
+    assert set(diffs) == set(files) and max(max(d.values()) for d in diffs.values()) <= 0.02
+    assert manifest["export"]["kind"] == "torchscript"
+    res = _predict(out, smoke_data, tmp_path / "sub.csv")
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = pd.read_csv(tmp_path / "sub.csv", keep_default_na=False)
+    want = pd.read_csv(api.artifact(done, "submit") / "submission.csv", keep_default_na=False)
+    assert got.iloc[:, 0].tolist() == want.iloc[:, 0].tolist()
+
+
+def test_export_refuses_adabn(smoke_cfg, tmp_path):
+    from pipeline.export import export_models
+
+    with pytest.raises(UserError, match="adabn"):
+        export_models(smoke_cfg("ensemble.adabn=true"), {}, tmp_path, "torchscript", tmp_path)
