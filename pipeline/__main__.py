@@ -7,6 +7,7 @@ python -m pipeline status --config FILE
 python -m pipeline demo-data [--out DIR] [--seed N]
 python -m pipeline score SUBMISSION.csv --masks DIR [--metric tgs|dice]
 python -m pipeline bundle --config FILE --out DIR [--export torchscript] [--wheels]
+python -m pipeline plan --config FILE --budget 2h [--device cpu|cuda] [--bundle DIR]
 
 Exit codes: 2 bad input, 3 a stage folder locked by another process, 128+N stopped by signal N.
 """
@@ -37,9 +38,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m pipeline",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Staged, cached segmentation pipeline.",
-        epilog=f"stages (in run order):\n{stage_lines}\n\nother commands:\n  all          run every stage in order\n  status       list each stage as done, partial, stale or missing\n  report       print the per-step CV table\n  demo-data    generate the synthetic demo dataset\n  score        score a submission CSV against a folder of masks\n  bundle       write the offline inference bundle (--out DIR)",
+        epilog=f"stages (in run order):\n{stage_lines}\n\nother commands:\n  all          run every stage in order\n  status       list each stage as done, partial, stale or missing\n  report       print the per-step CV table\n  demo-data    generate the synthetic demo dataset\n  score        score a submission CSV against a folder of masks\n  bundle       write the offline inference bundle (--out DIR)\n  plan         choose models, folds and TTA views for a time budget (--budget 2h)",
     )
-    p.add_argument("command", help="a stage name or one of: all, status, report, demo-data, score, bundle")
+    p.add_argument("command", help="a stage name or one of: all, status, report, demo-data, score, bundle, plan")
     p.add_argument("target", nargs="?", help="score: the submission CSV")
     p.add_argument(
         "--config",
@@ -72,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="tgs", help="score: tgs | dice | iou")
     p.add_argument("--out", default=None, help="demo-data: output folder; bundle: the bundle folder to write")
     p.add_argument("--export", choices=["torchscript"], default=None, help="bundle: also export the fold models (TorchScript)")
+    p.add_argument("--budget", default=None, help="plan: test inference time limit (2h, 90m, 3600)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="plan: the device to time on")
+    p.add_argument("--bundle", default=None, help="plan: write the choice into this bundle")
     p.add_argument("--wheels", action="store_true", help="bundle: download the requirements' wheels into the bundle")
     p.add_argument("--seed", type=int, default=None, help="demo-data: seed")
     return p
@@ -113,6 +117,19 @@ def _terminate(signum: int, _frame) -> None:
     # (Python's default SIGTERM/SIGHUP handling exits without unwinding). SIGHUP: the terminal
     # or ssh session of a foreground run closed.
     raise SystemExit(128 + signum)
+
+
+def format_plans(plans, pick, top: int = 25) -> str:
+    """The planner's table, best OOF first, and its choice."""
+    shown = plans.sort_values(["oof", "seconds"], ascending=[False, True]).head(top)
+    lines = [f"{'models':<24} {'views':<18} {'folds':>5} {'expected s':>11} {'OOF':>7}"]
+    for _, r in shown.iterrows():
+        mark = "  <- chosen" if (r[["models", "views", "folds"]] == pick[["models", "views", "folds"]]).all() else ""
+        lines.append(f"{r['models']:<24} {r['views']:<18} {r['folds']:>5} {r['seconds']:>11.1f} {r['oof']:>7.4f}{mark}")
+    lines.append(
+        f"chosen: {pick['models']}, views {pick['views']}, {pick['folds']} fold model(s) each: {pick['seconds']:.0f} s, OOF {pick['oof']:.4f}"
+    )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,9 +185,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         manifest = api.bundle(cfg, args.out, export=args.export, wheels=args.wheels)
         print(f"bundle: {len(manifest['files'])} files, {manifest['total_bytes'] / 2**20:.1f} MiB -> {args.out}")
         return 0
+    if args.command == "plan":
+        from pipeline import api
+
+        if not args.budget:
+            raise UserError("plan needs --budget (e.g. 2h, 90m, 3600)")
+        plans, pick = api.plan(cfg, args.budget, args.device, args.bundle)
+        print(format_plans(plans, pick))
+        return 0
     if args.command not in (*cache.STAGES, "all"):
         raise UserError(
-            f"unknown command {args.command!r}; valid: {', '.join([*cache.STAGES, 'all', 'status', 'report', 'demo-data', 'score', 'bundle'])}"
+            f"unknown command {args.command!r}; valid: {', '.join([*cache.STAGES, 'all', 'status', 'report', 'demo-data', 'score', 'bundle', 'plan'])}"
         )
     from pipeline import preflight
 

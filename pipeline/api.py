@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+import pandas as pd
 
 from pipeline import bundle as bundle_mod
 from pipeline import (
@@ -11,12 +14,14 @@ from pipeline import (
     foldrun,
     logs,
     paths,
+    planner,
     stages,  # noqa: F401  (registers the stages)
 )
 from pipeline import config as config_mod
 from pipeline.bundle import Sources
 from pipeline.ensemble_io import model_folders
 from pipeline.schema import Config
+from pipeline.store import ArrayStore
 from pipeline.submission import check_submission, read_submission, score_submission  # noqa: F401  (part of the API)
 
 
@@ -59,3 +64,20 @@ def bundle(cfg: Config, out: str | Path, export: str | None = None, wheels: bool
     """Write the offline bundle of this config's finished run into `out` (pipeline/bundle.py);
     returns its manifest."""
     return bundle_mod.build(cfg, bundle_sources(cfg), Path(out), export=export, wheels=wheels)
+
+
+def plan(cfg: Config, budget: str, device: str | None = None, bundle_dir: str | Path | None = None) -> tuple[pd.DataFrame, pd.Series]:
+    """The time-budget planner (pipeline/planner.py): every (models, views, folds) choice with
+    its expected test time on this machine and its OOF score, and the best that fits `budget`
+    ('2h', '90m', seconds); with `bundle_dir`, the choice is written into that bundle."""
+    seconds = planner.parse_budget(budget)
+    if device:
+        cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, device=device))
+    src = bundle_sources(cfg)
+    test = ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images")
+    measured = planner.measure(cfg, src.models, src.ingest, src.folds, test)
+    plans = planner.table(measured, len(test), cfg.ensemble.adabn)
+    pick = planner.choose(plans, seconds)
+    if bundle_dir is not None:
+        bundle_mod.replan(Path(bundle_dir), cfg, measured, pick, {"budget_s": seconds, "device": str(cfg.experiment.device)})
+    return plans, pick

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config as config_mod
-from pipeline import fileio
-from pipeline.blend import test_weights
+from pipeline import fileio, offline
+from pipeline.blend import blend, test_weights
 from pipeline.ensemble_io import common_ids, read_maps
 from pipeline.errors import UserError
 from pipeline.inference import classifier_paths
@@ -281,3 +281,26 @@ def verify(bundle: Path) -> list[str]:
         elif p.stat().st_size != info["bytes"] or _sha256(p) != info["sha256"]:
             problems.append(f"{p}: differs from the manifest")
     return problems
+
+
+def replan(bundle: Path, cfg: Config, measured, pick, info: dict) -> dict:
+    """Write the planner's choice (models, fold models, TTA views) into a bundle's plan, with
+    blend weights refitted on all OOF maps of the chosen models and views, and a new manifest."""
+    from pipeline import planner
+
+    plan = offline.read_plan(bundle)
+    chosen, views = pick["models"].split("+"), pick["views"].split("+")
+    unknown = [n for n in chosen if n not in plan["models"]]
+    if unknown:
+        raise UserError(f"plan: the bundle {bundle} holds no model {unknown[0]!r}; build it from this config")
+    maps = [blend([measured.oof[n][v] for v in views], np.full(len(views), 1 / len(views))) for n in chosen]
+    fit = test_weights(maps, measured.truths, cfg.ensemble.fit_weights)
+    info = info | {
+        "expected_s": round(float(pick["seconds"]), 1),
+        "oof": round(float(pick["oof"]), 4),
+        "seconds_per_image": measured.seconds,
+    }
+    new = planner.apply_to_plan(plan, pick, dict(zip(chosen, (float(w) for w in fit), strict=True)), info)
+    fileio.write_json(bundle / PLAN, new)
+    old = fileio.read_json(bundle / "manifest.json") or {}
+    return write_manifest(bundle, {k: v for k, v in old.items() if k not in ("files", "total_bytes")})

@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import api, bundle, cache, offline, paths
+from pipeline import api, bundle, cache, offline, paths, planner
 from pipeline.errors import UserError
+from pipeline.store import ArrayStore
 
 pytestmark = pytest.mark.slow
 
@@ -133,3 +134,45 @@ def test_export_refuses_adabn(smoke_cfg, tmp_path):
 
     with pytest.raises(UserError, match="adabn"):
         export_models(smoke_cfg("ensemble.adabn=true"), {}, tmp_path, "torchscript", tmp_path)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("2h", 7200), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("3600", 3600)])
+def test_budget_units(text, seconds):
+    assert planner.parse_budget(text) == seconds
+
+
+def test_a_budget_that_is_not_a_duration_is_refused():
+    with pytest.raises(UserError, match="2 hours"):
+        planner.parse_budget("2 hours")
+
+
+def test_planner_table_and_choice_within_the_budget(done, smoke_data, tmp_path):
+    plans, pick = api.plan(done, "1000h")
+    # 3 model subsets (segment, pseudo, both) x 7 view subsets x 2 fold counts
+    assert len(plans) == 3 * 7 * 2
+    assert pick["oof"] == plans["oof"].max() and pick["folds"] == 2
+    one_view = plans[(plans["views"] == "none") & (plans["models"] == "segment")]
+    assert (one_view.set_index("folds")["seconds"][2] / one_view.set_index("folds")["seconds"][1]) == pytest.approx(2.0)
+    # A budget just above the cheapest choice can only afford it.
+    cheapest = plans["seconds"].min()
+    tight = planner.choose(plans, cheapest * 1.01)
+    assert tight["seconds"] <= cheapest * 1.01
+    with pytest.raises(UserError, match="nothing fits"):
+        planner.choose(plans, cheapest / 2)
+
+    out = tmp_path / "bundle"
+    api.bundle(done, out)
+    small = plans[(plans["models"] == "segment") & (plans["views"] == "hflip") & (plans["folds"] == 1)].iloc[0]
+    bundle.replan(out, done, _measured_for(done), small, {"budget_s": 1.0, "device": "cpu"})
+    plan = json.loads((out / "bundle.json").read_text())
+    assert list(plan["models"]) == ["segment"] and plan["tta"] == ["hflip"]
+    assert len(plan["models"]["segment"]["folds"]) == 1 and plan["models"]["segment"]["weight"] == 1.0
+    assert bundle.verify(out) == []
+    res = _predict(out, smoke_data, tmp_path / "planned.csv")
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def _measured_for(cfg):
+    src = api.bundle_sources(cfg)
+    test = ArrayStore(api.artifact(cfg, "ingest_test"), "test_images")
+    return planner.measure(cfg, src.models, src.ingest, src.folds, test)
