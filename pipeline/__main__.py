@@ -6,7 +6,7 @@ python -m pipeline all --config FILE [--set ...]      every stage in order, with
 python -m pipeline status --config FILE
 python -m pipeline demo-data [--out DIR] [--seed N]
 python -m pipeline score SUBMISSION.csv --masks DIR [--metric tgs|dice]
-python -m pipeline bundle --config FILE --out DIR [--export torchscript] [--wheels]
+python -m pipeline bundle --config FILE --out DIR [--export torchscript|onnx] [--wheels]
 python -m pipeline plan --config FILE --budget 2h [--device cpu|cuda] [--bundle DIR]
 
 Exit codes: 2 bad input, 3 a stage folder locked by another process, 128+N stopped by signal N.
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", help="score: folder of ground-truth masks")
     p.add_argument("--metric", default="tgs", help="score: tgs | dice | iou")
     p.add_argument("--out", default=None, help="demo-data: output folder; bundle: the bundle folder to write")
-    p.add_argument("--export", choices=["torchscript"], default=None, help="bundle: also export the fold models (TorchScript)")
+    p.add_argument("--export", choices=["torchscript", "onnx"], default=None, help="bundle: export the fold models (TorchScript or ONNX)")
     p.add_argument("--budget", default=None, help="plan: test inference time limit (2h, 90m, 3600)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="plan: the device to time on")
     p.add_argument("--bundle", default=None, help="plan: write the choice into this bundle")

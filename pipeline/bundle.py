@@ -173,8 +173,10 @@ def _copy_models(src: Sources, cfg: Config, out: Path) -> tuple[dict, list[str]]
     return models, cls
 
 
-def _write_code(out: Path) -> list[str]:
+def _write_code(out: Path, export: str | None) -> list[str]:
     modules, third = closure()
+    if export != "onnx":
+        third.discard("onnxruntime")  # imported only to run ONNX files
     leaked = TRAINING.intersection(modules)
     if leaked:
         raise UserError(f"bundle: the inference modules import training code ({', '.join(sorted(leaked))}); refusing to bundle it")
@@ -236,7 +238,7 @@ def build(cfg: Config, src: Sources, out: Path, export: str | None = None, wheel
 
             plan = export_models(cfg, plan, tmp, export, src.ingest)
         fileio.write_json(tmp / PLAN, plan)
-        modules = _write_code(tmp)
+        modules = _write_code(tmp, export)
         if wheels:
             download_wheels(tmp)
         extra = {"experiment": cfg.experiment.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "pipeline_commit": _git_commit()}

@@ -1,13 +1,14 @@
-"""Export of a bundle's fold models to TorchScript, with a parity check: each exported file
+"""Export of a bundle's fold models to TorchScript or ONNX, with a parity check: each exported file
 runs a batch of training images through the bundle's own inference spec (geometry, TTA,
 bf16 and channels_last as configured) beside the eager model, and the largest absolute
 difference of every output is recorded in the bundle's plan; an export that drifts past
-`TOLERANCE` is refused. A TorchScript file carries its graph, so predict.py then needs
-neither smp nor the network code."""
+`TOLERANCE` is refused. An exported file carries its graph; ONNX files run in onnxruntime
+(fp32: bf16 autocast does not apply there)."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from pipeline.errors import UserError
 from pipeline.geometry import to_tensor
-from pipeline.inference import build_model, cls_infer_spec, seg_infer_spec
+from pipeline.inference import build_model, cls_infer_spec, load_fold, seg_infer_spec
 from pipeline.models import ClassifierNet
 from pipeline.predict import InferSpec, predict
 from pipeline.schema import Config
@@ -27,6 +28,13 @@ from pipeline.store import ArrayStore
 # different kernels; more than this means the traced graph computes something else.
 TOLERANCE = 0.02
 SAMPLE = 16  # training images in the parity batch
+SUFFIX = {"torchscript": ".ts", "onnx": ".onnx"}
+
+
+def _need_onnx() -> None:
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"bundle --export onnx needs {', '.join(missing)}: pip install {' '.join(missing)}")
 
 
 def trace(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
@@ -37,9 +45,40 @@ def trace(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
         return torch.jit.trace(model, example, strict=False, check_trace=False)
 
 
-def max_difference(a: nn.Module, b: nn.Module, images: ArrayStore, spec: InferSpec) -> dict[str, float]:
-    """Largest absolute difference of each output of two models over `images` under `spec`."""
-    idx = np.arange(min(SAMPLE, len(images)))
+class _Outputs(nn.Module):
+    """The model with its dict output as a tuple in a fixed key order (ONNX names outputs)."""
+
+    def __init__(self, model: nn.Module, keys: list[str]) -> None:
+        super().__init__()
+        self.model, self.keys = model, keys
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(x)
+        return tuple(out[k] for k in self.keys)
+
+
+def to_onnx(model: nn.Module, example: torch.Tensor, dst: Path) -> None:
+    """ONNX file of `model` (eval mode, fp32) with a dynamic batch axis and its outputs named
+    by the dict keys (mask, dist, cls); onnxruntime runs it (inference.OnnxNet)."""
+    model.eval()
+    with torch.no_grad():
+        keys = list(model(example).keys())
+        torch.onnx.export(
+            _Outputs(model, keys),
+            (example,),
+            str(dst),
+            input_names=["image"],
+            output_names=keys,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+            dynamo=True,
+            verbose=False,
+        )
+
+
+def max_difference(a: nn.Module, b: nn.Module, images, spec: InferSpec, n: int = SAMPLE) -> dict[str, float]:
+    """Largest absolute difference of each output of two models over the first `n` of `images`
+    under `spec`."""
+    idx = np.arange(min(n, len(images)))
     diff: dict[str, float] = {}
     for (_, x), (_, y) in zip(predict(a, images, idx, spec), predict(b, images, idx, spec), strict=True):
         for k in x:
@@ -53,9 +92,11 @@ def _export_one(build: Callable[[], nn.Module], src: Path, dst: Path, images: Ar
     example = torch.stack([to_tensor(spec.geometry.forward(np.asarray(images[i]))) for i in range(min(2, len(images)))])
     if len(example) == 1:
         example = example.expand(2, *example.shape[1:])
-    exported = trace(model, example)
-    torch.jit.save(exported, str(dst))
-    diff = max_difference(model, torch.jit.load(str(dst), map_location="cpu"), images, spec)
+    if dst.suffix == ".onnx":
+        to_onnx(model, example, dst)
+    else:
+        torch.jit.save(trace(model, example), str(dst))
+    diff = max_difference(model, load_fold(build, dst), images, spec)
     worst = max(diff.values())
     if worst > TOLERANCE:
         raise UserError(f"bundle --export: {dst.name} differs from the eager model by {worst:.4f} (> {TOLERANCE}); not exported")
@@ -65,12 +106,14 @@ def _export_one(build: Callable[[], nn.Module], src: Path, dst: Path, images: Ar
 def export_models(cfg: Config, plan: dict, out: Path, kind: str, ingest: Path) -> dict:
     """Replace the bundle's state dicts (segmentation and classifier folds) by TorchScript files
     that match the eager models on training images; returns the updated plan."""
-    if kind != "torchscript":
-        raise UserError(f"bundle --export: unknown format {kind!r}; valid: torchscript")
+    if kind not in SUFFIX:
+        raise UserError(f"bundle --export: unknown format {kind!r}; valid: {', '.join(SUFFIX)}")
     if cfg.ensemble.adabn:
         raise UserError(
-            "bundle --export: ensemble.adabn re-estimates BatchNorm statistics on the test set, which a frozen TorchScript graph cannot"
+            f"bundle --export: ensemble.adabn re-estimates BatchNorm statistics on the test set, which a frozen {kind} graph cannot"
         )
+    if kind == "onnx":
+        _need_onnx()
     images = ArrayStore(ingest, "images")
     device = torch.device("cpu")
     scfg = dataclasses.replace(cfg.segment, model=dataclasses.replace(cfg.segment.model, encoder_weights=None))
@@ -85,7 +128,7 @@ def export_models(cfg: Config, plan: dict, out: Path, kind: str, ingest: Path) -
     jobs += [(rel, lambda: ClassifierNet(ccfg, channels), cls_spec) for rel in plan["classifier"]]
     renamed = {}
     for rel, build, spec in jobs:
-        dst = str(Path(rel).with_suffix(".ts"))
+        dst = str(Path(rel).with_suffix(SUFFIX[kind]))
         parity[dst] = _export_one(build, out / rel, out / dst, images, spec)
         (out / rel).unlink()
         renamed[rel] = dst

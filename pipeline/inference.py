@@ -65,11 +65,31 @@ def classifier_paths(paths: Sequence[Path]) -> list[Path]:
     return [p.parent / "round2" / "model.pt" if (p.parent / "round2" / "model.pt").exists() else p for p in paths]
 
 
+class OnnxNet(nn.Module):
+    """An exported ONNX fold model run by onnxruntime, with the dict output of the networks."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        self.keys = [o.name for o in self.session.get_outputs()]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outs = self.session.run(None, {"image": x.detach().float().contiguous().cpu().numpy()})
+        return {k: torch.from_numpy(o).to(x.device) for k, o in zip(self.keys, outs, strict=True)}
+
+
 def load_fold(build: Callable[[], nn.Module], path: Path) -> nn.Module:
     """A fold model from its file: a state dict into the network `build` makes, or an exported
-    TorchScript file (`.ts`, pipeline/export.py) that carries its own graph."""
+    file (pipeline/export.py) that carries its own graph: TorchScript (`.ts`) or ONNX (`.onnx`)."""
     if path.suffix == ".ts":
         return torch.jit.load(str(path), map_location="cpu")
+    if path.suffix == ".onnx":
+        return OnnxNet(path)
     model = build()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model

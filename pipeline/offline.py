@@ -92,13 +92,12 @@ def _params(bundle: Path, plan: dict, features: pd.DataFrame) -> pd.DataFrame:
         import lightgbm as lgb
 
         booster = lgb.Booster(model_file=str(bundle / pol["lgbm"]))
-        missing = [c for c in booster.feature_name() if not c.startswith("cand_") and c not in features.columns]
+        missing = [c for c in pol["features"] if c not in features.columns]
         if missing:
             raise UserError(f"the policy reads feature(s) {', '.join(missing)}: pass the metadata CSV that holds them (--metadata)")
-        features = features[[c for c in booster.feature_name() if not c.startswith("cand_")]]
+        features = features[pol["features"]]
         pick = choose(pol["name"], len(features), predicted(booster, features, cands), np.empty((0, len(cands))))
-    params = pd.DataFrame(cands[pick], columns=["threshold", "min_area", "gate"], index=features.index)
-    return params
+    return pd.DataFrame(cands[pick], columns=["threshold", "min_area", "gate"], index=features.index)
 
 
 def run(req: Request) -> pd.DataFrame:

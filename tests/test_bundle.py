@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import api, bundle, cache, offline, paths, planner
+from pipeline import api, bundle, cache, paths, planner
 from pipeline.errors import UserError
 from pipeline.store import ArrayStore
 
@@ -20,16 +20,26 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def done(smoke_cfg, tmp_path_factory):
-    """Every stage of the smoke config (ensemble of segment + pseudo, LightGBM policy), once."""
+def finished(smoke_cfg, tmp_path_factory):
+    """finished(*overrides): the smoke config (an ensemble of segment + pseudo) with every
+    stage run; overrides of the scorer rerun only the scorer and the submission."""
     root = tmp_path_factory.mktemp("bundle_root")
-    cfg = smoke_cfg(artifacts=root / "artifacts")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(paths, "SUBMISSIONS_DIR", root / "submissions")
-        mp.setattr(paths, "REPO_ROOT", root)
-        for name in cache.STAGES:
-            cache.run_stage(cfg, name)
-    return cfg
+
+    def make(*overrides: str):
+        cfg = smoke_cfg(*overrides, artifacts=root / "artifacts")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(paths, "SUBMISSIONS_DIR", root / "submissions")
+            mp.setattr(paths, "REPO_ROOT", root)
+            for name in cache.STAGES:
+                cache.run_stage(cfg, name)
+        return cfg
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def done(finished):
+    return finished()
 
 
 def _predict(bundle_dir: Path, smoke_data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -41,8 +51,9 @@ def _predict(bundle_dir: Path, smoke_data: Path, out: Path, *extra: str) -> subp
     return subprocess.run(cmd, cwd=out.parent, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_bundle_reproduces_the_submission(done, smoke_data, tmp_path):
-    cfg = done
+@pytest.mark.parametrize("policy", ["auto", "grid", "per_image"])
+def test_bundle_reproduces_the_submission(finished, smoke_data, tmp_path, policy):
+    cfg = finished(f"scorer.policy={policy}")
     out = tmp_path / "bundle"
     manifest = api.bundle(cfg, out)
     assert bundle.verify(out) == []
@@ -59,6 +70,18 @@ def test_bundle_reproduces_the_submission(done, smoke_data, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     expected = (api.artifact(cfg, "submit") / "submission.csv").read_bytes()
     assert (work / "submission.csv").read_bytes() == expected
+    assert (plan["policy"]["fixed"] is None) == (plan["policy"]["name"] in ("global", "per_image"))
+
+
+def test_a_policy_reading_metadata_needs_it(finished, smoke_data, tmp_path):
+    cfg = finished("scorer.policy=per_image")
+    out = tmp_path / "bundle"
+    api.bundle(cfg, out)
+    assert any(c.startswith("meta_") for c in json.loads((out / "bundle.json").read_text())["policy"]["features"])
+    cmd = [sys.executable, "-I", str(out / "predict.py"), "--images", str(smoke_data / "test" / "images"), "--out", str(tmp_path / "s.csv")]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2 and "meta_" in res.stderr and "--metadata" in res.stderr
+    assert not (tmp_path / "s.csv").exists()
 
 
 def test_bundle_runs_its_own_modules(done, tmp_path):
@@ -68,7 +91,9 @@ def test_bundle_runs_its_own_modules(done, tmp_path):
     res = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().startswith(str(out))
-    res = subprocess.run([sys.executable, "-I", "-c", code.replace("pipeline.inference", "pipeline.train")], cwd=tmp_path, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-I", "-c", code.replace("pipeline.inference", "pipeline.train")], cwd=tmp_path, capture_output=True, text=True
+    )
     assert res.returncode != 0 and "No module named 'pipeline.train'" in res.stderr
 
 
@@ -94,12 +119,6 @@ def test_predict_py_says_what_is_missing(done, smoke_data, tmp_path):
     res = _predict(out, smoke_data, tmp_path / "s.csv", "--images", str(tmp_path / "nowhere"))
     assert res.returncode == 2
     assert "nowhere" in res.stderr and not (tmp_path / "s.csv").exists()
-
-
-def test_the_bundle_reads_only_its_format(tmp_path):
-    (tmp_path / "bundle.json").write_text(json.dumps({"format": 99}))
-    with pytest.raises(UserError, match="format 99"):
-        offline.read_plan(tmp_path)
 
 
 def test_policy_table_round_trip_matches_the_scorer_choice(done):
@@ -136,16 +155,6 @@ def test_export_refuses_adabn(smoke_cfg, tmp_path):
         export_models(smoke_cfg("ensemble.adabn=true"), {}, tmp_path, "torchscript", tmp_path)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("2h", 7200), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("3600", 3600)])
-def test_budget_units(text, seconds):
-    assert planner.parse_budget(text) == seconds
-
-
-def test_a_budget_that_is_not_a_duration_is_refused():
-    with pytest.raises(UserError, match="2 hours"):
-        planner.parse_budget("2 hours")
-
-
 def test_planner_table_and_choice_within_the_budget(done, smoke_data, tmp_path):
     plans, pick = api.plan(done, "1000h")
     # 3 model subsets (segment, pseudo, both) x 7 view subsets x 2 fold counts
@@ -176,3 +185,21 @@ def _measured_for(cfg):
     src = api.bundle_sources(cfg)
     test = ArrayStore(api.artifact(cfg, "ingest_test"), "test_images")
     return planner.measure(cfg, src.models, src.ingest, src.folds, test)
+
+
+def test_onnx_bundle_matches_the_eager_models_and_needs_onnxruntime(done, smoke_data, tmp_path):
+    out = tmp_path / "bundle_onnx"
+    api.bundle(done, out, export="onnx")
+    plan = json.loads((out / "bundle.json").read_text())
+    files = [f for m in plan["models"].values() for f in m["folds"]] + plan["classifier"]
+    assert files and all(f.endswith(".onnx") for f in files) and not list(out.rglob("*.pt"))
+    assert max(max(d.values()) for d in plan["export"]["max_abs_diff"].values()) <= 0.02
+    assert "onnxruntime==" in (out / "requirements.txt").read_text()
+    res = _predict(out, smoke_data, tmp_path / "sub.csv")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(pd.read_csv(tmp_path / "sub.csv")) == len(pd.read_csv(api.artifact(done, "submit") / "submission.csv"))
+
+
+def test_plain_bundles_do_not_require_onnxruntime(done, tmp_path):
+    api.bundle(done, tmp_path / "b")
+    assert "onnxruntime" not in (tmp_path / "b" / "requirements.txt").read_text()

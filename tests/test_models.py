@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from pipeline import config
-from pipeline.geometry import Geometry, to_tensor
 from pipeline.errors import UserError
+from pipeline.geometry import Geometry, to_tensor
 from pipeline.losses import LOSSES, ScheduledLoss, distance_loss, get_loss
 from pipeline.models import ARCHS, build_segmentation
 from pipeline.predict import InferSpec, adapt_bn, predict

@@ -1,0 +1,98 @@
+"""Eager against exported (TorchScript, ONNX in onnxruntime) fold models: parity and test inference speed.
+
+For a config whose stages have run, fold 0's trained segmentation model (the first model of
+`ensemble.models`) predicts the test images through `pipeline.predict.predict` with the
+config's inference spec (geometry, TTA views, bf16 and channels_last as configured), once as
+the eager smp network, as the TorchScript file `bundle --export torchscript` writes and as
+the ONNX file of `--export onnx` in onnxruntime (fp32).
+Prints the largest absolute difference of each output over all test images, and img/s of
+each variant: the median of alternating rounds in one process (the machine's speed drifts).
+
+Run: .venv/bin/python bench/export_speed.py --config configs/tgs_salt.yaml [--images 512] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline import api  # noqa: E402
+from pipeline.export import max_difference, to_onnx, trace  # noqa: E402
+from pipeline.geometry import to_tensor  # noqa: E402
+from pipeline.inference import OnnxNet, build_model, seg_infer_spec  # noqa: E402
+from pipeline.predict import predict  # noqa: E402
+from pipeline.store import ArrayStore  # noqa: E402
+from pipeline.trainset import fold_model_paths  # noqa: E402
+
+
+class _First:
+    """The first n images of a store."""
+
+    def __init__(self, store: ArrayStore, n: int) -> None:
+        self.store, self.n = store, min(n, len(store))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.store[range(self.n)[i]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/tgs_salt.yaml")
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    cfg = api.load_config(args.config)
+    src = api.bundle_sources(cfg)
+    path = fold_model_paths(next(iter(src.models.values())))[0]
+    test = _First(ArrayStore(api.artifact(cfg, "ingest_test"), "test_images"), args.images)
+    device = torch.device("cpu")
+    spec = seg_infer_spec(cfg.segment, device, cfg.segment.train.tta)
+    eager = build_model(cfg.segment, test[0].shape[2], cfg.classify.seg_head)
+    eager.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    eager.eval()
+    example = torch.stack([to_tensor(spec.geometry.forward(np.asarray(test[i]))) for i in range(2)])
+    tmp = tempfile.mkdtemp()
+    torch.jit.save(trace(eager, example), f"{tmp}/fold0.ts")
+    to_onnx(eager, example, Path(f"{tmp}/fold0.onnx"))
+    variants = {
+        "eager": eager,
+        "torchscript": torch.jit.load(f"{tmp}/fold0.ts", map_location="cpu"),
+        "onnx": OnnxNet(Path(f"{tmp}/fold0.onnx")),
+    }
+    print(
+        f"model {path} | {len(test)} test images | TTA {list(spec.tta)} | bf16 {cfg.segment.train.bf16} | threads {torch.get_num_threads()}"
+    )
+    for name in ("torchscript", "onnx"):
+        diff = max_difference(eager, variants[name], test, spec, len(test))
+        print(f"max |eager - {name}| per output: " + ", ".join(f"{k} {v:.2e}" for k, v in diff.items()))
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    idx = np.arange(len(test))
+    for model in variants.values():  # warm-up
+        list(predict(model, test, idx[:32], spec))
+    for _ in range(args.rounds):
+        for name, model in variants.items():
+            start = time.perf_counter()
+            list(predict(model, test, idx, spec))
+            times[name].append(len(test) / (time.perf_counter() - start))
+    base = statistics.median(times["eager"])
+    for name, t in times.items():
+        print(
+            f"{name:<12} {statistics.median(t):7.1f} img/s  ratio {statistics.median(t) / base:.2f}  (rounds: {', '.join(f'{x:.0f}' for x in t)})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Fast checks of the bundle's parts: the module closure it carries, its refusal of training
+code, its plan format, the planner's budget and choice."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipeline import bundle, offline, planner
+from pipeline.errors import UserError
+
+
+def test_the_bundle_carries_inference_modules_only():
+    modules, third = bundle.closure()
+    assert {"offline", "inference", "predict", "models", "geometry", "policy", "submission", "ingest"} <= set(modules)
+    assert not bundle.TRAINING.intersection(modules)
+    assert {"torch", "numpy", "segmentation_models_pytorch", "lightgbm"} <= third
+    assert "albumentations" not in third  # augmentation is training code
+
+
+def test_a_training_module_in_the_closure_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(bundle, "closure", lambda: (["offline", "train"], set()))
+    with pytest.raises(UserError, match="training code .*train"):
+        bundle._write_code(tmp_path, None)
+    assert not (tmp_path / "pipeline").exists()
+
+
+def test_requirements_are_pinned_with_what_they_need():
+    reqs = bundle.requirements({"segmentation_models_pytorch"})
+    names = {r.split("==")[0] for r in reqs}
+    assert {"segmentation-models-pytorch", "timm", "torch"} <= names
+    assert all("==" in r and "+" not in r for r in reqs)
+
+
+def test_the_bundle_reads_only_its_format(tmp_path):
+    (tmp_path / "bundle.json").write_text(json.dumps({"format": 99}))
+    with pytest.raises(UserError, match="format 99"):
+        offline.read_plan(tmp_path)
+    with pytest.raises(UserError, match="not found"):
+        offline.read_plan(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("2h", 7200), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("3600", 3600)])
+def test_budget_units(text, seconds):
+    assert planner.parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["2 hours", "", "h", "5x"])
+def test_a_budget_that_is_not_a_duration_is_refused(text):
+    with pytest.raises(UserError, match="not a duration"):
+        planner.parse_budget(text)
+
+
+def test_the_plan_takes_the_best_oof_that_fits_then_more_folds():
+    plans = pd.DataFrame(
+        [
+            {"models": "a", "views": "none", "folds": 1, "seconds": 10.0, "oof": 0.80},
+            {"models": "a", "views": "none", "folds": 2, "seconds": 20.0, "oof": 0.80},
+            {"models": "a", "views": "none+hflip", "folds": 1, "seconds": 20.0, "oof": 0.82},
+            {"models": "a", "views": "none+hflip", "folds": 2, "seconds": 40.0, "oof": 0.82},
+        ]
+    )
+    assert planner.choose(plans, 40)[["views", "folds"]].tolist() == ["none+hflip", 2]
+    assert planner.choose(plans, 39)[["views", "folds"]].tolist() == ["none+hflip", 1]
+    assert planner.choose(plans, 15)[["views", "folds"]].tolist() == ["none", 1]
+    with pytest.raises(UserError, match="nothing fits 5 s"):
+        planner.choose(plans, 5)
