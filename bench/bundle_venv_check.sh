@@ -11,6 +11,8 @@ BUNDLE="$(cd "${1:?usage: bundle_venv_check.sh BUNDLE TEST_DIR EXPECTED_CSV [pre
 TEST_DIR="$(cd "${2:?test folder}" && pwd)"
 EXPECTED="$(cd "$(dirname "${3:?expected submission}")" && pwd)/$(basename "$3")"
 shift 3
+ARGS=()  # paths among the predict.py options, made absolute: predict.py runs from another folder
+for a in "$@"; do if [[ -e "$a" ]]; then a="$(realpath "$a")"; fi; ARGS+=("$a"); done
 WORK="$(mktemp -d -t bundle-venv.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 start=$(date +%s)
@@ -22,7 +24,7 @@ installed=$(( $(date +%s) - start ))
 echo "venv: $("$WORK/venv/bin/python" -m pip list 2>/dev/null | tail -n +3 | wc -l) packages installed from requirements.txt in ${installed}s"
 cd "$WORK"
 start=$(date +%s)
-"$WORK/venv/bin/python" -I "$BUNDLE/predict.py" --images "$TEST_DIR" --out "$WORK/submission.csv" "$@"
+"$WORK/venv/bin/python" -I "$BUNDLE/predict.py" --images "$TEST_DIR" --out "$WORK/submission.csv" "${ARGS[@]}"
 echo "predict.py: $(( $(date +%s) - start ))s, $(($(wc -l < "$WORK/submission.csv") - 1)) rows"
 if cmp -s "$WORK/submission.csv" "$EXPECTED"; then
   echo "identical to $EXPECTED"

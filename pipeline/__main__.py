@@ -19,6 +19,8 @@ import signal
 import sys
 import time
 
+import numpy as np
+
 from pipeline import (
     cache,
     distributed,
@@ -121,11 +123,14 @@ def _terminate(signum: int, _frame) -> None:
 
 def format_plans(plans, pick, top: int = 25) -> str:
     """The planner's table, best OOF first, and its choice."""
-    shown = plans.sort_values(["oof", "seconds"], ascending=[False, True]).head(top)
-    lines = [f"{'models':<24} {'views':<18} {'folds':>5} {'expected s':>11} {'OOF':>7}"]
+    ranked = plans.sort_values(["oof", "seconds"], ascending=[False, True])
+    is_pick = (ranked[["models", "views", "folds"]] == pick[["models", "views", "folds"]]).all(axis=1)
+    shown = ranked[(np.arange(len(ranked)) < top) | is_pick.to_numpy()]
+    lines = [f"{'models':<24} {'views':<18} {'folds':>5} {'expected s':>11} {'OOF':>7} {'vs config (paired SE)':>22}"]
     for _, r in shown.iterrows():
         mark = "  <- chosen" if (r[["models", "views", "folds"]] == pick[["models", "views", "folds"]]).all() else ""
-        lines.append(f"{r['models']:<24} {r['views']:<18} {r['folds']:>5} {r['seconds']:>11.1f} {r['oof']:>7.4f}{mark}")
+        paired = f"{r['vs_config']:+.4f} ({r['se']:.4f})"
+        lines.append(f"{r['models']:<24} {r['views']:<18} {r['folds']:>5} {r['seconds']:>11.1f} {r['oof']:>7.4f} {paired:>22}{mark}")
     lines.append(
         f"chosen: {pick['models']}, views {pick['views']}, {pick['folds']} fold model(s) each: {pick['seconds']:.0f} s, OOF {pick['oof']:.4f}"
     )

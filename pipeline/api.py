@@ -76,7 +76,7 @@ def plan(cfg: Config, budget: str, device: str | None = None, bundle_dir: str | 
     src = bundle_sources(cfg)
     test = ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images")
     measured = planner.measure(cfg, src.models, src.ingest, src.folds, test)
-    plans = planner.table(measured, len(test), cfg.ensemble.adabn)
+    plans = planner.table(measured, len(test), cfg.ensemble.adabn, list(cfg.segment.train.tta))
     pick = planner.choose(plans, seconds)
     if bundle_dir is not None:
         bundle_mod.replan(Path(bundle_dir), cfg, measured, pick, {"budget_s": seconds, "device": str(cfg.experiment.device)})

@@ -129,28 +129,25 @@ def measure(cfg: Config, models: dict[str, Path], ingest: Path, folds: Path, tes
     return Measured(ids, truths, fold, oof, seconds, adabn, n_folds)
 
 
-def table(m: Measured, n_test: int, adabn: bool) -> pd.DataFrame:
-    """Every (models, views, folds per model) choice: expected test seconds and OOF score."""
+def table(m: Measured, n_test: int, adabn: bool, configured: list[str]) -> pd.DataFrame:
+    """Every (models, views, folds per model) choice: expected test seconds, OOF score, and its
+    paired difference from the configured choice (all models, `configured` views) with the
+    standard error of that difference over the OOF images."""
     names, rows, scores = list(m.oof), [], {}
     for k in range(1, len(names) + 1):
         for chosen in itertools.combinations(names, k):
             for r in range(1, len(VIEWS) + 1):
                 for views in itertools.combinations(VIEWS, r):
-                    key = (chosen, views)
-                    if key not in scores:
-                        maps = [blend([m.oof[n][v] for v in views], np.full(len(views), 1 / len(views))) for n in chosen]
-                        scores[key] = float(nested_blend(maps, m.truths, m.fold).scores.mean())
-                    for f in range(1, min(m.n_folds[n] for n in chosen) + 1):
-                        per_image = sum(f * (sum(m.seconds[n][v] for v in views) + (m.adabn_seconds[n] if adabn else 0.0)) for n in chosen)
-                        rows.append(
-                            {
-                                "models": "+".join(chosen),
-                                "views": "+".join(views),
-                                "folds": f,
-                                "seconds": per_image * n_test,
-                                "oof": scores[key],
-                            }
-                        )
+                    maps = [blend([m.oof[n][v] for v in views], np.full(len(views), 1 / len(views))) for n in chosen]
+                    scores[(chosen, views)] = nested_blend(maps, m.truths, m.fold).scores
+    ref = scores[(tuple(names), tuple(v for v in VIEWS if v in configured))]
+    for (chosen, views), per_image in scores.items():
+        diff = per_image - ref
+        for f in range(1, min(m.n_folds[n] for n in chosen) + 1):
+            per_fold = sum(sum(m.seconds[n][v] for v in views) + (m.adabn_seconds[n] if adabn else 0.0) for n in chosen)
+            row = {"models": "+".join(chosen), "views": "+".join(views), "folds": f, "seconds": f * per_fold * n_test}
+            row |= {"oof": float(per_image.mean()), "vs_config": float(diff.mean()), "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
