@@ -5,8 +5,10 @@ For a config whose stages have run, fold 0's trained segmentation model (the fir
 config's inference spec (geometry, TTA views, bf16 and channels_last as configured), once as
 the eager smp network, as the TorchScript file `bundle --export torchscript` writes and as
 the ONNX file of `--export onnx` in onnxruntime (fp32).
-Prints the largest absolute difference of each output over all test images, and img/s of
-each variant: the median of alternating rounds in one process (the machine's speed drifts).
+Prints the largest absolute difference of each output over the test images (each export
+against the eager model at its own precision, and the eager model's bf16 against fp32), and
+img/s of each variant (eager as configured and in fp32, TorchScript as configured, ONNX):
+the median of alternating rounds in one process (the machine's speed drifts).
 
 Run: .venv/bin/python bench/export_speed.py --config configs/tgs_salt.yaml [--images 512] [--rounds 3]
 """
@@ -14,6 +16,7 @@ Run: .venv/bin/python bench/export_speed.py --config configs/tgs_salt.yaml [--im
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -67,25 +70,30 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     torch.jit.save(trace(eager, example), f"{tmp}/fold0.ts")
     to_onnx(eager, example, Path(f"{tmp}/fold0.onnx"))
-    variants = {
-        "eager": eager,
-        "torchscript": torch.jit.load(f"{tmp}/fold0.ts", map_location="cpu"),
-        "onnx": OnnxNet(Path(f"{tmp}/fold0.onnx")),
+    fp32 = dataclasses.replace(spec, tcfg=dataclasses.replace(spec.tcfg, bf16="off"))
+    variants = {  # name: (model, spec); onnxruntime computes in fp32 whatever the spec says
+        "eager": (eager, spec),
+        "eager fp32": (eager, fp32),
+        "torchscript": (torch.jit.load(f"{tmp}/fold0.ts", map_location="cpu"), spec),
+        "onnx": (OnnxNet(Path(f"{tmp}/fold0.onnx")), fp32),
     }
     print(
         f"model {path} | {len(test)} test images | TTA {list(spec.tta)} | bf16 {cfg.segment.train.bf16} | threads {torch.get_num_threads()}"
     )
-    for name in ("torchscript", "onnx"):
-        diff = max_difference(eager, variants[name], test, spec, len(test))
-        print(f"max |eager - {name}| per output: " + ", ".join(f"{k} {v:.2e}" for k, v in diff.items()))
+    # Each exported model against the eager one at the same precision; the last row is how far
+    # bf16 autocast (the config's precision) moves the eager model from fp32.
+    for name, ref in (("torchscript", "eager"), ("onnx", "eager fp32"), ("eager", "eager fp32")):
+        (a, spec_a), (b, spec_b) = variants[ref], variants[name]
+        diff = max_difference(a, b, test, spec_a, len(test), spec_b)
+        print(f"max |{ref} - {name}| per output: " + ", ".join(f"{k} {v:.2e}" for k, v in diff.items()))
     times: dict[str, list[float]] = {name: [] for name in variants}
     idx = np.arange(len(test))
-    for model in variants.values():  # warm-up
-        list(predict(model, test, idx[:32], spec))
+    for model, vspec in variants.values():  # warm-up
+        list(predict(model, test, idx[:32], vspec))
     for _ in range(args.rounds):
-        for name, model in variants.items():
+        for name, (model, vspec) in variants.items():
             start = time.perf_counter()
-            list(predict(model, test, idx, spec))
+            list(predict(model, test, idx, vspec))
             times[name].append(len(test) / (time.perf_counter() - start))
     base = statistics.median(times["eager"])
     for name, t in times.items():
