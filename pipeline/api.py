@@ -20,9 +20,11 @@ from pipeline import (
 from pipeline import config as config_mod
 from pipeline.bundle import Sources
 from pipeline.ensemble_io import model_folders
+from pipeline.inference import classifier_paths
 from pipeline.schema import Config
 from pipeline.store import ArrayStore
 from pipeline.submission import check_submission, read_submission, score_submission  # noqa: F401  (part of the API)
+from pipeline.trainset import fold_model_paths
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -75,7 +77,8 @@ def plan(cfg: Config, budget: str, device: str | None = None, bundle_dir: str | 
         cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, device=device))
     src = bundle_sources(cfg)
     test = ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images")
-    measured = planner.measure(cfg, src.models, src.ingest, src.folds, test)
+    classifier = [] if cfg.classify.seg_head or not cfg.classify.enabled else classifier_paths(fold_model_paths(src.classify))
+    measured = planner.measure(cfg, src.models, src.ingest, src.folds, test, classifier)
     plans = planner.table(measured, len(test), cfg.ensemble.adabn, list(cfg.segment.train.tta))
     pick = planner.choose(plans, seconds)
     if bundle_dir is not None:

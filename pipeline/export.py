@@ -18,8 +18,7 @@ from torch import nn
 
 from pipeline.errors import UserError
 from pipeline.geometry import to_tensor
-from pipeline.inference import build_model, cls_infer_spec, load_fold, seg_infer_spec
-from pipeline.models import ClassifierNet
+from pipeline.inference import cls_infer_spec, cls_network, load_fold, seg_infer_spec, seg_network
 from pipeline.predict import InferSpec, predict
 from pipeline.schema import Config
 from pipeline.store import ArrayStore
@@ -89,8 +88,7 @@ def max_difference(
 
 
 def _export_one(build: Callable[[], nn.Module], src: Path, dst: Path, images: ArrayStore, spec: InferSpec) -> dict[str, float]:
-    model = build()
-    model.load_state_dict(torch.load(src, map_location="cpu", weights_only=True))
+    model = load_fold(build, src)
     example = torch.stack([to_tensor(spec.geometry.forward(np.asarray(images[i]))) for i in range(min(2, len(images)))])
     if len(example) == 1:
         example = example.expand(2, *example.shape[1:])
@@ -121,16 +119,12 @@ def export_models(cfg: Config, plan: dict, out: Path, kind: str, ingest: Path) -
         _need_onnx()
     images = ArrayStore(ingest, "images")
     device = torch.device("cpu")
-    scfg = dataclasses.replace(cfg.segment, model=dataclasses.replace(cfg.segment.model, encoder_weights=None))
-    ccfg = dataclasses.replace(cfg.classify.model, encoder_weights=None)
     channels = images[0].shape[2]
     seg_spec = seg_infer_spec(cfg.segment, device, list(plan["tta"]))
     cls_spec = cls_infer_spec(cfg.classify, device, list(cfg.classify.train.tta))
     parity: dict[str, dict[str, float]] = {}
-    jobs = [
-        (rel, lambda: build_model(scfg, channels, cfg.classify.seg_head), seg_spec) for m in plan["models"].values() for rel in m["folds"]
-    ]
-    jobs += [(rel, lambda: ClassifierNet(ccfg, channels), cls_spec) for rel in plan["classifier"]]
+    jobs = [(rel, seg_network(cfg, channels), seg_spec) for m in plan["models"].values() for rel in m["folds"]]
+    jobs += [(rel, cls_network(cfg, channels), cls_spec) for rel in plan["classifier"]]
     renamed = {}
     for rel, build, spec in jobs:
         dst = str(Path(rel).with_suffix(SUFFIX[kind]))

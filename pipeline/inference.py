@@ -34,6 +34,19 @@ def build_model(scfg: SegmentCfg, in_channels: int, cls_head: bool = False) -> n
     return build_segmentation(scfg.model, in_channels, aux=scfg.aux.weight > 0, cls_head=cls_head)
 
 
+def seg_network(cfg: Config, in_channels: int) -> Callable[[], nn.Module]:
+    """Builds the segmentation network without pretrained weights: a fold file holds every
+    weight, so nothing is loaded (or downloaded) first."""
+    scfg = dataclasses.replace(cfg.segment, model=dataclasses.replace(cfg.segment.model, encoder_weights=None))
+    return lambda: build_model(scfg, in_channels, cfg.classify.seg_head)
+
+
+def cls_network(cfg: Config, in_channels: int) -> Callable[[], nn.Module]:
+    """Builds the classifier network without pretrained weights (see seg_network)."""
+    ccfg = dataclasses.replace(cfg.classify.model, encoder_weights=None)
+    return lambda: ClassifierNet(ccfg, in_channels)
+
+
 def seg_infer_spec(scfg: SegmentCfg, device: torch.device, tta: list[str], exp: ExperimentCfg | None = None) -> InferSpec:
     """How a segmentation model predicts; the experiment's inference speed switches (compile,
     batch_tta) for OOF and test maps only: validation during training would compile the changing
@@ -102,13 +115,12 @@ def seg_test_maps(cfg: Config, paths: Sequence[Path], images, adabn: bool = Fals
     scfg = cfg.segment
     device = pick_device(cfg.experiment)
     spec = seg_infer_spec(scfg, device, scfg.train.tta, cfg.experiment)
-    # The fold files hold every weight: no pretrained encoder to load (or download) first.
-    bare = dataclasses.replace(scfg, model=dataclasses.replace(scfg.model, encoder_weights=None))
+    network = seg_network(cfg, images[0].shape[2])
     masks: list[np.ndarray] | None = None
     dists: list[np.ndarray] | None = None
     cls = np.zeros(len(images)) if cfg.classify.seg_head else None
     for path in paths:
-        model = load_fold(lambda: build_model(bare, images[0].shape[2], cfg.classify.seg_head), path)
+        model = load_fold(network, path)
         if adabn:
             model = adapt_bn(model, images, spec.geometry, device, scfg.input.tile_overlap)
         outs = [o for _, o in predict(model, images, np.arange(len(images)), spec)]
@@ -131,7 +143,7 @@ def cls_test_probs(cfg: Config, paths: Sequence[Path], images, adabn: bool = Fal
     spec = cls_infer_spec(cfg.classify, device, cfg.classify.train.tta)
     total = np.zeros(len(images))
     for path in paths:
-        model = load_fold(lambda: ClassifierNet(dataclasses.replace(cfg.classify.model, encoder_weights=None), images[0].shape[2]), path)
+        model = load_fold(cls_network(cfg, images[0].shape[2]), path)
         if adabn:
             model = adapt_bn(model, images, spec.geometry, device, spec.overlap)
         total += predict_probs(model, images, np.arange(len(images)), spec)

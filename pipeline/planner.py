@@ -24,7 +24,7 @@ import torch
 
 from pipeline.blend import blend, nested_blend
 from pipeline.errors import UserError
-from pipeline.inference import build_model, load_fold, seg_infer_spec
+from pipeline.inference import cls_infer_spec, cls_network, load_fold, seg_infer_spec, seg_network
 from pipeline.predict import FLIPS, adapt_bn, predict
 from pipeline.runtime import pick_device
 from pipeline.schema import Config
@@ -57,6 +57,7 @@ class Measured:
     seconds: dict[str, dict[str, float]]  # model -> view -> seconds per image and fold model
     adabn_seconds: dict[str, float]  # model -> seconds per image of one AdaBN pass
     n_folds: dict[str, int]
+    fixed_seconds: float = 0.0  # per test image, whatever the choice: the separate classifier's folds
 
 
 def _spec(cfg: Config, view: str, device: torch.device):
@@ -64,8 +65,7 @@ def _spec(cfg: Config, view: str, device: torch.device):
 
 
 def _model(cfg: Config, path: Path, channels: int) -> torch.nn.Module:
-    scfg = dataclasses.replace(cfg.segment, model=dataclasses.replace(cfg.segment.model, encoder_weights=None))
-    return load_fold(lambda: build_model(scfg, channels, cfg.classify.seg_head), path)
+    return load_fold(seg_network(cfg, channels), path)
 
 
 def _oof_views(cfg: Config, folder: Path, images: ArrayStore, ids: list[str], fold: np.ndarray, device) -> dict[str, list[np.ndarray]]:
@@ -112,8 +112,22 @@ class _Head:
         return self.store[i]
 
 
-def measure(cfg: Config, models: dict[str, Path], ingest: Path, folds: Path, test: ArrayStore) -> Measured:
-    """OOF maps per view and test speed per view for each model folder."""
+def _classifier_seconds(cfg: Config, paths: list[Path], test: ArrayStore, device) -> float:
+    """Seconds per test image of all classifier folds with their TTA (and AdaBN when on)."""
+    if not paths:
+        return 0.0
+    model = load_fold(cls_network(cfg, test[0].shape[2]), paths[0])
+    spec = cls_infer_spec(cfg.classify, device, list(cfg.classify.train.tta))
+    n = min(TIMING_SAMPLE, len(test))
+    per_fold = _seconds(lambda m: list(predict(model, test, np.arange(m), spec)), n)
+    if cfg.ensemble.adabn:
+        per_fold += _seconds(lambda m: adapt_bn(model, _Head(test, m), spec.geometry, device, spec.overlap), n)
+    return per_fold * len(paths)
+
+
+def measure(cfg: Config, models: dict[str, Path], ingest: Path, folds: Path, test: ArrayStore, classifier: list[Path]) -> Measured:
+    """OOF maps per view and test speed per view for each model folder; the classifier's folds
+    (`classifier`, empty when it rides on the segmentation encoder) are timed as a fixed cost."""
     device = pick_device(cfg.experiment)
     images, masks = ArrayStore(ingest, "images"), ArrayStore(ingest, "masks")
     sets = [set(ArrayStore(d, "oof").ids) for d in models.values()]
@@ -126,7 +140,7 @@ def measure(cfg: Config, models: dict[str, Path], ingest: Path, folds: Path, tes
         oof[name] = _oof_views(cfg, folder, images, ids, fold, device)
         seconds[name], adabn[name] = _timings(cfg, folder, test, device)
         n_folds[name] = len(fold_model_paths(folder))
-    return Measured(ids, truths, fold, oof, seconds, adabn, n_folds)
+    return Measured(ids, truths, fold, oof, seconds, adabn, n_folds, _classifier_seconds(cfg, classifier, test, device))
 
 
 def table(m: Measured, n_test: int, adabn: bool, configured: list[str]) -> pd.DataFrame:
@@ -145,7 +159,7 @@ def table(m: Measured, n_test: int, adabn: bool, configured: list[str]) -> pd.Da
         diff = per_image - ref
         for f in range(1, min(m.n_folds[n] for n in chosen) + 1):
             per_fold = sum(sum(m.seconds[n][v] for v in views) + (m.adabn_seconds[n] if adabn else 0.0) for n in chosen)
-            row = {"models": "+".join(chosen), "views": "+".join(views), "folds": f, "seconds": f * per_fold * n_test}
+            row = {"models": "+".join(chosen), "views": "+".join(views), "folds": f, "seconds": (f * per_fold + m.fixed_seconds) * n_test}
             row |= {"oof": float(per_image.mean()), "vs_config": float(diff.mean()), "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
             rows.append(row)
     return pd.DataFrame(rows)

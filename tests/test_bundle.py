@@ -160,31 +160,37 @@ def test_planner_table_and_choice_within_the_budget(done, smoke_data, tmp_path):
     # 3 model subsets (segment, pseudo, both) x 7 view subsets x 2 fold counts
     assert len(plans) == 3 * 7 * 2
     assert pick["oof"] == plans["oof"].max() and pick["folds"] == 2
-    one_view = plans[(plans["views"] == "none") & (plans["models"] == "segment")]
-    assert (one_view.set_index("folds")["seconds"][2] / one_view.set_index("folds")["seconds"][1]) == pytest.approx(2.0)
+    configured = plans[(plans["models"] == "segment+pseudo") & (plans["views"] == "+".join(done.segment.train.tta))]
+    assert (configured["vs_config"] == 0).all()
     # A budget just above the cheapest choice can only afford it.
     cheapest = plans["seconds"].min()
-    tight = planner.choose(plans, cheapest * 1.01)
-    assert tight["seconds"] <= cheapest * 1.01
+    assert planner.choose(plans, cheapest * 1.01)["seconds"] <= cheapest * 1.01
     with pytest.raises(UserError, match="nothing fits"):
         planner.choose(plans, cheapest / 2)
 
+
+def test_planner_time_model_and_written_choice(done, smoke_data, tmp_path):
+    src = api.bundle_sources(done)
+    test = ArrayStore(api.artifact(done, "ingest_test"), "test_images")
+    classifier = sorted(src.classify.glob("fold*/model.pt"))
+    measured = planner.measure(done, src.models, src.ingest, src.folds, test, classifier)
+    assert measured.fixed_seconds > 0  # the smoke config's separate classifier
+    plans = planner.table(measured, len(test), False, ["none"]).set_index(["models", "views", "folds"])["seconds"]
+    fixed = measured.fixed_seconds * len(test)
+    one, two = plans[("segment", "none", 1)], plans[("segment", "none", 2)]
+    assert two - fixed == pytest.approx(2 * (one - fixed))
+    assert plans[("segment", "none+hflip", 1)] - fixed == pytest.approx(one - fixed + measured.seconds["segment"]["hflip"] * len(test))
+
     out = tmp_path / "bundle"
     api.bundle(done, out)
-    small = plans[(plans["models"] == "segment") & (plans["views"] == "hflip") & (plans["folds"] == 1)].iloc[0]
-    bundle.replan(out, done, _measured_for(done), small, {"budget_s": 1.0, "device": "cpu"})
+    small = pd.Series({"models": "segment", "views": "hflip", "folds": 1, "seconds": 1.0, "oof": 0.5})
+    bundle.replan(out, done, measured, small, {"budget_s": 1.0, "device": "cpu"})
     plan = json.loads((out / "bundle.json").read_text())
     assert list(plan["models"]) == ["segment"] and plan["tta"] == ["hflip"]
     assert len(plan["models"]["segment"]["folds"]) == 1 and plan["models"]["segment"]["weight"] == 1.0
-    assert bundle.verify(out) == []
+    assert plan["planner"]["budget_s"] == 1.0 and bundle.verify(out) == []
     res = _predict(out, smoke_data, tmp_path / "planned.csv")
     assert res.returncode == 0, res.stderr[-2000:]
-
-
-def _measured_for(cfg):
-    src = api.bundle_sources(cfg)
-    test = ArrayStore(api.artifact(cfg, "ingest_test"), "test_images")
-    return planner.measure(cfg, src.models, src.ingest, src.folds, test)
 
 
 def test_onnx_bundle_matches_the_eager_models_and_needs_onnxruntime(done, smoke_data, tmp_path):
