@@ -32,23 +32,11 @@ sys.path.insert(0, str(ROOT))
 from pipeline import api  # noqa: E402
 from pipeline.export import max_difference, to_onnx, trace  # noqa: E402
 from pipeline.geometry import to_tensor  # noqa: E402
-from pipeline.inference import OnnxNet, build_model, seg_infer_spec  # noqa: E402
+from pipeline.inference import OnnxNet, load_fold, seg_infer_spec, seg_network  # noqa: E402
+from pipeline.planner import FirstImages  # noqa: E402
 from pipeline.predict import predict  # noqa: E402
 from pipeline.store import ArrayStore  # noqa: E402
 from pipeline.trainset import fold_model_paths  # noqa: E402
-
-
-class _First:
-    """The first n images of a store."""
-
-    def __init__(self, store: ArrayStore, n: int) -> None:
-        self.store, self.n = store, min(n, len(store))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.store[range(self.n)[i]]
 
 
 def main() -> None:
@@ -60,12 +48,10 @@ def main() -> None:
     cfg = api.load_config(args.config)
     src = api.bundle_sources(cfg)
     path = fold_model_paths(next(iter(src.models.values())))[0]
-    test = _First(ArrayStore(api.artifact(cfg, "ingest_test"), "test_images"), args.images)
+    test = FirstImages(ArrayStore(api.artifact(cfg, "ingest_test"), "test_images"), args.images)
     device = torch.device("cpu")
     spec = seg_infer_spec(cfg.segment, device, cfg.segment.train.tta)
-    eager = build_model(cfg.segment, test[0].shape[2], cfg.classify.seg_head)
-    eager.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    eager.eval()
+    eager = load_fold(seg_network(cfg, test[0].shape[2]), path).eval()
     example = torch.stack([to_tensor(spec.geometry.forward(np.asarray(test[i]))) for i in range(2)])
     tmp = tempfile.mkdtemp()
     torch.jit.save(trace(eager, example), f"{tmp}/fold0.ts")

@@ -7,7 +7,7 @@ python -m pipeline status --config FILE
 python -m pipeline demo-data [--out DIR] [--seed N]
 python -m pipeline score SUBMISSION.csv --masks DIR [--metric tgs|dice]
 python -m pipeline bundle --config FILE --out DIR [--export torchscript|onnx] [--wheels]
-python -m pipeline plan --config FILE --budget 2h [--device cpu|cuda] [--bundle DIR]
+python -m pipeline plan --config FILE --budget 2h [--device cpu|cuda] [--bundle DIR] [--n-test N]
 
 Exit codes: 2 bad input, 3 a stage folder locked by another process, 128+N stopped by signal N.
 """
@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default=None, help="plan: test inference time limit (2h, 90m, 3600)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="plan: the device to time on")
     p.add_argument("--bundle", default=None, help="plan: write the choice into this bundle")
+    p.add_argument("--n-test", type=int, default=None, help="plan: test images to plan for (default: the local test folder's)")
     p.add_argument("--wheels", action="store_true", help="bundle: download the requirements' wheels into the bundle")
     p.add_argument("--seed", type=int, default=None, help="demo-data: seed")
     return p
@@ -195,7 +196,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if not args.budget:
             raise UserError("plan needs --budget (e.g. 2h, 90m, 3600)")
-        plans, pick = api.plan(cfg, args.budget, args.device, args.bundle)
+        plans, pick = api.plan(cfg, args.budget, args.device, args.bundle, args.n_test)
         print(format_plans(plans, pick))
         return 0
     if args.command not in (*cache.STAGES, "all"):

@@ -20,6 +20,7 @@ from pipeline import (
 from pipeline import config as config_mod
 from pipeline.bundle import Sources
 from pipeline.ensemble_io import model_folders
+from pipeline.errors import UserError
 from pipeline.inference import classifier_paths
 from pipeline.schema import Config
 from pipeline.store import ArrayStore
@@ -58,7 +59,10 @@ def manifest(cfg: Config, stage: str) -> dict:
 def bundle_sources(cfg: Config) -> Sources:
     """The finished stage folders an offline bundle of this config is made from."""
     names = ["ingest", "folds", "classify", "segment", "scorer", *(["pseudo"] if "pseudo" in cfg.ensemble.models else [])]
-    up = {name: cache.load_upstream(cfg, name) for name in names}
+    try:
+        up = {name: cache.load_upstream(cfg, name) for name in names}
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from exc
     return Sources(model_folders(cfg.ensemble.models, up), up["classify"], up["scorer"], up["ingest"], up["folds"])
 
 
@@ -68,10 +72,13 @@ def bundle(cfg: Config, out: str | Path, export: str | None = None, wheels: bool
     return bundle_mod.build(cfg, bundle_sources(cfg), Path(out), export=export, wheels=wheels)
 
 
-def plan(cfg: Config, budget: str, device: str | None = None, bundle_dir: str | Path | None = None) -> tuple[pd.DataFrame, pd.Series]:
+def plan(
+    cfg: Config, budget: str, device: str | None = None, bundle_dir: str | Path | None = None, n_test: int | None = None
+) -> tuple[pd.DataFrame, pd.Series]:
     """The time-budget planner (pipeline/planner.py): every (models, views, folds) choice with
     its expected test time on this machine and its OOF score, and the best that fits `budget`
-    ('2h', '90m', seconds); with `bundle_dir`, the choice is written into that bundle."""
+    ('2h', '90m', seconds) for `n_test` test images (default: the local test folder's count; a
+    hidden test set is often larger); with `bundle_dir`, the choice is written into that bundle."""
     seconds = planner.parse_budget(budget)
     if device:
         cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, device=device))
@@ -79,8 +86,9 @@ def plan(cfg: Config, budget: str, device: str | None = None, bundle_dir: str | 
     test = ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images")
     classifier = [] if cfg.classify.seg_head or not cfg.classify.enabled else classifier_paths(fold_model_paths(src.classify))
     measured = planner.measure(cfg, src.models, src.ingest, src.folds, test, classifier)
-    plans = planner.table(measured, len(test), cfg.ensemble.adabn, list(cfg.segment.train.tta))
+    plans = planner.table(measured, n_test or len(test), cfg.ensemble.adabn, list(cfg.segment.train.tta), cfg.ensemble.fit_weights)
     pick = planner.choose(plans, seconds)
     if bundle_dir is not None:
-        bundle_mod.replan(Path(bundle_dir), cfg, measured, pick, {"budget_s": seconds, "device": str(cfg.experiment.device)})
+        info = {"budget_s": seconds, "device": str(cfg.experiment.device), "n_test": n_test or len(test)}
+        bundle_mod.replan(Path(bundle_dir), cfg, measured, pick, info)
     return plans, pick

@@ -8,7 +8,6 @@ requirements.txt, `predict.py`, and a manifest with the SHA-256 of every file.""
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.metadata as md
 import json
 import re
@@ -31,6 +30,7 @@ from pipeline.offline import FORMAT, PLAN
 from pipeline.policy import candidate_grid
 from pipeline.schema import Config
 from pipeline.store import ArrayStore
+from pipeline.trainset import fold_model_paths
 
 PACKAGE = Path(__file__).resolve().parent
 # Modules a bundle must never carry: training, the stage cache, the scorer's fitting.
@@ -75,7 +75,8 @@ def _imports(module: Path) -> tuple[set[str], set[str]]:
         for name in names:
             parts = name.split(".")
             if parts[0] == "pipeline":
-                if len(parts) > 1 and (PACKAGE / f"{parts[1]}.py").exists():
+                # a module or a subpackage (stages): the latter is never read, only refused
+                if len(parts) > 1 and ((PACKAGE / f"{parts[1]}.py").exists() or (PACKAGE / parts[1]).is_dir()):
                     own.add(parts[1])
             elif parts[0] not in sys.stdlib_module_names:
                 other.add(parts[0])
@@ -90,6 +91,8 @@ def closure(entry: str = "offline") -> tuple[list[str], set[str]]:
         if name in seen:
             continue
         seen.add(name)
+        if not (PACKAGE / f"{name}.py").exists():
+            continue  # a subpackage: listed, so that the training check sees it
         own, other = _imports(PACKAGE / f"{name}.py")
         todo.extend(own - seen)
         third |= other
@@ -118,14 +121,6 @@ def requirements(imports: set[str]) -> list[str]:
     return [f"{k}=={v}" for k, v in sorted(pins.items())]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _blend_weights(cfg: Config, src: Sources) -> list[float]:
     """The test blend's weights, fitted on all OOF maps as the ensemble stage fits them."""
     if len(src.models) == 1 or not cfg.ensemble.fit_weights:
@@ -145,8 +140,12 @@ def frozen_policy(cfg: Config, scorer: Path) -> dict:
     out = {"name": name, "candidates": cands.tolist(), "fixed": None, "lgbm": None, "features": None}
     if name in ("grid", "none"):
         chosen = fileio.read_csv(scorer / "test_params.csv")[["threshold", "min_area", "gate"]].to_numpy(float)
-        rows = [int(np.flatnonzero(np.isclose(cands, c).all(axis=1))[0]) for c in chosen[:1]] or [0]
-        out["fixed"] = rows[0]
+        match = np.flatnonzero(np.isclose(cands, chosen[0]).all(axis=1)) if len(chosen) else []
+        if len(match) == 0:
+            raise UserError(
+                f"bundle: {scorer / 'test_params.csv'} holds no candidate of scorer.thresholds/min_areas/gates; rerun the scorer"
+            )
+        out["fixed"] = int(match[0])
     else:
         out["lgbm"] = "policy/lgbm.txt"
         out["features"] = [c for c in fileio.read_csv(scorer / "oof_features.csv", nrows=0).columns if c != "id"]
@@ -156,7 +155,7 @@ def frozen_policy(cfg: Config, scorer: Path) -> dict:
 def _copy_models(src: Sources, cfg: Config, out: Path) -> tuple[dict, list[str]]:
     models = {}
     for name, folder in src.models.items():
-        paths = sorted(folder.glob("fold*/model.pt"))
+        paths = fold_model_paths(folder)
         if not paths:
             raise UserError(f"bundle: no fold models under {folder}; run the stages first")
         models[name] = [f"models/{name}/{p.parent.name}.pt" for p in paths]
@@ -165,7 +164,7 @@ def _copy_models(src: Sources, cfg: Config, out: Path) -> tuple[dict, list[str]]
             shutil.copyfile(p, out / rel)
     cls = []
     if cfg.classify.enabled and not cfg.classify.seg_head:
-        for p in classifier_paths(sorted(src.classify.glob("fold*/model.pt"))):
+        for p in classifier_paths(fold_model_paths(src.classify)):
             rel = f"models/classify/{p.relative_to(src.classify).parts[0]}.pt"
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(p, out / rel)
@@ -200,7 +199,7 @@ def _git_commit() -> str | None:
 def write_manifest(out: Path, extra: dict) -> dict:
     """manifest.json: every file of the bundle with its size and SHA-256 (written last)."""
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json" and "__pycache__" not in p.parts)
-    manifest = {**extra, "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}}
+    manifest = {**extra, "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": offline.sha256(p)} for p in files}}
     manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
     fileio.write_json(out / "manifest.json", manifest)
     return manifest
@@ -272,22 +271,10 @@ def download_wheels(out: Path) -> None:
         raise UserError(f"bundle --wheels: pip download failed: {last}")
 
 
-def verify(bundle: Path) -> list[str]:
-    """Files of a bundle whose size or hash differs from its manifest, or that are missing."""
-    manifest = fileio.read_json(bundle / "manifest.json") or {}
-    problems = []
-    for rel, info in manifest.get("files", {}).items():
-        p = bundle / rel
-        if not p.is_file():
-            problems.append(f"{p}: missing")
-        elif p.stat().st_size != info["bytes"] or _sha256(p) != info["sha256"]:
-            problems.append(f"{p}: differs from the manifest")
-    return problems
-
-
 def replan(bundle: Path, cfg: Config, measured, pick, info: dict) -> dict:
     """Write the planner's choice (models, fold models, TTA views) into a bundle's plan, with
-    blend weights refitted on all OOF maps of the chosen models and views, and a new manifest."""
+    blend weights refitted on all OOF maps of the chosen models and views (kept when they are
+    the bundle's own), and a new manifest."""
     from pipeline import planner
 
     plan = offline.read_plan(bundle)
@@ -295,14 +282,24 @@ def replan(bundle: Path, cfg: Config, measured, pick, info: dict) -> dict:
     unknown = [n for n in chosen if n not in plan["models"]]
     if unknown:
         raise UserError(f"plan: the bundle {bundle} holds no model {unknown[0]!r}; build it from this config")
-    maps = [blend([measured.oof[n][v] for v in views], np.full(len(views), 1 / len(views))) for n in chosen]
-    fit = test_weights(maps, measured.truths, cfg.ensemble.fit_weights)
+    if chosen == list(plan["models"]) and set(views) == set(plan["tta"]):
+        # The configured blend and views: keep the bundle's weights (fitted on the stored OOF maps)
+        # and view order, so that the bundle still reproduces the pipeline's submission.
+        weights = {n: m["weight"] for n, m in plan["models"].items()}
+        views = list(plan["tta"])
+    else:
+        maps = [blend([measured.oof[n][v] for v in views], np.full(len(views), 1 / len(views))) for n in chosen]
+        fitted = test_weights(maps, measured.truths, cfg.ensemble.fit_weights)
+        weights = {n: float(w) for n, w in zip(chosen, fitted, strict=True)}
     info = info | {
         "expected_s": round(float(pick["seconds"]), 1),
-        "oof": round(float(pick["oof"]), 4),
+        "oof_best_of_choices": round(float(pick["oof"]), 4),
         "seconds_per_image": measured.seconds,
     }
-    new = planner.apply_to_plan(plan, pick, dict(zip(chosen, (float(w) for w in fit), strict=True)), info)
+    new = planner.apply_to_plan(plan, pick, weights, views, info)
     fileio.write_json(bundle / PLAN, new)
     old = fileio.read_json(bundle / "manifest.json") or {}
     return write_manifest(bundle, {k: v for k, v in old.items() if k not in ("files", "total_bytes")})
+
+
+verify = offline.verify

@@ -89,7 +89,9 @@ def max_difference(
 
 def _export_one(build: Callable[[], nn.Module], src: Path, dst: Path, images: ArrayStore, spec: InferSpec) -> dict[str, float]:
     model = load_fold(build, src)
-    example = torch.stack([to_tensor(spec.geometry.forward(np.asarray(images[i]))) for i in range(min(2, len(images)))])
+    # One network input: the whole input in pad and resize modes, one tile in tile and patch modes.
+    s = spec.geometry.size
+    example = torch.stack([to_tensor(spec.geometry.forward(np.asarray(images[i]))[:s, :s]) for i in range(min(2, len(images)))])
     if len(example) == 1:
         example = example.expand(2, *example.shape[1:])
     if dst.suffix == ".onnx":

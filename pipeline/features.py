@@ -47,6 +47,11 @@ def feature_table(
     table = pd.DataFrame(rows, index=pd.Index(ids, name="id"))
     table["cls_prob"] = np.asarray(cls_probs, dtype=float)
     if meta is not None:
-        numeric = meta.set_index("id").select_dtypes("number").drop(columns=["height", "width", "coverage", "empty"], errors="ignore")
-        table = table.join(numeric.add_prefix("meta_"), how="left")
+        table = table.join(meta_features(meta), how="left")
     return table
+
+
+def meta_features(meta: pd.DataFrame) -> pd.DataFrame:
+    """The scorer's features from an ingest table (by id): its numeric metadata columns, prefixed."""
+    numeric = meta.set_index("id").select_dtypes("number").drop(columns=["height", "width", "coverage", "empty"], errors="ignore")
+    return numeric.add_prefix("meta_")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import logging
 import sys
 import tempfile
@@ -16,17 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from pipeline import config as config_mod
 from pipeline import fileio
 from pipeline.errors import UserError
-from pipeline.features import feature_table
+from pipeline.features import feature_table, meta_features
 from pipeline.inference import ensemble_test
 from pipeline.ingest import Sources, ingest
 from pipeline.policy import choose, predicted
 from pipeline.schema import Config
 from pipeline.store import ArrayStore, dequantise, quantise
-from pipeline.submission import make_submission
+from pipeline.submission import header_problem, make_submission
 
 logger = logging.getLogger("pipeline.offline")
 PLAN = "bundle.json"
@@ -46,12 +48,44 @@ class Request:
     device: str | None = None  # cpu / cuda / auto; None keeps the config's
 
 
+KEYS = ("config", "channels", "tta", "models", "classifier", "policy")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(bundle: Path, skip: tuple[str, ...] = ()) -> list[str]:
+    """Files of a bundle that are missing or whose size or SHA-256 differs from its manifest
+    (those under the folders in `skip` unchecked)."""
+    manifest = fileio.read_json(bundle / "manifest.json")
+    if manifest is None:
+        return [f"{bundle / 'manifest.json'}: missing or unreadable"]
+    problems = []
+    for rel, info in manifest.get("files", {}).items():
+        p = bundle / rel
+        if rel.startswith(skip):
+            continue
+        if not p.is_file():
+            problems.append(f"{p}: missing")
+        elif p.stat().st_size != info["bytes"] or sha256(p) != info["sha256"]:
+            problems.append(f"{p}: differs from the manifest")
+    return problems
+
+
 def read_plan(bundle: Path) -> dict:
     plan = fileio.read_json(bundle / PLAN)
     if plan is None:
         raise UserError(f"{bundle / PLAN}: not found; is {bundle} a bundle folder?")
     if plan.get("format") != FORMAT:
         raise UserError(f"{bundle / PLAN}: format {plan.get('format')!r}, this runtime reads format {FORMAT}")
+    missing = [k for k in KEYS if k not in plan]
+    if missing:
+        raise UserError(f"{bundle / PLAN}: no {missing[0]!r} key")
     return plan
 
 
@@ -100,20 +134,47 @@ def _params(bundle: Path, plan: dict, features: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(cands[pick], columns=["threshold", "min_area", "gate"], index=features.index)
 
 
+def _read_back(folder: Path, ids: list[str], cls: np.ndarray) -> np.ndarray:
+    # The ensemble stage writes the image probabilities to test_cls.csv and the scorer and the
+    # submission read them back; the same round trip here gives the same floats to the last bit.
+    fileio.write_csv(folder / "test_cls.csv", pd.DataFrame({"id": ids, "prob": cls}))
+    return fileio.read_csv(folder / "test_cls.csv")["prob"].to_numpy(dtype=float)
+
+
+def _check_inputs(req: Request, cfg: Config, plan: dict, table: pd.DataFrame) -> None:
+    """What would fail after the whole inference, checked right after ingest instead."""
+    problem = header_problem(req.sample_submission, [cfg.data.id_column, cfg.submit.rle_column])
+    if problem:
+        raise UserError(problem)
+    needed = [c for c in plan["policy"]["features"] or [] if c.startswith("meta_")]
+    missing = [c for c in needed if c not in meta_features(table).columns]
+    if missing:
+        raise UserError(f"the policy reads feature(s) {', '.join(missing)}: pass the metadata CSV that holds them (--metadata)")
+    if req.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device here")
+
+
 def run(req: Request) -> pd.DataFrame:
     """Predict the test folder with the bundle and write the submission; returns it."""
+    problems = verify(req.bundle, skip=("wheels/",))
+    if problems:
+        raise UserError(
+            f"the bundle is incomplete or altered: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+        )
     plan = read_plan(req.bundle)
     cfg = bundle_config(req.bundle, plan, req.device)
     with tempfile.TemporaryDirectory(prefix="bundle-ingest-") as tmp:
-        images, table = _ingest(req, cfg, plan, Path(tmp))
+        images, table = _ingest(req, cfg, plan, Path(tmp) / "ingest")
+        _check_inputs(req, cfg, plan, table)
         models = {name: [req.bundle / p for p in m["folds"]] for name, m in plan["models"].items()}
         weights = np.array([m["weight"] for m in plan["models"].values()])
         test = ensemble_test(cfg, models, weights, [req.bundle / p for p in plan["classifier"]], images)
-        probs, dists = _stored(test.masks), _stored(test.dists)
-        features = feature_table(images.ids, probs, dists, images, test.cls, table)
+        probs, dists, cls = _stored(test.masks), _stored(test.dists), _read_back(Path(tmp), images.ids, test.cls)
+        features = feature_table(images.ids, probs, dists, images, cls, table)
+        shapes = {i: images.get(i).shape[:2] for i in images.ids}
     params = _params(req.bundle, plan, features)
     header = [cfg.data.id_column, cfg.submit.rle_column]
-    sub = make_submission(images.ids, probs, test.cls, params, header, req.sample_submission)
+    sub = make_submission(images.ids, probs, cls, params, header, req.sample_submission, shapes)
     req.out.parent.mkdir(parents=True, exist_ok=True)
     fileio.write_csv(req.out, sub)
     return sub

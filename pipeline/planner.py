@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from pipeline.blend import blend, nested_blend
+from pipeline.ensemble_io import common_ids
 from pipeline.errors import UserError
 from pipeline.inference import cls_infer_spec, cls_network, load_fold, seg_infer_spec, seg_network
 from pipeline.predict import FLIPS, adapt_bn, predict
@@ -61,7 +62,9 @@ class Measured:
 
 
 def _spec(cfg: Config, view: str, device: torch.device):
-    return dataclasses.replace(seg_infer_spec(cfg.segment, device, [view], cfg.experiment), batch_tta=False)
+    # One view per pass (batch_tta off) so that each view has its own time; eager (compile off):
+    # compiling costs seconds per fold model and call, which a 64-image sample would inflate.
+    return dataclasses.replace(seg_infer_spec(cfg.segment, device, [view], cfg.experiment), batch_tta=False, compile=False)
 
 
 def _model(cfg: Config, path: Path, channels: int) -> torch.nn.Module:
@@ -95,21 +98,21 @@ def _timings(cfg: Config, folder: Path, test: ArrayStore, device) -> tuple[dict[
     n = min(TIMING_SAMPLE, len(test))
     per_view = {v: _seconds(lambda m, v=v: list(predict(model, test, np.arange(m), _spec(cfg, v, device))), n) for v in VIEWS}
     geometry = _spec(cfg, "none", device).geometry
-    adabn = _seconds(lambda m: adapt_bn(model, _Head(test, m), geometry, device, cfg.segment.input.tile_overlap), n)
+    adabn = _seconds(lambda m: adapt_bn(model, FirstImages(test, m), geometry, device, cfg.segment.input.tile_overlap), n)
     return per_view, adabn
 
 
-class _Head:
-    """The first `n` images of a store (AdaBN's timing sample)."""
+class FirstImages:
+    """The first `n` images of a store, as a store (a timing sample)."""
 
     def __init__(self, store: ArrayStore, n: int) -> None:
-        self.store, self.n = store, n
+        self.store, self.n = store, min(n, len(store))
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return self.store[i]
+        return self.store[range(self.n)[i]]
 
 
 def _classifier_seconds(cfg: Config, paths: list[Path], test: ArrayStore, device) -> float:
@@ -121,7 +124,7 @@ def _classifier_seconds(cfg: Config, paths: list[Path], test: ArrayStore, device
     n = min(TIMING_SAMPLE, len(test))
     per_fold = _seconds(lambda m: list(predict(model, test, np.arange(m), spec)), n)
     if cfg.ensemble.adabn:
-        per_fold += _seconds(lambda m: adapt_bn(model, _Head(test, m), spec.geometry, device, spec.overlap), n)
+        per_fold += _seconds(lambda m: adapt_bn(model, FirstImages(test, m), spec.geometry, device, spec.overlap), n)
     return per_fold * len(paths)
 
 
@@ -130,8 +133,7 @@ def measure(cfg: Config, models: dict[str, Path], ingest: Path, folds: Path, tes
     (`classifier`, empty when it rides on the segmentation encoder) are timed as a fixed cost."""
     device = pick_device(cfg.experiment)
     images, masks = ArrayStore(ingest, "images"), ArrayStore(ingest, "masks")
-    sets = [set(ArrayStore(d, "oof").ids) for d in models.values()]
-    ids = [i for i in images.ids if all(i in s for s in sets)]
+    ids = common_ids(models, images.ids)
     fold_of = load_folds(folds).set_index("id")["fold"]
     fold = fold_of.loc[ids].to_numpy()
     truths = [masks.get(i)[..., 0] for i in ids]
@@ -143,7 +145,7 @@ def measure(cfg: Config, models: dict[str, Path], ingest: Path, folds: Path, tes
     return Measured(ids, truths, fold, oof, seconds, adabn, n_folds, _classifier_seconds(cfg, classifier, test, device))
 
 
-def table(m: Measured, n_test: int, adabn: bool, configured: list[str]) -> pd.DataFrame:
+def table(m: Measured, n_test: int, adabn: bool, configured: list[str], fit_weights: bool = True) -> pd.DataFrame:
     """Every (models, views, folds per model) choice: expected test seconds, OOF score, and its
     paired difference from the configured choice (all models, `configured` views) with the
     standard error of that difference over the OOF images."""
@@ -153,8 +155,8 @@ def table(m: Measured, n_test: int, adabn: bool, configured: list[str]) -> pd.Da
             for r in range(1, len(VIEWS) + 1):
                 for views in itertools.combinations(VIEWS, r):
                     maps = [blend([m.oof[n][v] for v in views], np.full(len(views), 1 / len(views))) for n in chosen]
-                    scores[(chosen, views)] = nested_blend(maps, m.truths, m.fold).scores
-    ref = scores[(tuple(names), tuple(v for v in VIEWS if v in configured))]
+                    scores[(chosen, views)] = nested_blend(maps, m.truths, m.fold, fit_weights).scores
+    ref = scores[(tuple(names), tuple(v for v in VIEWS if v in (configured or ["none"])))]  # no views = the plain view
     for (chosen, views), per_image in scores.items():
         diff = per_image - ref
         for f in range(1, min(m.n_folds[n] for n in chosen) + 1):
@@ -176,8 +178,8 @@ def choose(plans: pd.DataFrame, budget: float) -> pd.Series:
     return fits.sort_values(["oof", "folds", "seconds"], ascending=[False, False, True]).iloc[0]
 
 
-def apply_to_plan(plan: dict, pick: pd.Series, weights: dict[str, float], info: dict) -> dict:
-    """A bundle plan restricted to the chosen models, first fold models and views."""
+def apply_to_plan(plan: dict, pick: pd.Series, weights: dict[str, float], views: list[str], info: dict) -> dict:
+    """A bundle plan restricted to the chosen models (with `weights`), first fold models and `views`."""
     chosen = pick["models"].split("+")
     models = {n: {"weight": weights[n], "folds": plan["models"][n]["folds"][: int(pick["folds"])]} for n in chosen}
-    return {**plan, "models": models, "tta": pick["views"].split("+"), "planner": info}
+    return {**plan, "models": models, "tta": views, "planner": info}

@@ -85,11 +85,18 @@ def header_problem(sample: Path | None, header: list[str]) -> str | None:
 
 
 def make_submission(
-    ids: list[str], probs: list[np.ndarray], cls: np.ndarray, params: pd.DataFrame, header: list[str], sample: Path | None
+    ids: list[str],
+    probs: list[np.ndarray],
+    cls: np.ndarray,
+    params: pd.DataFrame,
+    header: list[str],
+    sample: Path | None,
+    shapes: dict[str, tuple[int, int]],
 ) -> pd.DataFrame:
     """Post-process each test map with its row of `params` (threshold, min_area, gate, by id),
     RLE-encode, and validate the whole file (header against the sample submission, ids and
-    order, RLE) before anything is written: a UserError names every problem."""
+    order, each RLE against its image's `shapes`) before anything is written: a UserError
+    names every problem."""
     problem = header_problem(sample, header)
     if problem:
         raise UserError(problem)
@@ -98,7 +105,6 @@ def make_submission(
         p = params.loc[i]
         rows.append((i, rle_encode(apply(prob, c, p["threshold"], int(p["min_area"]), p["gate"]))))
     sub = pd.DataFrame(rows, columns=header)
-    shapes = {i: prob.shape[:2] for i, prob in zip(ids, probs, strict=True)}
     problems = check_submission(sub.set_axis(["id", "rle"], axis=1), ids, shapes, "submission")
     if problems:
         raise UserError(format_problems(problems))

@@ -51,7 +51,7 @@ def _predict(bundle_dir: Path, smoke_data: Path, out: Path, *extra: str) -> subp
     return subprocess.run(cmd, cwd=out.parent, env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("policy", ["auto", "grid", "per_image"])
+@pytest.mark.parametrize("policy", ["auto", "grid", "per_image", "none"])
 def test_bundle_reproduces_the_submission(finished, smoke_data, tmp_path, policy):
     cfg = finished(f"scorer.policy={policy}")
     out = tmp_path / "bundle"
@@ -71,6 +71,31 @@ def test_bundle_reproduces_the_submission(finished, smoke_data, tmp_path, policy
     expected = (api.artifact(cfg, "submit") / "submission.csv").read_bytes()
     assert (work / "submission.csv").read_bytes() == expected
     assert (plan["policy"]["fixed"] is None) == (plan["policy"]["name"] in ("global", "per_image"))
+
+
+def test_bundle_reproduces_tiles_seg_head_adabn_and_sample_order(finished, smoke_data, tmp_path):
+    """Tile mode (sliding window), the classifier as a head of the segmentation model, AdaBN on
+    the test images, and a sample submission that fixes another order of the ids."""
+    ids = sorted(p.stem for p in (smoke_data / "test" / "images").iterdir())[::-1]
+    sample = tmp_path / "sample_submission.csv"
+    pd.DataFrame({"id": ids, "rle_mask": ""}).to_csv(sample, index=False)
+    cfg = finished(
+        "segment.input.mode=tile",
+        "segment.input.size=64",
+        "classify.source=seg_head",
+        "ensemble.adabn=true",
+        "pseudo.rounds=0",
+        "ensemble.models=[segment]",
+        f"data.sample_submission={sample}",
+    )
+    out = tmp_path / "bundle"
+    api.bundle(cfg, out)
+    assert json.loads((out / "bundle.json").read_text())["classifier"] == []
+    res = _predict(out, smoke_data, tmp_path / "submission.csv", "--sample-submission", str(sample))
+    assert res.returncode == 0, res.stderr[-2000:]
+    expected = (api.artifact(cfg, "submit") / "submission.csv").read_bytes()
+    assert (tmp_path / "submission.csv").read_bytes() == expected
+    assert pd.read_csv(tmp_path / "submission.csv", dtype=str)["id"].tolist() == ids
 
 
 def test_a_policy_reading_metadata_needs_it(finished, smoke_data, tmp_path):
@@ -121,16 +146,6 @@ def test_predict_py_says_what_is_missing(done, smoke_data, tmp_path):
     assert "nowhere" in res.stderr and not (tmp_path / "s.csv").exists()
 
 
-def test_policy_table_round_trip_matches_the_scorer_choice(done):
-    """The frozen policy picks, for the pipeline's test images, the candidates the scorer chose."""
-    plan = bundle.frozen_policy(done, api.artifact(done, "scorer"))
-    params = pd.read_csv(api.artifact(done, "scorer") / "test_params.csv")
-    if plan["fixed"] is not None:
-        assert (params[["threshold", "min_area", "gate"]].to_numpy() == plan["candidates"][plan["fixed"]]).all()
-    else:
-        assert plan["features"] and plan["lgbm"] == "policy/lgbm.txt"
-
-
 def test_torchscript_bundle_matches_the_eager_models(done, smoke_data, tmp_path):
     out = tmp_path / "bundle_ts"
     manifest = api.bundle(done, out, export="torchscript")
@@ -143,9 +158,16 @@ def test_torchscript_bundle_matches_the_eager_models(done, smoke_data, tmp_path)
     assert manifest["export"]["kind"] == "torchscript"
     res = _predict(out, smoke_data, tmp_path / "sub.csv")
     assert res.returncode == 0, res.stderr[-2000:]
-    got = pd.read_csv(tmp_path / "sub.csv", keep_default_na=False)
-    want = pd.read_csv(api.artifact(done, "submit") / "submission.csv", keep_default_na=False)
+    _close_to_the_pipeline(tmp_path / "sub.csv", done)
+
+
+def _close_to_the_pipeline(path: Path, cfg) -> None:
+    """Same ids in the same order, and most masks identical: an exported graph computes in
+    another order (or precision), which moves a few pixels across a threshold."""
+    got = pd.read_csv(path, keep_default_na=False)
+    want = pd.read_csv(api.artifact(cfg, "submit") / "submission.csv", keep_default_na=False)
     assert got.iloc[:, 0].tolist() == want.iloc[:, 0].tolist()
+    assert (got.iloc[:, 1] == want.iloc[:, 1]).mean() >= 0.75
 
 
 def test_export_refuses_adabn(smoke_cfg, tmp_path):
@@ -161,7 +183,7 @@ def test_planner_table_and_choice_within_the_budget(done, smoke_data, tmp_path):
     assert len(plans) == 3 * 7 * 2
     assert pick["oof"] == plans["oof"].max() and pick["folds"] == 2
     configured = plans[(plans["models"] == "segment+pseudo") & (plans["views"] == "+".join(done.segment.train.tta))]
-    assert (configured["vs_config"] == 0).all()
+    assert len(configured) == 2 and (configured["vs_config"] == 0).all() and (configured["se"] == 0).all()
     # A budget just above the cheapest choice can only afford it.
     cheapest = plans["seconds"].min()
     assert planner.choose(plans, cheapest * 1.01)["seconds"] <= cheapest * 1.01
@@ -203,7 +225,7 @@ def test_onnx_bundle_matches_the_eager_models_and_needs_onnxruntime(done, smoke_
     assert "onnxruntime==" in (out / "requirements.txt").read_text()
     res = _predict(out, smoke_data, tmp_path / "sub.csv")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert len(pd.read_csv(tmp_path / "sub.csv")) == len(pd.read_csv(api.artifact(done, "submit") / "submission.csv"))
+    _close_to_the_pipeline(tmp_path / "sub.csv", done)
 
 
 def test_plain_bundles_do_not_require_onnxruntime(done, tmp_path):

@@ -67,3 +67,23 @@ def test_the_plan_takes_the_best_oof_that_fits_then_more_folds():
     assert planner.choose(plans, 15)[["views", "folds"]].tolist() == ["none", 1]
     with pytest.raises(UserError, match="nothing fits 5 s"):
         planner.choose(plans, 5)
+
+
+def test_a_stage_import_is_seen_and_refused(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from pipeline.stages import ensemble\nimport pipeline.stages.submit\nfrom pipeline import inference\n")
+    own, third = bundle._imports(module)
+    assert own == {"stages", "inference"} and not third
+    assert "stages" in bundle.TRAINING
+
+
+def test_the_frozen_candidate_grid_is_the_scorer_s():
+    import numpy as np
+
+    from pipeline.policy import candidate_grid
+    from pipeline.postprocess import candidate_scores
+
+    truths, probs = [np.zeros((4, 4), bool)], [np.zeros((4, 4), np.float32)]
+    t, a, g = [0.3, 0.5], [0, 10, 20], [0.0, 0.5]
+    cands, _ = candidate_scores(truths, probs, np.array([0.9]), t, a, g)
+    assert (cands == candidate_grid(t, a, g)).all()

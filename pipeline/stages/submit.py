@@ -19,7 +19,8 @@ def run(ctx: Context) -> dict:
     policy = fileio.read_json(ctx.upstream["scorer"] / "policy.json")
     cv = policy["cv"]
     header = [cfg.data.id_column, cfg.submit.rle_column]
-    sub = make_submission(ens.test_ids, ens.test_probs(), ens.test_cls, params, header, paths.resolve(cfg.data.sample_submission))
+    shapes = {i: ens.test_images.get(i).shape[:2] for i in ens.test_ids}
+    sub = make_submission(ens.test_ids, ens.test_probs(), ens.test_cls, params, header, paths.resolve(cfg.data.sample_submission), shapes)
     ctx.dir.mkdir(parents=True, exist_ok=True)
     fileio.write_csv(ctx.dir / "submission.csv", sub)
     paths.SUBMISSIONS_DIR.mkdir(exist_ok=True)
