@@ -3,6 +3,8 @@
 #   1. the environment (GPUs, driver, torch, CUDA, bf16);
 #   2. the smoke config end to end on CUDA (every stage, submission included);
 #   2b. the smoke segment stage with progressive crops and batched TTA (issue 20's switches);
+#   2c. the offline bundle of that run: predict.py on $DEVICE and on the CPU, each against the
+#       pipeline's own submission (identical rows);
 #   3. with more than one GPU: the smoke segment stage under torchrun, one process per GPU;
 #   4. fold 0 of configs/tgs_salt_gpu.yaml under a time cap (CAP seconds, default 300) on the
 #      tiles bench/gpu_prepare.sh put in .gpu/tgs_salt (or ../shared/data/tgs_salt), with its
@@ -60,6 +62,22 @@ timeout 150 $PY -m pipeline segment --config configs/smoke.yaml "${SMOKE_SET[@]}
 rc=$?
 grep -E "^\[|epoch" "$WORK/switches.log" | tee -a "$REPORT"
 say "switches: rc $rc in $(( $(date +%s) - start )) s"
+
+say "=== 2c. offline bundle of the smoke run: predict.py on $DEVICE and on cpu ==="
+start=$(date +%s)
+$PY -m pipeline bundle --config configs/smoke.yaml "${SMOKE_SET[@]}" --set "experiment.artifacts=$WORK/smoke" --out "$WORK/bundle" 2>&1 | tail -1 | tee -a "$REPORT"
+for dev in "$DEVICE" cpu; do
+  # -I: this checkout is not importable; predict.py runs the bundle's own modules
+  timeout 120 $PY -I "$WORK/bundle/predict.py" --images "$SMOKE/test/images" --metadata "$SMOKE/metadata.csv" \
+    --device "$dev" --out "$WORK/bundle_$dev.csv" > "$WORK/bundle_$dev.log" 2>&1 || tail -3 "$WORK/bundle_$dev.log" | tee -a "$REPORT"
+  $PY - "$WORK/bundle_$dev.csv" "$WORK"/smoke/smoke/submit-*/submission.csv "$dev" <<'PY' | tee -a "$REPORT"
+import sys
+import pandas as pd
+got, want = (pd.read_csv(p, dtype=str, keep_default_na=False) for p in sys.argv[1:3])
+print(f"bundle on {sys.argv[3]}: {(got.values == want.values).all(axis=1).mean():.0%} of {len(want)} rows identical to the pipeline's")
+PY
+done
+say "bundle: $(( $(date +%s) - start )) s"
 
 say "=== 3. DistributedDataParallel ==="
 if [[ "$NGPU" -gt 1 ]]; then
