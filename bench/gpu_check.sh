@@ -67,8 +67,8 @@ say "=== 2c. offline bundle of the smoke run: predict.py on $DEVICE and on cpu =
 start=$(date +%s)
 $PY -m pipeline bundle --config configs/smoke.yaml "${SMOKE_SET[@]}" --set "experiment.artifacts=$WORK/smoke" --out "$WORK/bundle" 2>&1 | tail -1 | tee -a "$REPORT"
 for dev in "$DEVICE" cpu; do
-  # -I: this checkout is not importable; predict.py runs the bundle's own modules
-  timeout 120 $PY -I "$WORK/bundle/predict.py" --images "$SMOKE/test/images" --metadata "$SMOKE/metadata.csv" \
+  # the script's folder (the bundle) leads sys.path, not this checkout; PYTHONPATH may hold .gpu wheels
+  timeout 120 $PY "$WORK/bundle/predict.py" --images "$SMOKE/test/images" --metadata "$SMOKE/metadata.csv" \
     --device "$dev" --out "$WORK/bundle_$dev.csv" > "$WORK/bundle_$dev.log" 2>&1 || tail -3 "$WORK/bundle_$dev.log" | tee -a "$REPORT"
   $PY - "$WORK/bundle_$dev.csv" "$WORK"/smoke/smoke/submit-*/submission.csv "$dev" <<'PY' | tee -a "$REPORT"
 import sys
