@@ -134,6 +134,7 @@ def format_plans(plans, pick, top: int = 25) -> str:
         lines.append(f"{r['models']:<24} {r['views']:<18} {r['folds']:>5} {r['seconds']:>11.1f} {r['oof']:>7.4f} {paired:>22}{mark}")
     lines.append(
         f"chosen: {pick['models']}, views {pick['views']}, {pick['folds']} fold model(s) each: {pick['seconds']:.0f} s, OOF {pick['oof']:.4f}"
+        f" (best of {len(plans)} choices on the same OOF images: optimistic; within ~2 SE of the configured choice is noise)"
     )
     return "\n".join(lines)
 

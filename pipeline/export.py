@@ -63,7 +63,7 @@ def to_onnx(model: nn.Module, example: torch.Tensor, dst: Path) -> None:
     with torch.no_grad():
         keys = list(model(example).keys())
         torch.onnx.export(
-            _Outputs(model, keys),
+            _Outputs(model, keys).eval(),  # a new module starts in training mode
             (example,),
             str(dst),
             input_names=["image"],
