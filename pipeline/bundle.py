@@ -45,6 +45,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the bundle's own copy of the inference modules, not a checkout's
+sys.dont_write_bytecode = True  # the bundle stays as its manifest lists it (and /kaggle/input is read-only)
 
 from pipeline.offline import main  # noqa: E402
 

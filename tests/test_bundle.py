@@ -70,6 +70,7 @@ def test_bundle_reproduces_the_submission(finished, smoke_data, tmp_path, policy
     assert res.returncode == 0, res.stderr[-2000:]
     expected = (api.artifact(cfg, "submit") / "submission.csv").read_bytes()
     assert (work / "submission.csv").read_bytes() == expected
+    assert not list(out.rglob("__pycache__")), "predict.py wrote into the bundle"
     assert (plan["policy"]["fixed"] is None) == (plan["policy"]["name"] in ("global", "per_image"))
 
 
