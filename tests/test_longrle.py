@@ -114,3 +114,35 @@ def test_other_row_problems(tmp_path):
 def test_wrong_columns(tmp_path):
     _, problems = _read(tmp_path, pd.DataFrame({"id": ["b"], "EncodedPixels": [""]}))
     assert problems == ["train.csv: columns id, EncodedPixels: expected ImageId, ClassId, EncodedPixels or Image_Label, EncodedPixels"]
+
+
+def _prepare_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "prepare_magnetic_tile.py"
+    spec = importlib.util.spec_from_file_location("prepare_magnetic_tile", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prepare_magnetic_tile_writes_class_rows_and_refuses_bad_labels(tmp_path, capsys):
+    from PIL import Image
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    (src / "masks").mkdir(parents=True)
+    crack = np.zeros((6, 4), np.uint8)
+    crack[2:4, 1] = 255
+    for name, mask in {"a": crack, "b": np.zeros((6, 4), np.uint8), "c": np.zeros((5, 5), np.uint8)}.items():
+        Image.fromarray(mask).save(src / "masks" / f"{name}.png")
+    (src / "labels.csv").write_text("id,defect_class\na,MT_Crack\nb,MT_Free\nc,MT_Fray\n")
+    prepare = _prepare_module()
+    assert prepare.main(["--src", str(src), "--out", str(out)]) == 0
+    df = pd.read_csv(out / "train_rle.csv", dtype=str)
+    assert df.values.tolist() == [["a", "Crack", rle_encode(crack)]]  # c: a Fray with an empty mask
+
+    (src / "labels.csv").write_text("id,defect_class\na,MT_Crack\nb,MT_Scratch\n")
+    assert prepare.main(["--src", str(src), "--out", str(tmp_path / "out2")]) == 2
+    assert "line 3: defect_class 'MT_Scratch' is not one of" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
