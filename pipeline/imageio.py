@@ -224,8 +224,10 @@ def pair_masks(
     folder: Path,
     threshold: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    loader: Callable[[Path], Loaded] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Decode the mask of every image; report missing, orphan, mis-sized masks."""
+    """Decode the mask of every image (binary masks, or with `loader`); report missing,
+    orphan, mis-sized masks."""
     masks = list_folder(report, folder)
     if not masks:  # folder problem already reported; skip a line per image
         return {}
@@ -234,7 +236,7 @@ def pair_masks(
     for item_id in sorted(masks.keys() - images.keys()):
         report.add(masks[item_id], "mask has no image (orphan)")
     both = {i: masks[i] for i in images if i in masks}
-    loader = partial(load_mask, threshold=threshold, max_pixels=max_pixels)
+    loader = loader or partial(load_mask, threshold=threshold, max_pixels=max_pixels)
     result: dict[str, np.ndarray] = {}
     for item_id, loaded in decode_all(report, pool, both, loader).items():
         image = decoded.get(item_id)

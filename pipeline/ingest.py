@@ -33,7 +33,9 @@ from pipeline.imageio import (
     report_duplicates,
     with_channels,
 )
+from pipeline.longrle import read_masks
 from pipeline.metadata import join_metadata, read_metadata
+from pipeline.multiclass import MAX_CLASSES, Classes, MaskSource, pack, read_folders, unpack
 from pipeline.rle import rle_decode, validate_rle
 from pipeline.store import write_store
 
@@ -54,7 +56,7 @@ class Sources:
     then pass the train ingest's channel count so both stores match."""
 
     train_images: Path | None
-    train_masks: Path | None = None
+    train_masks: Path | dict[str, Path] | None = None  # a folder, or a folder per class
     train_rle_csv: Path | None = None
     test_images: Path | None = None
     sample_submission: Path | None = None
@@ -64,11 +66,35 @@ class Sources:
     id_column: str = "id"
     rle_column: str = "rle_mask"
     max_pixels: int = DEFAULT_MAX_PIXELS  # refused from the header, before decoding
+    # K >= 2 class names (empty: one binary class, as before); a single train_masks folder then
+    # holds label images. `exclusive`: a pixel has one class (an overlap is a problem).
+    classes: tuple[str, ...] = ()
+    exclusive: bool = False
 
     def __post_init__(self) -> None:
         for name in _PATHS:
-            if getattr(self, name) is not None:
-                setattr(self, name, Path(getattr(self, name)))
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, {k: Path(v) for k, v in value.items()})
+            elif value is not None:
+                setattr(self, name, Path(value))
+        if isinstance(self.train_masks, dict) and not self.classes:
+            self.classes = tuple(self.train_masks)
+        self.classes = tuple(self.classes)
+
+    def paths(self) -> list[Path]:
+        """Every file and folder the dataset is read from."""
+        out = [*self.metadata_csv]
+        for name in _PATHS:
+            value = getattr(self, name)
+            out += list(value.values()) if isinstance(value, dict) else [value] if value is not None else []
+        return out
+
+    def multiclass(self) -> Classes | None:
+        """The classes of a K-class task; None for one binary class."""
+        if len(self.classes) > 1 or isinstance(self.train_masks, dict):
+            return Classes(self.classes, self.exclusive)
+        return None
         self.metadata_csv = [Path(p) for p in self.metadata_csv]
         if str(self.channels) in ("1", "3"):
             self.channels = int(self.channels)  # YAML may give "1"
@@ -151,7 +177,7 @@ def _submission_order(report: Report, src: Sources, test: dict[str, Path]) -> li
 
 
 def _scan(src: Sources) -> _Scan:
-    report = Report([getattr(src, n) for n in _PATHS] + src.metadata_csv)
+    report = Report(src.paths())
     scan = _Scan(report.problems)
     if src.channels not in ("auto", 1, 3):
         report.add("channels", f"must be 'auto', 1 or 3, got {src.channels!r}")
@@ -184,8 +210,11 @@ def _masks(
     train: dict[str, Path],
     images: dict[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
+    classes = src.multiclass()
     if src.train_masks is not None and src.train_rle_csv is not None:
         report.add("sources", "give train_masks or train_rle_csv, not both")
+    elif classes is not None:
+        return _class_masks(report, pool, src, classes, train, images)
     elif src.train_masks is not None:
         return pair_masks(report, pool, train, images, src.train_masks, src.mask_threshold, src.max_pixels)
     elif src.train_rle_csv is not None:
@@ -195,6 +224,20 @@ def _masks(
     return {}
 
 
+def _class_masks(report: Report, pool: Executor, src: Sources, classes: Classes, train: dict, images: dict) -> dict[str, np.ndarray]:
+    if len(classes) > MAX_CLASSES:
+        report.add("classes", f"{len(classes)} classes; at most {MAX_CLASSES}")
+        return {}
+    if src.train_rle_csv is not None:
+        shapes = {i: a.shape[:2] for i, a in images.items()}
+        return {i: pack(planes) for i, planes in read_masks(report, src.train_rle_csv, classes, shapes).items()}
+    if src.train_masks is None:
+        report.add("sources", "no train masks: give train_masks or train_rle_csv")
+        return {}
+    where = MaskSource(src.train_masks, classes, src.mask_threshold, src.max_pixels)
+    return read_folders(report, pool, where, train, images)
+
+
 # One slot: validate() then ingest() on unchanged files reuses the decoded
 # arrays. Only clean scans are kept; a failed one leads to edited files anyway.
 _last: tuple[tuple, _Scan] | None = None
@@ -202,7 +245,7 @@ _last: tuple[tuple, _Scan] | None = None
 
 def _fingerprint(src: Sources) -> tuple:
     entries = []
-    for path in [getattr(src, n) for n in _PATHS] + src.metadata_csv:
+    for path in src.paths():
         if path is not None and path.is_dir():
             with os.scandir(path) as it:
                 entries += sorted((e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in it)
@@ -245,7 +288,7 @@ def ingest(src: Sources, out: Path) -> dict:
     }
     if scan.images:
         stats["mask_source"] = "masks" if src.train_masks else "rle"
-        stats["train"] = _write_train(scan, out, channels)
+        stats["train"] = _write_train(scan, out, channels, src.multiclass())
     if scan.tests:
         stats["test"] = _write_test(scan, out, channels)
     if scan.metadata is not None:
@@ -265,21 +308,32 @@ def _table(ids: list[str], arrays: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame({"id": ids, "height": shapes[:, 0], "width": shapes[:, 1]})
 
 
-def _write_train(scan: _Scan, out: Path, channels: int) -> dict:
+def _write_train(scan: _Scan, out: Path, channels: int, classes: Classes | None) -> dict:
     ids = sorted(scan.images)
     write_store(out, "images", ((i, with_channels(scan.images[i], channels)) for i in ids))
     write_store(out, "masks", ((i, scan.masks[i]) for i in ids))
     table = _table(ids, scan.images)
-    table["coverage"] = [float(scan.masks[i].mean()) for i in ids]
+    # coverage and empty: any class; a K-class task adds each class's coverage.
+    table["coverage"] = [float((scan.masks[i] > 0).mean()) for i in ids]
     table["empty"] = table["coverage"] == 0
+    if classes is not None:
+        per_class = np.array([unpack(scan.masks[i], len(classes)).mean(axis=(1, 2)) for i in ids]).reshape(-1, len(classes))
+        for k, name in enumerate(classes.names):
+            table[f"coverage_{name}"] = per_class[:, k]
     write_csv(out / "train.csv", join_metadata(table, scan.metadata))
-    filled = table.loc[~table["empty"], "coverage"]
+    stats = {"count": len(ids), **_coverage_stats(table["coverage"]), "sizes": _size_summary(table)}
+    if classes is not None:
+        stats["classes"] = {name: _coverage_stats(table[f"coverage_{name}"]) for name in classes.names}
+    return stats
+
+
+def _coverage_stats(coverage: pd.Series) -> dict:
+    empty = coverage == 0
+    filled = coverage[~empty]
     return {
-        "count": len(ids),
-        "empty": int(table["empty"].sum()),
-        "empty_share": float(table["empty"].mean()),
+        "empty": int(empty.sum()),
+        "empty_share": float(empty.mean()),
         "mean_coverage_nonempty": float(filled.mean()) if len(filled) else 0.0,
-        "sizes": _size_summary(table),
     }
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.imageio import Report, read_id_csv
+from pipeline.multiclass import Classes, overlapping
 from pipeline.rle import rle_decode, rle_encode, validate_rle
 
 RLE = "EncodedPixels"
@@ -41,22 +42,6 @@ LAYOUTS = (CLASS_ROWS, IMAGE_LABEL)
 def detect(columns: list[str]) -> Layout | None:
     """The layout whose columns a header holds, or None."""
     return next((lay for lay in LAYOUTS if set(lay.columns) <= set(columns)), None)
-
-
-@dataclass(frozen=True)
-class Classes:
-    """The task's class names, and whether classes exclude each other (a pixel has one class)."""
-
-    names: tuple[str, ...]
-    exclusive: bool = False
-
-    def index(self, token: str) -> int | None:
-        """0-based index of a class given by name or by 1-based number; None if unknown."""
-        if token in self.names:
-            return self.names.index(token)
-        if token.isdigit() and 1 <= int(token) <= len(self.names):
-            return int(token) - 1
-        return None
 
 
 def _image_ids(keys: pd.Series, shapes: Mapping[str, tuple[int, int]]) -> list[str | None]:
@@ -134,12 +119,10 @@ def _report_missing_rows(report: Report, path: Path, classes: Classes, shapes: M
 
 
 def _report_overlaps(report: Report, path: Path, classes: Classes, masks: dict, seen: dict) -> None:
-    for item_id, mask in sorted(masks.items()):
-        overlap = mask.sum(axis=0, dtype=np.int32) > 1
-        if overlap.any():
-            ks = np.flatnonzero(mask[:, overlap].any(axis=1))
-            lines = ", ".join(str(seen[item_id, k]) for k in ks)
-            names = " and ".join(classes.names[k] for k in ks)
+    for item_id, planes in sorted(masks.items()):
+        if shared := overlapping(planes):
+            lines = ", ".join(str(seen[item_id, k]) for k in shared)
+            names = " and ".join(classes.names[k] for k in shared)
             report.add(path, f"lines {lines}: image {item_id}: classes {names} overlap in an exclusive task")
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from pipeline import longrle
 from pipeline.imageio import Report
-from pipeline.longrle import CLASS_ROWS, IMAGE_LABEL, Classes
+from pipeline.longrle import CLASS_ROWS, IMAGE_LABEL
+from pipeline.multiclass import Classes
 from pipeline.rle import rle_encode
 
 CLASSES = Classes(("Fish", "Flower", "Sugar_2"))  # a name with an underscore on purpose
