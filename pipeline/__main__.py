@@ -6,6 +6,7 @@ python -m pipeline all --config FILE [--set ...]      every stage in order, with
 python -m pipeline status --config FILE
 python -m pipeline demo-data [--out DIR] [--seed N]
 python -m pipeline score SUBMISSION.csv --masks DIR [--metric tgs|dice]
+python -m pipeline score SUBMISSION.csv --solution SOLUTION.csv --images DIR --classes a,b,c [--metric dice]
 python -m pipeline bundle --config FILE --out DIR [--export torchscript|onnx] [--wheels]
 python -m pipeline plan --config FILE --budget 2h [--device cpu|cuda] [--bundle DIR] [--n-test N]
 
@@ -18,6 +19,7 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -72,7 +74,10 @@ def _parser() -> argparse.ArgumentParser:
         "artifacts folder; a later run without --fold keeps the finished folds, merges and scores them",
     )
     p.add_argument("--masks", help="score: folder of ground-truth masks")
-    p.add_argument("--metric", default="tgs", help="score: tgs | dice | iou")
+    p.add_argument("--solution", help="score: a long-format solution CSV (K classes; with --images and --classes)")
+    p.add_argument("--images", help="score --solution: the images folder (for the image sizes)")
+    p.add_argument("--classes", help="score --solution: the class names in class-id order, comma-separated")
+    p.add_argument("--metric", default=None, help="score: tgs | dice | iou (default tgs; dice with --solution)")
     p.add_argument("--out", default=None, help="demo-data: output folder; bundle: the bundle folder to write")
     p.add_argument("--export", choices=["torchscript", "onnx"], default=None, help="bundle: export the fold models (TorchScript or ONNX)")
     p.add_argument("--budget", default=None, help="plan: test inference time limit (2h, 90m, 3600)")
@@ -157,6 +162,29 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _score(args: argparse.Namespace) -> int:
+    if args.solution:
+        from pipeline.longscore import score_long
+        from pipeline.multiclass import Classes
+
+        if not (args.target and args.images and args.classes):
+            raise UserError("score --solution needs a submission CSV, --images DIR and --classes a,b,...")
+        metric = args.metric or "dice"
+        result = score_long(Path(args.target), Path(args.solution), Path(args.images), Classes(tuple(args.classes.split(","))), metric)
+        print(f"{metric}: {result.mean:.4f} over {result.images} images x {len(result.per_class)} classes")
+        for name, value in result.per_class.items():
+            print(f"  {name}: {value:.4f}")
+        return 0
+    from pipeline.api import score_submission
+
+    if not args.target or not args.masks:
+        raise UserError("score needs a submission CSV and --masks DIR (or --solution CSV for K classes)")
+    metric = args.metric or "tgs"
+    value, n = score_submission(args.target, args.masks, metric)
+    print(f"{metric}: {value:.4f} over {n} images")
+    return 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     folds = _folds(args)
     if args.command == "demo-data":
@@ -165,13 +193,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         extra = (["--out", args.out] if args.out else []) + (["--seed", str(args.seed)] if args.seed is not None else [])
         return demo.main(extra)
     if args.command == "score":
-        from pipeline.api import score_submission
-
-        if not args.target or not args.masks:
-            raise UserError("score needs a submission CSV and --masks DIR")
-        value, n = score_submission(args.target, args.masks, args.metric)
-        print(f"{args.metric}: {value:.4f} over {n} images")
-        return 0
+        return _score(args)
     cfg = config_mod.load(args.config, args.overrides)
     if folds is not None:
         foldrun.check_folds(cfg, args.command, folds, args.force)  # before preflight: a bad fold fails at once

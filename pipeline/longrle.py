@@ -49,26 +49,29 @@ def _image_ids(keys: pd.Series, shapes: Mapping[str, tuple[int, int]]) -> list[s
     return [k if k in shapes else Path(k).stem if Path(k).stem in shapes else None for k in keys]
 
 
-def _split_labels(labels: pd.Series, classes: Classes) -> tuple[list[str], list[str | None]]:
-    """`<image>_<class>` into image keys and class names, by the known class names (so that
-    an image name with underscores splits right); None for an unknown class."""
-    keys, names = [], []
+def _split_labels(labels: pd.Series, classes: Classes) -> tuple[list[str], list[str], list[int | None]]:
+    """`<image>_<class>` into image keys, class tokens and class indices, by the known class
+    names, longest first (so that underscores in image or class names split right); a class
+    is named here, never numbered: an unknown suffix has index None."""
+    by_length = sorted(classes.names, key=len, reverse=True)
+    keys, tokens, index = [], [], []
     for label in labels:
-        name = next((c for c in classes.names if label.endswith(f"_{c}")), None)
-        keys.append(label[: -len(name) - 1] if name else label.rpartition("_")[0])
-        names.append(name)
-    return keys, names
+        name = next((c for c in by_length if label.endswith(f"_{c}")), None)
+        key, _, token = (label[: -len(name) - 1], "_", name) if name else label.rpartition("_")
+        keys.append(key)
+        tokens.append(token)
+        index.append(classes.names.index(name) if name else None)
+    return keys, tokens, index
 
 
 def _rows(report: Report, path: Path, layout: Layout, df: pd.DataFrame, classes: Classes) -> pd.DataFrame:
     """The CSV as (line, key, class index, rle) rows; unknown classes reported and dropped."""
     if layout is IMAGE_LABEL:
-        keys, names = _split_labels(df["Image_Label"], classes)
-        tokens = [n if n is not None else lab.rpartition("_")[2] for n, lab in zip(names, df["Image_Label"], strict=True)]
+        keys, tokens, index = _split_labels(df["Image_Label"], classes)
     else:
         keys, tokens = list(df["ImageId"]), list(df["ClassId"].fillna(""))
+        index = [classes.index(t) for t in tokens]
     out = pd.DataFrame({"line": np.arange(2, len(df) + 2), "key": keys, "rle": df[RLE].fillna("").tolist()})
-    index = [classes.index(t) for t in tokens]
     for line, token, k in zip(out["line"], tokens, index, strict=True):
         if k is None:
             report.add(path, f"line {line}: unknown class {token!r}; classes: {', '.join(classes.names)}")

@@ -147,3 +147,30 @@ def test_prepare_magnetic_tile_writes_class_rows_and_refuses_bad_labels(tmp_path
     assert prepare.main(["--src", str(src), "--out", str(tmp_path / "out2")]) == 2
     assert "line 3: defect_class 'MT_Scratch' is not one of" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+
+def test_score_cli_long_format(tmp_path, capsys):
+    """`score --solution`: both layouts, mean Dice over (image, class) pairs with empty-empty = 1."""
+    import cv2
+
+    from pipeline.__main__ import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, (h, w) in SHAPES.items():
+        cv2.imwrite(str(images / f"{i}.png"), np.zeros((h, w), np.uint8))
+    truth = _masks(np.random.default_rng(5))
+    pred = {i: m.copy() for i, m in truth.items()}
+    pred["a_1"][0] = 0  # a_1's first class missed: Dice 0 there, 1 for the other 8 pairs
+    solution, sub = tmp_path / "solution.csv", tmp_path / "sub.csv"
+    longrle.to_frame(CLASS_ROWS, longrle.encode(truth), list(SHAPES), CLASSES).to_csv(solution, index=False)
+    longrle.to_frame(IMAGE_LABEL, longrle.encode(pred), list(SHAPES), CLASSES).to_csv(sub, index=False)
+    args = ["score", str(sub), "--solution", str(solution), "--images", str(images), "--classes", ",".join(CLASSES.names)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"dice: {8 / 9:.4f} over 3 images x 3 classes" in out
+    assert f"Fish: {2 / 3:.4f}" in out and "Flower: 1.0000" in out
+    assert main([*args[:-1], "Fish,Flower"]) == 2  # Sugar_2 rows are then unknown classes
+    err = capsys.readouterr().err
+    assert "solution.csv: line" in err and "unknown class '3'" in err  # ClassId numbers a class
+    assert "sub.csv: line 4: unknown class '2'" in err  # a_1_Sugar_2: an Image_Label suffix never numbers one
