@@ -4,7 +4,7 @@ python -m pipeline STAGE --config FILE [--set key=value ...] [--force]
 python -m pipeline STAGE --config FILE --fold K [--fold K2 | --fold K,K2]   one fold (classify, segment, pseudo)
 python -m pipeline all --config FILE [--set ...]      every stage in order, with status and time
 python -m pipeline status --config FILE
-python -m pipeline demo-data [--out DIR] [--seed N]
+python -m pipeline demo-data [--out DIR] [--seed N] [--classes K]
 python -m pipeline score SUBMISSION.csv --masks DIR [--metric tgs|dice]
 python -m pipeline score SUBMISSION.csv --solution SOLUTION.csv --images DIR --classes a,b,c [--metric dice]
 python -m pipeline bundle --config FILE --out DIR [--export torchscript|onnx] [--wheels]
@@ -191,6 +191,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pipeline import demo
 
         extra = (["--out", args.out] if args.out else []) + (["--seed", str(args.seed)] if args.seed is not None else [])
+        extra += ["--classes", args.classes] if args.classes else []
         return demo.main(extra)
     if args.command == "score":
         return _score(args)

@@ -298,14 +298,17 @@ def generate(
 def main(argv: list[str] | None = None) -> int:
     """CLI: generate the demo dataset and print a one-line summary."""
     ap = argparse.ArgumentParser(description="Generate the synthetic TGS-like demo dataset.")
-    ap.add_argument("--out", type=Path, default=Path("data/demo"))
+    ap.add_argument("--out", type=Path, default=None, help="default data/demo, data/demo_multiclass with --classes")
     ap.add_argument("--seed", type=int, default=2018)
     ap.add_argument("--n-train", type=int, default=1200)
     ap.add_argument("--n-test", type=int, default=400)
+    ap.add_argument("--classes", type=int, default=1, help="K >= 2: the K-class demo (pipeline.demo_multiclass)")
     args = ap.parse_args(argv)
+    if args.classes > 1:
+        return _multiclass(args)
     t0 = time.perf_counter()
     try:
-        s = generate(args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test)
+        s = generate(args.out or Path("data/demo"), seed=args.seed, n_train=args.n_train, n_test=args.n_test)
     except UserError as exc:  # `python -m pipeline.demo` has no outer handler
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -315,6 +318,22 @@ def main(argv: list[str] | None = None) -> int:
         f"mean coverage {s['train_mean_coverage_nonempty']:.2f} "
         f"in {time.perf_counter() - t0:.1f}s"
     )
+    return 0
+
+
+def _multiclass(args: argparse.Namespace) -> int:
+    from pipeline import demo_multiclass
+
+    if args.classes > 8:
+        print(f"error: --classes {args.classes}: at most 8", file=sys.stderr)
+        return 2
+    out = args.out or Path("data/demo_multiclass")
+    try:
+        s = demo_multiclass.generate(out, k=args.classes, seed=args.seed)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(demo_multiclass.summary(out, s))
     return 0
 
 

@@ -147,3 +147,26 @@ def test_long_rle_problems_reach_the_ingest_report(tmp_path):
         "train.csv: line 2: unknown class '9'; classes: scratch, dent, stain",
         "train.csv: line 3: image e has no image file",
     ]
+
+
+def test_multiclass_demo_labels_csv_and_solution_agree(tmp_path):
+    from pipeline import demo_multiclass
+    from pipeline.longscore import score_long
+
+    out = tmp_path / "demo"
+    stats = demo_multiclass.generate(out, k=3, n_train=24, n_test=8, size=48)
+    assert stats["classes"] == ["stripes", "speckle", "dark"]
+    assert demo_multiclass.generate(out, k=3, n_train=24, n_test=8, size=48) == stats  # reused
+    names = tuple((out / "classes.txt").read_text().split())
+    ingest(Sources(out / "train" / "images", train_masks=out / "train" / "labels", classes=names, exclusive=True), tmp_path / "a")
+    ingest(Sources(out / "train" / "images", train_rle_csv=out / "train_rle.csv", classes=names, exclusive=True), tmp_path / "b")
+    a, b = ArrayStore(tmp_path / "a", "masks"), ArrayStore(tmp_path / "b", "masks")
+    assert all(np.array_equal(a.get(i), b.get(i)) for i in a.ids)
+    assert any(len(np.unique(a.get(i))) > 2 for i in a.ids)  # some image holds two classes
+    sample = read_csv(out / "sample_submission.csv")
+    assert len(sample) == 8 * 3 and list(sample.columns) == ["Image_Label", "EncodedPixels"]
+    solution = out / "test_solution" / "solution.csv"
+    perfect = score_long(solution, solution, out / "test" / "images", demo_multiclass.Classes(names))
+    assert perfect.mean == 1.0 and perfect.images == 8
+    blank = score_long(out / "sample_submission.csv", solution, out / "test" / "images", demo_multiclass.Classes(names))
+    assert blank.mean < 1.0
