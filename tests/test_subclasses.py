@@ -1,0 +1,56 @@
+"""The sub-class split (size, location, texture) and the merge back to one map."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import subclasses
+
+
+def _disc(shape, centre, radius):
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return ((ys - centre[0]) ** 2 + (xs - centre[1]) ** 2 <= radius**2).astype(np.uint8)
+
+
+def test_size_split_labels_whole_objects_by_area():
+    train = [_disc((64, 64), (32, 32), r) for r in (2, 3, 4, 10, 12, 14)]
+    split = subclasses.fit("size", 2, train, [np.zeros((64, 64), np.uint8)] * 6)
+    mask = _disc((64, 64), (10, 10), 3) | _disc((64, 64), (40, 40), 13)
+    labels = split.label(mask, np.zeros((64, 64), np.uint8))
+    assert set(np.unique(labels[_disc((64, 64), (10, 10), 3) > 0])) == {1}
+    assert set(np.unique(labels[_disc((64, 64), (40, 40), 13) > 0])) == {2}
+    assert (labels[mask == 0] == 0).all()
+
+
+def test_location_split_by_centroid_row():
+    train = [_disc((60, 40), (y, 20), 4) for y in (5, 10, 15, 45, 50, 55)]
+    split = subclasses.fit("location", 2, train, [np.zeros((60, 40), np.uint8)] * 6)
+    labels = split.label(_disc((60, 40), (8, 20), 4) | _disc((60, 40), (52, 20), 4), np.zeros((60, 40), np.uint8))
+    assert labels[8, 20] == 1 and labels[52, 20] == 2
+
+
+def test_texture_split_separates_flat_from_noisy_regions():
+    rng = np.random.default_rng(0)
+    image = np.full((48, 64), 100, np.uint8)
+    image[:, 32:] = rng.integers(0, 256, size=(48, 32))
+    mask = np.zeros((48, 64), np.uint8)
+    mask[8:40, 8:56] = 1
+    split = subclasses.fit("texture", 2, [mask], [image])
+    labels = split.label(mask, image)
+    left, right = labels[12:36, 10:26], labels[12:36, 40:54]
+    assert np.bincount(left.ravel()).argmax() != np.bincount(right.ravel()).argmax()
+    assert set(np.unique(labels[mask > 0])) <= {1, 2} and (labels[mask == 0] == 0).all()
+
+
+def test_fit_needs_enough_objects_and_a_known_criterion():
+    with pytest.raises(ValueError, match="fewer than 3 sub-classes"):
+        subclasses.fit("size", 3, [_disc((20, 20), (10, 10), 3)], [np.zeros((20, 20), np.uint8)])
+    with pytest.raises(ValueError, match="not one of size, location, texture"):
+        subclasses.fit("colour", 2, [], [])
+
+
+def test_merge():
+    probs = np.array([[[0.2, 0.7]], [[0.3, 0.1]]])
+    np.testing.assert_allclose(subclasses.merge(probs, softmax=True), [[0.5, 0.8]])
+    np.testing.assert_allclose(subclasses.merge(probs, softmax=False), [[0.3, 0.7]])
