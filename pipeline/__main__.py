@@ -170,7 +170,9 @@ def _score(args: argparse.Namespace) -> int:
         if not (args.target and args.images and args.classes):
             raise UserError("score --solution needs a submission CSV, --images DIR and --classes a,b,...")
         metric = args.metric or "dice"
-        result = score_long(Path(args.target), Path(args.solution), Path(args.images), Classes(tuple(args.classes.split(","))), metric)
+        result = score_long(
+            Path(args.target), Path(args.solution), Path(args.images), Classes(tuple(c.strip() for c in args.classes.split(","))), metric
+        )
         print(f"{metric}: {result.mean:.4f} over {result.images} images x {len(result.per_class)} classes")
         for name, value in result.per_class.items():
             print(f"  {name}: {value:.4f}")

@@ -300,15 +300,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Generate the synthetic TGS-like demo dataset.")
     ap.add_argument("--out", type=Path, default=None, help="default data/demo, data/demo_multiclass with --classes")
     ap.add_argument("--seed", type=int, default=2018)
-    ap.add_argument("--n-train", type=int, default=1200)
-    ap.add_argument("--n-test", type=int, default=400)
+    ap.add_argument("--n-train", type=int, default=None, help="default 1200 (800 with --classes)")
+    ap.add_argument("--n-test", type=int, default=None, help="default 400 (300 with --classes)")
     ap.add_argument("--classes", type=int, default=1, help="K >= 2: the K-class demo (pipeline.demo_multiclass)")
     args = ap.parse_args(argv)
+    if not 1 <= args.classes <= 8:
+        print(f"error: --classes {args.classes}: must be 1 (the binary demo) to 8", file=sys.stderr)
+        return 2
     if args.classes > 1:
         return _multiclass(args)
     t0 = time.perf_counter()
     try:
-        s = generate(args.out or Path("data/demo"), seed=args.seed, n_train=args.n_train, n_test=args.n_test)
+        s = generate(args.out or Path("data/demo"), seed=args.seed, n_train=args.n_train or 1200, n_test=args.n_test or 400)
     except UserError as exc:  # `python -m pipeline.demo` has no outer handler
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -324,12 +327,9 @@ def main(argv: list[str] | None = None) -> int:
 def _multiclass(args: argparse.Namespace) -> int:
     from pipeline import demo_multiclass
 
-    if args.classes > 8:
-        print(f"error: --classes {args.classes}: at most 8", file=sys.stderr)
-        return 2
     out = args.out or Path("data/demo_multiclass")
     try:
-        s = demo_multiclass.generate(out, k=args.classes, seed=args.seed)
+        s = demo_multiclass.generate(out, k=args.classes, seed=args.seed, n_train=args.n_train or 800, n_test=args.n_test or 300)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -38,13 +38,13 @@ def class_names(k: int) -> tuple[str, ...]:
 def _texture(rng: np.random.Generator, c: int, size: int) -> np.ndarray:
     """Class c's texture over a whole tile (unit-ish scale, added to the background)."""
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    kind = c % 3
+    kind, j = c % 3, c // 3  # classes past the third: the same kinds at another scale or level
     if kind == 0:
-        theta, period = rng.uniform(0, np.pi), 5.0 + 2.0 * (c // 3)
+        theta, period = rng.uniform(0, np.pi), 5.0 + 3.0 * j
         return 1.1 * np.sin(2 * np.pi * (xs * np.cos(theta) + ys * np.sin(theta)) / period)
     if kind == 1:
-        return 1.4 * _bandpass(rng.standard_normal((size, size)).astype(np.float32), 0.5, 1.4)
-    return -0.9 + 0.25 * _smooth_noise(rng, size, size, 10)
+        return 1.4 * _bandpass(rng.standard_normal((size, size)).astype(np.float32), 0.5 * (1 + j), 1.4 * (1 + j))
+    return (-0.9, 0.9, -0.45)[j] + 0.25 * _smooth_noise(rng, size, size, 10)
 
 
 def _region(rng: np.random.Generator, free: np.ndarray, size: int) -> np.ndarray:

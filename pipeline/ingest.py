@@ -35,7 +35,7 @@ from pipeline.imageio import (
 )
 from pipeline.longrle import read_masks
 from pipeline.metadata import join_metadata, read_metadata
-from pipeline.multiclass import MAX_CLASSES, Classes, MaskSource, pack, read_folders, unpack
+from pipeline.multiclass import Classes, MaskSource, pack, read_folders, unpack
 from pipeline.rle import rle_decode, validate_rle
 from pipeline.store import write_store
 
@@ -81,6 +81,9 @@ class Sources:
         if isinstance(self.train_masks, dict) and not self.classes:
             self.classes = tuple(self.train_masks)
         self.classes = tuple(self.classes)
+        self.metadata_csv = [Path(p) for p in self.metadata_csv]
+        if str(self.channels) in ("1", "3"):
+            self.channels = int(self.channels)  # YAML may give "1"
 
     def paths(self) -> list[Path]:
         """Every file and folder the dataset is read from."""
@@ -95,9 +98,6 @@ class Sources:
         if len(self.classes) > 1 or isinstance(self.train_masks, dict):
             return Classes(self.classes, self.exclusive)
         return None
-        self.metadata_csv = [Path(p) for p in self.metadata_csv]
-        if str(self.channels) in ("1", "3"):
-            self.channels = int(self.channels)  # YAML may give "1"
 
 
 class IngestError(UserError):
@@ -225,12 +225,13 @@ def _masks(
 
 
 def _class_masks(report: Report, pool: Executor, src: Sources, classes: Classes, train: dict, images: dict) -> dict[str, np.ndarray]:
-    if len(classes) > MAX_CLASSES:
-        report.add("classes", f"{len(classes)} classes; at most {MAX_CLASSES}")
+    if problem := classes.problem():
+        report.add("classes", problem)
         return {}
     if src.train_rle_csv is not None:
         shapes = {i: a.shape[:2] for i, a in images.items()}
-        return {i: pack(planes) for i, planes in read_masks(report, src.train_rle_csv, classes, shapes).items()}
+        found = read_masks(report, src.train_rle_csv, classes, shapes, known=set(train))
+        return {i: pack(planes) for i, planes in found.items()}
     if src.train_masks is None:
         report.add("sources", "no train masks: give train_masks or train_rle_csv")
         return {}

@@ -57,9 +57,8 @@ def _split_labels(labels: pd.Series, classes: Classes) -> tuple[list[str], list[
     keys, tokens, index = [], [], []
     for label in labels:
         name = next((c for c in by_length if label.endswith(f"_{c}")), None)
-        key, _, token = (label[: -len(name) - 1], "_", name) if name else label.rpartition("_")
-        keys.append(key)
-        tokens.append(token)
+        keys.append(label[: -len(name) - 1] if name else label.rpartition("_")[0])
+        tokens.append(name or f"in {label}")  # the whole label: which part is the class is unknown
         index.append(classes.names.index(name) if name else None)
     return keys, tokens, index
 
@@ -67,9 +66,9 @@ def _split_labels(labels: pd.Series, classes: Classes) -> tuple[list[str], list[
 def _rows(report: Report, path: Path, layout: Layout, df: pd.DataFrame, classes: Classes) -> pd.DataFrame:
     """The CSV as (line, key, class index, rle) rows; unknown classes reported and dropped."""
     if layout is IMAGE_LABEL:
-        keys, tokens, index = _split_labels(df["Image_Label"], classes)
+        keys, tokens, index = _split_labels(df["Image_Label"].fillna(""), classes)
     else:
-        keys, tokens = list(df["ImageId"]), list(df["ClassId"].fillna(""))
+        keys, tokens = list(df["ImageId"].fillna("")), list(df["ClassId"].fillna(""))
         index = [classes.index(t) for t in tokens]
     out = pd.DataFrame({"line": np.arange(2, len(df) + 2), "key": keys, "rle": df[RLE].fillna("").tolist()})
     for line, token, k in zip(out["line"], tokens, index, strict=True):
@@ -79,11 +78,14 @@ def _rows(report: Report, path: Path, layout: Layout, df: pd.DataFrame, classes:
     return out[out["cls"] >= 0]
 
 
-def read_masks(report: Report, path: Path, classes: Classes, shapes: Mapping[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+def read_masks(
+    report: Report, path: Path, classes: Classes, shapes: Mapping[str, tuple[int, int]], known: set[str] | None = None
+) -> dict[str, np.ndarray]:
     """Masks (K, h, w) uint8 per image id from a long-format CSV in either layout; every
     image in `shapes` gets one (all zero where it has no foreground row). Problems go to
     `report`: unknown columns, classes or images, malformed RLE, a (image, class) row twice,
-    a missing row where the layout lists every class, classes overlapping in an exclusive task."""
+    a missing row where the layout lists every class, classes overlapping in an exclusive task.
+    Rows of an image in `known` but not in `shapes` (unreadable, reported elsewhere) are skipped."""
     df = read_id_csv(report, path, [RLE], text=True)
     if df is None:
         return {}
@@ -96,9 +98,14 @@ def read_masks(report: Report, path: Path, classes: Classes, shapes: Mapping[str
     masks = {i: np.zeros((len(classes.names), *shape), np.uint8) for i, shape in shapes.items()}
     seen: dict[tuple[str, int], int] = {}
     # Image ids zipped in, not a column: pandas would turn None into NaN.
-    for r, item_id in zip(rows.itertuples(), _image_ids(rows["key"], shapes), strict=True):
-        if item_id is None:
+    readable = {**shapes, **dict.fromkeys((known or set()) - set(shapes), None)}
+    for r, item_id in zip(rows.itertuples(), _image_ids(rows["key"], readable), strict=True):
+        if r.key == "":
+            report.add(path, f"line {r.line}: empty image key")
+        elif item_id is None:
             report.add(path, f"line {r.line}: image {r.key} has no image file")
+        elif item_id not in shapes:
+            continue
         elif (item_id, r.cls) in seen:
             report.add(path, f"line {r.line}: image {r.key} class {classes.names[r.cls]} repeats line {seen[item_id, r.cls]}")
         elif error := validate_rle(r.rle, shapes[item_id]):

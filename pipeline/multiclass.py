@@ -31,17 +31,28 @@ class Classes:
     def __len__(self) -> int:
         return len(self.names)
 
+    def problem(self) -> str | None:
+        """What makes these names unusable (too many, empty, repeated), or None."""
+        if len(self.names) > MAX_CLASSES:
+            return f"{len(self.names)} classes; at most {MAX_CLASSES}"
+        if any(not n.strip() for n in self.names):
+            return "an empty class name"
+        repeated = sorted({n for n in self.names if self.names.count(n) > 1})
+        return f"class name(s) {', '.join(repeated)} given twice" if repeated else None
+
     def index(self, token: str) -> int | None:
         """0-based index of a class given by name or by 1-based number; None if unknown."""
         if token in self.names:
             return self.names.index(token)
-        if token.isdigit() and 1 <= int(token) <= len(self.names):
+        if token.isdecimal() and token.isascii() and 1 <= int(token) <= len(self.names):
             return int(token) - 1
         return None
 
 
 def pack(planes: np.ndarray) -> np.ndarray:
     """(K, h, w) 0/1 planes -> (h, w) uint8 with bit k = class k."""
+    if len(planes) > MAX_CLASSES:
+        raise ValueError(f"{len(planes)} classes do not fit a uint8 mask (at most {MAX_CLASSES})")
     weights = (1 << np.arange(len(planes), dtype=np.uint16))[:, None, None]
     return (np.asarray(planes, np.uint16) * weights).sum(axis=0).astype(np.uint8)
 

@@ -84,12 +84,17 @@ def fit(by: str, n: int, masks: Sequence[np.ndarray], images: Sequence[np.ndarra
         sample = feats[rng.choice(len(feats), min(TEXTURE_SAMPLE, len(feats)), replace=False)]
         km = KMeans(n_clusters=n, n_init=4, random_state=seed).fit(sample)
         centres = km.cluster_centers_[np.argsort(km.cluster_centers_[:, 0])]
+        if len(np.unique(np.round(centres, 6), axis=0)) < n:
+            raise ValueError(f"subclasses: the mask pixels' texture has fewer than {n} distinct values")
         return Split(by, n, centres=tuple(map(tuple, centres.tolist())))
     areas, rows = _components(masks)
     values = areas if by == "size" else rows
     if len(values) < n:
         raise ValueError(f"subclasses: {len(values)} objects in the training masks, fewer than {n} sub-classes")
     edges = np.quantile(values, np.arange(1, n) / n)
+    # Tied values (objects of one area, say) give equal edges and an empty sub-class.
+    if len(np.unique(edges)) < n - 1 or len(np.unique(np.digitize(values, edges))) < n:
+        raise ValueError(f"subclasses: the training objects' {by} values tie too often to split them into {n}")
     return Split(by, n, edges=tuple(edges.tolist()))
 
 

@@ -169,4 +169,20 @@ def test_multiclass_demo_labels_csv_and_solution_agree(tmp_path):
     perfect = score_long(solution, solution, out / "test" / "images", demo_multiclass.Classes(names))
     assert perfect.mean == 1.0 and perfect.images == 8
     blank = score_long(out / "sample_submission.csv", solution, out / "test" / "images", demo_multiclass.Classes(names))
+    # an empty submission scores exactly the share of (image, class) pairs that are empty
+    sol = read_csv(solution)
+    assert blank.mean == pytest.approx((sol["EncodedPixels"].isna() | (sol["EncodedPixels"] == "")).mean())
     assert blank.mean < 1.0
+
+
+def test_sources_normalise_channels_and_metadata_paths():
+    """YAML may give channels as "1" and paths as strings: the binary contract of before."""
+    src = Sources(None, test_images="x", channels="1", metadata_csv=["a.csv"])
+    assert src.channels == 1 and src.metadata_csv == [Path("a.csv")] and src.multiclass() is None
+
+
+def test_duplicate_class_names_are_a_problem(tmp_path):
+    for i in IDS:
+        _write(tmp_path / "labels" / f"{i}.png", np.zeros((12, 10), np.uint8))
+    problems = _problems(Sources(_images(tmp_path), train_masks=tmp_path / "labels", classes=("a", "b", "a")))
+    assert problems == ["classes: class name(s) a given twice"]

@@ -76,7 +76,7 @@ def test_unknown_class_is_reported_per_line(tmp_path):
     ]
     df = pd.DataFrame({"Image_Label": ["b_Gravel"], "EncodedPixels": [""]})
     _, problems = _read(tmp_path, df, shapes={"b": (4, 6)})
-    assert problems[0] == "train.csv: line 2: unknown class 'Gravel'; classes: Fish, Flower, Sugar_2"
+    assert problems[0] == "train.csv: line 2: unknown class 'in b_Gravel'; classes: Fish, Flower, Sugar_2"
 
 
 def test_missing_class_row_in_the_every_class_layout(tmp_path):
@@ -173,4 +173,23 @@ def test_score_cli_long_format(tmp_path, capsys):
     assert main([*args[:-1], "Fish,Flower"]) == 2  # Sugar_2 rows are then unknown classes
     err = capsys.readouterr().err
     assert "solution.csv: line" in err and "unknown class '3'" in err  # ClassId numbers a class
-    assert "sub.csv: line 4: unknown class '2'" in err  # a_1_Sugar_2: an Image_Label suffix never numbers one
+    assert "sub.csv: line 4: unknown class 'in a_1_Sugar_2'" in err  # an Image_Label suffix never numbers a class
+
+
+def test_empty_key_cells_and_unreadable_images(tmp_path):
+    df = pd.DataFrame({"ImageId": ["", "b", "gone"], "ClassId": ["1", "1", "1"], "EncodedPixels": ["1 1", "1 1", "1 1"]})
+    path = tmp_path / "train.csv"
+    df.to_csv(path, index=False)
+    report = Report([path])
+    # "gone" is a training image that did not decode (reported by ingest): its rows are skipped
+    longrle.read_masks(report, path, CLASSES, {"b": (4, 6)}, known={"b", "gone"})
+    assert report.problems == ["train.csv: line 2: empty image key"]
+    _, problems = _read(tmp_path, pd.DataFrame({"Image_Label": ["", "b_Fish"], "EncodedPixels": ["", ""]}), shapes={"b": (4, 6)})
+    assert problems[0] == "train.csv: line 2: unknown class 'in '; classes: Fish, Flower, Sugar_2"
+
+
+def test_class_names_checked():
+    assert Classes(("a", "b", "a")).problem() == "class name(s) a given twice"
+    assert Classes(("a", " ")).problem() == "an empty class name"
+    assert Classes(tuple("abcdefghi")).problem() == "9 classes; at most 8"
+    assert Classes(("a", "b")).index("²") is None and Classes(("a", "b")).index("2") == 1

@@ -54,3 +54,16 @@ def test_merge():
     probs = np.array([[[0.2, 0.7]], [[0.3, 0.1]]])
     np.testing.assert_allclose(subclasses.merge(probs, softmax=True), [[0.5, 0.8]])
     np.testing.assert_allclose(subclasses.merge(probs, softmax=False), [[0.3, 0.7]])
+
+
+def test_ties_and_constant_texture_are_refused():
+    same = [_disc((30, 30), (15, 15), 3)] * 6  # six objects of one area: no 3 size bins
+    with pytest.raises(ValueError, match="tie too often"):
+        subclasses.fit("size", 3, same, [np.zeros((30, 30), np.uint8)] * 6)
+    with pytest.raises(ValueError, match="fewer than 2 distinct"):
+        subclasses.fit("texture", 2, [np.ones((20, 20), np.uint8)], [np.full((20, 20), 9, np.uint8)])
+
+
+def test_empty_mask_labels_nothing():
+    split = subclasses.fit("size", 2, [_disc((32, 32), (16, 16), r) for r in (2, 8)], [np.zeros((32, 32), np.uint8)] * 2)
+    assert not split.label(np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8)).any()
