@@ -14,6 +14,7 @@ from segmentation_models_pytorch.encoders import get_encoder
 from torch import nn
 
 from pipeline.errors import UserError
+from pipeline.hypercolumn import Hypercolumn
 from pipeline.pretrained import LITE_PACKAGES, load_lite_weights
 from pipeline.schema import ClassifyModelCfg, EncoderCfg, ModelCfg
 
@@ -88,6 +89,9 @@ def build_segmentation(cfg: ModelCfg, in_channels: int, aux: bool, cls_head: boo
     except KeyError as exc:
         raise UserError(f"model.encoder: {exc.args[0] if exc.args else cfg.encoder}") from exc
     _init_encoder(net.encoder, cfg)
+    if cfg.head == "hypercolumn":
+        widths = list(cfg.decoder_channels[: cfg.encoder_depth] or (256, 128, 64, 32, 16)[: cfg.encoder_depth])
+        net = Hypercolumn(net, widths, 2 if aux else 1)
     return SegNet(net, aux, cls_head)
 
 

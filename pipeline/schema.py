@@ -104,6 +104,7 @@ _ONE_WIDTH_DECODERS = ("PAN", "DeepLabV3Plus")
 class ModelCfg(EncoderCfg):
     arch: str = valid(*validate.SEG_ARCHS)
     decoder_channels: list[int] = valid(min=1)
+    head: str | None = None  # hypercolumn: every decoder stage, L2-normalised, concatenated (Unet)
 
     def check(self) -> Problems:
         out = super().check()
@@ -115,6 +116,10 @@ class ModelCfg(EncoderCfg):
         elif self.decoder_attention and min(blocks, default=16) < 16:
             # smp's SCSE squeezes channels by 16: a narrower block would get a 0-channel conv.
             out.append(("decoder_attention", f"scse needs decoder_channels of at least 16, got {self.decoder_channels}"))
+        if self.head not in (None, "hypercolumn"):
+            out.append(("head", f"must be hypercolumn or null, got {self.head!r}"))
+        elif self.head and self.arch != "Unet":
+            out.append(("head", f"hypercolumn reads the decoder stages of a Unet, not of {self.arch}"))
         if self.arch in _ONE_WIDTH_DECODERS and self.decoder_channels:
             out.append(("decoder_channels", f"got {self.decoder_channels}, must be [] for {self.arch} (one width, smp's default)"))
         elif self.arch in _BLOCK_DECODERS and self.decoder_channels and len(blocks) < self.encoder_depth:

@@ -59,6 +59,7 @@ register_opt_in(
     "folds.mosaic",
     "classify.model.decoder_attention",
     "segment.model.decoder_attention",
+    "segment.model.head",
     "pseudo.mean_teacher",
     "pseudo.mean_teacher.final_teacher",
     "ensemble.adabn",
