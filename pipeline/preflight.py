@@ -36,7 +36,8 @@ def _models(cfg: Config) -> list[str]:
     problems = []
     seg = dataclasses.replace(cfg.segment.model, encoder_weights=None)
     try:
-        build_segmentation(seg, 3, aux=cfg.segment.aux.weight > 0, cls_head=cfg.classify.seg_head)
+        net = build_segmentation(seg, 3, aux=cfg.segment.aux.weight > 0, cls_head=cfg.classify.seg_head)
+        problems += _output_size(net, cfg.segment.model.arch, cfg.segment.input.size)
     except UserError as exc:
         problems.append(_section("segment", str(exc)))
     except Exception as exc:  # smp/timm raise KeyError, ValueError, RuntimeError... for bad names
@@ -50,6 +51,20 @@ def _models(cfg: Config) -> list[str]:
         except Exception as exc:
             problems.append(f"classify.model: encoder {cls.encoder!r} cannot be built: {exc}".replace("\n", " "))
     return problems
+
+
+def _output_size(net, arch: str, size: int) -> list[str]:
+    """Some smp architectures predict at a fraction of the input (PSPNet at 1/8 with its own
+    encoder depth, say): every stage here needs maps of the input's size."""
+    import torch
+
+    with torch.no_grad():
+        got = tuple(net.eval()(torch.zeros(1, 3, size, size))["mask"].shape[-2:])
+    if got != (size, size):
+        return [
+            f"segment.model: {arch} predicts {got[0]}x{got[1]} maps for {size}x{size} inputs; the pipeline needs maps of the input's size"
+        ]
+    return []
 
 
 def _oof_folds(cfg: Config, target: str) -> list[str]:

@@ -95,9 +95,10 @@ class EncoderCfg:
 
 
 # Architectures whose decoder_channels is one width per decoder block (smp needs one per encoder
-# stage); PAN and DeepLabV3Plus take a single int, which models.build_segmentation cannot pass.
+# stage); PAN, DeepLabV3(Plus) and UPerNet take a single int, which models.build_segmentation
+# cannot pass, and PSPNet, Segformer and DPT have other decoder widths: smp's defaults there.
 _BLOCK_DECODERS = ("Unet", "UnetPlusPlus", "MAnet")
-_ONE_WIDTH_DECODERS = ("PAN", "DeepLabV3Plus")
+_ONE_WIDTH_DECODERS = ("PAN", "DeepLabV3", "DeepLabV3Plus", "UPerNet", "PSPNet", "Segformer", "DPT")
 
 
 @dataclass

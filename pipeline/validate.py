@@ -17,7 +17,11 @@ if TYPE_CHECKING:
 # The valid values of enumerated keys. The lists kept elsewhere as registries are copied here,
 # because importing those modules (torch, smp: seconds) would slow every CLI call; a test keeps
 # each copy equal to its registry.
-SEG_ARCHS = ("Unet", "UnetPlusPlus", "FPN", "Linknet", "MAnet", "PAN", "DeepLabV3Plus")  # models.ARCHS
+# smp's own architecture registry (smp.MODEL_ARCHITECTURES_MAPPING), spelt as its classes; a
+# test keeps the two equal. Hard-coded so that loading a config does not import smp.
+SEG_ARCHS = (
+    "Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "PAN", "UPerNet", "Segformer", "DPT",
+)  # fmt: skip
 LOSS_NAMES = ("bce", "dice", "lovasz", "focal", "jaccard", "tversky")  # losses.LOSSES
 METRICS = ("tgs", "dice", "iou")  # metrics.METRICS
 LITE_ENCODERS = ("tu-efficientnet_lite0", "tu-efficientnet_lite1", "tu-efficientnet_lite2")  # pretrained.LITE_PACKAGES

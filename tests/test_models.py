@@ -14,7 +14,7 @@ from pipeline import config
 from pipeline.errors import UserError
 from pipeline.geometry import Geometry, to_tensor
 from pipeline.losses import LOSSES, ScheduledLoss, distance_loss, get_loss
-from pipeline.models import ARCHS, build_segmentation
+from pipeline.models import build_segmentation
 from pipeline.predict import InferSpec, adapt_bn, predict
 from pipeline.pretrained import LITE_PACKAGES, lite_state_dict
 from pipeline.schema import LossPhase, ModelCfg
@@ -95,13 +95,37 @@ def test_lite_weights_with_other_encoder_list_valid_encoders():
         assert name in msg
 
 
-def test_unknown_arch_lists_valid_archs():
+def test_unknown_arch_gets_smps_own_error():
+    import segmentation_models_pytorch as smp
+
     with pytest.raises(UserError) as err:
         build_segmentation(_model_cfg(arch="UNetX", encoder_weights=None), in_channels=1, aux=False)
     msg = str(err.value)
-    assert "UNetX" in msg
-    for name in ARCHS:
-        assert name in msg
+    assert msg.startswith("segment.model.arch: Wrong architecture type `UNetX`")
+    assert all(name in msg for name in smp.MODEL_ARCHITECTURES_MAPPING)
+
+
+@pytest.mark.parametrize("arch", ["Unet", "UnetPlusPlus", "FPN", "Linknet", "MAnet", "PAN", "DeepLabV3Plus"])
+def test_smp_factory_builds_the_same_network_as_the_class(arch):
+    """smp.create_model in place of the hand-kept class list: the same weights from one seed."""
+    import segmentation_models_pytorch as smp
+
+    channels = SMALL_DECODER if arch in ("Unet", "UnetPlusPlus", "MAnet") else []
+    torch.manual_seed(3)
+    built = build_segmentation(_model_cfg(arch=arch, encoder_weights=None, decoder_channels=channels), in_channels=1, aux=True).net
+    torch.manual_seed(3)
+    kw = {"decoder_channels": channels} if channels else {}
+    direct = getattr(smp, arch)(encoder_name=LITE0, encoder_weights=None, in_channels=1, classes=2, encoder_depth=5, **kw)
+    a, b = built.state_dict(), direct.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_preflight_refuses_an_arch_that_predicts_below_the_input_size(smoke_cfg):
+    from pipeline import preflight
+
+    cfg = smoke_cfg("segment.model.arch=PSPNet", "segment.model.decoder_channels=[]", "segment.model.encoder_weights=null")
+    with pytest.raises(UserError, match=r"PSPNet predicts \d+x\d+ maps for 32x32 inputs; the pipeline needs maps of the input.s size"):
+        preflight.check(cfg)
 
 
 def test_scse_decoder_attention_adds_attention_blocks():

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "configs" / "demo.yaml"  # 3 folds, resize 64, ensemble [segment, pseudo], 1 pseudo round
 
 WEIGHTS = ["imagenet", "lite", "null"]
-ARCHS = ["Unet", "UnetPlusPlus", "FPN", "Linknet", "MAnet", "PAN", "DeepLabV3Plus"]
+ARCHS = ["Unet", "UnetPlusPlus", "FPN", "Linknet", "MAnet", "PAN", "DeepLabV3Plus", "PSPNet", "UPerNet", "Segformer"]
 LOSSES = ["bce", "dice", "lovasz", "focal", "jaccard", "tversky"]
 BINS = ["empty", "small", "medium", "large"]
 
@@ -250,8 +250,8 @@ def test_hard_coded_lists_match_their_registries():
 
     from pipeline import losses, metrics, models, pretrained, validate
 
-    assert list(validate.SEG_ARCHS) == list(models.ARCHS)
-    assert {a.lower() for a in validate.SEG_ARCHS} <= set(smp.MODEL_ARCHITECTURES_MAPPING)
+    assert {a.lower() for a in validate.SEG_ARCHS} == set(smp.MODEL_ARCHITECTURES_MAPPING)
+    assert all(smp.MODEL_ARCHITECTURES_MAPPING[a.lower()].__name__ == a for a in validate.SEG_ARCHS)
     assert set(validate.LOSS_NAMES) == set(losses.LOSSES)
     assert set(validate.METRICS) == set(metrics.METRICS)
     assert list(validate.LITE_ENCODERS) == list(pretrained.LITE_PACKAGES)
