@@ -38,11 +38,11 @@ class Hypercolumn(nn.Module):
         last, cls = out if isinstance(out, tuple) else (out, None)
         maps, self._maps = self._maps, []
         size = last.shape[-2:]
-        columns = [
-            F.interpolate(F.normalize(m, dim=1) * s, size=size, mode="bilinear", align_corners=False)
-            if m.shape[-2:] != size
-            else F.normalize(m, dim=1) * s
-            for m, s in zip(maps, self.scales, strict=True)
-        ]
+        columns = []
+        for m, s in zip(maps, self.scales, strict=True):
+            column = F.normalize(m, dim=1) * s
+            if column.shape[-2:] != size:
+                column = F.interpolate(column, size=size, mode="bilinear", align_corners=False)
+            columns.append(column)
         logits = self.head(torch.cat(columns, dim=1))
         return logits if cls is None else (logits, cls)

@@ -213,14 +213,14 @@ def _masks(
     classes = src.multiclass()
     if src.train_masks is not None and src.train_rle_csv is not None:
         report.add("sources", "give train_masks or train_rle_csv, not both")
+    elif src.train_masks is None and src.train_rle_csv is None:
+        report.add("sources", "no train masks: give train_masks or train_rle_csv")
     elif classes is not None:
         return _class_masks(report, pool, src, classes, train, images)
     elif src.train_masks is not None:
         return pair_masks(report, pool, train, images, src.train_masks, src.mask_threshold, src.max_pixels)
-    elif src.train_rle_csv is not None:
-        return _rle_masks(report, src, train, images)
     else:
-        report.add("sources", "no train masks: give train_masks or train_rle_csv")
+        return _rle_masks(report, src, train, images)
     return {}
 
 
@@ -232,9 +232,6 @@ def _class_masks(report: Report, pool: Executor, src: Sources, classes: Classes,
         shapes = {i: a.shape[:2] for i, a in images.items()}
         found = read_masks(report, src.train_rle_csv, classes, shapes, known=set(train))
         return {i: pack(planes) for i, planes in found.items()}
-    if src.train_masks is None:
-        report.add("sources", "no train masks: give train_masks or train_rle_csv")
-        return {}
     where = MaskSource(src.train_masks, classes, src.mask_threshold, src.max_pixels)
     return read_folders(report, pool, where, train, images)
 
@@ -247,10 +244,10 @@ _last: tuple[tuple, _Scan] | None = None
 def _fingerprint(src: Sources) -> tuple:
     entries = []
     for path in src.paths():
-        if path is not None and path.is_dir():
+        if path.is_dir():
             with os.scandir(path) as it:
                 entries += sorted((e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in it)
-        elif path is not None and path.is_file():
+        elif path.is_file():
             entries.append((str(path), path.stat().st_size, path.stat().st_mtime_ns))
     return repr(src), tuple(entries)
 

@@ -11,7 +11,7 @@ ids (file stems) either way. Each problem is one line naming the file and the CS
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +44,9 @@ def detect(columns: list[str]) -> Layout | None:
     return next((lay for lay in LAYOUTS if set(lay.columns) <= set(columns)), None)
 
 
-def _image_ids(keys: pd.Series, shapes: Mapping[str, tuple[int, int]]) -> list[str | None]:
+def _image_ids(keys: pd.Series, ids: Container[str]) -> list[str | None]:
     """Each image key as an image id (the key itself or its stem), None when no image has it."""
-    return [k if k in shapes else Path(k).stem if Path(k).stem in shapes else None for k in keys]
+    return [k if k in ids else Path(k).stem if Path(k).stem in ids else None for k in keys]
 
 
 def _split_labels(labels: pd.Series, classes: Classes) -> tuple[list[str], list[str], list[int | None]]:
@@ -98,8 +98,7 @@ def read_masks(
     masks = {i: np.zeros((len(classes.names), *shape), np.uint8) for i, shape in shapes.items()}
     seen: dict[tuple[str, int], int] = {}
     # Image ids zipped in, not a column: pandas would turn None into NaN.
-    readable = {**shapes, **dict.fromkeys((known or set()) - set(shapes), None)}
-    for r, item_id in zip(rows.itertuples(), _image_ids(rows["key"], readable), strict=True):
+    for r, item_id in zip(rows.itertuples(), _image_ids(rows["key"], set(shapes) | (known or set())), strict=True):
         if r.key == "":
             report.add(path, f"line {r.line}: empty image key")
         elif item_id is None:

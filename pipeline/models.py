@@ -86,7 +86,7 @@ def build_segmentation(cfg: ModelCfg, in_channels: int, aux: bool, cls_head: boo
         raise UserError(f"model.encoder: {exc.args[0] if exc.args else cfg.encoder}") from exc
     _init_encoder(net.encoder, cfg)
     if cfg.head == "hypercolumn":
-        widths = list(cfg.decoder_channels[: cfg.encoder_depth] or (256, 128, 64, 32, 16)[: cfg.encoder_depth])
+        widths = list((cfg.decoder_channels or params["decoder_channels"].default)[: cfg.encoder_depth])
         net = Hypercolumn(net, widths, 2 if aux else 1)
     return SegNet(net, aux, cls_head)
 
