@@ -25,11 +25,19 @@ PY=.venv/bin/python
 export PYTHONUNBUFFERED=1
 # Generate the demo data only when the resolved config trains on it (a grep of the YAML files
 # matched base.yaml's default for every config).
+# Prints the demo-data arguments of the demo a config trains on (the binary one, or the K-class
+# one under data/demo_multiclass), nothing for real data.
 uses_demo='import sys; from pipeline import api
 cfg = api.load_config(sys.argv[1], [a for a in sys.argv[2:] if a != "--set"])
-sys.exit(0 if "data/demo" in str(cfg.data.train_images) else 1)'
-if [[ ! -f data/demo/stats.json ]] && $PY -c "$uses_demo" "$CONFIG" "${OVERRIDES[@]}" 2>/dev/null; then
-  $PY -m pipeline demo-data
+images = str(cfg.data.train_images)
+if images.startswith("data/demo_multiclass/"):
+    print(f"data/demo_multiclass --classes {len(cfg.data.classes)}")
+elif images.startswith("data/demo/"):
+    print("data/demo")'
+demo=$($PY -c "$uses_demo" "$CONFIG" "${OVERRIDES[@]}" 2>/dev/null || true)
+if [[ -n "$demo" && ! -f "${demo%% *}/stats.json" ]]; then
+  read -r -a demo_args <<< "$demo"
+  $PY -m pipeline demo-data --out "${demo_args[@]}"
 fi
 LAUNCH=($PY -m pipeline)
 if [[ "$NPROC" -gt 1 ]]; then LAUNCH=(.venv/bin/torchrun --standalone --nproc_per_node "$NPROC" -m pipeline); fi

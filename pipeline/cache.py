@@ -94,12 +94,14 @@ STAGES: dict[str, Stage] = {}
 # Config switches hashed only when on (a truthy value, a sub-section whose `enabled` is true, or
 # one without `enabled` with any truthy value),
 # by every stage whose hashed sections hold them: adding an opt-in option, off by default, keeps
-# existing artifacts' keys.
-OPT_IN: set[str] = set()
+# existing artifacts' keys. A switch whose default is a value (segment.target: binary) names it
+# as its off value.
+OPT_IN: dict[str, Any] = {}
 
 
-def register_opt_in(*switches: str) -> None:
-    OPT_IN.update(switches)
+def register_opt_in(*switches: str, **off_values: Any) -> None:
+    OPT_IN.update(dict.fromkeys(switches))
+    OPT_IN.update({k.replace("__", "."): v for k, v in off_values.items()})
 
 
 def register(stage: Stage) -> Stage:
@@ -131,12 +133,14 @@ def stage_inputs(cfg: Config, stage: Stage) -> dict:
 
 def _hashed_sections(cfg: Config, stage: Stage) -> dict:
     out = {s: config_mod.section(cfg, s) for s in stage.sections}
-    for switch in sorted(OPT_IN):
+    for switch, off in sorted(OPT_IN.items()):
         value = config_mod.section(cfg, switch)
         # A switch section without `enabled` is on when any of its values is set.
         on = (value.get("enabled") if "enabled" in value else any(value.values())) if isinstance(value, dict) else value
-        if on:
+        if (value != off) if off is not None else on:
             continue
+        if switch in out:  # a stage that hashes the switch itself as a section
+            out.pop(switch)
         for s, hashed in out.items():
             if switch.startswith(s + "."):
                 *parents, leaf = switch[len(s) + 1 :].split(".")

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from pipeline.errors import UserError
 from pipeline.geometry import Geometry, to_tensor
+from pipeline.multiclass import unpack
 from pipeline.store import ArrayStore
 
 # Coverage bins for oversampling: empty, small (<10%), medium (<50%), large.
@@ -104,8 +105,10 @@ class SegDataset(Dataset):
         seed: int = 0,
         soft: bool = False,
         crops: np.ndarray | None = None,
+        classes: int = 1,
     ) -> None:
         self.images, self.masks, self.indices = images, masks, np.asarray(indices)
+        self.classes = classes  # K > 1: the stored mask packs class k in bit k (pipeline.multiclass)
         self.geometry, self.augment, self.signed, self.soft = geometry, augment, signed, soft
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -162,6 +165,8 @@ class SegDataset(Dataset):
             img, mask = res["image"], res["mask"]
             img = img[..., None] if img.ndim == 2 else img
             mask = mask[..., None] if mask.ndim == 2 else mask
+        if self.classes > 1:
+            return self._classes_sample(img, mask, idx)
         # Soft (pseudo) masks hold p x 255; hard masks hold 0/1.
         m = mask[..., 0].astype(np.float32) / 255.0 if self.soft else (mask[..., 0] > 0).astype(np.float32)
         return {
@@ -170,5 +175,18 @@ class SegDataset(Dataset):
             "dist": torch.from_numpy(distance_target(m > 0.5, self.signed))[None],
             "label": torch.tensor(float((m > 0.5).any())),
             "coverage": torch.tensor(float(m.mean())),
+            "index": torch.tensor(idx),
+        }
+
+    def _classes_sample(self, img: np.ndarray, mask: np.ndarray, idx: int) -> dict[str, torch.Tensor]:
+        """A K-class sample: the packed mask (resized and augmented as one nearest-neighbour
+        plane, so its bits stay class bits) unpacked into K planes, a distance map per class."""
+        planes = unpack(mask[..., 0], self.classes).astype(np.float32)
+        return {
+            "image": to_tensor(img),
+            "mask": torch.from_numpy(planes),
+            "dist": torch.from_numpy(np.stack([distance_target(p > 0.5, self.signed) for p in planes])),
+            "label": torch.from_numpy(planes.reshape(self.classes, -1).max(axis=1)),
+            "coverage": torch.tensor(float(planes.max(axis=0).mean())),
             "index": torch.tensor(idx),
         }

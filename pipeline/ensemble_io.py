@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.classrows import truth_planes
 from pipeline.fileio import read_csv
 from pipeline.store import ArrayStore, dequantise
+from pipeline.trainset import train_classes
 
 
 def read_maps(folder: Path, name: str, ids: list[str]) -> list[np.ndarray] | None:
@@ -19,7 +21,12 @@ def read_maps(folder: Path, name: str, ids: list[str]) -> list[np.ndarray] | Non
     if not (folder / f"{name}.index.csv").exists():
         return None
     store = ArrayStore(folder, name)
-    return [dequantise(store.get(i)[..., 0]) for i in ids]
+    return [map_of(store.get(i)) for i in ids]
+
+
+def map_of(stored: np.ndarray) -> np.ndarray:
+    """A stored quantised map as probabilities: (h, w) for one class, (h, w, K) for K."""
+    return dequantise(stored[..., 0] if stored.shape[-1] == 1 else stored)
 
 
 def model_folders(names: list[str], upstream: Mapping[str, Path]) -> dict[str, Path]:
@@ -68,8 +75,17 @@ class EnsembleOutputs:
     def test_meta(self) -> pd.DataFrame:
         return read_csv(self.ingest_test_dir / "test.csv")
 
+    @cached_property
+    def classes(self) -> tuple[str, ...]:
+        return train_classes(self.ingest_dir)
+
+    @property
+    def k(self) -> int:
+        return max(len(self.classes), 1)
+
     def truths(self) -> list[np.ndarray]:
-        return [self.masks.get(i)[..., 0] > 0 for i in self.oof_ids]
+        """Boolean truths per row: an image, or an (image, class) pair for K classes."""
+        return [t for i in self.oof_ids for t in truth_planes(self.masks.get(i), self.k)]
 
     @cached_property
     def _oof(self) -> list[np.ndarray]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 import pandas as pd
+
+from pipeline import classrows
 
 AREA_THRESHOLDS = (0.3, 0.5, 0.7)
 
@@ -40,18 +44,34 @@ def image_features(prob: np.ndarray, dist: np.ndarray | None, image: np.ndarray)
 
 
 def feature_table(
-    ids: list[str], probs: list[np.ndarray], dists: list[np.ndarray] | None, images, cls_probs: np.ndarray, meta: pd.DataFrame | None
+    ids: list[str],
+    probs: list[np.ndarray],
+    dists: list[np.ndarray] | None,
+    images,
+    cls_probs: np.ndarray,
+    meta: pd.DataFrame | None,
+    classes: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """One row per image: map statistics, classifier probability, numeric metadata."""
-    rows = [image_features(p, None if dists is None else dists[i], images.get(ids[i])) for i, p in enumerate(probs)]
-    table = pd.DataFrame(rows, index=pd.Index(ids, name="id"))
-    table["cls_prob"] = np.asarray(cls_probs, dtype=float)
+    """One row per image (per (image, class) pair for K `classes`, keyed `<id>_<class>`, with
+    the class index as a feature): map statistics, classifier probability, numeric metadata."""
+    k = max(len(classes), 1)
+    image_of = classrows.repeat(ids, k)
+    prob_rows, dist_rows = classrows.flat(probs), None if dists is None else classrows.flat(dists)
+    rows = [image_features(p, None if dist_rows is None else dist_rows[r], images.get(image_of[r])) for r, p in enumerate(prob_rows)]
+    table = pd.DataFrame(rows, index=pd.Index(classrows.keys(ids, classes), name="id"))
+    if k > 1:
+        table["class"] = classrows.class_of_row(len(ids), k)
+    table["cls_prob"] = classrows.repeat(np.asarray(cls_probs, dtype=float), k)
     if meta is not None:
-        table = table.join(meta_features(meta), how="left")
+        per_row = meta_features(meta).reindex(image_of).set_axis(table.index)
+        table = table.join(per_row, how="left")
     return table
 
 
 def meta_features(meta: pd.DataFrame) -> pd.DataFrame:
     """The scorer's features from an ingest table (by id): its numeric metadata columns, prefixed."""
-    numeric = meta.set_index("id").select_dtypes("number").drop(columns=["height", "width", "coverage", "empty"], errors="ignore")
+    numeric = meta.set_index("id").select_dtypes("number")
+    # The labels' own statistics (coverage, coverage_<class> of K classes, empty) are answers, never features.
+    answers = [c for c in numeric.columns if c in ("height", "width", "empty") or c.startswith("coverage")]
+    numeric = numeric.drop(columns=answers)
     return numeric.add_prefix("meta_")

@@ -30,15 +30,17 @@ class TestMaps(NamedTuple):
     cls: np.ndarray | None  # image probabilities from the seg_head classifier
 
 
-def build_model(scfg: SegmentCfg, in_channels: int, cls_head: bool = False) -> nn.Module:
-    return build_segmentation(scfg.model, in_channels, aux=scfg.aux.weight > 0, cls_head=cls_head)
+def build_model(scfg: SegmentCfg, in_channels: int, cls_head: bool = False, classes: int = 1) -> nn.Module:
+    """The segmentation network of `scfg` for `classes` foreground classes (data.n_classes)."""
+    softmax = scfg.target == "multiclass"
+    return build_segmentation(scfg.model, in_channels, aux=scfg.aux.weight > 0, cls_head=cls_head, classes=classes, softmax=softmax)
 
 
 def seg_network(cfg: Config, in_channels: int) -> Callable[[], nn.Module]:
     """Builds the segmentation network without pretrained weights: a fold file holds every
     weight, so nothing is loaded (or downloaded) first."""
     scfg = dataclasses.replace(cfg.segment, model=dataclasses.replace(cfg.segment.model, encoder_weights=None))
-    return lambda: build_model(scfg, in_channels, cfg.classify.seg_head)
+    return lambda: build_model(scfg, in_channels, cfg.classify.seg_head, cfg.data.n_classes)
 
 
 def cls_network(cfg: Config, in_channels: int) -> Callable[[], nn.Module]:
@@ -52,7 +54,10 @@ def seg_infer_spec(scfg: SegmentCfg, device: torch.device, tta: list[str], exp: 
     batch_tta) for OOF and test maps only: validation during training would compile the changing
     weights every epoch."""
     fast = {"compile": exp.compile, "batch_tta": exp.batch_tta} if exp is not None else {}
-    return InferSpec(Geometry.from_cfg(scfg.input), tta, device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap, **fast)
+    softmax = scfg.target == "multiclass"
+    return InferSpec(
+        Geometry.from_cfg(scfg.input), tta, device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap, softmax=softmax, **fast
+    )
 
 
 def cls_geometry(cfg: ClassifyCfg) -> Geometry:

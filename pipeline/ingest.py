@@ -33,7 +33,7 @@ from pipeline.imageio import (
     report_duplicates,
     with_channels,
 )
-from pipeline.longrle import read_masks
+from pipeline.longrle import image_ids, read_masks, sample_keys
 from pipeline.metadata import join_metadata, read_metadata
 from pipeline.multiclass import Classes, MaskSource, pack, read_folders, unpack
 from pipeline.rle import rle_decode, validate_rle
@@ -160,12 +160,19 @@ def _submission_order(report: Report, src: Sources, test: dict[str, Path]) -> li
     if src.test_images is None:
         report.add(path, "given without test_images")
         return []
-    df = read_id_csv(report, path, [src.id_column], text=True)
-    if df is None or not test:  # problem already reported; avoid a line per id
-        return sorted(test)
-    ids = df[src.id_column]
-    report_duplicates(report, path, ids)
-    order = list(dict.fromkeys(ids))
+    classes = src.multiclass()
+    if classes is not None:  # a long-format sample: a row per image and class
+        found = sample_keys(report, path, classes)
+        if found is None or not test:
+            return sorted(test)
+        keys = found[1]
+        order = [i if i is not None else k for k, i in zip(keys, image_ids(keys, test), strict=True)]
+    else:
+        df = read_id_csv(report, path, [src.id_column], text=True)
+        if df is None or not test:  # problem already reported; avoid a line per id
+            return sorted(test)
+        report_duplicates(report, path, df[src.id_column])
+        order = list(dict.fromkeys(df[src.id_column]))
     for item_id in order:
         if item_id not in test:
             report.add(path, f"id {item_id} has no test image")

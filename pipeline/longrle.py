@@ -135,6 +135,26 @@ def _report_overlaps(report: Report, path: Path, classes: Classes, masks: dict, 
             report.add(path, f"lines {lines}: image {item_id}: classes {names} overlap in an exclusive task")
 
 
+def sample_keys(report: Report, path: Path, classes: Classes) -> tuple[Layout, list[str]] | None:
+    """A long-format sample submission's layout and its image keys in order of first appearance
+    (None, with the problem reported, when it is no long-format CSV of these classes)."""
+    df = read_id_csv(report, path, [RLE], text=True)
+    if df is None:
+        return None
+    layout = detect(list(df.columns))
+    if layout is None:
+        expected = " or ".join(", ".join(lay.columns) for lay in LAYOUTS)
+        report.add(path, f"columns {', '.join(df.columns)}: expected {expected} (data.classes names {len(classes)} classes)")
+        return None
+    rows = _rows(report, path, layout, df, classes)
+    return layout, list(dict.fromkeys(rows["key"]))
+
+
+def image_ids(keys: list[str], ids: Container[str]) -> list[str | None]:
+    """Each image key of a long-format CSV as an image id (the key or its stem; None: no image)."""
+    return _image_ids(pd.Series(keys, dtype=str), ids)
+
+
 def to_frame(layout: Layout, rles: Mapping[tuple[str, int], str], keys: list[str], classes: Classes) -> pd.DataFrame:
     """A long-format table, one row per image key (in `keys`' order) and class: the
     submission layout lists every class, an absent one with an empty cell; ClassId is the

@@ -15,31 +15,42 @@ from torch import nn
 from pipeline.errors import UserError
 from pipeline.schema import LossPhase
 
-LOSSES: dict[str, Callable[[], nn.Module]] = {
-    "bce": lambda: nn.BCEWithLogitsLoss(),
-    "dice": lambda: smp.losses.DiceLoss("binary", from_logits=True),
-    "lovasz": lambda: smp.losses.LovaszLoss("binary", per_image=True, from_logits=True),
-    "focal": lambda: smp.losses.FocalLoss("binary"),
-    "jaccard": lambda: smp.losses.JaccardLoss("binary", from_logits=True),
-    "tversky": lambda: smp.losses.TverskyLoss("binary", from_logits=True, alpha=0.3, beta=0.7),
+# Each factory takes smp's mode: binary (one sigmoid), multilabel (a sigmoid per class) or
+# multiclass (softmax over background + classes; its target is a class-index map, made by
+# ScheduledLoss). Lovász in multiclass mode is Lovász-Softmax (Berman et al.; Rakhlin et al.
+# used it on DeepGlobe 2018).
+LOSSES: dict[str, Callable[[str], nn.Module]] = {
+    "bce": lambda mode: nn.BCEWithLogitsLoss(),
+    "ce": lambda mode: nn.CrossEntropyLoss(),
+    "dice": lambda mode: smp.losses.DiceLoss(mode, from_logits=True),
+    "lovasz": lambda mode: smp.losses.LovaszLoss(mode, per_image=True, from_logits=True),
+    "focal": lambda mode: smp.losses.FocalLoss(mode),
+    "jaccard": lambda mode: smp.losses.JaccardLoss(mode, from_logits=True),
+    "tversky": lambda mode: smp.losses.TverskyLoss(mode, from_logits=True, alpha=0.3, beta=0.7),
 }
 
 
-def get_loss(name: str) -> nn.Module:
-    """A loss module by registry name; an unknown name lists the valid ones."""
+def get_loss(name: str, mode: str = "binary") -> nn.Module:
+    """A loss module by registry name for smp's `mode`; an unknown name lists the valid ones."""
     if name not in LOSSES:
         raise UserError(f"unknown loss {name!r}; valid losses: {', '.join(sorted(LOSSES))}")
-    return LOSSES[name]()
+    return LOSSES[name](mode)
+
+
+def class_index(target: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) 0/1 planes of exclusive classes -> (B, H, W) class indices, 0 = background."""
+    weights = torch.arange(1, target.shape[1] + 1, device=target.device, dtype=target.dtype)
+    return (target * weights[None, :, None, None]).sum(1).round().long()
 
 
 class ScheduledLoss(nn.Module):
     """Weighted sum of registry losses, with the weights chosen by epoch phase."""
 
-    def __init__(self, phases: list[LossPhase]) -> None:
+    def __init__(self, phases: list[LossPhase], mode: str = "binary") -> None:
         super().__init__()
-        self.phases = phases
+        self.phases, self.mode = phases, mode
         names = sorted({n for ph in phases for n in ph.terms})
-        self.terms = nn.ModuleDict({n: get_loss(n) for n in names})
+        self.terms = nn.ModuleDict({n: get_loss(n, mode) for n in names})
 
     def phase(self, epoch: int) -> LossPhase:
         for ph in self.phases:
@@ -50,6 +61,8 @@ class ScheduledLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         parts = {}
         total = logits.new_zeros(())
+        if self.mode == "multiclass":
+            target = class_index(target)
         for name, weight in self.phase(epoch).terms.items():
             if weight == 0:
                 continue

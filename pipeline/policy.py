@@ -28,9 +28,26 @@ def predicted(model, features: pd.DataFrame, cands: np.ndarray) -> np.ndarray:
     return model.predict(design(features, cands)).reshape(len(features), len(cands))
 
 
-def choose(policy: str, n_images: int, pred: np.ndarray | None, fit_scores: np.ndarray, raw: int | None = None) -> np.ndarray:
-    """Candidate index per image under a policy; `raw` is the no-post-processing candidate
-    (policy none); `pred` (LightGBM's predicted scores) is needed by global and per_image."""
+def choose(
+    policy: str,
+    n_images: int,
+    pred: np.ndarray | None,
+    fit_scores: np.ndarray,
+    raw: int | None = None,
+    classes: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Candidate index per row (an image, or an (image, class) pair) under a policy; `raw` is
+    the no-post-processing candidate (policy none); `pred` (LightGBM's predicted scores) is
+    needed by global and per_image. With `classes` = (class of each chosen-for row, class of
+    each `fit_scores` row), grid and global choose one candidate per class."""
+    if classes is not None:
+        rows, fit = classes
+        out = np.zeros(n_images, dtype=int)
+        for c in np.unique(rows):
+            at = rows == c
+            part = None if pred is None else pred[at]
+            out[at] = choose(policy, int(at.sum()), part, fit_scores[fit == c], raw)
+        return out
     if policy == "none":
         if raw is None:
             raise UserError(NO_RAW)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,11 +26,22 @@ logger = logging.getLogger(__name__)
 FLIPS = {"none": (), "hflip": (3,), "vflip": (2,)}
 
 
-def squash(name: str, t: torch.Tensor, signed: bool = False) -> torch.Tensor:
-    """Map a raw head output to its range: probabilities, or the distance map's range."""
+def squash(name: str, t: torch.Tensor, signed: bool = False, softmax: bool = False) -> torch.Tensor:
+    """Map a raw head output to its range: probabilities (a softmax's background channel
+    dropped: one map per class), or the distance map's range."""
     if name == "dist" and signed:
         return (torch.tanh(t) + 1) / 2
+    if name == "mask" and softmax:
+        return torch.softmax(t, dim=1)[:, 1:]
     return torch.sigmoid(t)
+
+
+def to_image(maps: np.ndarray, restore: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """(C, H, W) network maps -> one map at image size: (h, w) for one channel (a binary task,
+    as always), (h, w, C) for C classes; `restore` undoes the geometry of one (H, W) map."""
+    if len(maps) == 1:
+        return restore(maps[0])
+    return np.stack([restore(m) for m in maps], axis=-1)
 
 
 class _Compiled(nn.Module):
@@ -75,7 +86,7 @@ def _forward_tta(model: nn.Module, x: torch.Tensor, spec: InferSpec) -> dict[str
         with runtime.autocast(spec.device, spec.tcfg):
             out = model(xi)
         for k, v in out.items():
-            for op, part in zip(ops, squash(k, v.float(), spec.signed).split(len(x)), strict=True):
+            for op, part in zip(ops, squash(k, v.float(), spec.signed, spec.softmax).split(len(x)), strict=True):
                 if part.dim() == 4 and FLIPS[op]:
                     part = torch.flip(part, FLIPS[op])
                 acc[k] = acc[k] + part if k in acc else part
@@ -123,19 +134,25 @@ def _blend_tiles(plan: _TilePlan, out: dict[str, torch.Tensor], size: int, overl
     result: dict = {}
     for k, v in out.items():
         if v.dim() == 4:
-            acc, wsum = np.zeros((plan.ph, plan.pw), np.float32), np.zeros((plan.ph, plan.pw), np.float32)
-            for (y, x), tile in zip(plan.crops, v[:, 0].numpy(), strict=True):
-                wt = ramp * (0.05 + np.abs(2 * tile - 1))
-                acc[y : y + size, x : x + size] += wt * tile
-                wsum[y : y + size, x : x + size] += wt
-            top, left = (plan.ph - plan.h) // 2, (plan.pw - plan.w) // 2
-            result[k] = (acc / np.maximum(wsum, 1e-6))[top : top + plan.h, left : left + plan.w]
+            result[k] = to_image(v.numpy().transpose(1, 0, 2, 3), lambda tiles: _blend_channel(plan, tiles, ramp, size))
         elif aggregate == "max":
             result[k] = float(v.max())
         else:
             conf = np.abs(2 * v.numpy() - 1) + 1e-3
             result[k] = float((v.numpy() * conf).sum() / conf.sum())
     return result
+
+
+def _blend_channel(plan: _TilePlan, tiles: np.ndarray, ramp: np.ndarray, size: int) -> np.ndarray:
+    """One channel's tiles (n, s, s) into the image, each pixel weighted by the edge ramp and
+    its confidence, cropped back to the image."""
+    acc, wsum = np.zeros((plan.ph, plan.pw), np.float32), np.zeros((plan.ph, plan.pw), np.float32)
+    for (y, x), tile in zip(plan.crops, tiles, strict=True):
+        wt = ramp * (0.05 + np.abs(2 * tile - 1))
+        acc[y : y + size, x : x + size] += wt * tile
+        wsum[y : y + size, x : x + size] += wt
+    top, left = (plan.ph - plan.h) // 2, (plan.pw - plan.w) // 2
+    return (acc / np.maximum(wsum, 1e-6))[top : top + plan.h, left : left + plan.w]
 
 
 def _predict_tiled(model: nn.Module, images: ArrayStore, indices: np.ndarray, spec: InferSpec) -> Iterator[tuple[int, dict]]:
@@ -180,6 +197,7 @@ class InferSpec:
     tile_batch: int | None = None
     compile: bool = False  # torch.compile the model first (pad and resize modes)
     batch_tta: bool = False  # the TTA views of a batch in one forward pass
+    softmax: bool = False  # mask logits are a softmax over background + classes (segment.target multiclass)
 
 
 def predict(model: nn.Module, images: ArrayStore, indices: np.ndarray, spec: InferSpec) -> Iterator[tuple[int, dict]]:
@@ -206,11 +224,15 @@ def predict(model: nn.Module, images: ArrayStore, indices: np.ndarray, spec: Inf
         out = _forward_tta(model, x, spec)
         for j, idx in enumerate(chunk):
             h, w = images[int(idx)].shape[:2]
-            yield int(idx), {k: geometry.backward(v[j, 0].numpy(), h, w) if v.dim() == 4 else float(v[j]) for k, v in out.items()}
+            yield int(idx), {k: _restore(v[j], geometry, h, w) if v.dim() == 4 else float(v[j]) for k, v in out.items()}
     if spec.compile:
         # Each model's frozen weights are guarded by identity, so every fold model compiles anew;
         # left in dynamo's cache, they would pile up (and stop compiling at its recompile limit).
         torch._dynamo.reset()
+
+
+def _restore(maps: torch.Tensor, geometry: Geometry, h: int, w: int) -> np.ndarray:
+    return to_image(maps.numpy(), lambda m: geometry.backward(m, h, w))
 
 
 def adapt_bn(

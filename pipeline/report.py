@@ -56,6 +56,28 @@ def steps(cfg: Config, manifests: Manifests | None = None) -> list[tuple[str, fl
     ]
 
 
+def per_class_lines(metric: str, seg: dict, scorer: dict, sub: dict) -> list[str]:
+    """K classes: a row per class (raw OOF at 0.5, nested CV without and with the chosen
+    post-processing, hidden-solution score) and their mean, the competition's metric; [] for
+    one binary class."""
+    final = scorer.get("per_class_cv")
+    if not final:
+        return []
+    raw, hidden = seg.get("per_class", {}), sub.get("hidden_per_class", {})
+    lines = ["", f"| class | raw OOF {metric} @0.5 | nested CV, none | nested CV, final | hidden test |", "|---|---|---|---|---|"]
+
+    def show(v) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    for name, row in final.items():
+        lines.append(
+            f"| {name} | {show(raw.get(name, {}).get(metric))} | {show(row.get('none'))} | {show(row['cv'])} | {show(hidden.get(name))} |"
+        )
+    mean = [seg.get(f"oof_{metric}"), scorer.get("nested_cv", {}).get("none"), scorer.get("cv"), sub.get("hidden_score")]
+    lines.append(f"| mean over (image, class) | {' | '.join(show(v) for v in mean)} |")
+    return lines
+
+
 def build_report(cfg: Config, save: bool = False) -> str:
     """Markdown table of CV per step and time per stage (saved next to the submission)."""
     keys: dict[str, str] = {}
@@ -64,6 +86,7 @@ def build_report(cfg: Config, save: bool = False) -> str:
     for name, value, how in steps(cfg, ms):
         lines.append(f"| {name} | {'-' if value is None else f'{value:.4f}'} | {how} |")
     scorer = ms["scorer"][0]
+    lines += per_class_lines(cfg.submit.metric, ms["segment"][0], scorer, ms["submit"][0])
     if "grid_best_all_oof_score" in scorer:
         t, area, gate = scorer["grid_best_all_oof"]
         lines.append(

@@ -34,7 +34,7 @@ class ExperimentCfg:
 @dataclass
 class DataCfg:
     train_images: str
-    train_masks: str | None
+    train_masks: str | dict[str, str] | None  # a folder (binary masks or label images), or {class: folder}
     train_rle_csv: str | None
     id_column: str
     rle_column: str
@@ -44,10 +44,25 @@ class DataCfg:
     mask_threshold: int = valid(min=0)
     channels: str | int  # auto | 1 | 3
     max_pixels: int  # refuse an image whose header declares more pixels, before decoding it
-    solution_masks: str | None  # hidden test masks, only to score a demo submission
+    solution_masks: str | None  # hidden test masks (a folder, or a long-format CSV for K classes), only to score a demo
+    classes: list[str] = valid(distinct=True)  # K > 1 class names (empty: one binary class)
+    exclusive: bool = False  # the classes exclude each other (label images; segment.target multiclass)
+
+    @property
+    def n_classes(self) -> int:
+        """K: the number of foreground classes (1 for a binary task)."""
+        return max(len(self.classes), 1)
 
     def check(self) -> Problems:
         out = []
+        if len(self.classes) > 8:
+            out.append(("classes", f"got {len(self.classes)} classes, at most 8 (bits of the uint8 mask store)"))
+        if len(self.classes) == 1:
+            out.append(("classes", f"got one class {self.classes}; a binary task leaves classes empty"))
+        if isinstance(self.train_masks, dict) and list(self.train_masks) != list(self.classes):
+            out.append(
+                ("train_masks", f"folders for {', '.join(self.train_masks)}; data.classes is {self.classes} (same names, same order)")
+            )
         if (self.train_masks is None) == (self.train_rle_csv is None):
             out.append(("", "set exactly one of train_masks and train_rle_csv"))
         if str(self.channels) not in ("auto", "1", "3"):
@@ -252,6 +267,9 @@ class SegmentCfg:
     input: InputCfg
     train: TrainCfg
     aux: AuxCfg
+    # binary: one sigmoid; multilabel: one sigmoid per class of data.classes (classes may
+    # overlap); multiclass: softmax over background + the classes (exclusive classes)
+    target: str = valid(*validate.TARGETS, default="binary")
 
     def check(self) -> Problems:
         crop = self.train.progressive.crop

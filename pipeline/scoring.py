@@ -39,10 +39,18 @@ class Problem:
     params: dict
     seed: int
     groups: np.ndarray | None = None  # the folds' groups (mosaic or metadata), kept together
+    # K classes: each row is an (image, class) pair and this is its class; grid and global
+    # then choose a candidate per class (None: one binary class, rows are images)
+    row_class: np.ndarray | None = None
 
     def rows(self, mask: np.ndarray) -> Problem:
         groups = None if self.groups is None else self.groups[mask]
-        return Problem(self.features[mask], self.cands, self.scores[mask], self.fold[mask], self.params, self.seed, groups)
+        row_class = None if self.row_class is None else self.row_class[mask]
+        return Problem(self.features[mask], self.cands, self.scores[mask], self.fold[mask], self.params, self.seed, groups, row_class)
+
+    def classes(self, at: np.ndarray, fit: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The class of the rows `at` and of the rows `fit` (None without classes), for choose()."""
+        return None if self.row_class is None else (self.row_class[at], self.row_class[fit])
 
     @property
     def raw(self) -> int | None:
@@ -80,6 +88,21 @@ def best_policy(nested: dict[str, float], p: Problem) -> str:
 def nested_cv(p: Problem, with_auto: bool = True) -> tuple[dict[str, float], np.ndarray]:
     """Held-out mean metric of each policy (and of grid search on candidate subsets; `auto`
     when `with_auto`), and LightGBM's held-out predictions (N, C)."""
+    held, pred_all = nested_rows(p, with_auto)
+    return means(held), pred_all
+
+
+def means(held: dict[str, np.ndarray]) -> dict[str, float]:
+    """Each policy's mean held-out metric (`none` = grid on the raw candidate alone)."""
+    out = {name: round(float(v.mean()), 4) for name, v in held.items()}
+    if "raw@0.5" in out:
+        out["none"] = out["raw@0.5"]
+    return out
+
+
+def nested_rows(p: Problem, with_auto: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The held-out metric of every row under each policy (as nested_cv), and LightGBM's
+    held-out predictions (N, C)."""
     subsets = p.subsets()
     held = {name: np.zeros(len(p.fold)) for name in [*POLICIES, *subsets, *(["auto"] if with_auto else [])]}
     pred_all = np.zeros_like(p.scores)
@@ -89,17 +112,17 @@ def nested_cv(p: Problem, with_auto: bool = True) -> tuple[dict[str, float], np.
         pred = predicted(model, p.features[val], p.cands)
         pred_all[val] = pred
         rows = np.flatnonzero(val)
+        classes = p.classes(val, fit)
         for name in POLICIES:
-            held[name][val] = p.scores[rows, choose(name, len(rows), pred, p.scores[fit])]
+            held[name][val] = p.scores[rows, choose(name, len(rows), pred, p.scores[fit], classes=classes)]
         for name, cols in subsets.items():
-            held[name][val] = p.scores[rows, cols[int(np.argmax(p.scores[fit][:, cols].mean(axis=0)))]]
+            held[name][val] = p.scores[rows, cols[choose("grid", len(rows), None, p.scores[fit][:, cols], classes=classes)]]
         if with_auto:
             inner = inner_choice(p.rows(fit))
-            held["auto"][val] = p.scores[rows, choose(inner, len(rows), pred, p.scores[fit], p.raw)]
-    out = {name: round(float(v.mean()), 4) for name, v in held.items()}
-    if "raw@0.5" in out:
-        out["none"] = out["raw@0.5"]
-    return out, pred_all
+            held["auto"][val] = p.scores[rows, choose(inner, len(rows), pred, p.scores[fit], p.raw, classes)]
+    if "raw@0.5" in held:
+        held["none"] = held["raw@0.5"]
+    return held, pred_all
 
 
 def inner_choice(p: Problem) -> str:
@@ -109,6 +132,6 @@ def inner_choice(p: Problem) -> str:
         # Whole groups to a split, as the folds keep them: a group split would leak within it.
         _, unit = np.unique(p.groups if p.groups is not None else np.arange(len(p.fold)), return_inverse=True)
         split = np.random.default_rng(p.seed).permutation(unit.max() + 1)[unit] % INNER_SPLITS
-        p = Problem(p.features, p.cands, p.scores, split, p.params, p.seed, p.groups)
+        p = Problem(p.features, p.cands, p.scores, split, p.params, p.seed, p.groups, p.row_class)
     inner, _ = nested_cv(p, with_auto=False)
     return best_policy(inner, p)

@@ -14,7 +14,9 @@ import pandas as pd
 import torch
 
 from pipeline import distributed, fileio, runtime
+from pipeline.classrows import class_of_row, planes, repeat
 from pipeline.datasets import Geometry, SegDataset, build_augment, crop_batch, sample_weights
+from pipeline.ensemble_io import map_of
 from pipeline.evaluation import score_probs
 from pipeline.inference import TestMaps, build_model, seg_test_maps
 from pipeline.inference import seg_infer_spec as infer_spec
@@ -24,7 +26,7 @@ from pipeline.predict import predict
 from pipeline.roc import roc_outputs
 from pipeline.runtime import pick_device
 from pipeline.schema import Config, ProgressiveCfg, SegmentCfg
-from pipeline.store import ArrayStore, dequantise, quantise, write_store
+from pipeline.store import ArrayStore, quantise, write_store
 from pipeline.train import Fitter, Task
 from pipeline.trainset import TrainSet, fold_model_paths
 
@@ -49,7 +51,7 @@ class FoldExtras:
 def seg_task(cfg: SegmentCfg, model_predict, cls_weight: float = 0.0) -> Task:
     """Loss = scheduled segmentation loss + lambda x distance regression (+ image BCE for a
     classifier head); validation = mAP."""
-    seg_loss = ScheduledLoss(cfg.train.loss)
+    seg_loss = ScheduledLoss(cfg.train.loss, cfg.target)
 
     def loss(out, batch, epoch):
         total, parts = seg_loss(out["mask"], batch["mask"], epoch)
@@ -89,10 +91,11 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
     seed = cfg.experiment.seed + k
     train_idx, val_idx = data.split(k, scfg.train.max_images, cfg.experiment.seed)
     runtime.seed_everything(seed)  # the model's random init must not depend on what ran before
-    model = build_model(scfg, data.in_channels, cfg.classify.seg_head)
+    model = build_model(scfg, data.in_channels, cfg.classify.seg_head, data.k)
     if extras.init is not None:
         model.load_state_dict(torch.load(extras.init, map_location="cpu", weights_only=True))
-    ds = SegDataset(data.images, data.masks, train_idx, geometry, build_augment(scfg.train.augment, seed), scfg.aux.signed, seed)
+    augment = build_augment(scfg.train.augment, seed)
+    ds = SegDataset(data.images, data.masks, train_idx, geometry, augment, scfg.aux.signed, seed, classes=data.k)
     cov = data.coverage[train_idx]
     if extras.extra is not None:
         ds, cov = torch.utils.data.ConcatDataset([ds, extras.extra[0]]), np.concatenate([cov, extras.extra[1]])
@@ -101,7 +104,7 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
 
     def validate(m) -> dict[str, float]:
         # A generator: score_probs keeps only the thresholded masks (1 byte a pixel, not 4).
-        probs = (out["mask"] for _, out in predict(m, data.images, val_idx, spec))
+        probs = (p for _, out in predict(m, data.images, val_idx, spec) for p in planes(out["mask"]))
         return {"score": float(score_probs(truths, probs, scfg.train.eval_threshold).mean())}
 
     task = seg_task(scfg, validate, SEG_HEAD_WEIGHT if cfg.classify.seg_head else 0.0)
@@ -146,19 +149,23 @@ def merge_oof(stage_dir: Path, fold_dirs: list[Path], names: tuple[str, ...], or
 
 
 def oof_scores(stage_dir: Path, data: TrainSet, threshold: float = 0.5) -> pd.DataFrame:
-    """Per-image OOF metric (TGS mAP and Dice) at a pixel threshold."""
+    """Per-image OOF metric (TGS mAP and Dice) at a pixel threshold; per (image, class) row,
+    with a `class` column, for K classes."""
     oof = ArrayStore(stage_dir, "oof")
-    probs = [dequantise(oof[i][..., 0]) for i in range(len(oof))]
-    truths = [data.masks.get(i)[..., 0] for i in oof.ids]
+    probs = [p for i in range(len(oof)) for p in planes(map_of(oof[i]))]
+    truths = data.truths(np.array([data.images.position(i) for i in oof.ids]))
     fold_of = data.fold_of()
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
-            "id": oof.ids,
-            "fold": [fold_of[i] for i in oof.ids],
+            "id": repeat(oof.ids, data.k),
+            "fold": repeat([fold_of[i] for i in oof.ids], data.k),
             "tgs": score_probs(truths, probs, threshold, "tgs"),
             "dice": score_probs(truths, probs, threshold, "dice"),
         }
     )
+    if data.k > 1:
+        table.insert(1, "class", np.asarray(data.classes)[class_of_row(len(oof), data.k)])
+    return table
 
 
 def merge_cls(stage_dir: Path, fold_dirs: list[Path], data: TrainSet) -> dict:

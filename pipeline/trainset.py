@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import fileio
+from pipeline.classrows import truth_planes
 from pipeline.store import ArrayStore
 
 
@@ -26,6 +27,11 @@ def read_train_table(ingest_dir: Path) -> pd.DataFrame:
 def open_train(ingest_dir: Path) -> tuple[ArrayStore, ArrayStore, pd.DataFrame]:
     """Images, masks and the train table of an ingest artifact."""
     return ArrayStore(ingest_dir, "images"), ArrayStore(ingest_dir, "masks"), read_train_table(ingest_dir)
+
+
+def train_classes(ingest_dir: Path) -> tuple[str, ...]:
+    """The class names an ingest artifact was written with (empty for one binary class)."""
+    return tuple((fileio.read_json(ingest_dir / "stats.json") or {}).get("train", {}).get("classes", {}))
 
 
 def folds_to_run(cfg_folds: list[int], folds: pd.DataFrame) -> list[int]:
@@ -47,16 +53,22 @@ class TrainSet:
     masks: ArrayStore
     coverage: np.ndarray
     folds: pd.DataFrame
+    classes: tuple[str, ...] = ()  # K > 1 class names (empty: one binary class)
 
     @classmethod
     def open(cls, ingest_dir: Path, folds_dir: Path) -> TrainSet:
         images, masks, table = open_train(ingest_dir)
         coverage = table.set_index("id").loc[images.ids, "coverage"].to_numpy()
-        return cls(images, masks, coverage, load_folds(folds_dir))
+        return cls(images, masks, coverage, load_folds(folds_dir), train_classes(ingest_dir))
 
     @property
     def in_channels(self) -> int:
         return int(self.images[0].shape[2])
+
+    @property
+    def k(self) -> int:
+        """The number of foreground classes (1 for a binary task)."""
+        return max(len(self.classes), 1)
 
     def fold_ids(self, cfg_folds: list[int]) -> list[int]:
         return folds_to_run(cfg_folds, self.folds)
@@ -72,8 +84,8 @@ class TrainSet:
         return train, val
 
     def truths(self, positions: np.ndarray) -> list[np.ndarray]:
-        """Boolean-ready 2-D masks at store positions."""
-        return [self.masks[int(i)][..., 0] for i in positions]
+        """Boolean 2-D truths at store positions: one per image, or per (image, class) row."""
+        return [t for i in positions for t in truth_planes(self.masks[int(i)], self.k)]
 
     def fold_of(self) -> dict[str, int]:
         return dict(zip(self.folds["id"], self.folds["fold"], strict=True))

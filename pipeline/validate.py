@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 SEG_ARCHS = (
     "Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "PAN", "UPerNet", "Segformer", "DPT",
 )  # fmt: skip
-LOSS_NAMES = ("bce", "dice", "lovasz", "focal", "jaccard", "tversky")  # losses.LOSSES
+LOSS_NAMES = ("bce", "ce", "dice", "lovasz", "focal", "jaccard", "tversky")  # losses.LOSSES
+TARGETS = ("binary", "multilabel", "multiclass")
 METRICS = ("tgs", "dice", "iou")  # metrics.METRICS
 LITE_ENCODERS = ("tu-efficientnet_lite0", "tu-efficientnet_lite1", "tu-efficientnet_lite2")  # pretrained.LITE_PACKAGES
 ENCODER_WEIGHTS = ("imagenet", "lite", None)  # models.WEIGHTS
@@ -161,7 +162,35 @@ def _network_input(cfg: Config, out: Problems) -> Problems:
     return []
 
 
-_RULES: tuple[Callable[[Config, Problems], Problems], ...] = (_fold_indices, _pseudo_rounds, _network_input)
+def _classes(cfg: Config, out: Problems) -> Problems:
+    """The target type against data.classes, and what K > 1 classes do not reach yet."""
+    if _bad(out, "data.classes", "segment.target"):
+        return []
+    k, target = len(cfg.data.classes), cfg.segment.target
+    if target == "binary" and k > 1:
+        return [("segment.target", f"got binary with {k} data.classes; set multilabel (classes may overlap) or multiclass (exclusive)")]
+    if target != "binary" and k < 2:
+        return [("segment.target", f"got {target}, which needs data.classes to name 2 classes at least")]
+    if target == "multiclass" and not cfg.data.exclusive:
+        return [("segment.target", "got multiclass (softmax: one class per pixel), which needs data.exclusive: true")]
+    if k > 1 and "pseudo" in cfg.ensemble.models:
+        return [("ensemble.models", "pseudo-labels are built for one binary class; leave pseudo out with data.classes")]
+    if k > 1 and cfg.classify.enabled:
+        return [("classify.enabled", "the empty-mask classifier is built for one binary class; set false with data.classes")]
+    return _losses(cfg, target)
+
+
+def _losses(cfg: Config, target: str) -> Problems:
+    # Cross-entropy is the softmax loss; the sigmoid targets have bce.
+    wrong = "bce" if target == "multiclass" else "ce"
+    for i, phase in enumerate(cfg.segment.train.loss):
+        if phase.terms.get(wrong):
+            use = "ce (softmax cross-entropy)" if wrong == "bce" else "bce (per-class sigmoid)"
+            return [(f"segment.train.loss[{i}].terms.{wrong}", f"does not apply to segment.target {target}; use {use}")]
+    return []
+
+
+_RULES: tuple[Callable[[Config, Problems], Problems], ...] = (_fold_indices, _pseudo_rounds, _network_input, _classes)
 
 
 def problems(cfg: Config) -> list[str]:

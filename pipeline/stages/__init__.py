@@ -17,14 +17,15 @@ _TRAIN_DATA = (
     "data.metadata",
     "data.mask_threshold",
     "data.channels",
+    "data.classes",
+    "data.exclusive",
 )
 
 
 def _train_inputs(cfg: Config) -> dict:
     d = cfg.data
-    return fingerprint(
-        d.train_images, d.train_masks, d.train_rle_csv, *d.metadata, memo_path=paths.fingerprint_memo(cfg.experiment.artifacts)
-    )
+    masks = list(d.train_masks.values()) if isinstance(d.train_masks, dict) else [d.train_masks]
+    return fingerprint(d.train_images, *masks, d.train_rle_csv, *d.metadata, memo_path=paths.fingerprint_memo(cfg.experiment.artifacts))
 
 
 def _test_inputs(cfg: Config) -> dict:
@@ -66,6 +67,9 @@ register_opt_in(
     "segment.train.sync_bn",
     "classify.train.sync_bn",
     "segment.train.progressive",
+    "data.classes",
+    "data.exclusive",
+    segment__target="binary",
 )
 register(
     Stage(
@@ -80,7 +84,7 @@ register(
 register(
     Stage(
         "ingest_test",
-        ("data.test_images", "data.sample_submission", "data.id_column", "data.metadata", "data.channels"),
+        ("data.test_images", "data.sample_submission", "data.id_column", "data.metadata", "data.channels", "data.classes"),
         ("ingest",),
         "pipeline.stages.ingest:run_test",
         inputs=_test_inputs,

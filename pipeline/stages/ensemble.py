@@ -15,6 +15,7 @@ from pipeline import fileio
 from pipeline.blend import nested_blend
 from pipeline.cache import Context
 from pipeline.classifier import load_oof
+from pipeline.classrows import flat, repeat, stack
 from pipeline.ensemble_io import common_ids, model_folders, read_maps
 from pipeline.evaluation import score_probs
 from pipeline.inference import classifier_paths, ensemble_test
@@ -44,13 +45,14 @@ def run(ctx: Context) -> dict:
     test_images = ArrayStore(ctx.upstream["ingest_test"], "test_images")
     dirs = model_dirs(ctx)
     ids = common_ids(dirs, data.images.ids)
-    truths = [data.masks.get(i)[..., 0] for i in ids]
-    oofs = {name: load_maps(d, "oof", ids) for name, d in dirs.items()}
+    # Scored and blended per row: an image, or an (image, class) pair for K classes.
+    truths = data.truths(np.array([data.images.position(i) for i in ids]))
+    oofs = {name: flat(load_maps(d, "oof", ids)) for name, d in dirs.items()}
     per_model = {name: round(float(score_probs(truths, m).mean()), 4) for name, m in oofs.items()}
     fold_of = data.fold_of()
-    nb = nested_blend(list(oofs.values()), truths, np.array([fold_of[i] for i in ids]), cfg.ensemble.fit_weights)
+    nb = nested_blend(list(oofs.values()), truths, repeat([fold_of[i] for i in ids], data.k), cfg.ensemble.fit_weights)
     ctx.dir.mkdir(parents=True, exist_ok=True)
-    save_maps(ctx.dir, "oof", ids, nb.oof)
+    save_maps(ctx.dir, "oof", ids, stack(nb.oof, data.k))
     seg_dir = ctx.upstream["segment"]
     if (seg_dir / "oof_dist.index.csv").exists():
         save_maps(ctx.dir, "oof_dist", ids, load_maps(seg_dir, "oof_dist", ids))

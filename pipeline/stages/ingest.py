@@ -24,9 +24,10 @@ def _required(value: str | None, key: str):
 
 
 def train_sources(d: DataCfg) -> Sources:
+    masks = {k: paths.resolve(v) for k, v in d.train_masks.items()} if isinstance(d.train_masks, dict) else paths.resolve(d.train_masks)
     return Sources(
         train_images=_required(d.train_images, "train_images"),
-        train_masks=paths.resolve(d.train_masks),
+        train_masks=masks,
         train_rle_csv=paths.resolve(d.train_rle_csv),
         metadata_csv=[paths.resolve(m) for m in d.metadata],
         mask_threshold=d.mask_threshold,
@@ -34,6 +35,8 @@ def train_sources(d: DataCfg) -> Sources:
         max_pixels=d.max_pixels,
         id_column=d.id_column,
         rle_column=d.rle_column,
+        classes=tuple(d.classes),
+        exclusive=d.exclusive,
     )
 
 
@@ -53,10 +56,13 @@ def run_test(ctx: Context) -> dict:
         channels=channels,
         max_pixels=d.max_pixels,
         id_column=d.id_column,
+        classes=tuple(d.classes),
+        exclusive=d.exclusive,
     )
     # Checked here as well as by the submit stage: a header that cannot match should fail
     # before any model trains, not at the end of the run.
-    problem = header_problem(src.sample_submission, [d.id_column, ctx.cfg.submit.rle_column])
+    # (A long-format sample of K classes is checked by the ingest itself.)
+    problem = None if d.classes else header_problem(src.sample_submission, [d.id_column, ctx.cfg.submit.rle_column])
     if problem:
         raise UserError(problem)
     stats = ingest(src, ctx.dir)

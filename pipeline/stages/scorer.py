@@ -9,11 +9,12 @@ import pandas as pd
 
 from pipeline import fileio
 from pipeline.cache import Context
+from pipeline.classrows import class_of_row, flat, repeat
 from pipeline.ensemble_io import EnsembleOutputs
 from pipeline.errors import UserError
 from pipeline.features import feature_table
 from pipeline.postprocess import candidate_scores
-from pipeline.scoring import Problem, best_policy, choose, fit_model, nested_cv, predicted
+from pipeline.scoring import Problem, best_policy, choose, fit_model, means, nested_rows, predicted
 from pipeline.trainset import load_folds
 
 
@@ -38,13 +39,33 @@ def _scatter(path, pred: np.ndarray, true: np.ndarray) -> None:
 def _problem(ctx: Context, ens: EnsembleOutputs) -> tuple[Problem, pd.DataFrame]:
     cfg, scfg = ctx.cfg, ctx.cfg.scorer
     table = load_folds(ctx.upstream["folds"]).set_index("id").loc[ens.oof_ids]
-    folds = table["fold"].to_numpy()
+    k = ens.k  # rows: images, or (image, class) pairs for K classes
+    folds = repeat(table["fold"].to_numpy(), k)
     groups = table["group"].astype(str).to_numpy() if "group" in table.columns else None
-    feats = feature_table(ens.oof_ids, ens.oof_probs(), ens.oof_dists(), ens.images, ens.oof_cls, ens.train_meta)
+    if k > 1 and groups is None:  # an image's class rows stay on one side of auto's inner split
+        groups = np.asarray(ens.oof_ids)
+    groups = None if groups is None else repeat(groups, k)
+    feats = feature_table(ens.oof_ids, ens.oof_probs(), ens.oof_dists(), ens.images, ens.oof_cls, ens.train_meta, ens.classes)
+    cls = repeat(ens.oof_cls, k)
     cands, scores = candidate_scores(
-        ens.truths(), ens.oof_probs(), ens.oof_cls, scfg.thresholds, scfg.min_areas, scfg.gates, cfg.submit.metric
+        ens.truths(), flat(ens.oof_probs()), cls, scfg.thresholds, scfg.min_areas, scfg.gates, cfg.submit.metric
     )
-    return Problem(feats, cands, scores, folds, scfg.lgbm, cfg.experiment.seed, groups), feats
+    row_class = class_of_row(len(ens.oof_ids), k) if k > 1 else None
+    return Problem(feats, cands, scores, folds, scfg.lgbm, cfg.experiment.seed, groups, row_class), feats
+
+
+def _per_class(p: Problem, held: dict[str, np.ndarray], policy: str, names: tuple[str, ...]) -> dict:
+    """K classes: each class's nested CV score under the reported policy and with no
+    post-processing ({} for one binary class)."""
+    if p.row_class is None:
+        return {}
+    out = {}
+    for c, name in enumerate(names):
+        at = p.row_class == c
+        out[name] = {"cv": round(float(held[policy][at].mean()), 4)}
+        if "none" in held:
+            out[name]["none"] = round(float(held["none"][at].mean()), 4)
+    return {"per_class_cv": out}
 
 
 def run(ctx: Context) -> dict:
@@ -53,7 +74,8 @@ def run(ctx: Context) -> dict:
     p, feats = _problem(ctx, ens)
     if len(np.unique(p.fold)) < 2:  # the CLI's preflight says so before training; the API may not
         raise UserError("scorer: the OOF maps hold one fold; nested CV needs two at least (segment.train.folds)")
-    nested, pred_all = nested_cv(p, with_auto=scfg.policy == "auto")
+    held, pred_all = nested_rows(p, with_auto=scfg.policy == "auto")
+    nested = means(held)
     # For the test set `auto` takes the policy that scored best over all folds; the CV it
     # reports is the nested `auto` score, where that choice was made without the scored fold.
     policy = best_policy(nested, p) if scfg.policy == "auto" else scfg.policy
@@ -64,11 +86,15 @@ def run(ctx: Context) -> dict:
     fileio.write_csv(ctx.dir / "feature_importance.csv", imp.sort_values("gain", ascending=False))
     _scatter(ctx.dir / "pred_vs_true.png", pred_all, p.scores)
     fileio.write_csv(ctx.dir / "oof_features.csv", feats, index=True)
-    test_feats = feature_table(ens.test_ids, ens.test_probs(), ens.test_dists(), ens.test_images, ens.test_cls, ens.test_meta)
+    test_feats = feature_table(ens.test_ids, ens.test_probs(), ens.test_dists(), ens.test_images, ens.test_cls, ens.test_meta, ens.classes)
     test_pred = predicted(model, test_feats, p.cands) if policy in ("global", "per_image") else None
-    pick = choose(policy, len(ens.test_ids), test_pred, p.scores, p.raw)
+    test_class = class_of_row(len(ens.test_ids), ens.k)
+    classes = None if p.row_class is None else (test_class, p.row_class)
+    pick = choose(policy, len(test_feats), test_pred, p.scores, p.raw, classes)
     params = pd.DataFrame(p.cands[pick], columns=["threshold", "min_area", "gate"])
-    params.insert(0, "id", ens.test_ids)
+    params.insert(0, "id", repeat(ens.test_ids, ens.k))
+    if ens.k > 1:
+        params.insert(1, "class", np.asarray(ens.classes)[test_class])
     fileio.write_csv(ctx.dir / "test_params.csv", params)
     mean_scores = p.scores.mean(axis=0)
     summary = {
@@ -79,6 +105,6 @@ def run(ctx: Context) -> dict:
         # chosen and scored on the same OOF: optimistic, but how a one-split script reports
         "grid_best_all_oof_score": round(float(mean_scores.max()), 4),
         "n_candidates": len(p.cands),
-    }
+    } | _per_class(p, held, "auto" if scfg.policy == "auto" else policy, ens.classes)
     fileio.write_json(ctx.dir / "policy.json", summary)
     return summary

@@ -7,6 +7,7 @@ import logging
 
 from pipeline import fileio, reuse
 from pipeline.cache import Context
+from pipeline.classrows import per_class
 from pipeline.locks import fold_lock
 from pipeline.segmentation import merge_cls, merge_oof, oof_scores, predict_oof, train_fold
 from pipeline.trainset import TrainSet
@@ -47,5 +48,6 @@ def run(ctx: Context) -> dict:
             "fits": fits,
             "n_oof": len(scores),
         }
+        | per_class(scores)
         | ({"reused_folds": reused} if reused else {})
     )

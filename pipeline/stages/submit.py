@@ -9,6 +9,9 @@ import os
 from pipeline import fileio, paths
 from pipeline.cache import Context
 from pipeline.ensemble_io import EnsembleOutputs
+from pipeline.longscore import score_long
+from pipeline.longsubmit import make_long_submission
+from pipeline.multiclass import Classes
 from pipeline.submission import make_submission, score_submission
 
 
@@ -18,9 +21,14 @@ def run(ctx: Context) -> dict:
     params = fileio.read_csv(ctx.upstream["scorer"] / "test_params.csv").set_index("id")
     policy = fileio.read_json(ctx.upstream["scorer"] / "policy.json")
     cv = policy["cv"]
-    header = [cfg.data.id_column, cfg.submit.rle_column]
     shapes = {i: ens.test_images.get(i).shape[:2] for i in ens.test_ids}
-    sub = make_submission(ens.test_ids, ens.test_probs(), ens.test_cls, params, header, paths.resolve(cfg.data.sample_submission), shapes)
+    sample = paths.resolve(cfg.data.sample_submission)
+    if ens.k > 1:
+        classes = Classes(ens.classes, cfg.data.exclusive)
+        sub = make_long_submission(ens.test_ids, ens.test_probs(), params.reset_index(), classes, sample, shapes)
+    else:
+        header = [cfg.data.id_column, cfg.submit.rle_column]
+        sub = make_submission(ens.test_ids, ens.test_probs(), ens.test_cls, params, header, sample, shapes)
     ctx.dir.mkdir(parents=True, exist_ok=True)
     fileio.write_csv(ctx.dir / "submission.csv", sub)
     paths.SUBMISSIONS_DIR.mkdir(exist_ok=True)
@@ -31,10 +39,14 @@ def run(ctx: Context) -> dict:
         "cv": cv,
         "policy": policy["policy"],
         "rows": len(sub),
-        "empty_share": round(float((sub[cfg.submit.rle_column] == "").mean()), 4),
+        "empty_share": round(float((sub.iloc[:, -1] == "").mean()), 4),
     }
     solution = paths.resolve(cfg.data.solution_masks)
     if solution is not None and solution.is_dir():
         metrics["hidden_score"], _ = score_submission(target, solution, cfg.submit.metric)
         metrics["hidden_score"] = round(metrics["hidden_score"], 4)
+    elif solution is not None and solution.is_file() and ens.k > 1:  # a long-format hidden solution
+        scored = score_long(target, solution, paths.resolve(cfg.data.test_images), classes, cfg.submit.metric)
+        metrics["hidden_score"] = round(scored.mean, 4)
+        metrics["hidden_per_class"] = {c: round(v, 4) for c, v in scored.per_class.items()}
     return metrics
