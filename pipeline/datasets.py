@@ -186,7 +186,7 @@ class SegDataset(Dataset):
             "image": to_tensor(img),
             "mask": torch.from_numpy(planes),
             "dist": torch.from_numpy(np.stack([distance_target(p > 0.5, self.signed) for p in planes])),
-            "label": torch.from_numpy(planes.reshape(self.classes, -1).max(axis=1)),
+            "label": torch.tensor(float(planes.any())),  # any class: the empty-mask head's label
             "coverage": torch.tensor(float(planes.max(axis=0).mean())),
             "index": torch.tensor(idx),
         }

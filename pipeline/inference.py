@@ -31,9 +31,10 @@ class TestMaps(NamedTuple):
 
 
 def build_model(scfg: SegmentCfg, in_channels: int, cls_head: bool = False, classes: int = 1) -> nn.Module:
-    """The segmentation network of `scfg` for `classes` foreground classes (data.n_classes)."""
-    softmax = scfg.target == "multiclass"
-    return build_segmentation(scfg.model, in_channels, aux=scfg.aux.weight > 0, cls_head=cls_head, classes=classes, softmax=softmax)
+    """The segmentation network of `scfg` for `classes` foreground classes (data.n_classes),
+    or for its sub-classes of one binary class."""
+    classes = scfg.subclasses.n if scfg.subclasses else classes
+    return build_segmentation(scfg.model, in_channels, aux=scfg.aux.weight > 0, cls_head=cls_head, classes=classes, softmax=scfg.softmax)
 
 
 def seg_network(cfg: Config, in_channels: int) -> Callable[[], nn.Module]:
@@ -54,10 +55,8 @@ def seg_infer_spec(scfg: SegmentCfg, device: torch.device, tta: list[str], exp: 
     batch_tta) for OOF and test maps only: validation during training would compile the changing
     weights every epoch."""
     fast = {"compile": exp.compile, "batch_tta": exp.batch_tta} if exp is not None else {}
-    softmax = scfg.target == "multiclass"
-    return InferSpec(
-        Geometry.from_cfg(scfg.input), tta, device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap, softmax=softmax, **fast
-    )
+    geometry, merge = Geometry.from_cfg(scfg.input), scfg.subclasses is not None
+    return InferSpec(geometry, tta, device, scfg.train, scfg.aux.signed, scfg.input.tile_overlap, softmax=scfg.softmax, merge=merge, **fast)
 
 
 def cls_geometry(cfg: ClassifyCfg) -> Geometry:

@@ -19,9 +19,12 @@ from pipeline.schema import LossPhase
 # multiclass (softmax over background + classes; its target is a class-index map, made by
 # ScheduledLoss). Lovász in multiclass mode is Lovász-Softmax (Berman et al.; Rakhlin et al.
 # used it on DeepGlobe 2018).
+# bce and ce name one term, the cross-entropy of the target's own activation: binary
+# cross-entropy per sigmoid, categorical over a softmax (of which BCE is the two-class case),
+# so that one recipe serves every target.
 LOSSES: dict[str, Callable[[str], nn.Module]] = {
-    "bce": lambda mode: nn.BCEWithLogitsLoss(),
-    "ce": lambda mode: nn.CrossEntropyLoss(),
+    "bce": lambda mode: nn.CrossEntropyLoss() if mode == "multiclass" else nn.BCEWithLogitsLoss(),
+    "ce": lambda mode: nn.CrossEntropyLoss() if mode == "multiclass" else nn.BCEWithLogitsLoss(),
     "dice": lambda mode: smp.losses.DiceLoss(mode, from_logits=True),
     "lovasz": lambda mode: smp.losses.LovaszLoss(mode, per_image=True, from_logits=True),
     "focal": lambda mode: smp.losses.FocalLoss(mode),

@@ -26,13 +26,17 @@ logger = logging.getLogger(__name__)
 FLIPS = {"none": (), "hflip": (3,), "vflip": (2,)}
 
 
-def squash(name: str, t: torch.Tensor, signed: bool = False, softmax: bool = False) -> torch.Tensor:
+def squash(name: str, t: torch.Tensor, signed: bool = False, softmax: bool = False, merge: bool = False) -> torch.Tensor:
     """Map a raw head output to its range: probabilities (a softmax's background channel
-    dropped: one map per class), or the distance map's range."""
-    if name == "dist" and signed:
-        return (torch.tanh(t) + 1) / 2
+    dropped: one map per class), or the distance map's range. `merge`: the classes are
+    sub-classes of one class, merged into one map (their probabilities' sum, 1 - background;
+    the largest of their distance maps)."""
+    if name == "dist":
+        out = (torch.tanh(t) + 1) / 2 if signed else torch.sigmoid(t)
+        return out.amax(dim=1, keepdim=True) if merge and out.dim() == 4 else out
     if name == "mask" and softmax:
-        return torch.softmax(t, dim=1)[:, 1:]
+        probs = torch.softmax(t, dim=1)[:, 1:]
+        return probs.sum(dim=1, keepdim=True) if merge else probs
     return torch.sigmoid(t)
 
 
@@ -86,7 +90,7 @@ def _forward_tta(model: nn.Module, x: torch.Tensor, spec: InferSpec) -> dict[str
         with runtime.autocast(spec.device, spec.tcfg):
             out = model(xi)
         for k, v in out.items():
-            for op, part in zip(ops, squash(k, v.float(), spec.signed, spec.softmax).split(len(x)), strict=True):
+            for op, part in zip(ops, squash(k, v.float(), spec.signed, spec.softmax, spec.merge).split(len(x)), strict=True):
                 if part.dim() == 4 and FLIPS[op]:
                     part = torch.flip(part, FLIPS[op])
                 acc[k] = acc[k] + part if k in acc else part
@@ -198,6 +202,7 @@ class InferSpec:
     compile: bool = False  # torch.compile the model first (pad and resize modes)
     batch_tta: bool = False  # the TTA views of a batch in one forward pass
     softmax: bool = False  # mask logits are a softmax over background + classes (segment.target multiclass)
+    merge: bool = False  # sub-classes of one class (segment.subclasses): one map, 1 - background
 
 
 def predict(model: nn.Module, images: ArrayStore, indices: np.ndarray, spec: InferSpec) -> Iterator[tuple[int, dict]]:

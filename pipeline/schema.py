@@ -262,6 +262,16 @@ class AuxCfg:
 
 
 @dataclass
+class SubclassesCfg:
+    """The seed's trick: one binary class trained as `n` sub-classes (softmax over background +
+    sub-classes) split by object size, object position or pixel texture, merged back into one
+    probability map (1 - background) before anything reads the maps."""
+
+    by: str = valid("size", "location", "texture")
+    n: int = valid(min=2, max=8)
+
+
+@dataclass
 class SegmentCfg:
     model: ModelCfg
     input: InputCfg
@@ -270,6 +280,17 @@ class SegmentCfg:
     # binary: one sigmoid; multilabel: one sigmoid per class of data.classes (classes may
     # overlap); multiclass: softmax over background + the classes (exclusive classes)
     target: str = valid(*validate.TARGETS, default="binary")
+    subclasses: SubclassesCfg | None = None  # binary target only
+
+    @property
+    def softmax(self) -> bool:
+        """Whether the mask logits are a softmax over background + classes (or sub-classes)."""
+        return self.target == "multiclass" or self.subclasses is not None
+
+    @property
+    def loss_mode(self) -> str:
+        """smp's loss mode for the network's mask channels."""
+        return "multiclass" if self.softmax else self.target
 
     def check(self) -> Problems:
         crop = self.train.progressive.crop

@@ -13,19 +13,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import distributed, fileio, runtime
+from pipeline import distributed, fileio, runtime, subclasses
 from pipeline.classrows import class_of_row, planes, repeat
 from pipeline.datasets import Geometry, SegDataset, build_augment, crop_batch, sample_weights
 from pipeline.ensemble_io import map_of
+from pipeline.errors import UserError
 from pipeline.evaluation import score_probs
 from pipeline.inference import TestMaps, build_model, seg_test_maps
 from pipeline.inference import seg_infer_spec as infer_spec
 from pipeline.losses import ScheduledLoss, distance_loss
 from pipeline.mean_teacher import MeanTeacher
+from pipeline.multiclass import pack
 from pipeline.predict import predict
 from pipeline.roc import roc_outputs
 from pipeline.runtime import pick_device
-from pipeline.schema import Config, ProgressiveCfg, SegmentCfg
+from pipeline.schema import Config, ProgressiveCfg, SegmentCfg, SubclassesCfg
 from pipeline.store import ArrayStore, quantise, write_store
 from pipeline.train import Fitter, Task
 from pipeline.trainset import TrainSet, fold_model_paths
@@ -51,7 +53,7 @@ class FoldExtras:
 def seg_task(cfg: SegmentCfg, model_predict, cls_weight: float = 0.0) -> Task:
     """Loss = scheduled segmentation loss + lambda x distance regression (+ image BCE for a
     classifier head); validation = mAP."""
-    seg_loss = ScheduledLoss(cfg.train.loss, cfg.target)
+    seg_loss = ScheduledLoss(cfg.train.loss, cfg.loss_mode)
 
     def loss(out, batch, epoch):
         total, parts = seg_loss(out["mask"], batch["mask"], epoch)
@@ -95,7 +97,10 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
     if extras.init is not None:
         model.load_state_dict(torch.load(extras.init, map_location="cpu", weights_only=True))
     augment = build_augment(scfg.train.augment, seed)
-    ds = SegDataset(data.images, data.masks, train_idx, geometry, augment, scfg.aux.signed, seed, classes=data.k)
+    masks, classes = (
+        (data.masks, data.k) if scfg.subclasses is None else (subclass_masks(scfg.subclasses, data, train_idx, seed), scfg.subclasses.n)
+    )
+    ds = SegDataset(data.images, masks, train_idx, geometry, augment, scfg.aux.signed, seed, classes=classes)
     cov = data.coverage[train_idx]
     if extras.extra is not None:
         ds, cov = torch.utils.data.ConcatDataset([ds, extras.extra[0]]), np.concatenate([cov, extras.extra[1]])
@@ -113,6 +118,25 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
     Fitter(model, task, scfg.train, folder, device, seed).fit(ds, sample_weights(cov, scfg.train.oversample))
     model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
     return model
+
+
+def subclass_masks(sub: SubclassesCfg, data: TrainSet, train_idx: np.ndarray, seed: int) -> dict[int, np.ndarray]:
+    """The training part's masks split into sub-classes (packed, one bit each), by a split
+    fitted on those masks alone: no validation mask shapes a training target."""
+    images = [np.asarray(data.images[int(i)]) for i in train_idx]
+    masks = [np.asarray(data.masks[int(i)])[..., 0] > 0 for i in train_idx]
+    try:
+        split = subclasses.fit(sub.by, sub.n, masks, images, seed)
+    except ValueError as exc:
+        raise UserError(f"segment.{exc}") from exc
+    counts = np.zeros(sub.n + 1, np.int64)
+    out = {}
+    for i, mask, image in zip(train_idx, masks, images, strict=True):
+        label = split.label(mask, image)
+        counts += np.bincount(label.ravel(), minlength=sub.n + 1)
+        out[int(i)] = pack(np.stack([label == c for c in range(1, sub.n + 1)]))[..., None]
+    logger.info(f"sub-classes by {sub.by}: pixels per sub-class {counts[1:].tolist()}")
+    return out
 
 
 def predict_oof(cfg: Config, model: torch.nn.Module, data: TrainSet, k: int, folder: Path) -> None:

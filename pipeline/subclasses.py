@@ -1,6 +1,6 @@
 """The seed's sub-class trick: split one binary class into K training classes by size,
-location or texture, train K channels, and merge them back into one probability map.
-
+location or texture, train K softmax channels, and merge them back into one probability map
+(1 - background: pipeline.predict.squash with merge).
 The split is a fit (area or position quantiles, texture k-means centres): it is fitted on a
 fold's training masks only, so that a validation image's mask never shapes the targets a model
 is trained on (a second-order leak otherwise). Size and location label each connected object
@@ -96,9 +96,3 @@ def fit(by: str, n: int, masks: Sequence[np.ndarray], images: Sequence[np.ndarra
     if len(np.unique(edges)) < n - 1 or len(np.unique(np.digitize(values, edges))) < n:
         raise ValueError(f"subclasses: the training objects' {by} values tie too often to split them into {n}")
     return Split(by, n, edges=tuple(edges.tolist()))
-
-
-def merge(probs: np.ndarray, softmax: bool) -> np.ndarray:
-    """One foreground probability from the sub-class maps (n, h, w): the sub-classes' sum for
-    softmax outputs (1 - background), their maximum for independent sigmoids."""
-    return np.clip(probs.sum(axis=0), 0, 1) if softmax else probs.max(axis=0)

@@ -177,16 +177,16 @@ def _classes(cfg: Config, out: Problems) -> Problems:
         return [("ensemble.models", "pseudo-labels are built for one binary class; leave pseudo out with data.classes")]
     if k > 1 and cfg.classify.enabled:
         return [("classify.enabled", "the empty-mask classifier is built for one binary class; set false with data.classes")]
-    return _losses(cfg, target)
+    return _subclasses(cfg)
 
 
-def _losses(cfg: Config, target: str) -> Problems:
-    # Cross-entropy is the softmax loss; the sigmoid targets have bce.
-    wrong = "bce" if target == "multiclass" else "ce"
-    for i, phase in enumerate(cfg.segment.train.loss):
-        if phase.terms.get(wrong):
-            use = "ce (softmax cross-entropy)" if wrong == "bce" else "bce (per-class sigmoid)"
-            return [(f"segment.train.loss[{i}].terms.{wrong}", f"does not apply to segment.target {target}; use {use}")]
+def _subclasses(cfg: Config) -> Problems:
+    if cfg.segment.subclasses is None:
+        return []
+    if cfg.segment.target != "binary":
+        return [("segment.subclasses", f"splits one binary class; segment.target is {cfg.segment.target}")]
+    if cfg.pseudo.rounds > 0 or "pseudo" in cfg.ensemble.models:
+        return [("segment.subclasses", "pseudo-labels (soft binary masks) cannot be split into sub-classes; set pseudo.rounds: 0")]
     return []
 
 

@@ -1,4 +1,5 @@
-"""The sub-class split (size, location, texture) and the merge back to one map."""
+"""The sub-class split (size, location, texture); the merge back to one map is tested with
+squash in test_multiclass_pipeline."""
 
 from __future__ import annotations
 
@@ -48,12 +49,6 @@ def test_fit_needs_enough_objects_and_a_known_criterion():
         subclasses.fit("size", 3, [_disc((20, 20), (10, 10), 3)], [np.zeros((20, 20), np.uint8)])
     with pytest.raises(ValueError, match="not one of size, location, texture"):
         subclasses.fit("colour", 2, [], [])
-
-
-def test_merge():
-    probs = np.array([[[0.2, 0.7]], [[0.3, 0.1]]])
-    np.testing.assert_allclose(subclasses.merge(probs, softmax=True), [[0.5, 0.8]])
-    np.testing.assert_allclose(subclasses.merge(probs, softmax=False), [[0.3, 0.7]])
 
 
 def test_ties_and_constant_texture_are_refused():

@@ -69,6 +69,7 @@ register_opt_in(
     "segment.train.progressive",
     "data.classes",
     "data.exclusive",
+    "segment.subclasses",
     segment__target="binary",
 )
 register(

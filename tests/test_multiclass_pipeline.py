@@ -1,0 +1,248 @@
+"""K classes through the stages (multiclass softmax from label images, multilabel sigmoids from
+a steel-layout RLE CSV), the sub-class trick on one binary class, and the pieces they rest on:
+config rules, loss modes, network outputs, per-class choices, features, long submissions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import FAST, SMOKE_CFG
+
+from pipeline import cache, config, demo_multiclass, paths
+from pipeline.classrows import flat, keys, stack, truth_planes
+from pipeline.config import ConfigError
+from pipeline.datasets import SegDataset
+from pipeline.errors import UserError
+from pipeline.features import feature_table
+from pipeline.geometry import Geometry
+from pipeline.longrle import IMAGE_LABEL, to_frame
+from pipeline.longsubmit import make_long_submission
+from pipeline.losses import ScheduledLoss, class_index
+from pipeline.models import build_segmentation
+from pipeline.multiclass import Classes, pack
+from pipeline.policy import choose
+from pipeline.predict import squash
+from pipeline.schema import LossPhase
+from pipeline.store import ArrayStore
+
+CLASSES = ["stripes", "speckle", "dark"]
+
+
+def _cfg(*overrides: str):
+    return config.load(SMOKE_CFG, [*FAST, *overrides])
+
+
+# ----------------------------------------------------------------------------- config rules
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data.classes=[a, b]"], "segment.target: got binary with 2 data.classes"),
+        (["segment.target=multilabel"], "segment.target: got multilabel, which needs data.classes"),
+        (["data.classes=[a, b]", "segment.target=multiclass"], "needs data.exclusive: true"),
+        (["data.classes=[a]"], "data.classes: got one class"),
+        (["data.classes=[a, b]", "segment.target=multilabel"], "ensemble.models: pseudo-labels are built for one binary class"),
+        (
+            ["data.classes=[a, b]", "segment.target=multilabel", "ensemble.models=[segment]", "pseudo.rounds=0"],
+            "classify.enabled: the empty-mask classifier is built for one binary class",
+        ),
+        (["data.classes=[a, b]", "data.train_masks={b: x, a: y}"], "data.train_masks: folders for b, a"),
+        (["segment.subclasses={by: size, n: 3}"], "segment.subclasses: pseudo-labels"),
+        (["segment.subclasses={by: area, n: 3}"], "segment.subclasses.by: got 'area'"),
+    ],
+)
+def test_class_config_problems(overrides, expected):
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        _cfg(*overrides)
+
+
+def test_new_keys_at_their_defaults_keep_every_stage_key():
+    plain = _cfg()
+    spelled = _cfg("segment.target=binary", "data.classes=[]", "data.exclusive=false", "segment.subclasses=null")
+    keys_plain = {s: cache.stage_key(plain, s) for s in cache.STAGES}
+    assert keys_plain == {s: cache.stage_key(spelled, s) for s in cache.STAGES}
+    sub = _cfg("segment.subclasses={by: size, n: 2}", "pseudo.rounds=0", "ensemble.models=[segment]")
+    base = _cfg("pseudo.rounds=0", "ensemble.models=[segment]")
+    assert cache.stage_key(sub, "segment") != cache.stage_key(base, "segment")
+    assert cache.stage_key(sub, "folds") == cache.stage_key(base, "folds")
+
+
+# ----------------------------------------------------------------------------- training pieces
+
+
+def test_softmax_network_outputs_and_losses():
+    cfg = _cfg().segment.model
+    net = build_segmentation(cfg, 1, aux=True, classes=3, softmax=True).eval()
+    out = net(torch.zeros(2, 1, 32, 32))
+    assert out["mask"].shape == (2, 4, 32, 32) and out["dist"].shape == (2, 3, 32, 32)
+    target = torch.zeros(2, 3, 32, 32)
+    target[0, 1, :8] = 1
+    target[1, 2, 8:] = 1
+    idx = class_index(target)
+    assert idx[0, 0, 0] == 2 and idx[1, 9, 0] == 3 and idx[0, 20, 0] == 0
+    for mode, logits in (("multiclass", out["mask"]), ("multilabel", out["mask"][:, 1:])):
+        loss = ScheduledLoss([LossPhase(0, {"bce": 1.0, "dice": 1.0, "lovasz": 0.5})], mode)
+        total, parts = loss(logits, target, 0)
+        assert torch.isfinite(total) and set(parts) == {"bce", "dice", "lovasz"}
+
+
+def test_squash_splits_or_merges_a_softmax():
+    logits = torch.randn(2, 4, 5, 5)
+    per_class = squash("mask", logits, softmax=True)
+    merged = squash("mask", logits, softmax=True, merge=True)
+    background = torch.softmax(logits, 1)[:, :1]
+    assert per_class.shape == (2, 3, 5, 5)
+    torch.testing.assert_close(merged, 1 - background)
+    assert squash("dist", torch.randn(2, 3, 5, 5), merge=True).shape == (2, 1, 5, 5)
+
+
+def test_dataset_unpacks_classes_and_a_distance_map_each():
+    planes = np.zeros((3, 16, 16), np.uint8)
+    planes[0, :4, :4] = 1
+    planes[2, 8:, 8:] = 1
+    masks = {0: pack(planes)[..., None]}
+    images = {0: np.zeros((16, 16, 1), np.uint8)}
+    item = SegDataset(images, masks, np.array([0]), Geometry("resize", 16), classes=3)[0]
+    assert item["mask"].shape == (3, 16, 16) and item["dist"].shape == (3, 16, 16)
+    np.testing.assert_array_equal(item["mask"].numpy(), planes)
+    assert item["dist"][1].max() == 0 and item["dist"][2].max() == 1 and item["label"] == 1
+
+
+def test_rows_round_trip():
+    maps = [np.random.default_rng(0).random((4, 5, 3)) for _ in range(2)]
+    rows = flat(maps)
+    assert len(rows) == 6 and all(a.shape == (4, 5) for a in rows)
+    np.testing.assert_array_equal(stack(rows, 3)[1], maps[1])
+    assert keys(["a", "b"], ["x", "y"]) == ["a_x", "a_y", "b_x", "b_y"] and keys(["a"], []) == ["a"]
+    packed = pack(np.stack([np.eye(3), np.zeros((3, 3)), np.ones((3, 3))]).astype(np.uint8))
+    assert [t.sum() for t in truth_planes(packed, 3)] == [3, 0, 9]
+
+
+def test_choose_a_candidate_per_class():
+    # Rows alternate class 0, class 1; class 0 scores best with candidate 1, class 1 with 0.
+    fit = np.array([[0.2, 0.9], [0.8, 0.1], [0.3, 0.7], [0.9, 0.2]])
+    row_class = np.array([0, 1, 0, 1])
+    assert choose("grid", 4, None, fit).tolist() == [0, 0, 0, 0]  # one candidate for both classes
+    assert choose("grid", 4, None, fit, classes=(row_class, row_class)).tolist() == [1, 0, 1, 0]
+    pred = np.array([[0.1, 0.2], [0.5, 0.4], [0.1, 0.3], [0.6, 0.1]])
+    assert choose("global", 4, pred, fit, classes=(row_class, row_class)).tolist() == [1, 0, 1, 0]
+
+
+def test_class_rows_features_never_read_the_labels_coverage():
+    ids = ["a", "b"]
+    probs = [np.full((8, 8, 2), 0.2), np.full((8, 8, 2), 0.9)]
+    meta = pd.DataFrame({"id": ids, "coverage": [0.1, 0.2], "coverage_x": [0.0, 0.3], "depth": [5.0, 7.0], "empty": [0, 0]})
+    images = {i: np.zeros((8, 8, 1), np.uint8) for i in ids}
+    table = feature_table(ids, probs, None, images, np.array([np.nan, np.nan]), meta, ("x", "y"))
+    assert table.index.tolist() == ["a_x", "a_y", "b_x", "b_y"]
+    assert table["class"].tolist() == [0, 1, 0, 1] and table["meta_depth"].tolist() == [5.0, 5.0, 7.0, 7.0]
+    assert not [c for c in table.columns if "coverage" in c or c == "meta_empty"]
+
+
+# ----------------------------------------------------------------------------- long submissions
+
+
+def _params(n_rows: int, threshold: float = 0.5, min_area: int = 0) -> pd.DataFrame:
+    return pd.DataFrame({"threshold": [threshold] * n_rows, "min_area": [min_area] * n_rows, "gate": [0.0] * n_rows})
+
+
+def test_long_submission_follows_the_sample(tmp_path):
+    classes = Classes(("x", "y"), exclusive=True)
+    sample = tmp_path / "sample.csv"
+    to_frame(IMAGE_LABEL, {}, ["b.jpg", "a.jpg"], classes).to_csv(sample, index=False)
+    prob = np.zeros((4, 4, 2))
+    prob[:2, :2, 1] = 0.9
+    sub = make_long_submission(["b", "a"], [prob, np.zeros((4, 4, 2))], _params(4), classes, sample, {"a": (4, 4), "b": (4, 4)})
+    assert sub.columns.tolist() == ["Image_Label", "EncodedPixels"]
+    assert sub["Image_Label"].tolist() == ["b.jpg_x", "b.jpg_y", "a.jpg_x", "a.jpg_y"]
+    assert sub["EncodedPixels"].tolist() == ["", "1 2 5 2", "", ""]
+    # The min area of a row empties it.
+    sub = make_long_submission(["b", "a"], [prob, np.zeros((4, 4, 2))], _params(4, 0.5, 5), classes, sample, {"a": (4, 4), "b": (4, 4)})
+    assert (sub["EncodedPixels"] == "").all()
+
+
+def test_long_submission_refuses_a_sample_without_a_test_image(tmp_path):
+    classes = Classes(("x", "y"))
+    sample = tmp_path / "sample.csv"
+    to_frame(IMAGE_LABEL, {}, ["a"], classes).to_csv(sample, index=False)
+    with pytest.raises(UserError, match="no rows for test image b"):
+        make_long_submission(["a", "b"], [np.zeros((4, 4, 2))] * 2, _params(4), classes, sample, {"a": (4, 4), "b": (4, 4)})
+
+
+# ----------------------------------------------------------------------------- the stages
+
+
+@pytest.fixture(scope="module")
+def mc_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mc") / "demo_multiclass"
+    demo_multiclass.generate(root, k=3, seed=5, n_train=48, n_test=12, size=64)
+    return root
+
+
+def _mc_cfg(root, artifacts, *overrides: str):
+    data = [
+        f"data.train_images={root / 'train' / 'images'}",
+        f"data.train_masks={root / 'train' / 'labels'}",
+        f"data.test_images={root / 'test' / 'images'}",
+        f"data.sample_submission={root / 'sample_submission.csv'}",
+        f"data.solution_masks={root / 'test_solution' / 'solution.csv'}",
+        "data.metadata=[]",
+        f"data.classes=[{', '.join(CLASSES)}]",
+        "data.exclusive=true",
+        "segment.target=multiclass",
+        "classify.enabled=false",
+        "pseudo.rounds=0",
+        "ensemble.models=[segment]",
+        "submit.metric=dice",
+        f"experiment.artifacts={artifacts}",
+    ]
+    return config.load(SMOKE_CFG, [*FAST, *data, *overrides])
+
+
+def _run(cfg, monkeypatch, root) -> dict:
+    monkeypatch.setattr(paths, "SUBMISSIONS_DIR", root / "submissions")
+    monkeypatch.setattr(paths, "REPO_ROOT", root)
+    for name in cache.STAGES:
+        cache.run_stage(cfg, name)
+    return {name: cache.read_manifest(cache.load_upstream(cfg, name))["metrics"] for name in ("segment", "scorer", "submit")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["multiclass", "multilabel"])
+def test_k_classes_end_to_end(mc_data, tmp_path, monkeypatch, target):
+    extra = (
+        []
+        if target == "multiclass"
+        else ["segment.target=multilabel", "data.train_masks=null", f"data.train_rle_csv={mc_data / 'train_rle.csv'}"]
+    )
+    cfg = _mc_cfg(mc_data, tmp_path / "artifacts", *extra)
+    m = _run(cfg, monkeypatch, tmp_path)
+    assert set(m["segment"]["per_class"]) == set(CLASSES) and set(m["scorer"]["per_class_cv"]) == set(CLASSES)
+    seg_dir = cache.load_upstream(cfg, "segment")
+    oof = ArrayStore(seg_dir, "oof")
+    assert len(oof) == 48 and oof[0].shape[-1] == 3
+    scores = pd.read_csv(seg_dir / "oof_scores.csv")
+    assert len(scores) == 48 * 3 and scores["class"].tolist()[:3] == CLASSES
+    sub = pd.read_csv(tmp_path / m["submit"]["file"], keep_default_na=False)
+    sample = pd.read_csv(mc_data / "sample_submission.csv", keep_default_na=False)
+    assert sub["Image_Label"].tolist() == sample["Image_Label"].tolist()
+    assert 0 <= m["submit"]["hidden_score"] <= 1 and set(m["submit"]["hidden_per_class"]) == set(CLASSES)
+    params = pd.read_csv(cache.load_upstream(cfg, "scorer") / "test_params.csv")
+    assert len(params) == 12 * 3 and params["class"].tolist()[:3] == CLASSES
+
+
+@pytest.mark.slow
+def test_subclasses_train_sub_class_channels_and_give_one_map(smoke_cfg, tmp_path):
+    common = ["pseudo.rounds=0", "ensemble.models=[segment]", "classify.enabled=false"]
+    plain = smoke_cfg(*common, artifacts=tmp_path / "a")
+    split = smoke_cfg(*common, "segment.subclasses={by: size, n: 2}", artifacts=tmp_path / "b")
+    dirs = [cache.run_stage(c, "segment")[0] for c in (plain, split)]
+    state = torch.load(dirs[1] / "fold0" / "model.pt", weights_only=True)
+    head = [v for k, v in state.items() if k.endswith("segmentation_head.0.weight")][0]
+    assert head.shape[0] == 3 + 2  # background + 2 sub-classes, a distance map per sub-class
+    a, b = (ArrayStore(d, "oof") for d in dirs)
+    assert a[0].shape == b[0].shape and a[0].shape[-1] == 1
+    assert not np.array_equal(a.data, b.data)
