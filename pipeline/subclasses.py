@@ -1,6 +1,7 @@
 """The seed's sub-class trick: split one binary class into K training classes by size,
 location or texture, train K softmax channels, and merge them back into one probability map
 (1 - background: pipeline.predict.squash with merge).
+
 The split is a fit (area or position quantiles, texture k-means centres): it is fitted on a
 fold's training masks only, so that a validation image's mask never shapes the targets a model
 is trained on (a second-order leak otherwise). Size and location label each connected object
