@@ -57,7 +57,10 @@ def manifest(cfg: Config, stage: str) -> dict:
 
 
 def bundle_sources(cfg: Config) -> Sources:
-    """The finished stage folders an offline bundle of this config is made from."""
+    """The finished stage folders an offline bundle of this config is made from (the bundle
+    and the planner serve one binary class, sub-classes included, so far)."""
+    if cfg.data.classes:
+        raise UserError("bundle and plan: built for one binary class so far; data.classes names K classes")
     names = ["ingest", "folds", "classify", "segment", "scorer", *(["pseudo"] if "pseudo" in cfg.ensemble.models else [])]
     try:
         up = {name: cache.load_upstream(cfg, name) for name in names}

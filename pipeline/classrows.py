@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from pipeline.multiclass import unpack
 
@@ -60,3 +61,24 @@ def per_class(table, columns: Sequence[str] = ("tgs", "dice")) -> dict:
         return {}
     means = table.groupby("class", sort=False)[list(columns)].mean()
     return {"per_class": {str(c): {m: round(float(v), 4) for m, v in row.items()} for c, row in means.iterrows()}}
+
+
+def cls_frame(ids: Sequence[str], probs: Sequence, classes: Sequence[str]) -> pd.DataFrame:
+    """Image-level probabilities as a table: id, prob for one class; id, class, prob rows (image
+    by image, classes in order) for K classes, from one probability vector per image."""
+    if len(classes) <= 1:
+        return pd.DataFrame({"id": list(ids), "prob": np.asarray(probs, dtype=float).reshape(len(ids))})
+    # A value per image (NaN: no classifier) stands for each of its classes.
+    values = np.broadcast_to(np.asarray(probs, dtype=float).reshape(len(ids), -1), (len(ids), len(classes)))
+    return pd.DataFrame({"id": repeat(ids, len(classes)), "class": list(classes) * len(ids), "prob": values.reshape(-1)})
+
+
+def row_probs(table: pd.DataFrame | None, ids: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+    """The `prob` of each row of `ids` (x `classes`) from a cls_frame-like table; NaN where the
+    table (or the whole table) is missing."""
+    if table is None:
+        return np.full(len(ids) * max(len(classes), 1), np.nan)
+    if len(classes) <= 1:
+        return table.set_index("id")["prob"].reindex(list(ids)).to_numpy(dtype=float)
+    index = pd.MultiIndex.from_arrays([repeat(ids, len(classes)), list(classes) * len(ids)])
+    return table.set_index(["id", "class"])["prob"].reindex(index).to_numpy(dtype=float)

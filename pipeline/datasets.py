@@ -82,7 +82,7 @@ def crop_batch(batch: dict[str, torch.Tensor], size: int, rngs: Sequence[np.rand
         if k in batch:
             out[k] = torch.stack([t[:, y : y + size, x : x + size] for t, (y, x) in zip(batch[k], corners, strict=True)])
     hard = out["mask"] > 0.5
-    out["label"] = hard.flatten(1).any(1).float()
+    out["label"] = (hard.flatten(1).any(1) if hard.shape[1] == 1 else hard.flatten(2).any(2)).float()
     out["coverage"] = out["mask"].flatten(1).mean(1)
     return out
 
@@ -186,7 +186,7 @@ class SegDataset(Dataset):
             "image": to_tensor(img),
             "mask": torch.from_numpy(planes),
             "dist": torch.from_numpy(np.stack([distance_target(p > 0.5, self.signed) for p in planes])),
-            "label": torch.tensor(float(planes.any())),  # any class: the empty-mask head's label
+            "label": torch.from_numpy(planes.reshape(self.classes, -1).max(axis=1)),  # per class
             "coverage": torch.tensor(float(planes.max(axis=0).mean())),
             "index": torch.tensor(idx),
         }

@@ -50,9 +50,10 @@ class EnsembleOutputs:
         self.ingest_test_dir = Path(ingest_test_dir)
         oof_cls = read_csv(self.dir / "oof_cls.csv")
         test_cls = read_csv(self.dir / "test_cls.csv")
-        self.oof_ids: list[str] = oof_cls["id"].tolist()
-        self.test_ids: list[str] = test_cls["id"].tolist()
-        self.oof_cls = oof_cls["prob"].to_numpy(dtype=float)
+        # Rows: one per image, or per (image, class) for K classes (a class column).
+        self.oof_ids: list[str] = list(dict.fromkeys(oof_cls["id"]))
+        self.test_ids: list[str] = list(dict.fromkeys(test_cls["id"]))
+        self.oof_cls = oof_cls["prob"].to_numpy(dtype=float)  # per row
         self.test_cls = test_cls["prob"].to_numpy(dtype=float)
 
     @cached_property

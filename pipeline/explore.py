@@ -14,6 +14,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from pipeline import api
+from pipeline.classrows import flat
 from pipeline.fileio import read_csv
 from pipeline.postprocess import candidate_scores
 from pipeline.schema import Config
@@ -102,7 +103,7 @@ def candidate_table(cands: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
 
 def sweep(ens: EnsembleOutputs, thresholds: Sequence[float], min_areas: Sequence[int], gates: Sequence[float], metric: str) -> pd.DataFrame:
     """candidate_table over a grid, scored on the ensemble's blended OOF maps."""
-    cands, scores = candidate_scores(ens.truths(), ens.oof_probs(), ens.oof_cls, thresholds, min_areas, gates, metric)
+    cands, scores = candidate_scores(ens.truths(), flat(ens.oof_probs()), ens.oof_cls, thresholds, min_areas, gates, metric)
     return candidate_table(cands, scores)
 
 
@@ -130,7 +131,9 @@ def scorer_data(cfg: Config, ens: EnsembleOutputs | None = None) -> ScorerData:
     if features.index.tolist() != ens.oof_ids:
         raise ValueError("scorer oof_features.csv ids differ from the ensemble's OOF ids")
     s = cfg.scorer
-    cands, scores = candidate_scores(ens.truths(), ens.oof_probs(), ens.oof_cls, s.thresholds, s.min_areas, s.gates, cfg.submit.metric)
+    cands, scores = candidate_scores(
+        ens.truths(), flat(ens.oof_probs()), ens.oof_cls, s.thresholds, s.min_areas, s.gates, cfg.submit.metric
+    )
     fold = load_folds(api.artifact(cfg, "folds")).set_index("id").loc[ens.oof_ids, "fold"].to_numpy()
     return ScorerData(features, cands, scores, fold)
 

@@ -53,7 +53,8 @@ def feature_table(
     classes: Sequence[str] = (),
 ) -> pd.DataFrame:
     """One row per image (per (image, class) pair for K `classes`, keyed `<id>_<class>`, with
-    the class index as a feature): map statistics, classifier probability, numeric metadata."""
+    the class index as a feature): map statistics, classifier probability (`cls_probs`, one per
+    row: NaN without a classifier), numeric metadata."""
     k = max(len(classes), 1)
     image_of = classrows.repeat(ids, k)
     prob_rows, dist_rows = classrows.flat(probs), None if dists is None else classrows.flat(dists)
@@ -61,7 +62,7 @@ def feature_table(
     table = pd.DataFrame(rows, index=pd.Index(classrows.keys(ids, classes), name="id"))
     if k > 1:
         table["class"] = classrows.class_of_row(len(ids), k)
-    table["cls_prob"] = classrows.repeat(np.asarray(cls_probs, dtype=float), k)
+    table["cls_prob"] = np.asarray(cls_probs, dtype=float)  # one per row
     if meta is not None:
         per_row = meta_features(meta).reindex(image_of).set_axis(table.index)
         table = table.join(per_row, how="left")

@@ -33,8 +33,11 @@ class TestMaps(NamedTuple):
 def build_model(scfg: SegmentCfg, in_channels: int, cls_head: bool = False, classes: int = 1) -> nn.Module:
     """The segmentation network of `scfg` for `classes` foreground classes (data.n_classes),
     or for its sub-classes of one binary class."""
+    # Sub-classes of one class keep one image label: the empty-mask head stays single.
+    heads = 1 if scfg.subclasses else classes
     classes = scfg.subclasses.n if scfg.subclasses else classes
-    return build_segmentation(scfg.model, in_channels, aux=scfg.aux.weight > 0, cls_head=cls_head, classes=classes, softmax=scfg.softmax)
+    aux = scfg.aux.weight > 0
+    return build_segmentation(scfg.model, in_channels, aux=aux, cls_head=cls_head, classes=classes, softmax=scfg.softmax, cls_classes=heads)
 
 
 def seg_network(cfg: Config, in_channels: int) -> Callable[[], nn.Module]:
@@ -122,7 +125,7 @@ def seg_test_maps(cfg: Config, paths: Sequence[Path], images, adabn: bool = Fals
     network = seg_network(cfg, images[0].shape[2])
     masks: list[np.ndarray] | None = None
     dists: list[np.ndarray] | None = None
-    cls = np.zeros(len(images)) if cfg.classify.seg_head else None
+    cls = 0.0 if cfg.classify.seg_head else None  # (N,) or, from a K-class head, (N, K)
     for path in paths:
         model = load_fold(network, path)
         if adabn:
@@ -135,7 +138,7 @@ def seg_test_maps(cfg: Config, paths: Sequence[Path], images, adabn: bool = Fals
             dists = d if dists is None else [a + b for a, b in zip(dists, d, strict=True)]
         if cls is not None:
             cls += np.array([o["cls"] for o in outs]) / len(paths)
-    return TestMaps(masks, dists, cls)
+    return TestMaps(masks, dists, None if cls is None else np.asarray(cls, dtype=np.float64))
 
 
 def cls_test_probs(cfg: Config, paths: Sequence[Path], images, adabn: bool = False) -> np.ndarray:

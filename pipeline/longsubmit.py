@@ -39,18 +39,19 @@ def sample_layout(sample: Path | None, classes: Classes, ids: list[str]) -> tupl
 
 
 def make_long_submission(
-    ids: list[str], probs: list[np.ndarray], params: pd.DataFrame, classes: Classes, sample: Path | None, shapes: dict
+    ids: list[str], probs: list[np.ndarray], cls: np.ndarray, params: pd.DataFrame, classes: Classes, sample: Path | None, shapes: dict
 ) -> pd.DataFrame:
     """Post-process each (image, class) map with its row of `params` (threshold, min_area, gate,
-    in (image, class) order), RLE-encode, lay out as the sample submission does (its keys and
-    order), and check every row before returning: a UserError names every problem."""
+    in (image, class) order) and its row's classifier probability `cls` (NaN: never gated),
+    RLE-encode, lay out as the sample submission does (its keys and order), and check every row
+    before returning: a UserError names every problem."""
     layout, key_of = sample_layout(sample, classes, ids)
     rles: dict[tuple[str, int], str] = {}
-    rows = params.itertuples(index=False)
+    rows = zip(params.itertuples(index=False), cls, strict=True)
     for i, prob in zip(ids, probs, strict=True):
         for c, plane in enumerate(planes(prob)):
-            p = next(rows)
-            mask = apply(plane, np.nan, p.threshold, int(p.min_area), p.gate)
+            p, gate_prob = next(rows)
+            mask = apply(plane, gate_prob, p.threshold, int(p.min_area), p.gate)
             if mask.any():
                 rles[key_of[i], c] = rle_encode(mask)
     order = list(dict.fromkeys(key_of[i] for i in ids))

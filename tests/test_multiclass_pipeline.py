@@ -28,6 +28,7 @@ from pipeline.schema import LossPhase
 from pipeline.store import ArrayStore
 
 CLASSES = ["stripes", "speckle", "dark"]
+NO_CLS = np.full(4, np.nan)
 
 
 def _cfg(*overrides: str):
@@ -47,7 +48,7 @@ def _cfg(*overrides: str):
         (["data.classes=[a, b]", "segment.target=multilabel"], "ensemble.models: pseudo-labels are built for one binary class"),
         (
             ["data.classes=[a, b]", "segment.target=multilabel", "ensemble.models=[segment]", "pseudo.rounds=0"],
-            "classify.enabled: the empty-mask classifier is built for one binary class",
+            "classify.source: the separate classifier is built for one binary class",
         ),
         (["data.classes=[a, b]", "data.train_masks={b: x, a: y}"], "data.train_masks: folders for b, a"),
         (["segment.subclasses={by: size, n: 3}"], "segment.subclasses: pseudo-labels"),
@@ -108,7 +109,7 @@ def test_dataset_unpacks_classes_and_a_distance_map_each():
     item = SegDataset(images, masks, np.array([0]), Geometry("resize", 16), classes=3)[0]
     assert item["mask"].shape == (3, 16, 16) and item["dist"].shape == (3, 16, 16)
     np.testing.assert_array_equal(item["mask"].numpy(), planes)
-    assert item["dist"][1].max() == 0 and item["dist"][2].max() == 1 and item["label"] == 1
+    assert item["dist"][1].max() == 0 and item["dist"][2].max() == 1 and item["label"].tolist() == [1, 0, 1]
 
 
 def test_rows_round_trip():
@@ -136,7 +137,7 @@ def test_class_rows_features_never_read_the_labels_coverage():
     probs = [np.full((8, 8, 2), 0.2), np.full((8, 8, 2), 0.9)]
     meta = pd.DataFrame({"id": ids, "coverage": [0.1, 0.2], "coverage_x": [0.0, 0.3], "depth": [5.0, 7.0], "empty": [0, 0]})
     images = {i: np.zeros((8, 8, 1), np.uint8) for i in ids}
-    table = feature_table(ids, probs, None, images, np.array([np.nan, np.nan]), meta, ("x", "y"))
+    table = feature_table(ids, probs, None, images, np.array([np.nan, 0.1, np.nan, 0.7]), meta, ("x", "y"))
     assert table.index.tolist() == ["a_x", "a_y", "b_x", "b_y"]
     assert table["class"].tolist() == [0, 1, 0, 1] and table["meta_depth"].tolist() == [5.0, 5.0, 7.0, 7.0]
     assert not [c for c in table.columns if "coverage" in c or c == "meta_empty"]
@@ -155,12 +156,20 @@ def test_long_submission_follows_the_sample(tmp_path):
     to_frame(IMAGE_LABEL, {}, ["b.jpg", "a.jpg"], classes).to_csv(sample, index=False)
     prob = np.zeros((4, 4, 2))
     prob[:2, :2, 1] = 0.9
-    sub = make_long_submission(["b", "a"], [prob, np.zeros((4, 4, 2))], _params(4), classes, sample, {"a": (4, 4), "b": (4, 4)})
+    sub = make_long_submission(["b", "a"], [prob, np.zeros((4, 4, 2))], NO_CLS, _params(4), classes, sample, {"a": (4, 4), "b": (4, 4)})
     assert sub.columns.tolist() == ["Image_Label", "EncodedPixels"]
     assert sub["Image_Label"].tolist() == ["b.jpg_x", "b.jpg_y", "a.jpg_x", "a.jpg_y"]
     assert sub["EncodedPixels"].tolist() == ["", "1 2 5 2", "", ""]
+    # A row's classifier probability below its gate empties it.
+    gated = _params(4).assign(gate=0.5)
+    sub = make_long_submission(
+        ["b", "a"], [prob, np.zeros((4, 4, 2))], np.array([0.9, 0.1, 0.9, 0.9]), gated, classes, sample, {"a": (4, 4), "b": (4, 4)}
+    )
+    assert (sub["EncodedPixels"] == "").all()
     # The min area of a row empties it.
-    sub = make_long_submission(["b", "a"], [prob, np.zeros((4, 4, 2))], _params(4, 0.5, 5), classes, sample, {"a": (4, 4), "b": (4, 4)})
+    sub = make_long_submission(
+        ["b", "a"], [prob, np.zeros((4, 4, 2))], NO_CLS, _params(4, 0.5, 5), classes, sample, {"a": (4, 4), "b": (4, 4)}
+    )
     assert (sub["EncodedPixels"] == "").all()
 
 
@@ -169,7 +178,7 @@ def test_long_submission_refuses_a_sample_without_a_test_image(tmp_path):
     sample = tmp_path / "sample.csv"
     to_frame(IMAGE_LABEL, {}, ["a"], classes).to_csv(sample, index=False)
     with pytest.raises(UserError, match="no rows for test image b"):
-        make_long_submission(["a", "b"], [np.zeros((4, 4, 2))] * 2, _params(4), classes, sample, {"a": (4, 4), "b": (4, 4)})
+        make_long_submission(["a", "b"], [np.zeros((4, 4, 2))] * 2, NO_CLS, _params(4), classes, sample, {"a": (4, 4), "b": (4, 4)})
 
 
 # ----------------------------------------------------------------------------- the stages
@@ -211,15 +220,23 @@ def _run(cfg, monkeypatch, root) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["multiclass", "multilabel"])
+@pytest.mark.parametrize("target", ["multiclass", "multilabel", "class_head"])
 def test_k_classes_end_to_end(mc_data, tmp_path, monkeypatch, target):
-    extra = (
-        []
-        if target == "multiclass"
-        else ["segment.target=multilabel", "data.train_masks=null", f"data.train_rle_csv={mc_data / 'train_rle.csv'}"]
-    )
+    extra = {
+        "multiclass": [],
+        "multilabel": ["segment.target=multilabel", "data.train_masks=null", f"data.train_rle_csv={mc_data / 'train_rle.csv'}"],
+        "class_head": ["classify.enabled=true", "classify.source=seg_head", "scorer.gates=[0.0, 0.5]"],
+    }[target]
     cfg = _mc_cfg(mc_data, tmp_path / "artifacts", *extra)
     m = _run(cfg, monkeypatch, tmp_path)
+    ens = cache.load_upstream(cfg, "ensemble")
+    cls = pd.read_csv(ens / "oof_cls.csv")
+    assert len(cls) == 48 * 3 and cls["class"].tolist()[:3] == CLASSES
+    if target == "class_head":  # a per-class image head: its ROC per class, its probabilities gate rows
+        assert set(m["segment"]["class_auc"]) == set(CLASSES) and cls["prob"].notna().all()
+        assert pd.read_csv(ens / "test_cls.csv")["prob"].notna().all()
+    else:
+        assert cls["prob"].isna().all()
     assert set(m["segment"]["per_class"]) == set(CLASSES) and set(m["scorer"]["per_class_cv"]) == set(CLASSES)
     seg_dir = cache.load_upstream(cfg, "segment")
     oof = ArrayStore(seg_dir, "oof")
@@ -246,3 +263,11 @@ def test_subclasses_train_sub_class_channels_and_give_one_map(smoke_cfg, tmp_pat
     a, b = (ArrayStore(d, "oof") for d in dirs)
     assert a[0].shape == b[0].shape and a[0].shape[-1] == 1
     assert not np.array_equal(a.data, b.data)
+
+
+def test_bundle_and_plan_refuse_k_classes(tmp_path):
+    from pipeline import api
+
+    cfg = _cfg("data.classes=[a, b]", "segment.target=multilabel", "ensemble.models=[segment]", "pseudo.rounds=0", "classify.enabled=false")
+    with pytest.raises(UserError, match="one binary class so far"):
+        api.bundle(cfg, tmp_path / "b")

@@ -9,13 +9,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipeline import fileio
 from pipeline.blend import nested_blend
 from pipeline.cache import Context
 from pipeline.classifier import load_oof
-from pipeline.classrows import flat, repeat, stack
+from pipeline.classrows import cls_frame, flat, repeat, row_probs, stack
 from pipeline.ensemble_io import common_ids, model_folders, read_maps
 from pipeline.evaluation import score_probs
 from pipeline.inference import classifier_paths, ensemble_test
@@ -78,6 +77,6 @@ def _write_cls(ctx: Context, ids: list[str], test_ids: list[str], test_prob: np.
     """Classifier probabilities for the blended OOF ids and the test ids (NaN = no classifier),
     from the classify stage or, with classify.source = seg_head, from the segmentation head."""
     oof = load_oof(ctx.upstream["segment" if ctx.cfg.classify.seg_head else "classify"])
-    prob = oof.set_index("id")["prob"].reindex(ids).to_numpy() if oof is not None else np.full(len(ids), np.nan)
-    fileio.write_csv(ctx.dir / "oof_cls.csv", pd.DataFrame({"id": ids, "prob": prob}))
-    fileio.write_csv(ctx.dir / "test_cls.csv", pd.DataFrame({"id": test_ids, "prob": test_prob}))
+    classes = ctx.cfg.data.classes
+    fileio.write_csv(ctx.dir / "oof_cls.csv", cls_frame(ids, row_probs(oof, ids, classes), classes))
+    fileio.write_csv(ctx.dir / "test_cls.csv", cls_frame(test_ids, test_prob, classes))

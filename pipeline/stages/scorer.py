@@ -46,7 +46,7 @@ def _problem(ctx: Context, ens: EnsembleOutputs) -> tuple[Problem, pd.DataFrame]
         groups = np.asarray(ens.oof_ids)
     groups = None if groups is None else repeat(groups, k)
     feats = feature_table(ens.oof_ids, ens.oof_probs(), ens.oof_dists(), ens.images, ens.oof_cls, ens.train_meta, ens.classes)
-    cls = repeat(ens.oof_cls, k)
+    cls = ens.oof_cls  # per row
     cands, scores = candidate_scores(
         ens.truths(), flat(ens.oof_probs()), cls, scfg.thresholds, scfg.min_areas, scfg.gates, cfg.submit.metric
     )

@@ -25,7 +25,7 @@ def run(ctx: Context) -> dict:
     sample = paths.resolve(cfg.data.sample_submission)
     if ens.k > 1:
         classes = Classes(ens.classes, cfg.data.exclusive)
-        sub = make_long_submission(ens.test_ids, ens.test_probs(), params.reset_index(), classes, sample, shapes)
+        sub = make_long_submission(ens.test_ids, ens.test_probs(), ens.test_cls, params.reset_index(), classes, sample, shapes)
     else:
         header = [cfg.data.id_column, cfg.submit.rle_column]
         sub = make_submission(ens.test_ids, ens.test_probs(), ens.test_cls, params, header, sample, shapes)
