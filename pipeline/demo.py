@@ -310,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.classes > 1:
         return _multiclass(args)
     t0 = time.perf_counter()
+    args.out = args.out or Path("data/demo")
     try:
-        s = generate(args.out or Path("data/demo"), seed=args.seed, n_train=args.n_train or 1200, n_test=args.n_test or 400)
+        s = generate(args.out, seed=args.seed, n_train=args.n_train or 1200, n_test=args.n_test or 400)
     except UserError as exc:  # `python -m pipeline.demo` has no outer handler
         print(f"error: {exc}", file=sys.stderr)
         return 2
