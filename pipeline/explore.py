@@ -14,7 +14,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from pipeline import api
-from pipeline.classrows import flat
+from pipeline.classrows import class_of_row, flat, keys, repeat, row_probs, truth_planes
+from pipeline.ensemble_io import map_of
 from pipeline.fileio import read_csv
 from pipeline.postprocess import candidate_scores
 from pipeline.schema import Config
@@ -58,15 +59,23 @@ def ensemble_outputs(cfg: Config) -> EnsembleOutputs:
 
 
 def oof_frame(cfg: Config) -> pd.DataFrame:
-    """Per-image OOF scores of the segment stage (id, fold, tgs, dice) with coverage, its
-    fold stratum (0 = empty, then equal-width bins) and the classifier's OOF probability
-    (NaN when the classifier is disabled)."""
+    """Per-image OOF scores of the segment stage (id, fold, tgs, dice; a row per (image, class)
+    with a class column for K classes) with the image's coverage, its fold stratum (0 = empty,
+    then equal-width bins) and the classifier's OOF probability (NaN when it is disabled)."""
     scores = read_csv(api.artifact(cfg, "segment") / "oof_scores.csv")
     folds = load_folds(api.artifact(cfg, "folds"))[["id", "coverage", "stratum"]]
     out = scores.merge(folds, on="id", how="left")
-    cls = classifier_oof(cfg)
-    out["cls_prob"] = out["id"].map(cls.set_index("id")["prob"]) if cls is not None else np.nan
+    ids = list(dict.fromkeys(out["id"]))
+    probs = row_probs(classifier_oof(cfg), ids, cfg.data.classes)
+    out["cls_prob"] = pd.Series(probs, index=keys(ids, cfg.data.classes)).reindex(_row_keys(out)).to_numpy()
     return out
+
+
+def _row_keys(table: pd.DataFrame) -> list[str]:
+    """The row key (pipeline.classrows.keys) of each row of an id (, class) table."""
+    if "class" not in table.columns:
+        return table["id"].tolist()
+    return [f"{i}_{c}" for i, c in zip(table["id"], table["class"], strict=True)]
 
 
 def classifier_oof(cfg: Config) -> pd.DataFrame | None:
@@ -80,9 +89,22 @@ def classifier_oof(cfg: Config) -> pd.DataFrame | None:
 
 
 def segment_oof_maps(cfg: Config, ids: Sequence[str]) -> list[np.ndarray]:
-    """The segment stage's OOF probability maps (float32 in [0, 1]) for `ids`."""
+    """The segment stage's OOF probability maps (float32 in [0, 1]; (h, w, K) for K classes) for `ids`."""
     store = ArrayStore(api.artifact(cfg, "segment"), "oof")
-    return [store.get(i)[..., 0].astype(np.float32) / 255.0 for i in ids]
+    return [map_of(store.get(i)).astype(np.float32) for i in ids]
+
+
+def row_maps(cfg: Config, rows: pd.DataFrame) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The truth mask and the segment stage's OOF map of each row of an oof_frame table: the
+    image's, or for K classes the row's class plane of each."""
+    _, masks = train_stores(cfg)
+    maps = segment_oof_maps(cfg, rows["id"].tolist())
+    if "class" not in rows.columns:
+        return [masks.get(i) for i in rows["id"]], maps
+    names, k = list(cfg.data.classes), len(cfg.data.classes)
+    at = [names.index(c) for c in rows["class"]]
+    truths = [truth_planes(masks.get(i), k)[c] for i, c in zip(rows["id"], at, strict=True)]
+    return truths, [m[..., c] for m, c in zip(maps, at, strict=True)]
 
 
 def coverage_bin_labels(coverage: np.ndarray, n_bins: int) -> list[str]:
@@ -117,10 +139,11 @@ class ScorerData:
     """What the scorer stage fitted on: per-image features, the candidate grid, the true
     per-image score of every candidate and each image's fold."""
 
-    features: pd.DataFrame  # index id, columns as in oof_features.csv
+    features: pd.DataFrame  # index id (row key), columns as in oof_features.csv
     cands: np.ndarray  # (C, 3): threshold, min_area, gate
-    scores: np.ndarray  # (N, C)
+    scores: np.ndarray  # (N, C), N rows: images, or (image, class) pairs
     fold: np.ndarray  # (N,)
+    row_class: np.ndarray | None = None  # K classes: each row's class index
 
 
 def scorer_data(cfg: Config, ens: EnsembleOutputs | None = None) -> ScorerData:
@@ -128,14 +151,15 @@ def scorer_data(cfg: Config, ens: EnsembleOutputs | None = None) -> ScorerData:
     ensemble's OOF maps scored on the config's candidate grid."""
     ens = ens or ensemble_outputs(cfg)
     features = read_csv(api.artifact(cfg, "scorer") / "oof_features.csv").set_index("id")
-    if features.index.tolist() != ens.oof_ids:
+    if features.index.tolist() != keys(ens.oof_ids, ens.classes):
         raise ValueError("scorer oof_features.csv ids differ from the ensemble's OOF ids")
     s = cfg.scorer
     cands, scores = candidate_scores(
         ens.truths(), flat(ens.oof_probs()), ens.oof_cls, s.thresholds, s.min_areas, s.gates, cfg.submit.metric
     )
     fold = load_folds(api.artifact(cfg, "folds")).set_index("id").loc[ens.oof_ids, "fold"].to_numpy()
-    return ScorerData(features, cands, scores, fold)
+    row_class = class_of_row(len(ens.oof_ids), ens.k) if ens.k > 1 else None
+    return ScorerData(features, cands, scores, repeat(fold, ens.k), row_class)
 
 
 def held_out_predictions(cfg: Config, data: ScorerData) -> tuple[dict[str, float], np.ndarray]:
@@ -143,7 +167,8 @@ def held_out_predictions(cfg: Config, data: ScorerData) -> tuple[dict[str, float
     metric and the (N, C) held-out predictions (each fold predicted by a model fitted on the others)."""
     from pipeline.scoring import Problem, nested_cv
 
-    nested, pred = nested_cv(Problem(data.features, data.cands, data.scores, data.fold, cfg.scorer.lgbm, cfg.experiment.seed), False)
+    p = Problem(data.features, data.cands, data.scores, data.fold, cfg.scorer.lgbm, cfg.experiment.seed, row_class=data.row_class)
+    nested, pred = nested_cv(p, False)
     return nested, pred
 
 
