@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline import distributed, fileio, runtime
+from pipeline import distributed, runtime
+from pipeline.classrows import read_rows
 from pipeline.datasets import Geometry, SegDataset, build_augment, sample_weights
 from pipeline.inference import classifier_paths, cls_test_probs, predict_probs
 from pipeline.inference import cls_geometry as geometry
@@ -132,7 +133,7 @@ def second_round(cfg: Config, folder: Path, model: nn.Module, data: TrainSet, tr
 def load_oof(folder: Path) -> pd.DataFrame | None:
     """OOF classifier probabilities (id, fold, prob, label), or None when disabled."""
     path = folder / "oof_cls.csv"
-    return fileio.read_csv(path) if path.exists() else None
+    return read_rows(path) if path.exists() else None
 
 
 def predict_test(cfg: Config, folder: Path, test_images: ArrayStore, adabn: bool = False, folds: list[int] | None = None) -> np.ndarray:

@@ -7,10 +7,12 @@ is an image and its key is the image id, so binary tasks are unchanged."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipeline.fileio import read_csv
 from pipeline.multiclass import unpack
 
 
@@ -61,6 +63,12 @@ def per_class(table, columns: Sequence[str] = ("tgs", "dice")) -> dict:
         return {}
     means = table.groupby("class", sort=False)[list(columns)].mean()
     return {"per_class": {str(c): {m: round(float(v), 4) for m, v in row.items()} for c, row in means.iterrows()}}
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """A table of rows (id, and for K classes a class column) as written here: class names stay
+    text, digits included (the steel competition's classes are 1..4)."""
+    return read_csv(path, dtype={"class": str})
 
 
 def cls_frame(ids: Sequence[str], probs: Sequence, classes: Sequence[str]) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.classrows import truth_planes
+from pipeline.classrows import read_rows, truth_planes
 from pipeline.fileio import read_csv
 from pipeline.store import ArrayStore, dequantise
 from pipeline.trainset import train_classes
@@ -48,8 +48,8 @@ class EnsembleOutputs:
     def __init__(self, ensemble_dir: Path, ingest_dir: Path, ingest_test_dir: Path) -> None:
         self.dir, self.ingest_dir = Path(ensemble_dir), Path(ingest_dir)
         self.ingest_test_dir = Path(ingest_test_dir)
-        oof_cls = read_csv(self.dir / "oof_cls.csv")
-        test_cls = read_csv(self.dir / "test_cls.csv")
+        oof_cls = read_rows(self.dir / "oof_cls.csv")
+        test_cls = read_rows(self.dir / "test_cls.csv")
         # Rows: one per image, or per (image, class) for K classes (a class column).
         self.oof_ids: list[str] = list(dict.fromkeys(oof_cls["id"]))
         self.test_ids: list[str] = list(dict.fromkeys(test_cls["id"]))

@@ -14,7 +14,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from pipeline import api
-from pipeline.classrows import class_of_row, flat, keys, repeat, row_probs, truth_planes
+from pipeline.classrows import class_of_row, flat, keys, read_rows, repeat, row_probs, truth_planes
 from pipeline.ensemble_io import map_of
 from pipeline.fileio import read_csv
 from pipeline.postprocess import candidate_scores
@@ -62,7 +62,7 @@ def oof_frame(cfg: Config) -> pd.DataFrame:
     """Per-image OOF scores of the segment stage (id, fold, tgs, dice; a row per (image, class)
     with a class column for K classes) with the image's coverage, its fold stratum (0 = empty,
     then equal-width bins) and the classifier's OOF probability (NaN when it is disabled)."""
-    scores = read_csv(api.artifact(cfg, "segment") / "oof_scores.csv")
+    scores = read_rows(api.artifact(cfg, "segment") / "oof_scores.csv")
     folds = load_folds(api.artifact(cfg, "folds"))[["id", "coverage", "stratum"]]
     out = scores.merge(folds, on="id", how="left")
     ids = list(dict.fromkeys(out["id"]))
@@ -85,7 +85,7 @@ def classifier_oof(cfg: Config) -> pd.DataFrame | None:
         return None
     stage = "segment" if cfg.classify.seg_head else "classify"
     path = api.artifact(cfg, stage) / "oof_cls.csv"
-    return read_csv(path) if path.exists() else None
+    return read_rows(path) if path.exists() else None
 
 
 def segment_oof_maps(cfg: Config, ids: Sequence[str]) -> list[np.ndarray]:

@@ -64,15 +64,15 @@ def feature_table(
         table["class"] = classrows.class_of_row(len(ids), k)
     table["cls_prob"] = np.asarray(cls_probs, dtype=float)  # one per row
     if meta is not None:
-        per_row = meta_features(meta).reindex(image_of).set_axis(table.index)
+        per_row = meta_features(meta, classes).reindex(image_of).set_axis(table.index)
         table = table.join(per_row, how="left")
     return table
 
 
-def meta_features(meta: pd.DataFrame) -> pd.DataFrame:
+def meta_features(meta: pd.DataFrame, classes: Sequence[str] = ()) -> pd.DataFrame:
     """The scorer's features from an ingest table (by id): its numeric metadata columns, prefixed."""
     numeric = meta.set_index("id").select_dtypes("number")
-    # The labels' own statistics (coverage, coverage_<class> of K classes, empty) are answers, never features.
-    answers = [c for c in numeric.columns if c in ("height", "width", "empty") or c.startswith("coverage")]
-    numeric = numeric.drop(columns=answers)
+    # The labels' own statistics (coverage, each class's coverage_<class>, empty) are answers, never features.
+    answers = ["height", "width", "coverage", "empty", *(f"coverage_{c}" for c in classes)]
+    numeric = numeric.drop(columns=answers, errors="ignore")
     return numeric.add_prefix("meta_")

@@ -29,7 +29,12 @@ def sample_layout(sample: Path | None, classes: Classes, ids: list[str]) -> tupl
     if found is None or report.problems:
         raise UserError(format_problems(report.problems))
     layout, keys = found
-    key_of = {i: k for k, i in zip(keys, image_ids(keys, set(ids)), strict=True) if i is not None}
+    key_of: dict[str, str] = {}
+    for key, i in zip(keys, image_ids(keys, set(ids)), strict=True):
+        if i is not None and i in key_of:
+            raise UserError(f"{sample}: keys {key_of[i]} and {key} both name test image {i}")
+        if i is not None:
+            key_of[i] = key
     missing = [i for i in ids if i not in key_of]
     if missing or len(key_of) != len(keys):
         extra = [k for k, i in zip(keys, image_ids(keys, set(ids)), strict=True) if i is None]

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from pipeline import distributed, fileio, runtime, subclasses
-from pipeline.classrows import class_of_row, cls_frame, planes, repeat, truth_planes
+from pipeline.classrows import class_of_row, cls_frame, planes, read_rows, repeat, truth_planes
 from pipeline.datasets import Geometry, SegDataset, build_augment, crop_batch, sample_weights
 from pipeline.ensemble_io import map_of
 from pipeline.errors import UserError
@@ -199,7 +199,7 @@ def merge_cls(stage_dir: Path, fold_dirs: list[Path], data: TrainSet) -> dict:
     """The seg_head classifier's OOF probabilities (as the classify stage writes them) and ROC;
     for K classes a row per (image, class), labelled by that class's presence, with each
     class's AUC beside the AUC over all rows."""
-    oof = pd.concat([fileio.read_csv(d / "oof_cls.csv") for d in fold_dirs])
+    oof = pd.concat([read_rows(d / "oof_cls.csv") for d in fold_dirs])
     oof["fold"] = oof["id"].map(data.fold_of())
     if data.k == 1:
         oof["label"] = (oof["id"].map(dict(zip(data.images.ids, data.coverage, strict=True))) > 0).astype(int)

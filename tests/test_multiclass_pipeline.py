@@ -271,3 +271,27 @@ def test_bundle_and_plan_refuse_k_classes(tmp_path):
     cfg = _cfg("data.classes=[a, b]", "segment.target=multilabel", "ensemble.models=[segment]", "pseudo.rounds=0", "classify.enabled=false")
     with pytest.raises(UserError, match="one binary class so far"):
         api.bundle(cfg, tmp_path / "b")
+
+
+def test_digit_class_names_stay_names(tmp_path):
+    from pipeline.classrows import cls_frame, read_rows, row_probs
+
+    path = tmp_path / "cls.csv"
+    cls_frame(["a", "b"], [[0.1, 0.2], [0.3, 0.4]], ["1", "2"]).to_csv(path, index=False)
+    table = read_rows(path)
+    assert table["class"].tolist() == ["1", "2", "1", "2"]
+    np.testing.assert_allclose(row_probs(table, ["b", "a"], ["1", "2"]), [0.3, 0.4, 0.1, 0.2])
+
+
+def test_a_user_coverage_column_stays_a_binary_feature():
+    meta = pd.DataFrame({"id": ["a"], "coverage": [0.2], "coverage_est": [0.5], "empty": [False]})
+    table = feature_table(["a"], [np.full((8, 8), 0.5)], None, {"a": np.zeros((8, 8, 1), np.uint8)}, np.array([np.nan]), meta)
+    assert "meta_coverage_est" in table.columns and "meta_coverage" not in table.columns
+
+
+def test_long_submission_refuses_two_keys_for_one_image(tmp_path):
+    classes = Classes(("x", "y"))
+    sample = tmp_path / "sample.csv"
+    to_frame(IMAGE_LABEL, {}, ["a.jpg", "a.png"], classes).to_csv(sample, index=False)
+    with pytest.raises(UserError, match="both name test image a"):
+        make_long_submission(["a"], [np.zeros((4, 4, 2))], NO_CLS[:2], _params(2), classes, sample, {"a": (4, 4)})

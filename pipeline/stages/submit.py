@@ -8,7 +8,9 @@ import os
 
 from pipeline import fileio, paths
 from pipeline.cache import Context
+from pipeline.classrows import read_rows
 from pipeline.ensemble_io import EnsembleOutputs
+from pipeline.errors import UserError
 from pipeline.longscore import score_long
 from pipeline.longsubmit import make_long_submission
 from pipeline.multiclass import Classes
@@ -18,7 +20,7 @@ from pipeline.submission import make_submission, score_submission
 def run(ctx: Context) -> dict:
     cfg = ctx.cfg
     ens = EnsembleOutputs(ctx.upstream["ensemble"], ctx.upstream["ingest"], ctx.upstream["ingest_test"])
-    params = fileio.read_csv(ctx.upstream["scorer"] / "test_params.csv").set_index("id")
+    params = read_rows(ctx.upstream["scorer"] / "test_params.csv").set_index("id")
     policy = fileio.read_json(ctx.upstream["scorer"] / "policy.json")
     cv = policy["cv"]
     shapes = {i: ens.test_images.get(i).shape[:2] for i in ens.test_ids}
@@ -42,10 +44,12 @@ def run(ctx: Context) -> dict:
         "empty_share": round(float((sub.iloc[:, -1] == "").mean()), 4),
     }
     solution = paths.resolve(cfg.data.solution_masks)
-    if solution is not None and solution.is_dir():
+    if solution is not None and solution.is_dir() and ens.k == 1:
         metrics["hidden_score"], _ = score_submission(target, solution, cfg.submit.metric)
         metrics["hidden_score"] = round(metrics["hidden_score"], 4)
-    elif solution is not None and solution.is_file() and ens.k > 1:  # a long-format hidden solution
+    elif solution is not None and ens.k > 1:  # a long-format hidden solution
+        if not solution.is_file():
+            raise UserError(f"data.solution_masks: {solution}: K classes are scored against a long-format solution CSV")
         scored = score_long(target, solution, paths.resolve(cfg.data.test_images), classes, cfg.submit.metric)
         metrics["hidden_score"] = round(scored.mean, 4)
         metrics["hidden_per_class"] = {c: round(v, 4) for c, v in scored.per_class.items()}
