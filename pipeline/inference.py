@@ -123,22 +123,24 @@ def seg_test_maps(cfg: Config, paths: Sequence[Path], images, adabn: bool = Fals
     device = pick_device(cfg.experiment)
     spec = seg_infer_spec(scfg, device, scfg.train.tta, cfg.experiment)
     network = seg_network(cfg, images[0].shape[2])
-    masks: list[np.ndarray] | None = None
-    dists: list[np.ndarray] | None = None
+    # Running sums, one image at a time: a fold's whole list of outputs beside the sums would
+    # double the memory (K classes of large images: gigabytes).
+    sums: dict[str, list] = {"mask": [None] * len(images), "dist": [None] * len(images)}
     cls = 0.0 if cfg.classify.seg_head else None  # (N,) or, from a K-class head, (N, K)
     for path in paths:
         model = load_fold(network, path)
         if adabn:
             model = adapt_bn(model, images, spec.geometry, device, scfg.input.tile_overlap)
-        outs = [o for _, o in predict(model, images, np.arange(len(images)), spec)]
-        m = [o["mask"] / len(paths) for o in outs]
-        masks = m if masks is None else [a + b for a, b in zip(masks, m, strict=True)]
-        if "dist" in outs[0]:
-            d = [o["dist"] / len(paths) for o in outs]
-            dists = d if dists is None else [a + b for a, b in zip(dists, d, strict=True)]
+        fold_cls = []
+        for i, o in predict(model, images, np.arange(len(images)), spec):
+            for name in ("mask", "dist") if "dist" in o else ("mask",):
+                part = o[name] / len(paths)
+                sums[name][i] = part if sums[name][i] is None else sums[name][i] + part
+            fold_cls.append(o.get("cls"))
         if cls is not None:
-            cls += np.array([o["cls"] for o in outs]) / len(paths)
-    return TestMaps(masks, dists, None if cls is None else np.asarray(cls, dtype=np.float64))
+            cls += np.array(fold_cls) / len(paths)
+    dists = sums["dist"] if sums["dist"][0] is not None else None
+    return TestMaps(sums["mask"], dists, None if cls is None else np.asarray(cls, dtype=np.float64))
 
 
 def cls_test_probs(cfg: Config, paths: Sequence[Path], images, adabn: bool = False) -> np.ndarray:
