@@ -12,7 +12,7 @@ import pandas as pd
 
 from pipeline.classrows import read_rows, truth_planes
 from pipeline.fileio import read_csv
-from pipeline.store import ArrayStore, dequantise
+from pipeline.store import ArrayStore, map_of
 from pipeline.trainset import train_classes
 
 
@@ -22,11 +22,6 @@ def read_maps(folder: Path, name: str, ids: list[str]) -> list[np.ndarray] | Non
         return None
     store = ArrayStore(folder, name)
     return [map_of(store.get(i)) for i in ids]
-
-
-def map_of(stored: np.ndarray) -> np.ndarray:
-    """A stored quantised map as probabilities: (h, w) for one class, (h, w, K) for K."""
-    return dequantise(stored[..., 0] if stored.shape[-1] == 1 else stored)
 
 
 def model_folders(names: list[str], upstream: Mapping[str, Path]) -> dict[str, Path]:

@@ -15,12 +15,11 @@ from matplotlib.figure import Figure
 
 from pipeline import api
 from pipeline.classrows import class_of_row, flat, keys, read_rows, repeat, row_probs, truth_planes
-from pipeline.ensemble_io import map_of
 from pipeline.fileio import read_csv
 from pipeline.postprocess import candidate_scores
 from pipeline.schema import Config
 from pipeline.splits import coverage_bins
-from pipeline.store import ArrayStore
+from pipeline.store import ArrayStore, map_of
 from pipeline.trainset import load_folds
 
 if TYPE_CHECKING:  # ensemble_io imports torch (via predict); only 02/03 need it

@@ -78,6 +78,20 @@ def _rows(report: Report, path: Path, layout: Layout, df: pd.DataFrame, classes:
     return out[out["cls"] >= 0]
 
 
+def _read(report: Report, path: Path, classes: Classes, note: str = "") -> tuple[Layout, pd.DataFrame] | None:
+    """A long-format CSV's layout and its rows (_rows); None, with the problem reported, when it
+    cannot be read or its columns are neither layout's (`note` appended to that line)."""
+    df = read_id_csv(report, path, [RLE], text=True)
+    if df is None:
+        return None
+    layout = detect(list(df.columns))
+    if layout is None:
+        expected = " or ".join(", ".join(lay.columns) for lay in LAYOUTS)
+        report.add(path, f"columns {', '.join(df.columns)}: expected {expected}{note}")
+        return None
+    return layout, _rows(report, path, layout, df, classes)
+
+
 def read_masks(
     report: Report, path: Path, classes: Classes, shapes: Mapping[str, tuple[int, int]], known: set[str] | None = None
 ) -> dict[str, np.ndarray]:
@@ -86,15 +100,10 @@ def read_masks(
     `report`: unknown columns, classes or images, malformed RLE, a (image, class) row twice,
     a missing row where the layout lists every class, classes overlapping in an exclusive task.
     Rows of an image in `known` but not in `shapes` (unreadable, reported elsewhere) are skipped."""
-    df = read_id_csv(report, path, [RLE], text=True)
-    if df is None:
+    found = _read(report, path, classes)
+    if found is None:
         return {}
-    layout = detect(list(df.columns))
-    if layout is None:
-        expected = " or ".join(", ".join(lay.columns) for lay in LAYOUTS)
-        report.add(path, f"columns {', '.join(df.columns)}: expected {expected}")
-        return {}
-    rows = _rows(report, path, layout, df, classes)
+    layout, rows = found
     masks = {i: np.zeros((len(classes.names), *shape), np.uint8) for i, shape in shapes.items()}
     seen: dict[tuple[str, int], int] = {}
     # Image ids zipped in, not a column: pandas would turn None into NaN.
@@ -138,15 +147,10 @@ def _report_overlaps(report: Report, path: Path, classes: Classes, masks: dict, 
 def sample_keys(report: Report, path: Path, classes: Classes) -> tuple[Layout, list[str]] | None:
     """A long-format sample submission's layout and its image keys in order of first appearance
     (None, with the problem reported, when it is no long-format CSV of these classes)."""
-    df = read_id_csv(report, path, [RLE], text=True)
-    if df is None:
+    found = _read(report, path, classes, f" (data.classes names {len(classes)} classes)")
+    if found is None:
         return None
-    layout = detect(list(df.columns))
-    if layout is None:
-        expected = " or ".join(", ".join(lay.columns) for lay in LAYOUTS)
-        report.add(path, f"columns {', '.join(df.columns)}: expected {expected} (data.classes names {len(classes)} classes)")
-        return None
-    rows = _rows(report, path, layout, df, classes)
+    layout, rows = found
     return layout, list(dict.fromkeys(rows["key"]))
 
 

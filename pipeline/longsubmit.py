@@ -30,14 +30,16 @@ def sample_layout(sample: Path | None, classes: Classes, ids: list[str]) -> tupl
         raise UserError(format_problems(report.problems))
     layout, keys = found
     key_of: dict[str, str] = {}
+    extra = []  # keys of no test image
     for key, i in zip(keys, image_ids(keys, set(ids)), strict=True):
-        if i is not None and i in key_of:
+        if i is None:
+            extra.append(key)
+        elif i in key_of:
             raise UserError(f"{sample}: keys {key_of[i]} and {key} both name test image {i}")
-        if i is not None:
+        else:
             key_of[i] = key
     missing = [i for i in ids if i not in key_of]
-    if missing or len(key_of) != len(keys):
-        extra = [k for k, i in zip(keys, image_ids(keys, set(ids)), strict=True) if i is None]
+    if missing or extra:
         what = f"no rows for test image {missing[0]}" if missing else f"image {extra[0]} is not in the test folder"
         raise UserError(f"{sample}: {what} ({len(missing)} test images without rows, {len(extra)} rows without an image)")
     return layout, key_of

@@ -16,7 +16,6 @@ import torch
 from pipeline import distributed, fileio, runtime, subclasses
 from pipeline.classrows import class_of_row, cls_frame, planes, read_rows, repeat, truth_planes
 from pipeline.datasets import Geometry, SegDataset, build_augment, crop_batch, sample_weights
-from pipeline.ensemble_io import map_of
 from pipeline.errors import UserError
 from pipeline.evaluation import score_probs
 from pipeline.inference import TestMaps, build_model, seg_test_maps
@@ -28,7 +27,7 @@ from pipeline.predict import predict
 from pipeline.roc import roc_outputs, safe_auc
 from pipeline.runtime import pick_device
 from pipeline.schema import Config, ProgressiveCfg, SegmentCfg, SubclassesCfg
-from pipeline.store import ArrayStore, quantise, write_store
+from pipeline.store import ArrayStore, map_of, quantise, write_store
 from pipeline.train import Fitter, Task
 from pipeline.trainset import TrainSet, fold_model_paths
 
@@ -180,7 +179,7 @@ def oof_scores(stage_dir: Path, data: TrainSet, threshold: float = 0.5) -> pd.Da
     with a `class` column, for K classes."""
     oof = ArrayStore(stage_dir, "oof")
     probs = [p for i in range(len(oof)) for p in planes(map_of(oof[i]))]
-    truths = data.truths(np.array([data.images.position(i) for i in oof.ids]))
+    truths = data.truths_of(oof.ids)
     fold_of = data.fold_of()
     table = pd.DataFrame(
         {

@@ -138,3 +138,8 @@ def quantise(prob: np.ndarray) -> np.ndarray:
 
 def dequantise(q: np.ndarray) -> np.ndarray:
     return q.astype(np.float32) / 255.0
+
+
+def map_of(stored: np.ndarray) -> np.ndarray:
+    """A stored quantised map as probabilities: (h, w) for one class, (h, w, K) for K."""
+    return dequantise(stored[..., 0] if stored.shape[-1] == 1 else stored)

@@ -87,5 +87,9 @@ class TrainSet:
         """Boolean 2-D truths at store positions: one per image, or per (image, class) row."""
         return [t for i in positions for t in truth_planes(self.masks[int(i)], self.k)]
 
+    def truths_of(self, ids: list[str]) -> list[np.ndarray]:
+        """The truths (as `truths`) of images given by id."""
+        return self.truths(np.array([self.images.position(i) for i in ids]))
+
     def fold_of(self) -> dict[str, int]:
         return dict(zip(self.folds["id"], self.folds["fold"], strict=True))

@@ -45,7 +45,7 @@ def run(ctx: Context) -> dict:
     dirs = model_dirs(ctx)
     ids = common_ids(dirs, data.images.ids)
     # Scored and blended per row: an image, or an (image, class) pair for K classes.
-    truths = data.truths(np.array([data.images.position(i) for i in ids]))
+    truths = data.truths_of(ids)
     oofs = {name: flat(load_maps(d, "oof", ids)) for name, d in dirs.items()}
     per_model = {name: round(float(score_probs(truths, m).mean()), 4) for name, m in oofs.items()}
     fold_of = data.fold_of()
