@@ -2,6 +2,7 @@
 
 python -m pipeline STAGE --config FILE [--set key=value ...] [--force]
 python -m pipeline STAGE --config FILE --fold K [--fold K2 | --fold K,K2]   one fold (classify, segment, pseudo)
+python -m pipeline segment --config FILE --model NAME   one model of segment.models (also pseudo, status)
 python -m pipeline all --config FILE [--set ...]      every stage in order, with status and time
 python -m pipeline status --config FILE
 python -m pipeline demo-data [--out DIR] [--seed N] [--classes K]
@@ -29,6 +30,7 @@ from pipeline import (
     foldrun,
     logs,
     stages,  # noqa: F401  (registers the stages)
+    zoo,
 )
 from pipeline import config as config_mod
 from pipeline.errors import LockedError, UserError
@@ -72,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="K",
         help="classify, segment, pseudo: train only fold K (repeatable or K,K2), beside other such runs sharing the "
         "artifacts folder; a later run without --fold keeps the finished folds, merges and scores them",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="segment, pseudo, status: model NAME of segment.models (its own artifact; default: the segment section's)",
     )
     p.add_argument("--masks", help="score: folder of ground-truth masks")
     p.add_argument("--solution", help="score: a long-format solution CSV (K classes; with --images and --classes)")
@@ -198,6 +206,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "score":
         return _score(args)
     cfg = config_mod.load(args.config, args.overrides)
+    if args.model is not None:
+        if args.command not in ("segment", "pseudo", "status"):
+            raise UserError(f"--model applies to segment, pseudo and status, not {args.command}")
+        cfg = zoo.model_cfg(cfg, args.model)
     if folds is not None:
         foldrun.check_folds(cfg, args.command, folds, args.force)  # before preflight: a bad fold fails at once
     if args.command == "status":

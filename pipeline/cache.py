@@ -80,6 +80,9 @@ class Stage:
     # usual setting do not change when such an option is added.
     extra: Callable[[Config], dict] | None = None
     doc: str = ""
+    # Stages of other configs it reads (the zoo's models: pipeline.zoo.upstream), as
+    # {name in ctx.upstream: (config, stage)}; hashed as upstream keys.
+    models: Callable[[Config], dict[str, tuple[Config, str]]] | None = None
     # The config key listing the folds it trains (empty = all folds.n_folds), for the stages
     # that train models fold by fold: only those may run single folds (--fold), and under
     # torchrun every process runs them (rank 0 writes) while the other stages run on rank 0 alone.
@@ -97,11 +100,18 @@ STAGES: dict[str, Stage] = {}
 # existing artifacts' keys. A switch whose default is a value (segment.target: binary) names it
 # as its off value.
 OPT_IN: dict[str, Any] = {}
+# Config values no stage key hashes where they sit (segment.models: each model is hashed as a
+# stage of its own config, and a stage reading it hashes that key).
+UNHASHED: set[str] = set()
 
 
 def register_opt_in(*switches: str, **off_values: Any) -> None:
     OPT_IN.update(dict.fromkeys(switches))
     OPT_IN.update({k.replace("__", "."): v for k, v in off_values.items()})
+
+
+def register_unhashed(*paths: str) -> None:
+    UNHASHED.update(paths)
 
 
 def register(stage: Stage) -> Stage:
@@ -131,26 +141,37 @@ def stage_inputs(cfg: Config, stage: Stage) -> dict:
     return stage.inputs(cfg) if stage.inputs else {}
 
 
+def _drop(out: dict, path: str) -> None:
+    """Remove the value at dotted `path` from the hashed sections `out`."""
+    if path in out:  # a stage that hashes the switch itself as a section
+        out.pop(path)
+    for s, hashed in out.items():
+        if path.startswith(s + "."):
+            *parents, leaf = path[len(s) + 1 :].split(".")
+            for part in parents:
+                hashed = hashed.get(part)
+                if hashed is None:  # an enclosing switch is off and already dropped
+                    break
+            else:
+                hashed.pop(leaf, None)
+
+
 def _hashed_sections(cfg: Config, stage: Stage) -> dict:
     out = {s: config_mod.section(cfg, s) for s in stage.sections}
     for switch, off in sorted(OPT_IN.items()):
         value = config_mod.section(cfg, switch)
         # A switch section without `enabled` is on when any of its values is set.
         on = (value.get("enabled") if "enabled" in value else any(value.values())) if isinstance(value, dict) else value
-        if (value != off) if off is not None else on:
-            continue
-        if switch in out:  # a stage that hashes the switch itself as a section
-            out.pop(switch)
-        for s, hashed in out.items():
-            if switch.startswith(s + "."):
-                *parents, leaf = switch[len(s) + 1 :].split(".")
-                for part in parents:
-                    hashed = hashed.get(part)
-                    if hashed is None:  # an enclosing switch is off and already dropped
-                        break
-                else:
-                    hashed.pop(leaf)
+        if not ((value != off) if off is not None else on):
+            _drop(out, switch)
+    for path in sorted(UNHASHED):
+        _drop(out, path)
     return out
+
+
+def _model_memo(memo: dict, name: str) -> dict:
+    """The key memo of a zoo model's config, inside the experiment's."""
+    return memo.setdefault(("model", name), {})
 
 
 def key_material(cfg: Config, name: str, _memo: dict | None = None) -> dict:
@@ -164,6 +185,8 @@ def key_material(cfg: Config, name: str, _memo: dict | None = None) -> dict:
         "inputs": stage_inputs(cfg, stage),
         "upstream": {u: stage_key(cfg, u, _memo) for u in stage.upstream},
     }
+    for name, (sub, sub_stage) in (stage.models(cfg) if stage.models else {}).items():
+        material["upstream"][name] = stage_key(sub, sub_stage, _model_memo(_memo if _memo is not None else {}, name))
     extra = stage.extra(cfg) if stage.extra else {}
     if extra:
         material["extra"] = extra
@@ -248,6 +271,8 @@ def run_stage(cfg: Config, name: str, force: bool = False, keys: dict[str, str] 
     memo: dict = {} if keys is None else keys
     stage = get_stage(name)
     upstream = {u: run_stage(cfg, u, keys=memo)[0] for u in stage.upstream}
+    for model, (sub, sub_stage) in (stage.models(cfg) if stage.models else {}).items():
+        upstream[model] = run_stage(sub, sub_stage, keys=_model_memo(memo, model))[0]
     key = stage_key(cfg, name, memo)
     job = _Job(cfg, stage, key, stage_dir(cfg, name, key), upstream, force, memo)
     if not distributed.active():

@@ -93,6 +93,12 @@ def _build(cls: type, data: dict, where: str) -> Any:
     return cls(**kwargs)
 
 
+def build_section(cls: type, data: dict, where: str) -> Any:
+    """A typed section (dataclass `cls`) from plain data, with the errors of a config load
+    (`where` names it: e.g. segment.models.fpn)."""
+    return _build(cls, data, where)
+
+
 def merge(base: dict, over: dict) -> dict:
     """Deep-merge `over` onto `base`; mappings merge, everything else replaces."""
     out = dict(base)

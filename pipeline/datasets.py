@@ -137,7 +137,7 @@ class SegDataset(Dataset):
         if h <= s and w <= s:
             return img, mask
         if mask.any() and self.rng.random() < 0.5:
-            ys, xs = np.nonzero(mask[..., 0])
+            ys, xs = np.nonzero(mask.any(axis=-1))  # any class plane (soft K-class labels have K)
             k = self.rng.integers(len(ys))
             y0 = int(np.clip(ys[k] - s // 2, 0, max(h - s, 0)))
             x0 = int(np.clip(xs[k] - s // 2, 0, max(w - s, 0)))
@@ -180,13 +180,17 @@ class SegDataset(Dataset):
 
     def _classes_sample(self, img: np.ndarray, mask: np.ndarray, idx: int) -> dict[str, torch.Tensor]:
         """A K-class sample: the packed mask (resized and augmented as one nearest-neighbour
-        plane, so its bits stay class bits) unpacked into K planes, a distance map per class."""
-        planes = unpack(mask[..., 0], self.classes).astype(np.float32)
+        plane, so its bits stay class bits) unpacked into K planes, or a soft pseudo-label's K
+        planes (p x 255 each); a distance map per class."""
+        if self.soft:
+            planes = np.moveaxis(mask, -1, 0).astype(np.float32) / 255.0
+        else:
+            planes = unpack(mask[..., 0], self.classes).astype(np.float32)
         return {
             "image": to_tensor(img),
             "mask": torch.from_numpy(planes),
             "dist": torch.from_numpy(np.stack([distance_target(p > 0.5, self.signed) for p in planes])),
-            "label": torch.from_numpy(planes.reshape(self.classes, -1).max(axis=1)),  # per class
-            "coverage": torch.tensor(float(planes.max(axis=0).mean())),
+            "label": torch.from_numpy((planes.reshape(self.classes, -1).max(axis=1) > 0.5).astype(np.float32)),  # per class
+            "coverage": torch.tensor(float((planes.max(axis=0) > 0.5).mean())),
             "index": torch.tensor(idx),
         }

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import zoo
 from pipeline.classrows import read_rows, truth_planes
 from pipeline.fileio import read_csv
 from pipeline.store import ArrayStore, map_of
@@ -26,9 +27,14 @@ def read_maps(folder: Path, name: str, ids: list[str]) -> list[np.ndarray] | Non
 
 def model_folders(names: list[str], upstream: Mapping[str, Path]) -> dict[str, Path]:
     """The folder holding fold models and an 'oof' store of each model that `ensemble.models`
-    names, from the stage folders in `upstream`."""
-    # The config check made sure pseudo.rounds >= 1 when pseudo is named.
-    return {name: upstream["segment"] if name == "segment" else upstream["pseudo"] / "final" for name in names}
+    names, from the stage folders in `upstream` (a zoo model's under its own entry)."""
+    out = {}
+    for name in names:
+        stage, model = zoo.parse(name)
+        folder = upstream[stage] if model == zoo.BASE else upstream[name]
+        # The config check made sure pseudo.rounds >= 1 when pseudo rounds are named.
+        out[name] = folder / "final" if stage == zoo.PSEUDO else folder
+    return out
 
 
 def common_ids(dirs: dict[str, Path], order: list[str]) -> list[str]:

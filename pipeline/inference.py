@@ -7,7 +7,7 @@ no training code (pipeline/bundle.py checks that for the modules a bundle carrie
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -169,12 +169,16 @@ class EnsembleTest:
     cls: np.ndarray
 
 
-def ensemble_test(cfg: Config, models: dict[str, list[Path]], weights: np.ndarray, cls_paths: list[Path], images) -> EnsembleTest:
+def ensemble_test(
+    cfg: Config, models: dict[str, list[Path]], weights: np.ndarray, cls_paths: list[Path], images, cfgs: Mapping[str, Config] | None = None
+) -> EnsembleTest:
     """Test inference of each model's fold files in `models` (in order), blended with `weights`;
-    the classifier's fold files in `cls_paths` unless it rides on the segmentation encoder."""
+    the classifier's fold files in `cls_paths` unless it rides on the segmentation encoder. A
+    zoo model is built and predicted by its own config in `cfgs` (pipeline.zoo); the distance
+    maps and the head's probabilities are the first model's."""
     tests, dists, head = [], None, None
-    for paths in models.values():
-        maps = seg_test_maps(cfg, paths, images, cfg.ensemble.adabn)
+    for name, paths in models.items():
+        maps = seg_test_maps((cfgs or {}).get(name, cfg), paths, images, cfg.ensemble.adabn)
         tests.append(maps.masks)
         dists = maps.dists if dists is None else dists
         head = maps.cls if head is None else head

@@ -20,7 +20,7 @@ from torch.utils.data import default_collate
 
 from pipeline import runtime
 from pipeline.datasets import Geometry, SegDataset
-from pipeline.schema import MeanTeacherCfg, TrainCfg
+from pipeline.schema import MeanTeacherCfg, SegmentCfg
 from pipeline.store import ArrayStore
 
 
@@ -28,8 +28,11 @@ class MeanTeacher:
     """Consistency loss on unlabeled images against an EMA teacher, the teacher's update and
     their checkpoint state: a `train.StepHook`."""
 
-    def __init__(self, images: ArrayStore, geometry: Geometry, cfg: MeanTeacherCfg, tcfg: TrainCfg, seed: int) -> None:
-        self.cfg, self.tcfg = cfg, tcfg
+    def __init__(self, images: ArrayStore, geometry: Geometry, cfg: MeanTeacherCfg, scfg: SegmentCfg, seed: int) -> None:
+        self.cfg, self.tcfg = cfg, scfg.train
+        # A softmax's probabilities (background channel included) sum to one per pixel; sigmoid
+        # classes are compared each on its own.
+        self.activate = (lambda t: torch.softmax(t, dim=1)) if scfg.softmax else torch.sigmoid
         # Every random draw (batches, perturbations) comes from this one generator, so the
         # teacher's state and the generator's are all a resumed fine-tuning needs.
         self.gen = torch.Generator().manual_seed(seed)
@@ -88,10 +91,10 @@ class MeanTeacher:
         clean = x.to(device).contiguous(memory_format=channels_last)
         noisy = self._perturb(x, device).contiguous(memory_format=channels_last)
         with torch.no_grad(), runtime.autocast(device, self.tcfg):
-            target = torch.sigmoid(teacher(clean)["mask"].float())
+            target = self.activate(teacher(clean)["mask"].float())
         with runtime.autocast(device, self.tcfg):
             out = student(noisy)["mask"]
-        pred = torch.sigmoid(out.float().flip(-1))
+        pred = self.activate(out.float().flip(-1))
         mse = torch.mean((pred - target) ** 2)
         return self.cfg.weight * mse, {"consistency": float(mse.detach())}
 

@@ -1,5 +1,9 @@
 """Pseudo-labels: which test images are confident enough to label, their labels (hard or
-soft) as a store, and the fine-tuning schedule of a pseudo round."""
+soft) as a store, and the fine-tuning schedule of a pseudo round.
+
+A test map is (h, w) for one binary class and (h, w, K) for K classes. A hard K-class label is
+packed like a training mask (bit k = class k, pipeline.multiclass), so the training dataset
+reads it as it reads the train masks; a soft one keeps its K planes, p x 255 each."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.multiclass import pack
 from pipeline.schema import Config, ProgressiveCfg, PseudoCfg
 from pipeline.store import ArrayStore, quantise, write_store
 
@@ -15,27 +20,37 @@ LABELS = "pseudo_masks"  # the store of a fold's pseudo-labels in its round fold
 
 
 def select(cfg: PseudoCfg, probs: list[np.ndarray], cls_probs: np.ndarray) -> np.ndarray:
-    """Indices of confident test images, most confident first (capped by max_images)."""
+    """Indices of confident test images, most confident first (capped by max_images). The
+    pixel share counts every class plane; with K image probabilities per image (a per-class
+    head), each of them must be confident."""
     share = np.array([np.mean((p < cfg.pixel_lo) | (p > cfg.pixel_hi)) for p in probs])
     ok = share >= cfg.min_confident_share
-    cls = np.asarray(cls_probs, dtype=float)
+    cls = np.asarray(cls_probs, dtype=float).reshape(len(probs), -1)
     if not np.isnan(cls).all():
-        ok &= (cls <= cfg.prob_lo) | (cls >= cfg.prob_hi)
+        ok &= ((cls <= cfg.prob_lo) | (cls >= cfg.prob_hi)).all(axis=1)
     chosen = np.flatnonzero(ok)
     chosen = chosen[np.argsort(-share[chosen], kind="stable")]
     return chosen[: cfg.max_images] if cfg.max_images else chosen
 
 
+def _label(prob: np.ndarray, soft: bool) -> np.ndarray:
+    if soft:
+        return quantise(prob)
+    if prob.ndim == 3:  # K classes: packed, bit k = class k above 0.5
+        return pack(np.moveaxis(prob > 0.5, -1, 0))
+    return (prob > 0.5).astype(np.uint8)
+
+
 def write_labels(folder: Path, ids: list[str], probs: list[np.ndarray], soft: bool) -> ArrayStore:
-    """Pseudo masks as a store: p x 255 when soft, 0/1 when hard."""
-    labels = [quantise(p) if soft else (p > 0.5).astype(np.uint8) for p in probs]
-    write_store(folder, LABELS, zip(ids, labels, strict=True))
+    """Pseudo masks as a store: p x 255 when soft (a plane per class), 0/1 (packed class bits
+    for K classes) when hard."""
+    write_store(folder, LABELS, zip(ids, (_label(p, soft) for p in probs), strict=True))
     return ArrayStore(folder, LABELS)
 
 
 def label_coverage(labels: ArrayStore, ids: list[str], soft: bool) -> np.ndarray:
-    """Foreground share of each pseudo mask (soft labels count above 0.5)."""
-    return np.array([float((labels.get(i) > (127 if soft else 0)).mean()) for i in ids])
+    """Foreground (any class) share of each pseudo mask (soft labels count above 0.5)."""
+    return np.array([float((labels.get(i) > (127 if soft else 0)).any(axis=-1).mean()) for i in ids])
 
 
 def round_cfg(cfg: Config) -> Config:

@@ -281,6 +281,8 @@ class SegmentCfg:
     # overlap); multiclass: softmax over background + the classes (exclusive classes)
     target: str = valid(*validate.TARGETS, default="binary")
     subclasses: SubclassesCfg | None = None  # binary target only
+    # More models: {name: the segment keys where it differs}; see pipeline/zoo.py.
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def softmax(self) -> bool:
@@ -381,7 +383,7 @@ class ScorerCfg:
 
 @dataclass
 class EnsembleCfg:
-    models: list[str] = valid(*validate.ENSEMBLE_MODELS, nonempty=True, distinct=True)
+    models: list[str] = valid(nonempty=True, distinct=True)  # segment, pseudo, NAME, pseudo:NAME (pipeline/zoo.py)
     fit_weights: bool
     adabn: bool  # re-estimate BatchNorm statistics on the test images (shifted test domain)
 

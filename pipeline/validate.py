@@ -29,7 +29,6 @@ LITE_ENCODERS = ("tu-efficientnet_lite0", "tu-efficientnet_lite1", "tu-efficient
 ENCODER_WEIGHTS = ("imagenet", "lite", None)  # models.WEIGHTS
 SCHEDULERS = ("cosine", "cosine_restarts", "onecycle", "none")
 SCORER_POLICIES = ("auto", "none", "grid", "global", "per_image")
-ENSEMBLE_MODELS = ("segment", "pseudo")
 COVERAGE_BINS = ("empty", "small", "medium", "large")  # datasets.coverage_bin
 TTA = ("none", "hflip", "vflip")
 INPUT_MODES = ("pad", "resize", "tile")
@@ -145,7 +144,7 @@ def _fold_indices(cfg: Config, out: Problems) -> Problems:
 
 
 def _pseudo_rounds(cfg: Config, out: Problems) -> Problems:
-    if "pseudo" in cfg.ensemble.models and cfg.pseudo.rounds < 1 and not _bad(out, "pseudo.rounds"):
+    if names_pseudo(cfg) and cfg.pseudo.rounds < 1 and not _bad(out, "pseudo.rounds"):
         return [("pseudo.rounds", f"got {cfg.pseudo.rounds}, must be >= 1 when ensemble.models names pseudo")]
     return []
 
@@ -173,8 +172,9 @@ def _classes(cfg: Config, out: Problems) -> Problems:
         return [("segment.target", f"got {target}, which needs data.classes to name 2 classes at least")]
     if target == "multiclass" and not cfg.data.exclusive:
         return [("segment.target", "got multiclass (softmax: one class per pixel), which needs data.exclusive: true")]
-    if k > 1 and "pseudo" in cfg.ensemble.models:
-        return [("ensemble.models", "pseudo-labels are built for one binary class; leave pseudo out with data.classes")]
+    if target == "multiclass" and cfg.pseudo.soft and (cfg.pseudo.rounds > 0 or names_pseudo(cfg)):
+        # A softmax trains on class indices (pipeline.losses.class_index): soft planes have none.
+        return [("pseudo.soft", "got true with segment.target multiclass, which trains on class indices; set pseudo.soft: false")]
     if k > 1 and cfg.classify.enabled and not cfg.classify.seg_head:
         text = "the separate classifier is built for one binary class; with data.classes use classify.source: seg_head (a per-class head) or enabled: false"
         return [("classify.source", text)]
@@ -186,18 +186,36 @@ def _subclasses(cfg: Config) -> Problems:
         return []
     if cfg.segment.target != "binary":
         return [("segment.subclasses", f"splits one binary class; segment.target is {cfg.segment.target}")]
-    if cfg.pseudo.rounds > 0 or "pseudo" in cfg.ensemble.models:
+    if cfg.pseudo.rounds > 0 or names_pseudo(cfg):
         return [("segment.subclasses", "pseudo-labels (soft binary masks) cannot be split into sub-classes; set pseudo.rounds: 0")]
     return []
 
 
-_RULES: tuple[Callable[[Config, Problems], Problems], ...] = (_fold_indices, _pseudo_rounds, _network_input, _classes)
+def _zoo(cfg: Config, out: Problems) -> Problems:
+    if _bad(out, "segment", "ensemble.models"):
+        return []
+    from pipeline import zoo  # zoo builds sections from the schema, which imports this module
+
+    return zoo.problems(cfg)
 
 
-def problems(cfg: Config) -> list[str]:
-    """Every problem of a typed config, as 'key: text' lines (empty when it is valid)."""
+def names_pseudo(cfg: Config) -> bool:
+    """Whether ensemble.models names pseudo rounds (`pseudo` or `pseudo:NAME`)."""
+    return any(m == "pseudo" or m.startswith("pseudo:") for m in cfg.ensemble.models)
+
+
+_RULES: tuple[Callable[[Config, Problems], Problems], ...] = (_fold_indices, _pseudo_rounds, _network_input, _classes, _zoo)
+
+
+def section_problems(cfg: Config) -> Problems:
+    """Every problem of a typed config, as (key, text)."""
     out: Problems = []
     _walk(cfg, "", out)
     for rule in _RULES:
         out.extend(rule(cfg, out))
-    return [f"{key}: {text}" for key, text in out]
+    return out
+
+
+def problems(cfg: Config) -> list[str]:
+    """Every problem of a typed config, as 'key: text' lines (empty when it is valid)."""
+    return [f"{key}: {text}" for key, text in section_problems(cfg)]

@@ -45,9 +45,12 @@ def _cfg(*overrides: str):
         (["segment.target=multilabel"], "segment.target: got multilabel, which needs data.classes"),
         (["data.classes=[a, b]", "segment.target=multiclass"], "needs data.exclusive: true"),
         (["data.classes=[a]"], "data.classes: got one class"),
-        (["data.classes=[a, b]", "segment.target=multilabel"], "ensemble.models: pseudo-labels are built for one binary class"),
         (
-            ["data.classes=[a, b]", "segment.target=multilabel", "ensemble.models=[segment]", "pseudo.rounds=0"],
+            ["data.classes=[a, b]", "data.exclusive=true", "segment.target=multiclass", "pseudo.soft=true", "classify.source=seg_head"],
+            "pseudo.soft: got true with segment.target multiclass",
+        ),
+        (
+            ["data.classes=[a, b]", "segment.target=multilabel"],
             "classify.source: the separate classifier is built for one binary class",
         ),
         (["data.classes=[a, b]", "data.train_masks={b: x, a: y}"], "data.train_masks: folders for b, a"),
@@ -220,12 +223,16 @@ def _run(cfg, monkeypatch, root) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["multiclass", "multilabel", "class_head"])
+@pytest.mark.parametrize("target", ["multiclass", "multilabel", "class_head", "pseudo"])
 def test_k_classes_end_to_end(mc_data, tmp_path, monkeypatch, target):
+    multilabel = ["segment.target=multilabel", "data.train_masks=null", f"data.train_rle_csv={mc_data / 'train_rle.csv'}"]
+    pseudo = ["pseudo.rounds=1", "pseudo.soft=true", "pseudo.min_confident_share=0.0", "pseudo.mean_teacher.enabled=true"]
     extra = {
         "multiclass": [],
-        "multilabel": ["segment.target=multilabel", "data.train_masks=null", f"data.train_rle_csv={mc_data / 'train_rle.csv'}"],
+        "multilabel": multilabel,
         "class_head": ["classify.enabled=true", "classify.source=seg_head", "scorer.gates=[0.0, 0.5]"],
+        # Soft K-plane labels and a mean teacher over sigmoids, blended with the segment stage.
+        "pseudo": [*multilabel, *pseudo, "pseudo.mean_teacher.batch_size=4", "ensemble.models=[segment, pseudo]"],
     }[target]
     cfg = _mc_cfg(mc_data, tmp_path / "artifacts", *extra)
     m = _run(cfg, monkeypatch, tmp_path)
@@ -249,6 +256,10 @@ def test_k_classes_end_to_end(mc_data, tmp_path, monkeypatch, target):
     assert 0 <= m["submit"]["hidden_score"] <= 1 and set(m["submit"]["hidden_per_class"]) == set(CLASSES)
     params = pd.read_csv(cache.load_upstream(cfg, "scorer") / "test_params.csv")
     assert len(params) == 12 * 3 and params["class"].tolist()[:3] == CLASSES
+    if target == "pseudo":
+        labels = ArrayStore(cache.load_upstream(cfg, "pseudo") / "round1" / "fold0", "pseudo_masks")
+        assert len(labels) == 12 and labels[0].shape[-1] == 3  # every test image, a soft plane per class
+        assert len(ArrayStore(cache.load_upstream(cfg, "pseudo") / "final", "oof")) == 48
 
 
 @pytest.mark.slow
@@ -263,6 +274,57 @@ def test_subclasses_train_sub_class_channels_and_give_one_map(smoke_cfg, tmp_pat
     a, b = (ArrayStore(d, "oof") for d in dirs)
     assert a[0].shape == b[0].shape and a[0].shape[-1] == 1
     assert not np.array_equal(a.data, b.data)
+
+
+def test_k_class_pseudo_labels_pack_hard_keep_soft_and_train(tmp_path):
+    from pipeline.pseudo import label_coverage, select, write_labels
+    from pipeline.schema import PseudoCfg
+
+    probs = [np.zeros((4, 4, 2)), np.zeros((4, 4, 2))]
+    probs[0][:2, :, 0], probs[0][:, :1, 1] = 0.95, 0.92  # two overlapping classes
+    probs[1][...] = 0.5  # unsure everywhere
+    hard = write_labels(tmp_path / "h", ["a", "b"], probs, soft=False)
+    assert hard[0].shape == (4, 4, 1)
+    np.testing.assert_array_equal(truth_planes(hard[0], 2)[0], probs[0][..., 0] > 0.5)
+    np.testing.assert_array_equal(truth_planes(hard[0], 2)[1], probs[0][..., 1] > 0.5)
+    soft = write_labels(tmp_path / "s", ["a", "b"], probs, soft=True)
+    assert soft[0].shape == (4, 4, 2)
+    # a pixel of either class is foreground: 8 + 4 - 2 overlapping = 10 of 16
+    np.testing.assert_allclose(label_coverage(hard, ["a"], False), [10 / 16])
+    np.testing.assert_allclose(label_coverage(soft, ["a"], True), [10 / 16])
+    ds = SegDataset(soft, soft, np.arange(2), Geometry("resize", 4), soft=True, classes=2)
+    sample = ds[0]
+    np.testing.assert_allclose(sample["mask"].numpy(), np.moveaxis(probs[0], -1, 0), atol=0.003)
+    assert sample["label"].tolist() == [1.0, 1.0]
+    cfg = PseudoCfg(1, 0.1, 0.9, 0.1, 0.9, 0.9, 0, False, 1, None)
+    assert select(cfg, probs, np.full(2, np.nan)).tolist() == [0]
+    # per-class image probabilities: each class of an image must be confident
+    assert select(cfg, probs, np.array([[0.95, 0.5], [0.95, 0.05]])).tolist() == []
+    assert select(cfg, probs, np.array([[0.95, 0.02], [0.5, 0.5]])).tolist() == [0]
+
+
+def test_mean_teacher_compares_softmax_probabilities(tmp_path):
+    from pipeline.mean_teacher import MeanTeacher
+    from pipeline.schema import MeanTeacherCfg
+    from pipeline.store import write_store
+
+    write_store(tmp_path, "imgs", [(f"t{i}", np.full((32, 32, 3), 40 * i, np.uint8)) for i in range(4)])
+    cfg = _cfg(
+        "data.classes=[a, b]",
+        "data.exclusive=true",
+        "segment.target=multiclass",
+        "classify.source=seg_head",
+        "pseudo.rounds=0",
+        "ensemble.models=[segment]",
+    )
+    mt = MeanTeacher(
+        ArrayStore(tmp_path, "imgs"), Geometry("resize", 32), MeanTeacherCfg(True, 1.0, 0.9, 2, 0.0, False), cfg.segment, seed=3
+    )
+    x = torch.randn(2, 3, 4, 4)
+    np.testing.assert_allclose(mt.activate(x).sum(1).numpy(), 1.0, rtol=1e-6)  # background + classes
+    net = build_segmentation(cfg.segment.model, 3, aux=False, classes=2, softmax=True)
+    loss, parts = mt.loss(net)
+    assert torch.isfinite(loss) and parts["consistency"] >= 0
 
 
 def test_bundle_and_plan_refuse_k_classes(tmp_path):

@@ -205,7 +205,7 @@ def test_mean_teacher_batches_resume_identically_in_tile_mode(tmp_path, smoke_cf
     mt_cfg = MeanTeacherCfg(enabled=True, weight=1.0, ema=0.5, batch_size=4, noise=0.1, final_teacher=False)
 
     def make() -> MeanTeacher:
-        return MeanTeacher(ArrayStore(tmp_path, "imgs"), Geometry("tile", 32), mt_cfg, smoke_cfg().segment.train, seed=3)
+        return MeanTeacher(ArrayStore(tmp_path, "imgs"), Geometry("tile", 32), mt_cfg, smoke_cfg().segment, seed=3)
 
     whole = make()
     whole._batch()

@@ -45,8 +45,8 @@ def _one_line(overrides: list[str], key: str, *words: str) -> str:
     [
         ("scorer.policy=best", "scorer.policy", ["'best'", "auto", "none", "grid", "global", "per_image"]),
         ("ensemble.models=[segment, boost]", "ensemble.models[1]", ["'boost'", "segment", "pseudo"]),
-        ("ensemble.models=[]", "ensemble.models", ["[]", "empty", "segment", "pseudo"]),
-        ("ensemble.models=[segment, segment]", "ensemble.models", ["'segment'", "twice", "pseudo"]),
+        ("ensemble.models=[]", "ensemble.models", ["[]", "empty"]),
+        ("ensemble.models=[segment, segment]", "ensemble.models", ["'segment'", "twice"]),
         ("submit.metric=map", "submit.metric", ["'map'", "tgs", "dice", "iou"]),
         ("segment.model.arch=UNet", "segment.model.arch", ["'UNet'", *ARCHS]),
         ("classify.source=both", "classify.source", ["'both'", "separate", "seg_head"]),

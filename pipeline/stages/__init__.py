@@ -3,8 +3,8 @@ imported only when it runs so that `--help` and `status` stay instant."""
 
 from __future__ import annotations
 
-from pipeline import paths
-from pipeline.cache import Stage, register, register_opt_in
+from pipeline import paths, zoo
+from pipeline.cache import Stage, register, register_opt_in, register_unhashed
 from pipeline.fingerprint import fingerprint
 from pipeline.schema import Config
 
@@ -72,6 +72,7 @@ register_opt_in(
     "segment.subclasses",
     segment__target="binary",
 )
+register_unhashed("segment.models")
 register(
     Stage(
         "ingest",
@@ -141,6 +142,7 @@ register(
         ("ingest", "ingest_test", "folds", "classify", "segment", "pseudo"),
         "pipeline.stages.ensemble:run",
         version="2",  # 2: blend weights of fold k's OOF fitted on the other folds
+        models=zoo.upstream,
         doc="test inference (TTA, fold average) and OOF-fitted blend",
     )
 )

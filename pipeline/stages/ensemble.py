@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import fileio
+from pipeline import fileio, zoo
 from pipeline.blend import nested_blend
 from pipeline.cache import Context
 from pipeline.classifier import load_oof
@@ -47,36 +47,48 @@ def run(ctx: Context) -> dict:
     # Scored and blended per row: an image, or an (image, class) pair for K classes.
     truths = data.truths_of(ids)
     oofs = {name: flat(load_maps(d, "oof", ids)) for name, d in dirs.items()}
-    per_model = {name: round(float(score_probs(truths, m).mean()), 4) for name, m in oofs.items()}
+    per_model = {name: score_probs(truths, m) for name, m in oofs.items()}
     fold_of = data.fold_of()
     nb = nested_blend(list(oofs.values()), truths, repeat([fold_of[i] for i in ids], data.k), cfg.ensemble.fit_weights)
     ctx.dir.mkdir(parents=True, exist_ok=True)
     save_maps(ctx.dir, "oof", ids, stack(nb.oof, data.k))
-    seg_dir = ctx.upstream["segment"]
-    if (seg_dir / "oof_dist.index.csv").exists():
-        save_maps(ctx.dir, "oof_dist", ids, load_maps(seg_dir, "oof_dist", ids))
+    lead = zoo.lead_folder(cfg, ctx.upstream)
+    if (lead / "oof_dist.index.csv").exists():
+        save_maps(ctx.dir, "oof_dist", ids, load_maps(lead, "oof_dist", ids))
     paths = {name: fold_models(d) for name, d in dirs.items()}
     logger.info(f"ensemble: test inference with {', '.join(paths)}")
     cls_paths = [] if cfg.classify.seg_head else classifier_paths(fold_model_paths(ctx.upstream["classify"]))
-    test = ensemble_test(cfg, paths, nb.test_weights, cls_paths, test_images)
+    cfgs = {name: zoo.model_cfg(cfg, zoo.parse(name)[1]) for name in dirs}
+    test = ensemble_test(cfg, paths, nb.test_weights, cls_paths, test_images, cfgs)
     save_maps(ctx.dir, "test", test_images.ids, test.masks)
     if test.dists is not None:
         save_maps(ctx.dir, "test_dist", test_images.ids, test.dists)
-    _write_cls(ctx, ids, test_images.ids, test.cls)
+    _write_cls(ctx, lead, ids, test_images.ids, test.cls)
     return {
         "models": list(dirs),
         "weights": [round(float(w), 3) for w in nb.test_weights],
         "fold_weights": {f"fold{k}": [round(float(x), 3) for x in w] for k, w in nb.fold_weights.items()},
-        "oof_tgs_per_model": per_model,
+        "oof_tgs_per_model": {name: round(float(v.mean()), 4) for name, v in per_model.items()},
         "oof_tgs": round(float(nb.scores.mean()), 4),
         "n_test": len(test_images),
+    } | _blend_gain(per_model, nb.scores)
+
+
+def _blend_gain(per_model: dict[str, np.ndarray], blended: np.ndarray) -> dict:
+    """What the nested blend adds over its best single model, paired on the same rows."""
+    if len(per_model) < 2:
+        return {}
+    best = max(per_model, key=lambda name: per_model[name].mean())
+    diff = blended - per_model[best]
+    return {
+        "blend_gain": {"over": best, "mean": round(float(diff.mean()), 4), "se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4)}
     }
 
 
-def _write_cls(ctx: Context, ids: list[str], test_ids: list[str], test_prob: np.ndarray) -> None:
+def _write_cls(ctx: Context, lead: Path, ids: list[str], test_ids: list[str], test_prob: np.ndarray) -> None:
     """Classifier probabilities for the blended OOF ids and the test ids (NaN = no classifier),
-    from the classify stage or, with classify.source = seg_head, from the segmentation head."""
-    oof = load_oof(ctx.upstream["segment" if ctx.cfg.classify.seg_head else "classify"])
+    from the classify stage or, with classify.source = seg_head, from the lead model's head."""
+    oof = load_oof(lead if ctx.cfg.classify.seg_head else ctx.upstream["classify"])
     classes = ctx.cfg.data.classes
     fileio.write_csv(ctx.dir / "oof_cls.csv", cls_frame(ids, row_probs(oof, ids, classes), classes))
     fileio.write_csv(ctx.dir / "test_cls.csv", cls_frame(test_ids, test_prob, classes))

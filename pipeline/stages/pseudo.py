@@ -58,7 +58,7 @@ def _labelled_ids(ctx: Context, k: int, folder: Path, prev: Path, test_images: A
     return ids
 
 
-def _fold_labels(ctx: Context, k: int, r: int, prev: Path, test_images: ArrayStore) -> tuple[SegDataset, np.ndarray]:
+def _fold_labels(ctx: Context, k: int, r: int, prev: Path, data: TrainSet, test_images: ArrayStore) -> tuple[SegDataset, np.ndarray]:
     """Fold k's pseudo-labelled test images of round r, as a training dataset and coverage."""
     cfg, pcfg = ctx.cfg, ctx.cfg.pseudo
     folder = ctx.dir / f"round{r}" / f"fold{k}"
@@ -77,6 +77,7 @@ def _fold_labels(ctx: Context, k: int, r: int, prev: Path, test_images: ArraySto
         cfg.segment.aux.signed,
         seed,
         soft=pcfg.soft,
+        classes=data.k,
     )
     return extra, label_coverage(labels, ids, pcfg.soft)
 
@@ -89,12 +90,12 @@ def run_round(ctx: Context, r: int, prev: Path, data: TrainSet, test_images: Arr
     for k in ctx.folds_to_run(data.fold_ids(cfg.segment.train.folds)):
         fold_dir = rdir / f"fold{k}"
         with fold_lock(fold_dir):  # fold-parallel runs of this stage never train one fold twice
-            extra, cov = _fold_labels(ctx, k, r, prev, test_images)
+            extra, cov = _fold_labels(ctx, k, r, prev, data, test_images)
             selected[f"fold{k}"], nonempty[f"fold{k}"] = len(cov), int((cov > 0).sum())
             seed = cfg.experiment.seed + 1000 * r + k
             mt = pcfg.mean_teacher
             geometry = Geometry.from_cfg(cfg.segment.input)
-            teacher = MeanTeacher(test_images, geometry, mt, rcfg.segment.train, seed) if mt.enabled else None
+            teacher = MeanTeacher(test_images, geometry, mt, rcfg.segment, seed) if mt.enabled else None
             model = train_fold(rcfg, fold_dir, data, k, FoldExtras((extra, cov), prev / f"fold{k}" / "model.pt", teacher))
             predict_oof(rcfg, model, data, k, fold_dir)
     if ctx.stops_before_merge:  # a fold-parallel run, or not rank 0: a run of all folds merges and scores each round

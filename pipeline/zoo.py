@@ -1,0 +1,94 @@
+"""Several segmentation models in one experiment (`segment.models`).
+
+The `segment` section is itself the first model, named `segment`, and the defaults of the
+others: each entry of `segment.models` names a model and the segment keys in which it differs
+(architecture, encoder, input size, any training key). A model's config is the experiment's with
+its merged section in place of `segment` (and no zoo), so each model is the segment stage of
+that config: its own cached artifact, its own key (equal to that of a one-model experiment with
+the same section) and fold reuse. Its pseudo rounds are the pseudo stage of the same config.
+
+`ensemble.models` names what the blend reads: `segment`, `pseudo` (the pseudo rounds of
+`segment`), a model name, or `pseudo:NAME` (that model's pseudo rounds)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from pipeline import config as config_mod
+from pipeline.errors import UserError
+from pipeline.schema import Config, SegmentCfg
+
+BASE = "segment"
+PSEUDO = "pseudo"
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
+def parse(entry: str) -> tuple[str, str]:
+    """An `ensemble.models` entry -> (stage, model): `pseudo:unet` -> ("pseudo", "unet")."""
+    if entry == PSEUDO:
+        return PSEUDO, BASE
+    stage, sep, model = entry.partition(":")
+    return (PSEUDO, model) if sep and stage == PSEUDO else (BASE, entry)
+
+
+def model_cfg(cfg: Config, name: str) -> Config:
+    """The config that trains model `name`: its merged segment section, no zoo."""
+    if name == BASE:
+        return dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, models={}))
+    if name not in cfg.segment.models:
+        known = ", ".join([BASE, *cfg.segment.models])
+        raise UserError(f"--model {name}: not a model of this config (segment.models); known: {known}")
+    base = config_mod.to_dict(cfg.segment) | {"models": {}}
+    merged = config_mod.merge(base, cfg.segment.models[name])
+    segment = config_mod.build_section(SegmentCfg, merged, f"segment.models.{name}")
+    return dataclasses.replace(cfg, segment=segment)
+
+
+def upstream(cfg: Config) -> dict[str, tuple[Config, str]]:
+    """The zoo models `ensemble.models` names, as {entry: (its config, its stage)}: what the
+    ensemble reads beyond the `segment` and `pseudo` stages of the experiment itself."""
+    out = {}
+    for entry in cfg.ensemble.models:
+        stage, model = parse(entry)
+        if model != BASE:
+            sub = model_cfg(cfg, model)
+            # A model's segment artifact also under its name: pseudo:NAME's distance maps and
+            # head probabilities come from it when it leads the blend.
+            out |= {entry: (sub, stage), model: (sub, BASE)}
+    return out
+
+
+def lead_folder(cfg: Config, upstream: Mapping[str, Path]) -> Path:
+    """The segment artifact of the first model `ensemble.models` names: the blend's distance
+    maps and head probabilities are its (for `pseudo`, the experiment's segment stage)."""
+    model = parse(cfg.ensemble.models[0])[1]
+    return upstream[BASE if model == BASE else model]
+
+
+def problems(cfg: Config) -> list[tuple[str, str]]:
+    """Bad model names, bad keys or values in a model's section (checked as the section
+    itself is), and `ensemble.models` entries that name no model."""
+    out: list[tuple[str, str]] = []
+    for name in cfg.segment.models:
+        if not NAME.fullmatch(name) or name in (BASE, PSEUDO):
+            out.append((f"segment.models.{name}", "a model name is a letter then letters, digits, _ or -, and not segment or pseudo"))
+            continue
+        try:
+            sub = model_cfg(cfg, name)
+        except config_mod.ConfigError as exc:  # "key: text", or "unknown key 'segment.models...'"
+            key, _, text = str(exc).partition(": ") if str(exc).startswith("segment.models.") else (f"segment.models.{name}", "", str(exc))
+            out.append((key, text))
+            continue
+        from pipeline import validate  # validate imports the schema, which this module needs first
+
+        # The other sections are the experiment's own, checked once already.
+        out += [(k.replace("segment", f"segment.models.{name}", 1), t) for k, t in validate.section_problems(sub) if k.startswith("segment")]
+    for i, entry in enumerate(cfg.ensemble.models):
+        _, model = parse(entry)
+        if model != BASE and model not in cfg.segment.models:
+            known = ", ".join([BASE, PSEUDO, *cfg.segment.models, *(f"pseudo:{n}" for n in cfg.segment.models)])
+            out.append((f"ensemble.models[{i}]", f"got {entry!r}, which names no model; valid entries: {known}"))
+    return out
