@@ -16,6 +16,8 @@ figure is the median over the other rounds. Variants:
   crop96/crop64 random same-scale crops of the padded tile: the early epochs of
                 `train.progressive` (`datasets.crop_batch`, done before timing: label and coverage
                 recomputed on the window, the distance target cropped)
+  hypercolumn / hypercolumn_crop64   `segment.model.head: hypercolumn` on the whole tile and on
+                the 64 px windows (issue 17: its comparison with the plain head at equal CPU time)
   loader        the pipeline's DataLoader alone (augmentation, distance target, collation)
 
 Inference (`predict.predict` over the ingested tiles, flip TTA, what OOF and test maps run):
@@ -24,7 +26,7 @@ Inference (`predict.predict` over the ingested tiles, flip TTA, what OOF and tes
   compiled anew each round; the first-batch column is the last round's (a warm inductor cache).
 
 Run: .venv/bin/python bench/cpu_throughput.py [--config configs/tgs_salt.yaml] [--rounds 4]
-       [--steps 6] [--images 512] [--only train|infer]
+       [--steps 6] [--images 512] [--only train|infer] [--variants recipe,crop64,...]
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class TrainVariant:
     threads: int = 0  # 0: the process's default
     compile: bool = False
     crop: int = 0  # 0: the full padded tile
+    head: str | None = None  # segment.model.head of the variant's model
 
 
 TRAIN_VARIANTS = {
@@ -75,6 +78,8 @@ TRAIN_VARIANTS = {
     "compiled": TrainVariant(compile=True),
     "crop96": TrainVariant(crop=96),
     "crop64": TrainVariant(crop=64),
+    "hypercolumn": TrainVariant(head="hypercolumn"),
+    "hypercolumn_crop64": TrainVariant(crop=64, head="hypercolumn"),
 }
 
 
@@ -141,9 +146,10 @@ def _samples(cfg, images, masks, idx) -> list[dict]:
     return out
 
 
-def _model(cfg, images) -> torch.nn.Module:
+def _model(cfg, images, head: str | None = None) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(cfg.segment, images[0].shape[2], cfg.classify.seg_head)
+    scfg = dataclasses.replace(cfg.segment, model=dataclasses.replace(cfg.segment.model, head=head)) if head else cfg.segment
+    return build_model(scfg, images[0].shape[2], cfg.classify.seg_head)
 
 
 def _trainer(cfg, images, masks, idx, v: TrainVariant, threads: int) -> _Trainer:
@@ -152,8 +158,10 @@ def _trainer(cfg, images, masks, idx, v: TrainVariant, threads: int) -> _Trainer
 
 def bench_train(cfg, images, masks, args, threads: int) -> None:
     idx = np.arange(min(args.images, len(images)))
-    samples, model = _samples(cfg, images, masks, idx), _model(cfg, images)
-    trainers = {name: _Trainer(cfg, model, samples, v, threads) for name, v in TRAIN_VARIANTS.items()}
+    samples = _samples(cfg, images, masks, idx)
+    models = {head: _model(cfg, images, head) for head in {v.head for v in TRAIN_VARIANTS.values()}}
+    chosen = {"recipe", *args.variants.split(",")} if args.variants else set(TRAIN_VARIANTS)
+    trainers = {name: _Trainer(cfg, models[v.head], samples, v, threads) for name, v in TRAIN_VARIANTS.items() if name in chosen}
     per_img: dict[str, list[float]] = {name: [] for name in [*trainers, "loader"]}
     warm: dict[str, float] = {}
     for r in range(args.rounds + 1):
@@ -279,6 +287,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--only", choices=["train", "infer", "env"])
+    ap.add_argument("--variants", help="training variants to time beside the recipe, comma-separated (default: all)")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # artifacts folder of the parent (bench_env)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

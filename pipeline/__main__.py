@@ -1,7 +1,7 @@
 """Command line: a thin layer over `pipeline.api`.
 
 python -m pipeline STAGE --config FILE [--set key=value ...] [--force]
-python -m pipeline STAGE --config FILE --fold K [--fold K2 | --fold K,K2]   one fold (classify, segment, pseudo)
+python -m pipeline STAGE --config FILE --fold K [--fold K2 | --fold K,K2]   one fold (classify, segment, pseudo, distill)
 python -m pipeline segment --config FILE --model NAME   one model of segment.models (also pseudo, status)
 python -m pipeline all --config FILE [--set ...]      every stage in order, with status and time
 python -m pipeline status --config FILE

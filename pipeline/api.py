@@ -16,6 +16,7 @@ from pipeline import (
     paths,
     planner,
     stages,  # noqa: F401  (registers the stages)
+    zoo,
 )
 from pipeline import config as config_mod
 from pipeline.bundle import Sources
@@ -37,7 +38,7 @@ def run(cfg: Config, stage: str, force: bool = False, folds: list[int] | None = 
     """Run a stage (and, from cache, what it reads); returns its artifact folder. Progress goes
     to stdout unless the `pipeline` logger was configured already.
 
-    `folds`: only these folds of a stage trained fold by fold (classify, segment, pseudo), beside
+    `folds`: only these folds of a stage trained fold by fold (classify, segment, pseudo, distill), beside
     other such runs on other GPUs or machines sharing the artifacts folder; the stage stays
     unfinished until a run without `folds` keeps every finished fold, merges and scores them."""
     logs.setup()
@@ -61,6 +62,8 @@ def bundle_sources(cfg: Config) -> Sources:
     and the planner serve one binary class, sub-classes included, so far)."""
     if cfg.data.classes:
         raise UserError("bundle and plan: built for one binary class so far; data.classes names K classes")
+    if zoo.upstream(cfg):  # the bundle predicts every model with the experiment's one segment section
+        raise UserError("bundle and plan: built for the segment and pseudo models so far; ensemble.models names a zoo model or distill")
     names = ["ingest", "folds", "classify", "segment", "scorer", *(["pseudo"] if "pseudo" in cfg.ensemble.models else [])]
     try:
         up = {name: cache.load_upstream(cfg, name) for name in names}

@@ -1,7 +1,7 @@
 """Fold-parallel runs: `python -m pipeline STAGE --fold K` on several GPUs or machines sharing
 one artifacts folder.
 
-Fold-parallel runs of a fold-trained stage (classify, segment, pseudo) share its folder: each
+Fold-parallel runs of a fold-trained stage (classify, segment, pseudo, distill) share its folder: each
 holds a shared lock of the stage folder and the exclusive lock of its own fold, trains and
 predicts only its folds, and leaves the folder unfinished (no merge, no score, no manifest). A
 later run of the whole stage takes the exclusive lock, keeps every finished fold, merges and

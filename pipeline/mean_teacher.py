@@ -82,20 +82,30 @@ class MeanTeacher:
         noise = self.cfg.noise * torch.randn(x.shape, generator=self.gen)
         return (x.cpu() * gain + offset + noise).flip(-1).to(device)
 
-    def loss(self, student: nn.Module) -> tuple[torch.Tensor, dict[str, float]]:
-        """Weighted MSE between student and teacher probabilities on one unlabeled batch."""
+    def views(self, student: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """One unlabeled batch on the student's device: the clean view and the student's
+        noisy, flipped view."""
         x = self._batch()
-        teacher = self._teacher(student)
         device = next(student.parameters()).device
         channels_last = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
         clean = x.to(device).contiguous(memory_format=channels_last)
-        noisy = self._perturb(x, device).contiguous(memory_format=channels_last)
+        return clean, self._perturb(x, device).contiguous(memory_format=channels_last)
+
+    def consistency(self, student: nn.Module, teacher: nn.Module, clean: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        """MSE between the student's probabilities on the noisy view (flipped back) and the
+        teacher's on the clean view."""
+        device = clean.device
         with torch.no_grad(), runtime.autocast(device, self.tcfg):
             target = self.activate(teacher(clean)["mask"].float())
         with runtime.autocast(device, self.tcfg):
             out = student(noisy)["mask"]
-        pred = self.activate(out.float().flip(-1))
-        mse = torch.mean((pred - target) ** 2)
+        return torch.mean((self.activate(out.float().flip(-1)) - target) ** 2)
+
+    def loss(self, student: nn.Module, batch: dict | None = None, epoch: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+        """Weighted MSE between student and teacher probabilities on one unlabeled batch (the
+        labelled `batch` is not used here; a mutual teacher trains its peer on it)."""
+        clean, noisy = self.views(student)
+        mse = self.consistency(student, self._teacher(student), clean, noisy)
         return self.cfg.weight * mse, {"consistency": float(mse.detach())}
 
     def update(self, student: nn.Module) -> None:

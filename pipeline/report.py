@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline import cache, fileio
+from pipeline import cache, fileio, zoo
 from pipeline.schema import Config
 
 Manifests = dict[str, tuple[dict, float | None]]
@@ -78,6 +78,35 @@ def per_class_lines(metric: str, seg: dict, scorer: dict, sub: dict) -> list[str
     return lines
 
 
+def zoo_seconds(cfg: Config) -> dict[str, float | None]:
+    """{stage:model: seconds} of the zoo models (other configs' stages) the blend read."""
+    out = {}
+    for entry, (sub, stage) in zoo.upstream(cfg).items():
+        m = cache.read_manifest(cache.stage_dir(sub, stage))
+        out[entry if stage == zoo.PSEUDO else f"{stage}:{entry}"] = m["timings"]["seconds"] if m else None
+    return out
+
+
+def model_lines(ens: dict, student: dict) -> list[str]:
+    """Several blended models: each one's OOF, the nested blend's and what it added over the
+    best of them (paired over the same rows), and a distilled student against its teachers;
+    [] for one model and no student."""
+    per, gain = ens.get("oof_tgs_per_model", {}), ens.get("blend_gain")
+    lines = ["", "| model | OOF tgs @0.5 |", "|---|---|"]
+    if len(per) > 1 and gain:
+        lines += [f"| {name} | {v:.4f} |" for name, v in per.items()]
+        lines.append(f"| nested blend | {ens['oof_tgs']:.4f} ({gain['mean']:+.4f} ± {gain['se']:.4f} over {gain['over']}) |")
+    if student.get("teachers"):
+        d = student["student_minus_teachers"]
+        lines.append(
+            f"| teachers' nested blend {student['teachers']} | {student['teachers_oof_tgs']:.4f} ({student['teachers_img_per_s']} img/s) |"
+        )
+        lines.append(
+            f"| distilled student | {student['oof_tgs']:.4f} ({d['mean']:+.4f} ± {d['se']:.4f}; {student['student_img_per_s']} img/s) |"
+        )
+    return lines if len(lines) > 3 else []
+
+
 def build_report(cfg: Config, save: bool = False) -> str:
     """Markdown table of CV per step and time per stage (saved next to the submission)."""
     keys: dict[str, str] = {}
@@ -87,6 +116,7 @@ def build_report(cfg: Config, save: bool = False) -> str:
         lines.append(f"| {name} | {'-' if value is None else f'{value:.4f}'} | {how} |")
     scorer = ms["scorer"][0]
     lines += per_class_lines(cfg.submit.metric, ms["segment"][0], scorer, ms["submit"][0])
+    lines += model_lines(ms["ensemble"][0], ms["distill"][0])
     if "grid_best_all_oof_score" in scorer:
         t, area, gate = scorer["grid_best_all_oof"]
         lines.append(
@@ -102,6 +132,9 @@ def build_report(cfg: Config, save: bool = False) -> str:
     total = 0.0
     for name in cache.STAGES:
         sec = ms[name][1]
+        total += sec or 0.0
+        lines.append(f"| {name} | {'-' if sec is None else f'{sec:.1f}'} |")
+    for name, sec in zoo_seconds(cfg).items():
         total += sec or 0.0
         lines.append(f"| {name} | {'-' if sec is None else f'{sec:.1f}'} |")
     lines.append(f"| total | {total:.1f} |")

@@ -342,6 +342,7 @@ class MeanTeacherCfg:
     batch_size: int  # unlabeled test images per step
     noise: float = valid(min=0)  # std of the Gaussian noise added to the student's (normalised) input
     final_teacher: bool  # the teacher, not the student, becomes the fold's model
+    mutual: bool = False  # mutual mean teaching: a peer student, each learning the other's teacher
 
     def check(self) -> Problems:
         if not 0 < self.ema < 1:
@@ -363,6 +364,18 @@ class PseudoCfg:
     soft: bool
     epochs: int = valid(min=1)
     mean_teacher: MeanTeacherCfg
+
+
+@dataclass
+class DistillCfg:
+    """One student trained on the soft maps of a blend of teachers (pipeline/distill.py)."""
+
+    enabled: bool
+    teachers: list[str]  # ensemble.models entries blended into the soft targets (empty: ensemble.models)
+    student: str  # segment, or a name of segment.models
+    weight: float = valid(min=0, max=1)  # share of the teachers' soft map in a train target (the rest: the mask)
+    temperature: float = valid(above=0)  # logits divided by it: > 1 softens the teachers' maps
+    test: bool  # also train on the test images with the teachers' soft maps as targets
 
 
 @dataclass
@@ -405,4 +418,5 @@ class Config:
     scorer: ScorerCfg
     ensemble: EnsembleCfg
     submit: SubmitCfg
+    distill: DistillCfg
     source: str = field(default="", compare=False, metadata={"internal": True})  # the file it came from

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +42,14 @@ SEG_HEAD_WEIGHT = 0.2
 @dataclasses.dataclass
 class FoldExtras:
     """What a fine-tuning round adds to a fold's plain training: pseudo-labelled samples
-    (dataset, coverage) for the training part only, weights to start from, and a mean
-    teacher's consistency loss on unlabeled images."""
+    (dataset, coverage) for the training part only, weights to start from, a mean
+    teacher's consistency loss on unlabeled images; or, for a distilled student, soft targets
+    (p x 255, by store position) in place of the training part's masks."""
 
     extra: tuple[torch.utils.data.Dataset, np.ndarray] | None = None
     init: Path | None = None
     teacher: MeanTeacher | None = None
+    soft_masks: Mapping[int, np.ndarray] | None = None
 
 
 def seg_task(cfg: SegmentCfg, model_predict, cls_weight: float = 0.0) -> Task:
@@ -102,7 +105,9 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
     masks, classes = (
         (data.masks, data.k) if scfg.subclasses is None else (subclass_masks(scfg.subclasses, data, train_idx, seed), scfg.subclasses.n)
     )
-    ds = SegDataset(data.images, masks, train_idx, geometry, augment, scfg.aux.signed, seed, classes=classes)
+    soft = extras.soft_masks is not None
+    masks = extras.soft_masks if soft else masks
+    ds = SegDataset(data.images, masks, train_idx, geometry, augment, scfg.aux.signed, seed, soft=soft, classes=classes)
     cov = data.coverage[train_idx]
     if extras.extra is not None:
         ds, cov = torch.utils.data.ConcatDataset([ds, extras.extra[0]]), np.concatenate([cov, extras.extra[1]])

@@ -40,7 +40,7 @@ class StepHook(Protocol):
     the model alone, an update after every optimiser step, and the state it carries between
     steps, saved in the epoch checkpoint so that a resumed run continues where it stopped."""
 
-    def loss(self, model: nn.Module) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def loss(self, model: nn.Module, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]: ...
 
     def update(self, model: nn.Module) -> None: ...
 
@@ -101,7 +101,7 @@ def train_epoch(
         # The loss runs in fp32: Lovász sorts errors and Dice sums areas, both fragile in bf16.
         loss, parts = task.loss({k: v.float() for k, v in out.items()}, batch, epoch)
         if task.hook is not None:
-            extra, extra_parts = task.hook.loss(distributed.unwrap(model))
+            extra, extra_parts = task.hook.loss(distributed.unwrap(model), batch, epoch)
             loss, parts = loss + extra, {**parts, **extra_parts}
         opt.zero_grad(set_to_none=True)
         if scaler is not None:

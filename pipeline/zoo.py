@@ -8,7 +8,8 @@ that config: its own cached artifact, its own key (equal to that of a one-model 
 the same section) and fold reuse. Its pseudo rounds are the pseudo stage of the same config.
 
 `ensemble.models` names what the blend reads: `segment`, `pseudo` (the pseudo rounds of
-`segment`), a model name, or `pseudo:NAME` (that model's pseudo rounds)."""
+`segment`), a model name, `pseudo:NAME` (that model's pseudo rounds) or `distill` (the student of
+the distill stage, pipeline/distill.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pipeline.schema import Config, SegmentCfg
 
 BASE = "segment"
 PSEUDO = "pseudo"
+DISTILL = "distill"
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
@@ -30,6 +32,8 @@ def parse(entry: str) -> tuple[str, str]:
     """An `ensemble.models` entry -> (stage, model): `pseudo:unet` -> ("pseudo", "unet")."""
     if entry == PSEUDO:
         return PSEUDO, BASE
+    if entry == DISTILL:
+        return DISTILL, DISTILL
     stage, sep, model = entry.partition(":")
     return (PSEUDO, model) if sep and stage == PSEUDO else (BASE, entry)
 
@@ -47,13 +51,27 @@ def model_cfg(cfg: Config, name: str) -> Config:
     return dataclasses.replace(cfg, segment=segment)
 
 
-def upstream(cfg: Config) -> dict[str, tuple[Config, str]]:
-    """The zoo models `ensemble.models` names, as {entry: (its config, its stage)}: what the
-    ensemble reads beyond the `segment` and `pseudo` stages of the experiment itself."""
-    out = {}
-    for entry in cfg.ensemble.models:
+def entry_cfg(cfg: Config, entry: str) -> Config:
+    """The config that builds and predicts the fold models of an `ensemble.models` entry."""
+    stage, model = parse(entry)
+    return model_cfg(cfg, cfg.distill.student if stage == DISTILL else model)
+
+
+def teachers(cfg: Config) -> list[str]:
+    """The entries whose blend the distill student learns from."""
+    return cfg.distill.teachers or [m for m in cfg.ensemble.models if m != DISTILL]
+
+
+def upstream(cfg: Config, entries: list[str] | None = None) -> dict[str, tuple[Config, str]]:
+    """The zoo models that `entries` (default: `ensemble.models`) name, as {entry: (its config,
+    its stage)}: what the ensemble reads beyond the `segment` and `pseudo` stages of the
+    experiment itself."""
+    out: dict[str, tuple[Config, str]] = {}
+    for entry in cfg.ensemble.models if entries is None else entries:
         stage, model = parse(entry)
-        if model != BASE:
+        if stage == DISTILL:
+            out[entry] = (cfg, DISTILL)
+        elif model != BASE:
             sub = model_cfg(cfg, model)
             # A model's segment artifact also under its name: pseudo:NAME's distance maps and
             # head probabilities come from it when it leads the blend.
@@ -64,8 +82,8 @@ def upstream(cfg: Config) -> dict[str, tuple[Config, str]]:
 def lead_folder(cfg: Config, upstream: Mapping[str, Path]) -> Path:
     """The segment artifact of the first model `ensemble.models` names: the blend's distance
     maps and head probabilities are its (for `pseudo`, the experiment's segment stage)."""
-    model = parse(cfg.ensemble.models[0])[1]
-    return upstream[BASE if model == BASE else model]
+    stage, model = parse(cfg.ensemble.models[0])
+    return upstream[DISTILL if stage == DISTILL else model]
 
 
 def problems(cfg: Config) -> list[tuple[str, str]]:
@@ -85,10 +103,32 @@ def problems(cfg: Config) -> list[tuple[str, str]]:
         from pipeline import validate  # validate imports the schema, which this module needs first
 
         # The other sections are the experiment's own, checked once already.
-        out += [(k.replace("segment", f"segment.models.{name}", 1), t) for k, t in validate.section_problems(sub) if k.startswith("segment")]
-    for i, entry in enumerate(cfg.ensemble.models):
-        _, model = parse(entry)
-        if model != BASE and model not in cfg.segment.models:
-            known = ", ".join([BASE, PSEUDO, *cfg.segment.models, *(f"pseudo:{n}" for n in cfg.segment.models)])
-            out.append((f"ensemble.models[{i}]", f"got {entry!r}, which names no model; valid entries: {known}"))
+        out += [
+            (k.replace("segment", f"segment.models.{name}", 1), t) for k, t in validate.section_problems(sub) if k.startswith("segment")
+        ]
+    out += _entry_problems("ensemble.models", cfg.ensemble.models, cfg, DISTILL if cfg.distill.enabled else None)
+    return out + _distill_problems(cfg)
+
+
+def _entry_problems(key: str, entries: list[str], cfg: Config, distill: str | None) -> list[tuple[str, str]]:
+    names = [BASE, *cfg.segment.models]
+    valid = [BASE, PSEUDO, *cfg.segment.models, *(f"pseudo:{n}" for n in cfg.segment.models), *([distill] if distill else [])]
+    out = []
+    for i, entry in enumerate(entries):
+        stage, model = parse(entry)
+        if (stage == DISTILL and not distill) or (stage != DISTILL and model not in names):
+            out.append((f"{key}[{i}]", f"got {entry!r}, which names no model; valid entries: {', '.join(valid)}"))
     return out
+
+
+def _distill_problems(cfg: Config) -> list[tuple[str, str]]:
+    d = cfg.distill
+    if not d.enabled:
+        return []
+    if d.student not in (BASE, *cfg.segment.models):
+        return [("distill.student", f"got {d.student!r}; valid: {', '.join([BASE, *cfg.segment.models])}")]
+    if not teachers(cfg):
+        return [("distill.teachers", "empty, and ensemble.models names no model beside distill")]
+    if cfg.data.classes:
+        return [("distill.enabled", "the student learns one binary class's soft maps; data.classes names several")]
+    return _entry_problems("distill.teachers", d.teachers, cfg, None)

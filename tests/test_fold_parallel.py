@@ -153,11 +153,16 @@ def test_fold_checks(tmp_path, fold_stage):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["folds", "--fold", "0"], "error: --fold applies to the stages trained fold by fold (classify, segment, pseudo), not folds"),
-        (["all", "--fold", "0"], "error: --fold applies to the stages trained fold by fold (classify, segment, pseudo), not all"),
+        (
+            ["folds", "--fold", "0"],
+            "error: --fold applies to the stages trained fold by fold (classify, segment, pseudo, distill), not folds",
+        ),
+        (["all", "--fold", "0"], "error: --fold applies to the stages trained fold by fold (classify, segment, pseudo, distill), not all"),
         (["segment", "--fold", "7"], "error: --fold 7: not among the folds of segment ([0, 1]; segment.train.folds=[], folds.n_folds=2)"),
         (["segment", "--fold", "0,x"], "error: --fold takes fold numbers (K or K,K2), got '0,x'"),
         (["pseudo", "--fold", "1", "--force"], "error: --force cannot be combined with --fold"),
+        (["segment", "--model", "fpn"], "error: --model fpn: not a model of this config (segment.models); known: segment"),
+        (["scorer", "--model", "segment"], "error: --model applies to segment, pseudo and status, not scorer"),
     ],
 )
 def test_cli_fold_errors_are_one_line_exit_2(tmp_path, smoke_overrides, capsys, args, message):

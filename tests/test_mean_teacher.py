@@ -69,7 +69,7 @@ def test_fitter_calls_the_hook_loss_and_update(tmp_path, smoke_cfg):
     calls = {"extra": 0, "after": 0}
 
     class Counting:
-        def loss(self, model):
+        def loss(self, model, batch, epoch):
             calls["extra"] += 1
             return sum(p.sum() for p in model.parameters()) * 0.0, {"x": 1.0}
 
@@ -120,6 +120,20 @@ def test_pseudo_with_mean_teacher_changes_models_and_key(smoke_cfg, tmp_path):
     w_off = torch.load(f_off / "round1" / "fold0" / "model.pt", weights_only=True)
     w_on = torch.load(f_on / "round1" / "fold0" / "model.pt", weights_only=True)
     assert any(not torch.equal(w_off[k], w_on[k]) for k in w_off if w_off[k].is_floating_point())
+
+
+@pytest.mark.slow
+def test_pseudo_with_mutual_teachers_trains_a_peer(smoke_cfg, tmp_path):
+    on = ["pseudo.mean_teacher.enabled=true", "pseudo.mean_teacher.batch_size=4"]
+    single = smoke_cfg(*on, artifacts=tmp_path)
+    mutual = smoke_cfg(*on, "pseudo.mean_teacher.mutual=true", artifacts=tmp_path)
+    assert cache.stage_key(mutual, "pseudo") != cache.stage_key(single, "pseudo")
+    assert cache.stage_key(smoke_cfg("pseudo.mean_teacher.mutual=true", artifacts=tmp_path), "pseudo") == cache.stage_key(
+        smoke_cfg(artifacts=tmp_path), "pseudo"
+    )
+    folder, ran = cache.run_stage(mutual, "pseudo")
+    history = (folder / "round1" / "fold0" / "metrics.csv").read_text().splitlines()[0]
+    assert ran and {"train_consistency", "train_peer_loss", "train_peer_consistency"} <= set(history.split(","))
 
 
 class _Stop(Exception):
@@ -184,3 +198,43 @@ def test_final_teacher_is_opt_in_within_the_mean_teacher_switch(smoke_cfg, tmp_p
     final = "pseudo.mean_teacher.final_teacher=true"
     assert key(final) == key()  # no mean teacher: the switch inside it is not hashed
     assert key(on, final) != key(on)
+
+
+def _mutual(tmp_path, cfg, peer):
+    from pipeline.mutual_teacher import MutualTeacher
+    from pipeline.segmentation import seg_task
+
+    mt = MeanTeacherCfg(True, 1.0, 0.5, 4, 0.1, False, True)
+    return MutualTeacher(
+        _store(tmp_path), Geometry("resize", 32), mt, cfg.segment, 3, peer=peer, supervised=seg_task(cfg.segment, None).loss
+    )
+
+
+def test_mutual_teacher_learns_the_peers_teacher_and_steps_the_peer(tmp_path, smoke_cfg):
+    cfg, student = _model(smoke_cfg)
+    torch.manual_seed(1)
+    peer = build_segmentation(cfg.segment.model, 1, aux=True)  # other weights: the peer's teacher disagrees
+    plain, mutual = _teacher(tmp_path / "a", cfg), _mutual(tmp_path / "b", cfg, peer)
+    own, _ = plain.loss(student)  # same seed: the same unlabeled batch and noise
+    before = [p.detach().clone() for p in mutual.peer.parameters()]
+    against_peer, parts = mutual.loss(student, _labelled(), 0)
+    assert against_peer.item() != pytest.approx(own.item()) and parts["peer_loss"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, mutual.peer.parameters(), strict=True))  # the peer stepped
+    mutual.update(student)
+    assert not any(p is q for p, q in zip(mutual.peer.parameters(), peer.parameters(), strict=True))  # a copy
+    # Resuming: the peer, its optimiser and its teacher come back from the checkpoint state.
+    state = mutual.state_dict()
+    again = _mutual(tmp_path / "c", cfg, build_segmentation(cfg.segment.model, 1, aux=True))
+    again.load_state_dict(state)
+    again._ready(student)
+    for a, b in zip(mutual.peer.parameters(), again.peer.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(mutual.peer_teacher.parameters(), again.peer_teacher.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def _labelled():
+    torch.manual_seed(2)
+    x = torch.randn(2, 1, 32, 32)
+    mask = (torch.rand(2, 1, 32, 32) > 0.7).float()
+    return {"image": x, "mask": mask, "dist": torch.zeros(2, 1, 32, 32), "label": mask.amax((1, 2, 3)), "coverage": mask.mean((1, 2, 3))}

@@ -73,3 +73,10 @@ def test_two_models_train_once_and_are_reused_when_only_the_blend_changes(smoke_
     assert ran2 and folder2 != folder
     assert {d: (d / "manifest.json").stat().st_mtime_ns for d in seg_dirs} == stamps
     assert sorted(folder.parent.glob("segment-*[!k]")) == seg_dirs
+
+
+def test_bundle_refuses_a_zoo(smoke_cfg, tmp_path):
+    from pipeline import api
+
+    with pytest.raises(UserError, match="ensemble.models names a zoo model or distill"):
+        api.bundle(smoke_cfg(FPN, "ensemble.models=[segment, fpn]", artifacts=tmp_path), tmp_path / "b")

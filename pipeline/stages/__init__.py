@@ -3,7 +3,7 @@ imported only when it runs so that `--help` and `status` stay instant."""
 
 from __future__ import annotations
 
-from pipeline import paths, zoo
+from pipeline import config, paths, zoo
 from pipeline.cache import Stage, register, register_opt_in, register_unhashed
 from pipeline.fingerprint import fingerprint
 from pipeline.schema import Config
@@ -63,6 +63,7 @@ register_opt_in(
     "segment.model.head",
     "pseudo.mean_teacher",
     "pseudo.mean_teacher.final_teacher",
+    "pseudo.mean_teacher.mutual",
     "ensemble.adabn",
     "segment.train.sync_bn",
     "classify.train.sync_bn",
@@ -72,7 +73,7 @@ register_opt_in(
     "segment.subclasses",
     segment__target="binary",
 )
-register_unhashed("segment.models")
+register_unhashed("segment.models", "distill.teachers")
 register(
     Stage(
         "ingest",
@@ -133,6 +134,34 @@ register(
         version="2",  # 2: fold k pseudo-labelled by fold k's models alone (no second-order leak)
         folds_key="segment.train.folds",
         doc="pseudo-label confident test images and retrain (optionally with a mean teacher)",
+    )
+)
+
+
+def _distill_teachers(cfg: Config) -> dict:
+    return zoo.upstream(cfg, zoo.teachers(cfg)) if cfg.distill.enabled else {}
+
+
+def _distill_extra(cfg: Config) -> dict:
+    # The student's own section (a zoo model's, merged) and whether it trains the image head.
+    if not cfg.distill.enabled:
+        return {}
+    # The teachers as resolved (an empty list means ensemble.models): a blend that names the
+    # student instead of its teachers keeps the student's key.
+    student = zoo.model_cfg(cfg, cfg.distill.student)
+    return {"student": config.section(student, "segment"), "teachers": zoo.teachers(cfg)} | _seg_head_extra(student)
+
+
+register(
+    Stage(
+        "distill",
+        ("distill", "ensemble.fit_weights", "ensemble.adabn"),
+        ("ingest", "ingest_test", "folds", "segment", "pseudo"),
+        "pipeline.stages.distill:run",
+        models=_distill_teachers,
+        extra=_distill_extra,
+        folds_key="segment.train.folds",
+        doc="one student trained on fold k's teachers' soft maps (distillation)",
     )
 )
 register(

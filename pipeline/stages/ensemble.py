@@ -58,7 +58,7 @@ def run(ctx: Context) -> dict:
     paths = {name: fold_models(d) for name, d in dirs.items()}
     logger.info(f"ensemble: test inference with {', '.join(paths)}")
     cls_paths = [] if cfg.classify.seg_head else classifier_paths(fold_model_paths(ctx.upstream["classify"]))
-    cfgs = {name: zoo.model_cfg(cfg, zoo.parse(name)[1]) for name in dirs}
+    cfgs = {name: zoo.entry_cfg(cfg, name) for name in dirs}
     test = ensemble_test(cfg, paths, nb.test_weights, cls_paths, test_images, cfgs)
     save_maps(ctx.dir, "test", test_images.ids, test.masks)
     if test.dists is not None:

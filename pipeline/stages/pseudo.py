@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipeline import distributed, fileio
 from pipeline.cache import Context
@@ -23,8 +24,20 @@ from pipeline.classifier import predict_test as classifier_test
 from pipeline.datasets import Geometry, SegDataset, build_augment
 from pipeline.locks import fold_lock
 from pipeline.mean_teacher import MeanTeacher
+from pipeline.mutual_teacher import MutualTeacher
 from pipeline.pseudo import LABELS, Reindexed, label_coverage, round_cfg, select, write_labels
-from pipeline.segmentation import FoldExtras, merge_oof, oof_scores, predict_oof, predict_test, train_fold
+from pipeline.schema import Config
+from pipeline.segmentation import (
+    SEG_HEAD_WEIGHT,
+    FoldExtras,
+    build_model,
+    merge_oof,
+    oof_scores,
+    predict_oof,
+    predict_test,
+    seg_task,
+    train_fold,
+)
 from pipeline.store import ArrayStore
 from pipeline.trainset import TrainSet
 
@@ -82,6 +95,17 @@ def _fold_labels(ctx: Context, k: int, r: int, prev: Path, data: TrainSet, test_
     return extra, label_coverage(labels, ids, pcfg.soft)
 
 
+def _teacher(rcfg: Config, test_images: ArrayStore, init: Path, data: TrainSet, seed: int) -> MeanTeacher:
+    """A mean teacher, or with `mutual` a mutual one whose peer starts from the fold's previous model."""
+    mt, geometry = rcfg.pseudo.mean_teacher, Geometry.from_cfg(rcfg.segment.input)
+    if not mt.mutual:
+        return MeanTeacher(test_images, geometry, mt, rcfg.segment, seed)
+    peer = build_model(rcfg.segment, data.in_channels, rcfg.classify.seg_head, data.k)
+    peer.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
+    supervised = seg_task(rcfg.segment, None, SEG_HEAD_WEIGHT if rcfg.classify.seg_head else 0.0).loss
+    return MutualTeacher(test_images, geometry, mt, rcfg.segment, seed, peer=peer, supervised=supervised)
+
+
 def run_round(ctx: Context, r: int, prev: Path, data: TrainSet, test_images: ArrayStore) -> dict:
     cfg, pcfg = ctx.cfg, ctx.cfg.pseudo
     rdir = ctx.dir / f"round{r}"
@@ -93,10 +117,9 @@ def run_round(ctx: Context, r: int, prev: Path, data: TrainSet, test_images: Arr
             extra, cov = _fold_labels(ctx, k, r, prev, data, test_images)
             selected[f"fold{k}"], nonempty[f"fold{k}"] = len(cov), int((cov > 0).sum())
             seed = cfg.experiment.seed + 1000 * r + k
-            mt = pcfg.mean_teacher
-            geometry = Geometry.from_cfg(cfg.segment.input)
-            teacher = MeanTeacher(test_images, geometry, mt, rcfg.segment, seed) if mt.enabled else None
-            model = train_fold(rcfg, fold_dir, data, k, FoldExtras((extra, cov), prev / f"fold{k}" / "model.pt", teacher))
+            init = prev / f"fold{k}" / "model.pt"
+            teacher = _teacher(rcfg, test_images, init, data, seed) if pcfg.mean_teacher.enabled else None
+            model = train_fold(rcfg, fold_dir, data, k, FoldExtras((extra, cov), init, teacher))
             predict_oof(rcfg, model, data, k, fold_dir)
     if ctx.stops_before_merge:  # a fold-parallel run, or not rank 0: a run of all folds merges and scores each round
         return {"round": r, "selected": selected, "selected_nonempty": nonempty}

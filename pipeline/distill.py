@@ -1,0 +1,72 @@
+"""Knowledge distillation: one student trained on a blend's soft maps (Hinton et al., 2015).
+
+Honest CV: the student of fold k learns only from fold k's teachers, the fold-k models of each
+blended model, blended with fold k's nested weights (fitted on the other folds' OOF). None of
+them trained on fold k's images, and neither did anything that chose their weights. Their soft
+maps of the student's training part (images they trained on) and of the test images carry no
+label of fold k, so the student's OOF score on fold k is as honest as a plain model's. The
+blend's own OOF maps would not do: the map of a training image in fold j comes from fold j's
+models, which trained on fold k (a second-order leak).
+
+A target is `weight` x the teacher's probability, softened by a temperature (its logit divided
+by T), plus (1 - weight) x the hard mask; a test image has no mask, so its target is the
+softened probability alone."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.inference import seg_test_maps
+from pipeline.schema import Config, DistillCfg
+from pipeline.store import quantise
+from pipeline.trainset import fold_model_paths
+
+EPS = 1e-4
+
+
+def temper(prob: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities with their logits divided by `temperature` (> 1 softens)."""
+    p = np.clip(prob, EPS, 1 - EPS)
+    return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / temperature))
+
+
+def target(prob: np.ndarray, hard: np.ndarray | None, cfg: DistillCfg) -> np.ndarray:
+    """The student's training target as a soft (h, w, 1) uint8 mask (p x 255)."""
+    soft = temper(prob, cfg.temperature)
+    mixed = soft if hard is None else cfg.weight * soft + (1 - cfg.weight) * hard.astype(np.float32)
+    return quantise(mixed)[..., None]
+
+
+class Teachers:
+    """Fold k's teachers: each blended model's fold-k model, predicted by its own config."""
+
+    def __init__(self, cfgs: Mapping[str, Config], folders: Mapping[str, Path]) -> None:
+        self.cfgs, self.folders = cfgs, folders
+
+    def maps(self, k: int, weights: Sequence[float], images, adabn: bool) -> list[np.ndarray]:
+        """The weighted blend of fold k's teachers' probability maps of `images` (with each
+        model's TTA, at each image's size)."""
+        out: list[np.ndarray] | None = None
+        for (name, folder), w in zip(self.folders.items(), weights, strict=True):
+            paths = fold_model_paths(folder, [k])
+            if not paths:
+                raise FileNotFoundError(f"distill: {name} has no fold{k} model under {folder}")
+            masks = seg_test_maps(self.cfgs[name], paths, images, adabn).masks
+            out = [w * m for m in masks] if out is None else [o + w * m for o, m in zip(out, masks, strict=True)]
+        return out
+
+    def all_paths(self) -> dict[str, list[Path]]:
+        return {name: fold_model_paths(folder) for name, folder in self.folders.items()}
+
+
+def images_per_second(cfgs: Mapping[str, Config], paths: Mapping[str, list[Path]], images, adabn: bool) -> float:
+    """Test inference speed of every fold model of every model in `paths` (as a submission
+    runs them: each model's TTA and input size), in images per second."""
+    start = time.perf_counter()
+    for name, model_paths in paths.items():
+        seg_test_maps(cfgs[name], model_paths, images, adabn)
+    return len(images) / (time.perf_counter() - start)

@@ -1,0 +1,125 @@
+"""Distill stage: one student per fold, trained from scratch on the soft maps of fold k's
+teachers (pipeline/distill.py says why its CV stays honest), its OOF maps and score against the
+teachers' nested blend on the same images, and both test inference speeds."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from pipeline import distill, distributed, fileio, zoo
+from pipeline.blend import nested_blend
+from pipeline.cache import Context
+from pipeline.datasets import Geometry, SegDataset, build_augment
+from pipeline.ensemble_io import common_ids, model_folders
+from pipeline.errors import UserError
+from pipeline.locks import fold_lock
+from pipeline.pseudo import Reindexed
+from pipeline.segmentation import FoldExtras, merge_cls, merge_oof, oof_scores, predict_oof, train_fold
+from pipeline.store import ArrayStore, map_of, write_store
+from pipeline.trainset import TrainSet, fold_model_paths
+
+logger = logging.getLogger(__name__)
+TEST_TARGETS = "test_targets"  # a fold's soft test targets
+
+
+def _fold_weights(ctx: Context, teachers: dict, data: TrainSet) -> dict[int, np.ndarray]:
+    """Each fold's blend weights of the teachers, fitted on the other folds' OOF alone (as the
+    ensemble stage nests them)."""
+    ids = common_ids(teachers, data.images.ids)  # the folds every teacher trained
+    truths = data.truths_of(ids)
+    oofs = [[map_of(ArrayStore(d, "oof").get(i)) for i in ids] for d in teachers.values()]
+    fold_of = data.fold_of()
+    return nested_blend(oofs, truths, np.array([fold_of[i] for i in ids]), ctx.cfg.ensemble.fit_weights).fold_weights
+
+
+def _test_set(ctx: Context, k: int, probs: list[np.ndarray], test_images: ArrayStore, seed: int) -> tuple[SegDataset, np.ndarray]:
+    """The test images with fold k's tempered teacher maps as soft targets."""
+    folder, student = ctx.dir / f"fold{k}", zoo.model_cfg(ctx.cfg, ctx.cfg.distill.student)
+    items = ((i, distill.target(p, None, ctx.cfg.distill)) for i, p in zip(test_images.ids, probs, strict=True))
+    distributed.on_main(lambda: write_store(folder, TEST_TARGETS, items))  # under torchrun rank 0 writes, all read
+    targets = ArrayStore(folder, TEST_TARGETS)
+    scfg = student.segment
+    ds = SegDataset(
+        test_images,
+        targets,
+        np.arange(len(test_images)),
+        Geometry.from_cfg(scfg.input),
+        build_augment(scfg.train.augment, seed),
+        scfg.aux.signed,
+        seed,
+        soft=True,
+    )
+    return ds, np.array([float((targets[i] > 127).mean()) for i in range(len(targets))])
+
+
+def _train_student(ctx: Context, k: int, teachers: distill.Teachers, weights: np.ndarray, data: TrainSet, test_images: ArrayStore) -> None:
+    cfg, dcfg = ctx.cfg, ctx.cfg.distill
+    student = zoo.model_cfg(cfg, dcfg.student)
+    folder = ctx.dir / f"fold{k}"
+    train_idx, _ = data.split(k, student.segment.train.max_images, cfg.experiment.seed)
+    probs = teachers.maps(k, weights, Reindexed(data.images, train_idx), adabn=False)
+    soft = {int(i): distill.target(p, data.masks[int(i)][..., 0] > 0, dcfg) for i, p in zip(train_idx, probs, strict=True)}
+    extra = None
+    if dcfg.test:
+        extra = _test_set(ctx, k, teachers.maps(k, weights, test_images, cfg.ensemble.adabn), test_images, cfg.experiment.seed + k)
+    model = train_fold(student, folder, data, k, FoldExtras(extra=extra, soft_masks=soft))
+    predict_oof(student, model, data, k, folder)
+
+
+def run(ctx: Context) -> dict:
+    cfg = ctx.cfg
+    if not cfg.distill.enabled:
+        return {"enabled": False}
+    data = TrainSet.open(ctx.upstream["ingest"], ctx.upstream["folds"])
+    test_images = ArrayStore(ctx.upstream["ingest_test"], "test_images")
+    names = zoo.teachers(cfg)
+    folders = model_folders(names, ctx.upstream)
+    teachers = distill.Teachers({n: zoo.entry_cfg(cfg, n) for n in names}, folders)
+    weights = _fold_weights(ctx, folders, data)
+    student = zoo.model_cfg(cfg, cfg.distill.student)
+    ctx.dir.mkdir(parents=True, exist_ok=True)
+    fold_dirs = []
+    for k in ctx.folds_to_run(data.fold_ids(student.segment.train.folds)):
+        if k not in weights:
+            raise UserError(
+                f"distill: not every teacher has OOF maps of fold {k}; train it, or leave it out of the student's segment.train.folds"
+            )
+        with fold_lock(ctx.dir / f"fold{k}"):
+            if not (ctx.dir / f"fold{k}" / "oof.index.csv").exists():
+                _train_student(ctx, k, teachers, weights[k], data, test_images)
+        fold_dirs.append(ctx.dir / f"fold{k}")
+    if ctx.stops_before_merge:
+        return {"folds": [d.name for d in fold_dirs]}
+    merge_oof(ctx.dir, fold_dirs, ("oof", "oof_dist"), data.images.ids)
+    scores = oof_scores(ctx.dir, data, cfg.segment.train.eval_threshold)
+    fileio.write_csv(ctx.dir / "oof_scores.csv", scores)
+    head = merge_cls(ctx.dir, fold_dirs, data) if cfg.classify.seg_head else {}
+    return head | _against_teachers(ctx, folders, weights, data, scores) | _speeds(ctx, teachers, student, test_images)
+
+
+def _against_teachers(ctx: Context, folders: dict, weights: dict, data: TrainSet, scores) -> dict:
+    """The student's OOF against the teachers' nested blend, paired over the same images."""
+    ids = list(scores["id"])
+    truths = data.truths_of(ids)
+    fold = np.array([data.fold_of()[i] for i in ids])
+    oofs = [[map_of(ArrayStore(d, "oof").get(i)) for i in ids] for d in folders.values()]
+    blended = nested_blend(oofs, truths, fold, ctx.cfg.ensemble.fit_weights).scores
+    student = scores["tgs"].to_numpy()
+    diff = student - blended
+    return {
+        "oof_tgs": round(float(student.mean()), 4),
+        "oof_dice": round(float(scores["dice"].mean()), 4),
+        "teachers": list(folders),
+        "teachers_oof_tgs": round(float(blended.mean()), 4),
+        "student_minus_teachers": {"mean": round(float(diff.mean()), 4), "se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4)},
+    }
+
+
+def _speeds(ctx: Context, teachers: distill.Teachers, student, test_images: ArrayStore) -> dict:
+    """Test inference in img/s: the student's fold models against every teacher's."""
+    adabn = ctx.cfg.ensemble.adabn
+    own = distill.images_per_second({"student": student}, {"student": fold_model_paths(ctx.dir)}, test_images, adabn)
+    blend = distill.images_per_second(teachers.cfgs, teachers.all_paths(), test_images, adabn)
+    return {"student_img_per_s": round(own, 1), "teachers_img_per_s": round(blend, 1), "speedup": round(own / blend, 2)}
