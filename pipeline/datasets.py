@@ -136,8 +136,10 @@ class SegDataset(Dataset):
         h, w = img.shape[:2]
         if h <= s and w <= s:
             return img, mask
-        if mask.any() and self.rng.random() < 0.5:
-            ys, xs = np.nonzero(mask.any(axis=-1))  # any class plane (soft K-class labels have K)
+        # Foreground in any class plane (soft labels hold p x 255, K planes for K classes).
+        fg = (mask > 127 if self.soft else mask > 0).any(axis=-1)
+        if fg.any() and self.rng.random() < 0.5:
+            ys, xs = np.nonzero(fg)
             k = self.rng.integers(len(ys))
             y0 = int(np.clip(ys[k] - s // 2, 0, max(h - s, 0)))
             x0 = int(np.clip(xs[k] - s // 2, 0, max(w - s, 0)))

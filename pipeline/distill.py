@@ -1,12 +1,12 @@
 """Knowledge distillation: one student trained on a blend's soft maps (Hinton et al., 2015).
 
 Honest CV: the student of fold k learns only from fold k's teachers, the fold-k models of each
-blended model, blended with fold k's nested weights (fitted on the other folds' OOF). None of
-them trained on fold k's images, and neither did anything that chose their weights. Their soft
-maps of the student's training part (images they trained on) and of the test images carry no
-label of fold k, so the student's OOF score on fold k is as honest as a plain model's. The
-blend's own OOF maps would not do: the map of a training image in fold j comes from fold j's
-models, which trained on fold k (a second-order leak).
+blended model, blended with fold k's nested weights. None of those models trained on fold k's
+images, so their soft maps of the student's training part (images they trained on) and of the
+test images carry no label of fold k. The blend's own OOF maps would not do: the map of a
+training image in fold j comes from fold j's models, which trained on fold k (a second-order
+leak). One weak residual remains, as in the ensemble stage: fold k's few blend weights are
+fitted on the other folds' OOF maps, made by models that trained on fold k.
 
 A target is `weight` x the teacher's probability, softened by a temperature (its logit divided
 by T), plus (1 - weight) x the hard mask; a test image has no mask, so its target is the
@@ -59,13 +59,17 @@ class Teachers:
             out = [w * m for m in masks] if out is None else [o + w * m for o, m in zip(out, masks, strict=True)]
         return out
 
-    def all_paths(self) -> dict[str, list[Path]]:
-        return {name: fold_model_paths(folder) for name, folder in self.folders.items()}
+    def all_paths(self, folds: list[int]) -> dict[str, list[Path]]:
+        """Each teacher's models of `folds` (a submission of the blend runs them all)."""
+        return {name: fold_model_paths(folder, folds) for name, folder in self.folders.items()}
 
 
 def images_per_second(cfgs: Mapping[str, Config], paths: Mapping[str, list[Path]], images, adabn: bool) -> float:
     """Test inference speed of every fold model of every model in `paths` (as a submission
     runs them: each model's TTA and input size), in images per second."""
+    warm = [images[i] for i in range(min(8, len(images)))]
+    for name, model_paths in paths.items():  # untimed: first reads, allocator and kernel warm-up
+        seg_test_maps(cfgs[name], model_paths[:1], warm, adabn)
     start = time.perf_counter()
     for name, model_paths in paths.items():
         seg_test_maps(cfgs[name], model_paths, images, adabn)

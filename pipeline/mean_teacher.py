@@ -108,7 +108,7 @@ class MeanTeacher:
         mse = self.consistency(student, self._teacher(student), clean, noisy)
         return self.cfg.weight * mse, {"consistency": float(mse.detach())}
 
-    def update(self, student: nn.Module) -> None:
+    def update(self, student: nn.Module, opt: torch.optim.Optimizer | None = None) -> None:
         self._teacher(student).update_parameters(student)
 
     def final_model(self) -> tuple[str, nn.Module] | None:

@@ -47,10 +47,14 @@ class MutualTeacher(MeanTeacher):
         self.peer.to(device, memory_format=fmt).train()
         self.peer_opt = torch.optim.AdamW(self.peer.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
         self.peer_teacher = AveragedModel(self.peer, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema), use_buffers=True).eval()
+        # fp16 autocast (a GPU without bf16) needs loss scaling, as the fold model's step has.
+        self.scaler = torch.amp.GradScaler("cuda") if runtime.needs_grad_scaler(device, self.tcfg) else None
         if self._peer_pending is not None:
             self.peer.load_state_dict(self._peer_pending["peer"])
             self.peer_opt.load_state_dict(self._peer_pending["peer_opt"])
             self.peer_teacher.load_state_dict(self._peer_pending["peer_teacher"])
+            if self.scaler is not None and self._peer_pending.get("scaler"):
+                self.scaler.load_state_dict(self._peer_pending["scaler"])
             self._peer_pending = None
 
     def loss(self, student: nn.Module, batch: Batch | None = None, epoch: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
@@ -76,13 +80,21 @@ class MutualTeacher(MeanTeacher):
             sup, _ = self.supervised({k: v.float() for k, v in out.items()}, mirrored, epoch)
             total, parts = total + sup, {"peer_loss": float(sup.detach())}
         self.peer_opt.zero_grad(set_to_none=True)
-        total.backward()
-        self.peer_opt.step()
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.peer_opt)
+            self.scaler.update()
+        else:
+            total.backward()
+            self.peer_opt.step()
         return {**parts, "peer_consistency": float(mse.detach())}
 
-    def update(self, student: nn.Module) -> None:
+    def update(self, student: nn.Module, opt: torch.optim.Optimizer | None = None) -> None:
         super().update(student)
         self.peer_teacher.update_parameters(self.peer)
+        if opt is not None:  # the peer follows the fold model's schedule (warm-up, decay, SWA lr)
+            for group in self.peer_opt.param_groups:
+                group["lr"] = opt.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
         state = super().state_dict()

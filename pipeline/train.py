@@ -42,7 +42,7 @@ class StepHook(Protocol):
 
     def loss(self, model: nn.Module, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]: ...
 
-    def update(self, model: nn.Module) -> None: ...
+    def update(self, model: nn.Module, opt: torch.optim.Optimizer) -> None: ...
 
     def state_dict(self) -> dict: ...
 
@@ -112,7 +112,7 @@ def train_epoch(
             loss.backward()
             opt.step()
         if task.hook is not None:
-            task.hook.update(distributed.unwrap(model))
+            task.hook.update(distributed.unwrap(model), opt)
         if sched is not None:
             sched.step()
         for k, v in {"loss": float(loss.detach()), **parts}.items():

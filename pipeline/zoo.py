@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
-from pathlib import Path
 
 from pipeline import config as config_mod
 from pipeline.errors import UserError
@@ -26,6 +24,8 @@ BASE = "segment"
 PSEUDO = "pseudo"
 DISTILL = "distill"
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+# A model's artifact sits in ctx.upstream under its name, beside the stages': none may be one.
+RESERVED = ("segment", "pseudo", "distill", "ingest", "ingest_test", "folds", "classify", "ensemble", "scorer", "submit")
 
 
 def parse(entry: str) -> tuple[str, str]:
@@ -39,16 +39,23 @@ def parse(entry: str) -> tuple[str, str]:
 
 
 def model_cfg(cfg: Config, name: str) -> Config:
-    """The config that trains model `name`: its merged segment section, no zoo."""
+    """The config that trains model `name`: its merged segment section, no zoo (a blend of
+    itself, no student: stage keys of that config are computable, `status --model`)."""
     if name == BASE:
-        return dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, models={}))
+        return _alone(cfg, dataclasses.replace(cfg.segment, models={}))
     if name not in cfg.segment.models:
         known = ", ".join([BASE, *cfg.segment.models])
         raise UserError(f"--model {name}: not a model of this config (segment.models); known: {known}")
     base = config_mod.to_dict(cfg.segment) | {"models": {}}
     merged = config_mod.merge(base, cfg.segment.models[name])
     segment = config_mod.build_section(SegmentCfg, merged, f"segment.models.{name}")
-    return dataclasses.replace(cfg, segment=segment)
+    return _alone(cfg, segment)
+
+
+def _alone(cfg: Config, segment: SegmentCfg) -> Config:
+    # Only the segment and pseudo stages of this config run, and they hash neither section.
+    ensemble = dataclasses.replace(cfg.ensemble, models=[BASE])
+    return dataclasses.replace(cfg, segment=segment, ensemble=ensemble, distill=dataclasses.replace(cfg.distill, enabled=False))
 
 
 def entry_cfg(cfg: Config, entry: str) -> Config:
@@ -79,20 +86,15 @@ def upstream(cfg: Config, entries: list[str] | None = None) -> dict[str, tuple[C
     return out
 
 
-def lead_folder(cfg: Config, upstream: Mapping[str, Path]) -> Path:
-    """The segment artifact of the first model `ensemble.models` names: the blend's distance
-    maps and head probabilities are its (for `pseudo`, the experiment's segment stage)."""
-    stage, model = parse(cfg.ensemble.models[0])
-    return upstream[DISTILL if stage == DISTILL else model]
-
-
 def problems(cfg: Config) -> list[tuple[str, str]]:
     """Bad model names, bad keys or values in a model's section (checked as the section
     itself is), and `ensemble.models` entries that name no model."""
     out: list[tuple[str, str]] = []
     for name in cfg.segment.models:
-        if not NAME.fullmatch(name) or name in (BASE, PSEUDO):
-            out.append((f"segment.models.{name}", "a model name is a letter then letters, digits, _ or -, and not segment or pseudo"))
+        if not NAME.fullmatch(name) or name in RESERVED:
+            out.append(
+                (f"segment.models.{name}", f"a model name is a letter then letters, digits, _ or -, and not one of {', '.join(RESERVED)}")
+            )
             continue
         try:
             sub = model_cfg(cfg, name)
@@ -131,4 +133,6 @@ def _distill_problems(cfg: Config) -> list[tuple[str, str]]:
         return [("distill.teachers", "empty, and ensemble.models names no model beside distill")]
     if cfg.data.classes:
         return [("distill.enabled", "the student learns one binary class's soft maps; data.classes names several")]
+    if model_cfg(cfg, d.student).segment.subclasses is not None:
+        return [("distill.student", "learns one soft map per image; its segment.subclasses must be null")]
     return _entry_problems("distill.teachers", d.teachers, cfg, None)

@@ -73,7 +73,7 @@ def test_fitter_calls_the_hook_loss_and_update(tmp_path, smoke_cfg):
             calls["extra"] += 1
             return sum(p.sum() for p in model.parameters()) * 0.0, {"x": 1.0}
 
-        def update(self, model):
+        def update(self, model, opt):
             calls["after"] += 1
 
         def state_dict(self):

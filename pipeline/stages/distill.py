@@ -9,11 +9,12 @@ import logging
 import numpy as np
 
 from pipeline import distill, distributed, fileio, zoo
-from pipeline.blend import nested_blend
+from pipeline.blend import blend, nested_blend
 from pipeline.cache import Context
 from pipeline.datasets import Geometry, SegDataset, build_augment
 from pipeline.ensemble_io import common_ids, model_folders
 from pipeline.errors import UserError
+from pipeline.evaluation import score_probs
 from pipeline.locks import fold_lock
 from pipeline.pseudo import Reindexed
 from pipeline.segmentation import FoldExtras, merge_cls, merge_oof, oof_scores, predict_oof, train_fold
@@ -96,30 +97,33 @@ def run(ctx: Context) -> dict:
     scores = oof_scores(ctx.dir, data, cfg.segment.train.eval_threshold)
     fileio.write_csv(ctx.dir / "oof_scores.csv", scores)
     head = merge_cls(ctx.dir, fold_dirs, data) if cfg.classify.seg_head else {}
-    return head | _against_teachers(ctx, folders, weights, data, scores) | _speeds(ctx, teachers, student, test_images)
+    folds = [int(d.name.removeprefix("fold")) for d in fold_dirs]
+    return head | _against_teachers(ctx, folders, weights, data, scores) | _speeds(ctx, teachers, student, test_images, folds)
 
 
 def _against_teachers(ctx: Context, folders: dict, weights: dict, data: TrainSet, scores) -> dict:
-    """The student's OOF against the teachers' nested blend, paired over the same images."""
+    """The student's OOF against the teachers' blend with the weights it learnt from (fold k's
+    on fold k), paired over the same images at the same threshold."""
     ids = list(scores["id"])
     truths = data.truths_of(ids)
-    fold = np.array([data.fold_of()[i] for i in ids])
+    fold_of = data.fold_of()
     oofs = [[map_of(ArrayStore(d, "oof").get(i)) for i in ids] for d in folders.values()]
-    blended = nested_blend(oofs, truths, fold, ctx.cfg.ensemble.fit_weights).scores
+    blended = [blend([[m[i]] for m in oofs], weights[fold_of[ids[i]]])[0] for i in range(len(ids))]
+    teachers = score_probs(truths, blended, ctx.cfg.segment.train.eval_threshold)
     student = scores["tgs"].to_numpy()
-    diff = student - blended
+    diff = student - teachers
     return {
         "oof_tgs": round(float(student.mean()), 4),
         "oof_dice": round(float(scores["dice"].mean()), 4),
         "teachers": list(folders),
-        "teachers_oof_tgs": round(float(blended.mean()), 4),
+        "teachers_oof_tgs": round(float(teachers.mean()), 4),
         "student_minus_teachers": {"mean": round(float(diff.mean()), 4), "se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4)},
     }
 
 
-def _speeds(ctx: Context, teachers: distill.Teachers, student, test_images: ArrayStore) -> dict:
-    """Test inference in img/s: the student's fold models against every teacher's."""
+def _speeds(ctx: Context, teachers: distill.Teachers, student, test_images: ArrayStore, folds: list[int]) -> dict:
+    """Test inference in img/s: the student's fold models against the teachers' of the same folds."""
     adabn = ctx.cfg.ensemble.adabn
-    own = distill.images_per_second({"student": student}, {"student": fold_model_paths(ctx.dir)}, test_images, adabn)
-    blend = distill.images_per_second(teachers.cfgs, teachers.all_paths(), test_images, adabn)
-    return {"student_img_per_s": round(own, 1), "teachers_img_per_s": round(blend, 1), "speedup": round(own / blend, 2)}
+    own = distill.images_per_second({"student": student}, {"student": fold_model_paths(ctx.dir, folds)}, test_images, adabn)
+    blend_speed = distill.images_per_second(teachers.cfgs, teachers.all_paths(folds), test_images, adabn)
+    return {"student_img_per_s": round(own, 1), "teachers_img_per_s": round(blend_speed, 1), "speedup": round(own / blend_speed, 2)}

@@ -52,7 +52,9 @@ def run(ctx: Context) -> dict:
     nb = nested_blend(list(oofs.values()), truths, repeat([fold_of[i] for i in ids], data.k), cfg.ensemble.fit_weights)
     ctx.dir.mkdir(parents=True, exist_ok=True)
     save_maps(ctx.dir, "oof", ids, stack(nb.oof, data.k))
-    lead = zoo.lead_folder(cfg, ctx.upstream)
+    # The first model named leads: the blend's distance maps and head probabilities, OOF and
+    # test alike, are its.
+    lead = dirs[cfg.ensemble.models[0]]
     if (lead / "oof_dist.index.csv").exists():
         save_maps(ctx.dir, "oof_dist", ids, load_maps(lead, "oof_dist", ids))
     paths = {name: fold_models(d) for name, d in dirs.items()}

@@ -22,6 +22,7 @@ from pipeline import distributed, fileio
 from pipeline.cache import Context
 from pipeline.classifier import predict_test as classifier_test
 from pipeline.datasets import Geometry, SegDataset, build_augment
+from pipeline.errors import UserError
 from pipeline.locks import fold_lock
 from pipeline.mean_teacher import MeanTeacher
 from pipeline.mutual_teacher import MutualTeacher
@@ -31,6 +32,7 @@ from pipeline.segmentation import (
     SEG_HEAD_WEIGHT,
     FoldExtras,
     build_model,
+    merge_cls,
     merge_oof,
     oof_scores,
     predict_oof,
@@ -100,6 +102,8 @@ def _teacher(rcfg: Config, test_images: ArrayStore, init: Path, data: TrainSet, 
     mt, geometry = rcfg.pseudo.mean_teacher, Geometry.from_cfg(rcfg.segment.input)
     if not mt.mutual:
         return MeanTeacher(test_images, geometry, mt, rcfg.segment, seed)
+    if distributed.active():  # the peer steps outside DDP: each process's peer would drift apart
+        raise UserError("pseudo.mean_teacher.mutual: not under torchrun yet; run the pseudo stage in one process per fold (--fold)")
     peer = build_model(rcfg.segment, data.in_channels, rcfg.classify.seg_head, data.k)
     peer.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
     supervised = seg_task(rcfg.segment, None, SEG_HEAD_WEIGHT if rcfg.classify.seg_head else 0.0).loss
@@ -125,6 +129,8 @@ def run_round(ctx: Context, r: int, prev: Path, data: TrainSet, test_images: Arr
         return {"round": r, "selected": selected, "selected_nonempty": nonempty}
     fold_dirs = sorted(d for d in rdir.glob("fold*") if d.is_dir())
     merge_oof(rdir, fold_dirs, ("oof", "oof_dist"), data.images.ids)
+    if cfg.classify.seg_head:  # the round's head probabilities, for a blend that it leads
+        merge_cls(rdir, fold_dirs, data)
     scores = oof_scores(rdir, data, cfg.segment.train.eval_threshold)
     return {
         "round": r,
