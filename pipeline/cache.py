@@ -185,8 +185,8 @@ def key_material(cfg: Config, name: str, _memo: dict | None = None) -> dict:
         "inputs": stage_inputs(cfg, stage),
         "upstream": {u: stage_key(cfg, u, _memo) for u in stage.upstream},
     }
-    for name, (sub, sub_stage) in (stage.models(cfg) if stage.models else {}).items():
-        material["upstream"][name] = stage_key(sub, sub_stage, _model_memo(_memo if _memo is not None else {}, name))
+    for model, (sub, sub_stage) in (stage.models(cfg) if stage.models else {}).items():
+        material["upstream"][model] = stage_key(sub, sub_stage, _model_memo(_memo if _memo is not None else {}, model))
     extra = stage.extra(cfg) if stage.extra else {}
     if extra:
         material["extra"] = extra

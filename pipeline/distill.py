@@ -42,10 +42,11 @@ def target(prob: np.ndarray, hard: np.ndarray | None, cfg: DistillCfg) -> np.nda
 
 
 class Teachers:
-    """Fold k's teachers: each blended model's fold-k model, predicted by its own config."""
+    """Fold k's teachers: each blended model's fold-k model, predicted by its own config; and
+    the config of the student they teach."""
 
-    def __init__(self, cfgs: Mapping[str, Config], folders: Mapping[str, Path]) -> None:
-        self.cfgs, self.folders = cfgs, folders
+    def __init__(self, cfgs: Mapping[str, Config], folders: Mapping[str, Path], student: Config) -> None:
+        self.cfgs, self.folders, self.student = cfgs, folders, student
 
     def maps(self, k: int, weights: Sequence[float], images, adabn: bool) -> list[np.ndarray]:
         """The weighted blend of fold k's teachers' probability maps of `images` (with each

@@ -9,6 +9,11 @@ import numpy as np
 from pipeline.metrics import pixel_counts, scores_from_counts
 
 
+def paired(diff: np.ndarray) -> tuple[float, float]:
+    """Mean of per-image differences of two settings on the same images, and its standard error."""
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
 def score_probs(truths: Sequence[np.ndarray], probs: Sequence[np.ndarray], threshold: float = 0.5, metric: str = "tgs") -> np.ndarray:
     """Per-image metric of thresholded probability maps against boolean truths."""
     preds = [p > threshold for p in probs]

@@ -82,14 +82,18 @@ class MeanTeacher:
         noise = self.cfg.noise * torch.randn(x.shape, generator=self.gen)
         return (x.cpu() * gain + offset + noise).flip(-1).to(device)
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The training loop's input layout."""
+        return torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
+
     def views(self, student: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """One unlabeled batch on the student's device: the clean view and the student's
         noisy, flipped view."""
         x = self._batch()
         device = next(student.parameters()).device
-        channels_last = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
-        clean = x.to(device).contiguous(memory_format=channels_last)
-        return clean, self._perturb(x, device).contiguous(memory_format=channels_last)
+        clean = x.to(device).contiguous(memory_format=self.memory_format)
+        return clean, self._perturb(x, device).contiguous(memory_format=self.memory_format)
 
     def consistency(self, student: nn.Module, teacher: nn.Module, clean: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
         """MSE between the student's probabilities on the noisy view (flipped back) and the

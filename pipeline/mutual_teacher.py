@@ -37,14 +37,14 @@ class MutualTeacher(MeanTeacher):
         self.peer_opt: torch.optim.Optimizer | None = None
         self.peer_teacher: AveragedModel | None = None
         self._peer_pending: dict | None = None
+        self.scaler: torch.amp.GradScaler | None = None
 
     def _ready(self, student: nn.Module) -> None:
         """Peer, its optimiser and its teacher on the student's device (built on first use)."""
         if self.peer_opt is not None:
             return
         device = next(student.parameters()).device
-        fmt = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
-        self.peer.to(device, memory_format=fmt).train()
+        self.peer.to(device, memory_format=self.memory_format).train()
         self.peer_opt = torch.optim.AdamW(self.peer.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
         self.peer_teacher = AveragedModel(self.peer, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema), use_buffers=True).eval()
         # fp16 autocast (a GPU without bf16) needs loss scaling, as the fold model's step has.
@@ -69,8 +69,7 @@ class MutualTeacher(MeanTeacher):
         """One optimiser step of the peer: the mirrored labelled batch plus consistency with
         A's teacher on its own noisy view of the same unlabeled images."""
         device = clean.device
-        fmt = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
-        noisy = self._perturb(clean.cpu(), device).contiguous(memory_format=fmt)
+        noisy = self._perturb(clean.cpu(), device).contiguous(memory_format=self.memory_format)
         mse = self.consistency(self.peer, teacher, clean, noisy)
         total, parts = self.cfg.weight * mse, {}
         if batch is not None:
@@ -100,13 +99,9 @@ class MutualTeacher(MeanTeacher):
         state = super().state_dict()
         if self.peer_opt is None:
             return state | {"mutual": self._peer_pending}
-        return state | {
-            "mutual": {
-                "peer": self.peer.state_dict(),
-                "peer_opt": self.peer_opt.state_dict(),
-                "peer_teacher": self.peer_teacher.state_dict(),
-            }
-        }
+        peer = {"peer": self.peer.state_dict(), "peer_opt": self.peer_opt.state_dict(), "peer_teacher": self.peer_teacher.state_dict()}
+        # The peer's loss scale (fp16 autocast) resumes with it, as the fold model's does.
+        return state | {"mutual": peer | {"scaler": self.scaler.state_dict() if self.scaler is not None else None}}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)

@@ -25,6 +25,7 @@ import torch
 from pipeline.blend import blend, nested_blend
 from pipeline.ensemble_io import common_ids
 from pipeline.errors import UserError
+from pipeline.evaluation import paired
 from pipeline.inference import cls_infer_spec, cls_network, load_fold, seg_infer_spec, seg_network
 from pipeline.predict import FLIPS, adapt_bn, predict
 from pipeline.runtime import pick_device
@@ -162,7 +163,8 @@ def table(m: Measured, n_test: int, adabn: bool, configured: list[str], fit_weig
         for f in range(1, min(m.n_folds[n] for n in chosen) + 1):
             per_fold = sum(sum(m.seconds[n][v] for v in views) + (m.adabn_seconds[n] if adabn else 0.0) for n in chosen)
             row = {"models": "+".join(chosen), "views": "+".join(views), "folds": f, "seconds": (f * per_fold + m.fixed_seconds) * n_test}
-            row |= {"oof": float(per_image.mean()), "vs_config": float(diff.mean()), "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
+            mean, se = paired(diff)
+            row |= {"oof": float(per_image.mean()), "vs_config": mean, "se": se}
             rows.append(row)
     return pd.DataFrame(rows)
 

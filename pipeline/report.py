@@ -82,6 +82,8 @@ def zoo_seconds(cfg: Config) -> dict[str, float | None]:
     """{stage:model: seconds} of the zoo models (other configs' stages) the blend read."""
     out = {}
     for entry, (sub, stage) in zoo.upstream(cfg).items():
+        if stage == zoo.DISTILL:  # the experiment's own stage, in the stage table already
+            continue
         m = cache.read_manifest(cache.stage_dir(sub, stage))
         out[entry if stage == zoo.PSEUDO else f"{stage}:{entry}"] = m["timings"]["seconds"] if m else None
     return out

@@ -5,6 +5,8 @@ teachers' nested blend on the same images, and both test inference speeds."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -14,9 +16,10 @@ from pipeline.cache import Context
 from pipeline.datasets import Geometry, SegDataset, build_augment
 from pipeline.ensemble_io import common_ids, model_folders
 from pipeline.errors import UserError
-from pipeline.evaluation import score_probs
+from pipeline.evaluation import paired, score_probs
 from pipeline.locks import fold_lock
 from pipeline.pseudo import Reindexed
+from pipeline.schema import SegmentCfg
 from pipeline.segmentation import FoldExtras, merge_cls, merge_oof, oof_scores, predict_oof, train_fold
 from pipeline.store import ArrayStore, map_of, write_store
 from pipeline.trainset import TrainSet, fold_model_paths
@@ -25,23 +28,31 @@ logger = logging.getLogger(__name__)
 TEST_TARGETS = "test_targets"  # a fold's soft test targets
 
 
-def _fold_weights(ctx: Context, teachers: dict, data: TrainSet) -> dict[int, np.ndarray]:
-    """Each fold's blend weights of the teachers, fitted on the other folds' OOF alone (as the
-    ensemble stage nests them)."""
-    ids = common_ids(teachers, data.images.ids)  # the folds every teacher trained
-    truths = data.truths_of(ids)
-    oofs = [[map_of(ArrayStore(d, "oof").get(i)) for i in ids] for d in teachers.values()]
-    fold_of = data.fold_of()
-    return nested_blend(oofs, truths, np.array([fold_of[i] for i in ids]), ctx.cfg.ensemble.fit_weights).fold_weights
+class TeacherOOF(NamedTuple):
+    """The teachers' OOF maps of the images every teacher has them for (the folds they all
+    trained), read once: for the blend weights and for the comparison with the student."""
+
+    ids: list[str]
+    maps: list[list[np.ndarray]]  # per teacher, per image
+
+    @classmethod
+    def read(cls, folders: dict[str, Path], data: TrainSet) -> TeacherOOF:
+        ids = common_ids(folders, data.images.ids)
+        return cls(ids, [[map_of(ArrayStore(d, "oof").get(i)) for i in ids] for d in folders.values()])
+
+    def fold_weights(self, data: TrainSet, fit: bool) -> dict[int, np.ndarray]:
+        """Each fold's blend weights, fitted on the other folds' OOF alone (as the ensemble
+        stage nests them)."""
+        fold_of = data.fold_of()
+        return nested_blend(self.maps, data.truths_of(self.ids), np.array([fold_of[i] for i in self.ids]), fit).fold_weights
 
 
-def _test_set(ctx: Context, k: int, probs: list[np.ndarray], test_images: ArrayStore, seed: int) -> tuple[SegDataset, np.ndarray]:
+def _test_set(ctx: Context, k: int, probs: list[np.ndarray], test_images: ArrayStore, scfg: SegmentCfg) -> tuple[SegDataset, np.ndarray]:
     """The test images with fold k's tempered teacher maps as soft targets."""
-    folder, student = ctx.dir / f"fold{k}", zoo.model_cfg(ctx.cfg, ctx.cfg.distill.student)
+    folder, seed = ctx.dir / f"fold{k}", ctx.cfg.experiment.seed + k
     items = ((i, distill.target(p, None, ctx.cfg.distill)) for i, p in zip(test_images.ids, probs, strict=True))
     distributed.on_main(lambda: write_store(folder, TEST_TARGETS, items))  # under torchrun rank 0 writes, all read
     targets = ArrayStore(folder, TEST_TARGETS)
-    scfg = student.segment
     ds = SegDataset(
         test_images,
         targets,
@@ -57,14 +68,14 @@ def _test_set(ctx: Context, k: int, probs: list[np.ndarray], test_images: ArrayS
 
 def _train_student(ctx: Context, k: int, teachers: distill.Teachers, weights: np.ndarray, data: TrainSet, test_images: ArrayStore) -> None:
     cfg, dcfg = ctx.cfg, ctx.cfg.distill
-    student = zoo.model_cfg(cfg, dcfg.student)
+    student = teachers.student
     folder = ctx.dir / f"fold{k}"
     train_idx, _ = data.split(k, student.segment.train.max_images, cfg.experiment.seed)
     probs = teachers.maps(k, weights, Reindexed(data.images, train_idx), adabn=False)
     soft = {int(i): distill.target(p, data.masks[int(i)][..., 0] > 0, dcfg) for i, p in zip(train_idx, probs, strict=True)}
     extra = None
     if dcfg.test:
-        extra = _test_set(ctx, k, teachers.maps(k, weights, test_images, cfg.ensemble.adabn), test_images, cfg.experiment.seed + k)
+        extra = _test_set(ctx, k, teachers.maps(k, weights, test_images, cfg.ensemble.adabn), test_images, student.segment)
     model = train_fold(student, folder, data, k, FoldExtras(extra=extra, soft_masks=soft))
     predict_oof(student, model, data, k, folder)
 
@@ -77,9 +88,10 @@ def run(ctx: Context) -> dict:
     test_images = ArrayStore(ctx.upstream["ingest_test"], "test_images")
     names = zoo.teachers(cfg)
     folders = model_folders(names, ctx.upstream)
-    teachers = distill.Teachers({n: zoo.entry_cfg(cfg, n) for n in names}, folders)
-    weights = _fold_weights(ctx, folders, data)
     student = zoo.model_cfg(cfg, cfg.distill.student)
+    teachers = distill.Teachers({n: zoo.entry_cfg(cfg, n) for n in names}, folders, student)
+    oof = TeacherOOF.read(folders, data)
+    weights = oof.fold_weights(data, cfg.ensemble.fit_weights)
     ctx.dir.mkdir(parents=True, exist_ok=True)
     fold_dirs = []
     for k in ctx.folds_to_run(data.fold_ids(student.segment.train.folds)):
@@ -98,32 +110,31 @@ def run(ctx: Context) -> dict:
     fileio.write_csv(ctx.dir / "oof_scores.csv", scores)
     head = merge_cls(ctx.dir, fold_dirs, data) if cfg.classify.seg_head else {}
     folds = [int(d.name.removeprefix("fold")) for d in fold_dirs]
-    return head | _against_teachers(ctx, folders, weights, data, scores) | _speeds(ctx, teachers, student, test_images, folds)
+    return head | _against_teachers(ctx, teachers, oof, weights, data, scores) | _speeds(ctx, teachers, test_images, folds)
 
 
-def _against_teachers(ctx: Context, folders: dict, weights: dict, data: TrainSet, scores) -> dict:
+def _against_teachers(ctx: Context, teachers: distill.Teachers, oof: TeacherOOF, weights: dict, data: TrainSet, scores) -> dict:
     """The student's OOF against the teachers' blend with the weights it learnt from (fold k's
     on fold k), paired over the same images at the same threshold."""
     ids = list(scores["id"])
-    truths = data.truths_of(ids)
+    row = {i: n for n, i in enumerate(oof.ids)}
     fold_of = data.fold_of()
-    oofs = [[map_of(ArrayStore(d, "oof").get(i)) for i in ids] for d in folders.values()]
-    blended = [blend([[m[i]] for m in oofs], weights[fold_of[ids[i]]])[0] for i in range(len(ids))]
-    teachers = score_probs(truths, blended, ctx.cfg.segment.train.eval_threshold)
+    blended = [blend([[m[row[i]]] for m in oof.maps], weights[fold_of[i]])[0] for i in ids]
+    teacher_scores = score_probs(data.truths_of(ids), blended, ctx.cfg.segment.train.eval_threshold)
     student = scores["tgs"].to_numpy()
-    diff = student - teachers
+    mean, se = paired(student - teacher_scores)
     return {
         "oof_tgs": round(float(student.mean()), 4),
         "oof_dice": round(float(scores["dice"].mean()), 4),
-        "teachers": list(folders),
-        "teachers_oof_tgs": round(float(teachers.mean()), 4),
-        "student_minus_teachers": {"mean": round(float(diff.mean()), 4), "se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4)},
+        "teachers": list(teachers.folders),
+        "teachers_oof_tgs": round(float(teacher_scores.mean()), 4),
+        "student_minus_teachers": {"mean": round(mean, 4), "se": round(se, 4)},
     }
 
 
-def _speeds(ctx: Context, teachers: distill.Teachers, student, test_images: ArrayStore, folds: list[int]) -> dict:
+def _speeds(ctx: Context, teachers: distill.Teachers, test_images: ArrayStore, folds: list[int]) -> dict:
     """Test inference in img/s: the student's fold models against the teachers' of the same folds."""
     adabn = ctx.cfg.ensemble.adabn
-    own = distill.images_per_second({"student": student}, {"student": fold_model_paths(ctx.dir, folds)}, test_images, adabn)
+    own = distill.images_per_second({"student": teachers.student}, {"student": fold_model_paths(ctx.dir, folds)}, test_images, adabn)
     blend_speed = distill.images_per_second(teachers.cfgs, teachers.all_paths(folds), test_images, adabn)
     return {"student_img_per_s": round(own, 1), "teachers_img_per_s": round(blend_speed, 1), "speedup": round(own / blend_speed, 2)}

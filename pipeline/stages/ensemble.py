@@ -16,7 +16,7 @@ from pipeline.cache import Context
 from pipeline.classifier import load_oof
 from pipeline.classrows import cls_frame, flat, repeat, row_probs, stack
 from pipeline.ensemble_io import common_ids, model_folders, read_maps
-from pipeline.evaluation import score_probs
+from pipeline.evaluation import paired, score_probs
 from pipeline.inference import classifier_paths, ensemble_test
 from pipeline.predict import save_maps
 from pipeline.segmentation import fold_models
@@ -81,10 +81,8 @@ def _blend_gain(per_model: dict[str, np.ndarray], blended: np.ndarray) -> dict:
     if len(per_model) < 2:
         return {}
     best = max(per_model, key=lambda name: per_model[name].mean())
-    diff = blended - per_model[best]
-    return {
-        "blend_gain": {"over": best, "mean": round(float(diff.mean()), 4), "se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4)}
-    }
+    mean, se = paired(blended - per_model[best])
+    return {"blend_gain": {"over": best, "mean": round(mean, 4), "se": round(se, 4)}}
 
 
 def _write_cls(ctx: Context, lead: Path, ids: list[str], test_ids: list[str], test_prob: np.ndarray) -> None:
