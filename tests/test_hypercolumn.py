@@ -46,3 +46,15 @@ def test_head_value_and_arch_are_checked(smoke_cfg):
         smoke_cfg("segment.model.head=hyper")
     with pytest.raises(ConfigError, match="hypercolumn reads the decoder stages of a Unet, not of FPN"):
         smoke_cfg("segment.model.head=hypercolumn", "segment.model.arch=FPN", "segment.model.decoder_channels=[]")
+
+
+def test_per_stage_head_equals_the_concatenated_one():
+    """forward sums each stage's share of the 1x1 conv at its own resolution, upsampled: the
+    same function as upsampling, concatenating and convolving (the definition), only cheaper."""
+    torch.manual_seed(1)
+    model = build_segmentation(_cfg(head="hypercolumn"), in_channels=1, aux=True).eval()
+    with torch.no_grad():
+        model.net.scales.uniform_(1.0, 5.0)
+        x = torch.randn(2, 1, 64, 64)
+        fast, slow = model.net(x), model.net.concat_forward(x)
+    assert torch.allclose(fast, slow, atol=1e-4), (fast - slow).abs().max()
