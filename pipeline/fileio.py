@@ -65,6 +65,13 @@ def write_csv(path: str | Path, df: pd.DataFrame, index: bool = False) -> None:
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=index))
 
 
+def save_npz(path: str | Path, **arrays: Any) -> None:
+    """np.savez of `arrays`, written atomically (the suffix keeps numpy from appending one)."""
+    import numpy as np  # lazily, as pandas above
+
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
+
+
 def read_json(path: str | Path) -> Any | None:
     """Parsed JSON, or None when the file is missing or not valid JSON (an unfinished write
     of an older version, a truncated copy): a "finished" check must parse what it reads."""

@@ -22,14 +22,14 @@ from pipeline.schema import ClassifyModelCfg, EncoderCfg, ModelCfg
 WEIGHTS = ("imagenet", "lite", None)
 
 
-def _check_weights(cfg: EncoderCfg) -> None:
+def check_weights(cfg: EncoderCfg) -> None:
     if cfg.encoder_weights not in WEIGHTS:
         raise UserError(f"model.encoder_weights: {cfg.encoder_weights!r} is not one of imagenet, lite, null")
     if cfg.encoder_weights == "lite" and cfg.encoder not in LITE_PACKAGES:
         raise UserError(f"model.encoder_weights 'lite' works with {', '.join(LITE_PACKAGES)}, not {cfg.encoder!r}")
 
 
-def _init_encoder(encoder: nn.Module, cfg: EncoderCfg) -> None:
+def init_encoder(encoder: nn.Module, cfg: EncoderCfg) -> None:
     if cfg.encoder_weights == "lite":
         load_lite_weights(encoder, cfg.encoder)
 
@@ -65,7 +65,7 @@ def build_segmentation(
             smp.create_model(cfg.arch)  # smp's own message for a bad name, with its list
         except KeyError as exc:
             raise UserError(f"segment.model.arch: {exc.args[0]}") from exc
-    _check_weights(cfg)
+    check_weights(cfg)
     params = inspect.signature(cls.__init__).parameters
     kwargs = {"encoder_depth": cfg.encoder_depth} if "encoder_depth" in params else {}
     if "decoder_channels" in params and cfg.decoder_channels:
@@ -92,7 +92,7 @@ def build_segmentation(
         )
     except KeyError as exc:
         raise UserError(f"model.encoder: {exc.args[0] if exc.args else cfg.encoder}") from exc
-    _init_encoder(net.encoder, cfg)
+    init_encoder(net.encoder, cfg)
     if cfg.head == "hypercolumn":
         widths = list((cfg.decoder_channels or params["decoder_channels"].default)[: cfg.encoder_depth])
         net = Hypercolumn(net, widths, out_channels)
@@ -104,7 +104,7 @@ class ClassifierNet(nn.Module):
 
     def __init__(self, cfg: ClassifyModelCfg, in_channels: int) -> None:
         super().__init__()
-        _check_weights(cfg)
+        check_weights(cfg)
         if cfg.decoder_attention:
             raise UserError("classify.model.decoder_attention: the classifier has no decoder; set it under segment.model")
         weights = "imagenet" if cfg.encoder_weights == "imagenet" else None
@@ -114,7 +114,7 @@ class ClassifierNet(nn.Module):
             depth=cfg.encoder_depth,
             weights=weights,
         )
-        _init_encoder(self.encoder, cfg)
+        init_encoder(self.encoder, cfg)
         width = self.encoder.out_channels[-1]
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(2 * width, 2)

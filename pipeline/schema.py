@@ -83,10 +83,11 @@ class FoldsCfg:
     group_column: str | None
     mosaic: MosaicCfg
     seed: int
+    clusters: bool = False  # group by the embed stage's clusters (joined with the mosaic groups when both are on)
 
     def check(self) -> Problems:
-        if self.mosaic.enabled and self.group_column:
-            return [("", "group_column and mosaic.enabled both set; choose one way of grouping")]
+        if self.group_column and (self.mosaic.enabled or self.clusters):
+            return [("", "group_column and mosaic.enabled or clusters both set; choose one way of grouping")]
         return []
 
 
@@ -379,6 +380,43 @@ class DistillCfg:
 
 
 @dataclass
+class EmbedModelCfg(EncoderCfg):
+    """An encoder whose stages are pooled, L2-normalised and concatenated (pipeline/embedding.py)."""
+
+    decoder_attention: str | None = valid(None)  # no decoder
+    stages: list[int] = valid(min=1, max=5, nonempty=True, distinct=True)  # encoder stages pooled into the embedding
+    projection: int = valid(min=1)  # width of the contrastive projection head
+
+
+@dataclass
+class EmbedTrainCfg(FitCfg):
+    scheduler: str = valid("cosine", "onecycle", "none")  # no loss phases to restart on
+    swa_epochs: int = valid(0)  # SWA's BatchNorm update reads single images, the embed batches hold pairs of views
+
+
+@dataclass
+class EmbedCfg:
+    """Image embeddings: metric learning with a classification constraint, PCA, neighbours,
+    clusters, near-duplicates and adversarial validation (pipeline/embedding.py, retrieval.py)."""
+
+    enabled: bool
+    model: EmbedModelCfg
+    size: int = valid(min=32)  # images resized to size x size (a multiple of 32)
+    train: EmbedTrainCfg
+    temperature: float = valid(above=0)  # of the contrastive (NT-Xent) loss over two views
+    constraint: float = valid(min=0)  # weight of the classification constraint (empty mask, coverage bin); 0 = off
+    pca_dim: int = valid(min=0)  # PCA components (0 = the pooled embedding as it is)
+    whiten: bool  # PCA whitening (each component scaled to unit variance)
+    neighbours: int = valid(min=1)  # k nearest neighbours per image in neighbours.csv
+    clusters: int = valid(min=2)  # KMeans clusters (folds.clusters groups by them)
+    duplicate_similarity: float = valid(min=-1, max=1)  # cosine similarity from which a pair is a near-duplicate
+    patches: bool  # images larger than `size` are also embedded per patch (patch_embeddings.npz)
+
+    def check(self) -> Problems:
+        return [] if self.size % validate.STRIDE == 0 else [("size", f"got {self.size}, must be a multiple of {validate.STRIDE}")]
+
+
+@dataclass
 class ScorerCfg:
     thresholds: list[float] = valid(min=0, max=1, nonempty=True)
     min_areas: list[int] = valid(min=0, nonempty=True)
@@ -419,4 +457,5 @@ class Config:
     ensemble: EnsembleCfg
     submit: SubmitCfg
     distill: DistillCfg
+    embed: EmbedCfg
     source: str = field(default="", compare=False, metadata={"internal": True})  # the file it came from

@@ -199,12 +199,18 @@ def _zoo(cfg: Config, out: Problems) -> Problems:
     return zoo.problems(cfg)
 
 
+def _embed(cfg: Config, out: Problems) -> Problems:
+    if cfg.folds.clusters and not cfg.embed.enabled:
+        return [("folds.clusters", "groups by the embed stage's clusters, which needs embed.enabled: true")]
+    return []
+
+
 def names_pseudo(cfg: Config) -> bool:
     """Whether ensemble.models names pseudo rounds (`pseudo` or `pseudo:NAME`)."""
     return any(m == "pseudo" or m.startswith("pseudo:") for m in cfg.ensemble.models)
 
 
-_RULES: tuple[Callable[[Config, Problems], Problems], ...] = (_fold_indices, _pseudo_rounds, _network_input, _classes, _zoo)
+_RULES: tuple[Callable[[Config, Problems], Problems], ...] = (_fold_indices, _pseudo_rounds, _network_input, _classes, _zoo, _embed)
 
 
 def section_problems(cfg: Config) -> Problems:

@@ -169,6 +169,7 @@ def test_section_and_to_dict():
         "group_column": None,
         "mosaic": {"enabled": False, "margin": 0.8},
         "seed": 42,
+        "clusters": False,
     }
 
 
@@ -402,5 +403,5 @@ def test_cli_status_ok(tmp_path):
     proc = _cli("status", "--config", str(DEMO), "--set", f"experiment.artifacts={tmp_path / 'art'}")
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.strip().splitlines()]
-    assert [r[0] for r in rows][:3] == ["ingest", "ingest_test", "folds"]
+    assert [r[0] for r in rows][:4] == ["ingest", "ingest_test", "embed", "folds"]
     assert all(r[1] == "missing" for r in rows)

@@ -71,6 +71,7 @@ register_opt_in(
     "data.classes",
     "data.exclusive",
     "segment.subclasses",
+    "folds.clusters",
     segment__target="binary",
 )
 register_unhashed("segment.models", "distill.teachers")
@@ -96,11 +97,29 @@ register(
 )
 register(
     Stage(
+        "embed",
+        ("embed",),
+        ("ingest", "ingest_test"),
+        "pipeline.stages.embed:run",
+        doc="image embeddings (metric learning + classification constraint), PCA, neighbours, clusters, duplicates",
+    )
+)
+
+
+def _folds_embed(cfg: Config) -> dict:
+    # The embed stage is an upstream of folds only when its clusters group the folds, so that
+    # other configs keep their folds keys.
+    return {"embed": (cfg, "embed")} if cfg.folds.clusters else {}
+
+
+register(
+    Stage(
         "folds",
         ("folds",),
         ("ingest",),
         "pipeline.stages.folds:run",
-        doc="stratified (grouped) K folds on coverage bins; optional mosaic groups",
+        models=_folds_embed,
+        doc="stratified (grouped) K folds on coverage bins; optional mosaic or embedding-cluster groups",
     )
 )
 register(

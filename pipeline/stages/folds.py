@@ -1,6 +1,7 @@
 """Folds: StratifiedKFold on coverage bins (empty masks are their own bin), or
 StratifiedGroupKFold when the config names a group column or asks for mosaic groups
-(tiles that touch in the original image, found from their edges: pipeline/mosaic.py)."""
+(tiles that touch in the original image, found from their edges: pipeline/mosaic.py), embedding
+clusters (the embed stage's KMeans clusters: similar images share a fold), or both."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def run(ctx: Context) -> dict:
     if len(train) < cfg.n_folds:
         raise UserError(f"folds.n_folds={cfg.n_folds} but only {len(train)} train images")
     group_column, metrics = cfg.group_column, {}
-    if cfg.mosaic.enabled:
-        train[MOSAIC_COLUMN], metrics = _mosaic_groups(ctx, train["id"].tolist())
+    if cfg.mosaic.enabled or cfg.clusters:
+        train[MOSAIC_COLUMN], metrics = _groups(ctx, train["id"].tolist())
         group_column = MOSAIC_COLUMN
     folds = make_folds(train, cfg.n_folds, cfg.coverage_bins, cfg.seed, group_column)
     out = pd.DataFrame(
@@ -46,7 +47,23 @@ def run(ctx: Context) -> dict:
     return {"fold_sizes": sizes, "fold_empty_share": empty, **metrics}
 
 
-def _mosaic_groups(ctx: Context, ids: list[str]) -> tuple[np.ndarray, dict]:
+def _groups(ctx: Context, ids: list[str]) -> tuple[np.ndarray, dict]:
+    """Mosaic groups, embedding clusters, or both joined (tiles linked by either relation
+    share a group)."""
+    pairs, metrics = _mosaic_pairs(ctx, ids) if ctx.cfg.folds.mosaic.enabled else (pd.DataFrame({"a": [], "b": []}), {})
+    if ctx.cfg.folds.clusters:
+        table = fileio.read_csv(ctx.upstream["embed"] / "clusters.csv", dtype={"id": str}).set_index("id")
+        cluster = table.loc[ids, "cluster"].to_numpy()
+        # Each tile linked to its cluster's first tile: the components are the clusters.
+        first = pd.Series(np.arange(len(ids))).groupby(cluster).transform("min").to_numpy()
+        pairs = pd.concat([pairs[["a", "b"]], pd.DataFrame({"a": np.arange(len(ids)), "b": first})])
+    groups = mosaic.groups_from_pairs(len(ids), pairs)
+    sizes = np.bincount(groups)
+    prefix = "" if ctx.cfg.folds.clusters else "mosaic_"  # the names mosaic folds always had
+    return groups, metrics | {f"{prefix}groups_over_1": int((sizes > 1).sum()), f"{prefix}largest_group": int(sizes.max())}
+
+
+def _mosaic_pairs(ctx: Context, ids: list[str]) -> tuple[pd.DataFrame, dict]:
     """Mosaic group per id; the pairs found go to mosaic_pairs.csv for inspection."""
     store = ArrayStore(ctx.upstream["ingest"], "images")
     images = [np.asarray(store.get(i)) for i in ids]
@@ -54,8 +71,6 @@ def _mosaic_groups(ctx: Context, ids: list[str]) -> tuple[np.ndarray, dict]:
     if len(shapes) > 1:
         raise UserError(f"folds.mosaic: needs tiles of one size, found {len(shapes)} sizes (e.g. {sorted(shapes)[:2]})")
     pairs = mosaic.find_pairs(mosaic.grayscale_tiles(images), ctx.cfg.folds.mosaic.margin)
-    groups = mosaic.groups_from_pairs(len(ids), pairs)
     ctx.dir.mkdir(parents=True, exist_ok=True)
     fileio.write_csv(ctx.dir / "mosaic_pairs.csv", pairs.assign(a=[ids[i] for i in pairs["a"]], b=[ids[i] for i in pairs["b"]]))
-    sizes = np.bincount(groups)
-    return groups, {"mosaic_pairs": len(pairs), "mosaic_groups_over_1": int((sizes > 1).sum()), "mosaic_largest_group": int(sizes.max())}
+    return pairs, {"mosaic_pairs": len(pairs)}
