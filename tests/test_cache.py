@@ -88,7 +88,7 @@ def _states(cfg) -> dict[str, str]:
 
 def test_dummies_removed_after_use():
     assert "t_up" not in cache.STAGES and "t_down" not in cache.STAGES
-    assert list(cache.STAGES)[:3] == ["ingest", "ingest_test", "folds"]
+    assert list(cache.STAGES)[:4] == ["ingest", "ingest_test", "embed", "folds"]
 
 
 def test_second_run_is_skipped(tmp_path, dummies):
@@ -311,7 +311,8 @@ def test_real_stages_run_and_cache(tmp_path, tiny_data):
     assert sum(manifest["metrics"]["fold_sizes"]) == N_TRAIN
     assert manifest["upstream_keys"] == {"ingest": cache.stage_key(cfg, "ingest")}
     # the manifest records what the key hashes: the folds section, less opt-in switches that are off
-    hashed = {k: v for k, v in config.section(cfg, "folds").items() if k != "mosaic"}
+    off = ("mosaic", "clusters")
+    hashed = {k: v for k, v in config.section(cfg, "folds").items() if k not in off}
     assert manifest["config"] == {"folds": hashed}
     assert "mosaic:" in (folder / "config.yaml").read_text()  # the resolved config keeps everything
     assert cache.read_manifest(ingest_dir)["inputs"]["files"]  # external files fingerprinted
