@@ -39,7 +39,11 @@ def main() -> None:
     ids = [str(i) for i in npz["ids"]]
     truth = retrieval.grid_neighbours(pd.read_csv(args.positions, dtype={"id": str}))
     rows = {}
-    variants = {"pooled, no PCA": (npz["raw"], 0, False), "PCA": (npz["raw"], cfg.embed.pca_dim, False), "PCA whitened": (npz["raw"], cfg.embed.pca_dim, True)}
+    variants = {
+        "pooled, no PCA": (npz["raw"], 0, False),
+        "PCA": (npz["raw"], cfg.embed.pca_dim, False),
+        "PCA whitened": (npz["raw"], cfg.embed.pca_dim, True),
+    }
     base = _untrained(cfg)
     variants |= {"untrained encoder, no PCA": (base, 0, False), "untrained encoder, PCA whitened": (base, cfg.embed.pca_dim, True)}
     for name, (raw, dim, whiten) in variants.items():
