@@ -5,8 +5,10 @@ A single fold's mAP has a standard error near 0.013 on 640 tiles, and two seeds 
 differ by about that much; the per-image difference between two models on the same tiles varies
 far less, so only the paired figure can say whether a recipe change moved the score.
 
-Run: .venv/bin/python bench/paired_oof.py A B [--metric tgs|dice] [--names new old]
-  A, B: segment artifact folders (their oof_scores.csv) or oof_scores.csv files.
+Run: .venv/bin/python bench/paired_oof.py A B [--metric tgs|dice|auto|...] [--names new old]
+  A, B: segment artifact folders (their oof_scores.csv), scorer artifact folders (their
+  nested_scores.csv: each image's held-out score under every policy; --metric auto is the
+  final nested CV), or such CSV files.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import pandas as pd
 
 def _scores(path: str) -> pd.DataFrame:
     p = Path(path)
-    p = p / "oof_scores.csv" if p.is_dir() else p
+    if p.is_dir():
+        p = next((p / f for f in ("oof_scores.csv", "nested_scores.csv") if (p / f).is_file()), p / "oof_scores.csv")
     if not p.is_file():
-        raise SystemExit(f"{p}: no such file (a segment artifact folder holds oof_scores.csv)")
+        raise SystemExit(f"{p}: no such file (a segment artifact folder holds oof_scores.csv, a scorer's nested_scores.csv)")
     return pd.read_csv(p, dtype={"id": str})
 
 
@@ -36,12 +39,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a")
     ap.add_argument("b")
-    ap.add_argument("--metric", default="tgs", choices=["tgs", "dice"])
+    ap.add_argument("--metric", default="tgs", help="a column of both files: tgs, dice, or a scorer policy (auto, grid, ...)")
     ap.add_argument("--names", nargs=2, default=["A", "B"])
     args = ap.parse_args()
     both = _scores(args.a).merge(_scores(args.b), on=["id", "fold"], suffixes=("_a", "_b"))
     if both.empty:
         raise SystemExit("the two runs share no OOF image")
+    if f"{args.metric}_a" not in both.columns:
+        raise SystemExit(f"--metric {args.metric}: not a column of both files")
     na, nb = args.names
     print(f"| images | {na} | {nb} | {na} - {nb} | SE | difference / SE |")
     print("|---|---|---|---|---|---|")

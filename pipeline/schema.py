@@ -273,6 +273,14 @@ class SubclassesCfg:
 
 
 @dataclass
+class BalanceCfg:
+    """Sampling weights from the embed stage (pipeline/balance.py), each an exponent (0 = off)."""
+
+    clusters: float = valid(min=0, max=2)  # cluster size ** -clusters: 1 draws every cluster equally often
+    test_likeness: float = valid(min=0, max=2)  # test-likeness odds ** test_likeness: 1 = the density ratio
+
+
+@dataclass
 class SegmentCfg:
     model: ModelCfg
     input: InputCfg
@@ -282,6 +290,7 @@ class SegmentCfg:
     # overlap); multiclass: softmax over background + the classes (exclusive classes)
     target: str = valid(*validate.TARGETS, default="binary")
     subclasses: SubclassesCfg | None = None  # binary target only
+    balance: BalanceCfg = field(default_factory=lambda: BalanceCfg(0.0, 0.0))
     # More models: {name: the segment keys where it differs}; see pipeline/zoo.py.
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -423,6 +432,7 @@ class ScorerCfg:
     gates: list[float] = valid(min=0, max=1, nonempty=True)
     lgbm: dict[str, Any]
     policy: str = valid(*validate.SCORER_POLICIES)  # auto: best under nested CV; none: no post-processing
+    knn: int = valid(min=0, default=0)  # neighbours whose predictions are features (pipeline/knn.py); 0 = off
 
     def check(self) -> Problems:
         # policy none scores the plain masks: the candidate (0.5, 0, 0) must be in the grid.

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import distributed, fileio, runtime, subclasses
+from pipeline import balance, distributed, fileio, runtime, subclasses
 from pipeline.classrows import class_of_row, cls_frame, planes, read_rows, repeat, truth_planes
 from pipeline.datasets import Geometry, SegDataset, build_augment, crop_batch, sample_weights
 from pipeline.errors import UserError
@@ -122,9 +122,21 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
     task = seg_task(scfg, validate, SEG_HEAD_WEIGHT if cfg.classify.seg_head else 0.0)
     if extras.teacher is not None:
         task = dataclasses.replace(task, hook=extras.teacher)
-    Fitter(model, task, scfg.train, folder, device, seed).fit(ds, sample_weights(cov, scfg.train.oversample))
+    Fitter(model, task, scfg.train, folder, device, seed).fit(ds, _weights(scfg, data, train_idx, cov))
     model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
     return model
+
+
+def _weights(scfg: SegmentCfg, data: TrainSet, train_idx: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Coverage-bin oversampling times the embed stage's balance weights (segment.balance) of
+    the training part; extra (pseudo-labelled) images, after it, keep weight 1, the mean."""
+    w = sample_weights(cov, scfg.train.oversample)
+    bal = scfg.balance
+    if bal.clusters or bal.test_likeness:
+        if data.traits is None:
+            raise RuntimeError("segment.balance is on but the train set was opened without the embed stage")
+        w[: len(train_idx)] *= balance.weights(data.traits, train_idx, bal.clusters, bal.test_likeness)
+    return w
 
 
 def subclass_masks(sub: SubclassesCfg, data: TrainSet, train_idx: np.ndarray, seed: int) -> dict[int, np.ndarray]:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import fileio
+from pipeline.balance import ImageTraits
 from pipeline.classrows import truth_planes
 from pipeline.store import ArrayStore
 
@@ -54,12 +55,16 @@ class TrainSet:
     coverage: np.ndarray
     folds: pd.DataFrame
     classes: tuple[str, ...] = ()  # K > 1 class names (empty: one binary class)
+    traits: ImageTraits | None = None  # embedding clusters and test-likeness (segment.balance)
 
     @classmethod
-    def open(cls, ingest_dir: Path, folds_dir: Path) -> TrainSet:
+    def open(cls, ingest_dir: Path, folds_dir: Path, embed_dir: Path | None = None) -> TrainSet:
+        """The train set of an ingest and a folds artifact; with `embed_dir`, each image's
+        cluster and test-likeness as well."""
         images, masks, table = open_train(ingest_dir)
         coverage = table.set_index("id").loc[images.ids, "coverage"].to_numpy()
-        return cls(images, masks, coverage, load_folds(folds_dir), train_classes(ingest_dir))
+        traits = ImageTraits.read(embed_dir, list(images.ids)) if embed_dir is not None else None
+        return cls(images, masks, coverage, load_folds(folds_dir), train_classes(ingest_dir), traits)
 
     @property
     def in_channels(self) -> int:

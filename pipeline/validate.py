@@ -200,9 +200,19 @@ def _zoo(cfg: Config, out: Problems) -> Problems:
 
 
 def _embed(cfg: Config, out: Problems) -> Problems:
+    found: Problems = []
     if cfg.folds.clusters and not cfg.embed.enabled:
-        return [("folds.clusters", "groups by the embed stage's clusters, which needs embed.enabled: true")]
-    return []
+        found.append(("folds.clusters", "groups by the embed stage's clusters, which needs embed.enabled: true"))
+    bal = cfg.segment.balance
+    uses = [("segment.balance", "weights", bool(bal.clusters or bal.test_likeness)), ("scorer.knn", "reads", cfg.scorer.knn > 0)]
+    for key, verb, on in uses:
+        if on and not cfg.embed.enabled:
+            found.append((key, f"{verb} the embed stage's outputs, which needs embed.enabled: true"))
+        elif on and cfg.embed.constraint:
+            # The constraint reads every train mask: what a fit scored on a fold takes from the
+            # embeddings would carry that fold's masks (fold groups are exempt, as stratification is).
+            found.append((key, "needs embed.constraint: 0 (the constraint reads the validation folds' masks)"))
+    return found
 
 
 def names_pseudo(cfg: Config) -> bool:

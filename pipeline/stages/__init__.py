@@ -72,6 +72,8 @@ register_opt_in(
     "data.exclusive",
     "segment.subclasses",
     "folds.clusters",
+    "segment.balance",
+    "scorer.knn",
     segment__target="binary",
 )
 register_unhashed("segment.models", "distill.teachers")
@@ -112,6 +114,12 @@ def _folds_embed(cfg: Config) -> dict:
     return {"embed": (cfg, "embed")} if cfg.folds.clusters else {}
 
 
+def _balance_embed(cfg: Config) -> dict:
+    # Likewise an upstream of the training stages only when it weights their sampling.
+    bal = cfg.segment.balance
+    return {"embed": (cfg, "embed")} if bal.clusters or bal.test_likeness else {}
+
+
 register(
     Stage(
         "folds",
@@ -140,6 +148,7 @@ register(
         ("ingest", "folds"),
         "pipeline.stages.segment:run",
         extra=_seg_head_extra,
+        models=_balance_embed,
         folds_key="segment.train.folds",
         doc="U-Net + distance head per fold: OOF probability maps",
     )
@@ -151,14 +160,21 @@ register(
         ("ingest", "ingest_test", "folds", "segment", "classify"),
         "pipeline.stages.pseudo:run",
         version="2",  # 2: fold k pseudo-labelled by fold k's models alone (no second-order leak)
+        models=_balance_embed,
         folds_key="segment.train.folds",
         doc="pseudo-label confident test images and retrain (optionally with a mean teacher)",
     )
 )
 
 
+def _knn_embed(cfg: Config) -> dict:
+    return {"embed": (cfg, "embed")} if cfg.scorer.knn else {}
+
+
 def _distill_teachers(cfg: Config) -> dict:
-    return zoo.upstream(cfg, zoo.teachers(cfg)) if cfg.distill.enabled else {}
+    if not cfg.distill.enabled:
+        return {}
+    return zoo.upstream(cfg, zoo.teachers(cfg)) | _balance_embed(zoo.model_cfg(cfg, cfg.distill.student))
 
 
 def _distill_extra(cfg: Config) -> dict:
@@ -168,7 +184,10 @@ def _distill_extra(cfg: Config) -> dict:
     # The teachers as resolved (an empty list means ensemble.models): a blend that names the
     # student instead of its teachers keeps the student's key.
     student = zoo.model_cfg(cfg, cfg.distill.student)
-    return {"student": config.section(student, "segment"), "teachers": zoo.teachers(cfg)} | _seg_head_extra(student)
+    section = config.section(student, "segment")
+    if not _balance_embed(student):  # an opt-in added later: students without it keep their keys
+        section.pop("balance")
+    return {"student": section, "teachers": zoo.teachers(cfg)} | _seg_head_extra(student)
 
 
 register(
@@ -203,6 +222,7 @@ register(
         # 2: policy none (no post-processing) when nothing beats it; in-sample grid score
         # 3: auto chooses its policy inside the nesting; LightGBM deterministic
         version="3",
+        models=_knn_embed,
         doc="LightGBM LB-score predictor choosing post-processing",
     )
 )

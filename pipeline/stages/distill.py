@@ -84,7 +84,7 @@ def run(ctx: Context) -> dict:
     cfg = ctx.cfg
     if not cfg.distill.enabled:
         return {"enabled": False}
-    data = TrainSet.open(ctx.upstream["ingest"], ctx.upstream["folds"])
+    data = TrainSet.open(ctx.upstream["ingest"], ctx.upstream["folds"], ctx.upstream.get("embed"))
     test_images = ArrayStore(ctx.upstream["ingest_test"], "test_images")
     names = zoo.teachers(cfg)
     folders = model_folders(names, ctx.upstream)

@@ -146,7 +146,7 @@ def run(ctx: Context) -> dict:
     ctx.dir.mkdir(parents=True, exist_ok=True)
     if cfg.pseudo.rounds <= 0:
         return {"rounds": 0}
-    data = TrainSet.open(ctx.upstream["ingest"], ctx.upstream["folds"])
+    data = TrainSet.open(ctx.upstream["ingest"], ctx.upstream["folds"], ctx.upstream.get("embed"))
     test_images = ArrayStore(ctx.upstream["ingest_test"], "test_images")
     base = oof_scores(ctx.upstream["segment"], data, cfg.segment.train.eval_threshold)
     history = [{"round": 0, "selected": 0, "oof_tgs": round(float(base["tgs"].mean()), 4)}]

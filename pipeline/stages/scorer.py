@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline import fileio
+from pipeline import fileio, knn
 from pipeline.cache import Context
 from pipeline.classrows import class_of_row, flat, repeat
 from pipeline.ensemble_io import EnsembleOutputs
@@ -36,6 +36,15 @@ def _scatter(path, pred: np.ndarray, true: np.ndarray) -> None:
     plt.close(fig)
 
 
+def _with_knn(ctx: Context, feats: pd.DataFrame, pools: pd.Series, k: int) -> pd.DataFrame:
+    """The feature table with scorer.knn neighbours' features (pipeline/knn.py) when on: an
+    OOF image's neighbours from its own fold, a test image's from the test set (`pools`)."""
+    if not ctx.cfg.scorer.knn:
+        return feats
+    neighbours = knn.pool_neighbours(knn.read_embeddings(ctx.upstream["embed"]), pools, ctx.cfg.scorer.knn)
+    return feats.join(knn.knn_features(feats, neighbours, pools.index.tolist(), k))
+
+
 def _problem(ctx: Context, ens: EnsembleOutputs) -> tuple[Problem, pd.DataFrame]:
     cfg, scfg = ctx.cfg, ctx.cfg.scorer
     table = load_folds(ctx.upstream["folds"]).set_index("id").loc[ens.oof_ids]
@@ -46,6 +55,7 @@ def _problem(ctx: Context, ens: EnsembleOutputs) -> tuple[Problem, pd.DataFrame]
         groups = np.asarray(ens.oof_ids)
     groups = None if groups is None else repeat(groups, k)
     feats = feature_table(ens.oof_ids, ens.oof_probs(), ens.oof_dists(), ens.images, ens.oof_cls, ens.train_meta, ens.classes)
+    feats = _with_knn(ctx, feats, pd.Series(table["fold"].to_numpy(), index=ens.oof_ids), k)
     cls = ens.oof_cls  # per row
     cands, scores = candidate_scores(
         ens.truths(), flat(ens.oof_probs()), cls, scfg.thresholds, scfg.min_areas, scfg.gates, cfg.submit.metric
@@ -86,7 +96,10 @@ def run(ctx: Context) -> dict:
     fileio.write_csv(ctx.dir / "feature_importance.csv", imp.sort_values("gain", ascending=False))
     _scatter(ctx.dir / "pred_vs_true.png", pred_all, p.scores)
     fileio.write_csv(ctx.dir / "oof_features.csv", feats, index=True)
+    # Each row's held-out score under every policy: two scorers compared paired (bench/paired_oof.py).
+    fileio.write_csv(ctx.dir / "nested_scores.csv", pd.DataFrame({"id": feats.index, "fold": p.fold} | held).round(6))
     test_feats = feature_table(ens.test_ids, ens.test_probs(), ens.test_dists(), ens.test_images, ens.test_cls, ens.test_meta, ens.classes)
+    test_feats = _with_knn(ctx, test_feats, pd.Series("test", index=ens.test_ids), ens.k)
     test_pred = predicted(model, test_feats, p.cands) if policy in ("global", "per_image") else None
     test_class = class_of_row(len(ens.test_ids), ens.k)
     classes = None if p.row_class is None else (test_class, p.row_class)

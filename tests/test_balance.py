@@ -1,0 +1,98 @@
+"""segment.balance: sampling weights from the embed stage's clusters and test-likeness."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_embed import EMBED
+
+from pipeline import balance, cache, fileio, segmentation
+from pipeline.balance import ImageTraits
+from pipeline.config import ConfigError
+from pipeline.errors import UserError
+
+BALANCE_EMBED = [*EMBED, "embed.constraint=0"]
+
+
+def _traits(cluster, likeness=None) -> ImageTraits:
+    cluster = np.asarray(cluster)
+    return ImageTraits(cluster, np.asarray(likeness if likeness is not None else np.full(len(cluster), 0.5), float))
+
+
+def test_cluster_balance_draws_every_cluster_equally_at_exponent_one():
+    traits = _traits([0] * 6 + [1] * 3 + [2] * 1)
+    idx = np.arange(10)
+    w = balance.weights(traits, idx, clusters=1.0, test_likeness=0.0)
+    per_cluster = pd.Series(w).groupby(traits.cluster).sum()
+    assert np.allclose(per_cluster, per_cluster.iloc[0]) and np.isclose(w.mean(), 1.0)
+    half = balance.weights(traits, idx, clusters=0.5, test_likeness=0.0)
+    assert w[9] > half[9] > half[0] > w[0]  # the rare cluster gains less at a smaller exponent
+    assert np.allclose(balance.weights(traits, idx, 0.0, 0.0), 1.0)
+
+
+def test_cluster_sizes_are_counted_in_the_training_part_alone():
+    traits = _traits([0, 0, 0, 0, 1, 1, 1, 1])
+    # Cluster 1 has one image in this training part: it is the rare one here.
+    w = balance.weights(traits, np.array([0, 1, 2, 4]), clusters=1.0, test_likeness=0.0)
+    assert np.isclose(w[3], 3 * w[0])
+
+
+def test_test_likeness_weights_are_the_odds_and_clipped():
+    traits = _traits([0, 0, 0, 0], [0.5, 0.75, 0.25, 0.5])
+    w = balance.weights(traits, np.arange(4), clusters=0.0, test_likeness=1.0)
+    assert np.isclose(w[1] / w[0], 3.0) and np.isclose(w[0] / w[2], 3.0)
+    extreme = balance.weights(_traits([0] * 3, [0.5, 0.5, 0.9999]), np.arange(3), 0.0, 1.0)
+    assert np.isclose(extreme[2] / extreme[0], balance.CLIP)
+
+
+def test_segment_weights_multiply_oversampling_and_leave_extra_images_at_one(smoke_cfg):
+    cfg = smoke_cfg("segment.train.oversample={empty: 1.0, small: 2.0}")
+    data = SimpleNamespace(traits=_traits([0, 0, 0, 1]))
+    cov = np.array([0.0, 0.05, 0.0, 0.0, 0.3])  # four training images, one pseudo-labelled extra
+    off = segmentation._weights(cfg.segment, data, np.arange(4), cov)
+    assert off.tolist() == [1.0, 2.0, 1.0, 1.0, 1.0]
+    cfg.segment.balance.clusters = 1.0
+    on = segmentation._weights(cfg.segment, data, np.arange(4), cov)
+    assert on[3] / on[2] == pytest.approx(3.0) and on[1] / on[0] == pytest.approx(2.0) and on[4] == 1.0
+
+
+def test_balance_needs_a_label_free_embed_stage(smoke_cfg):
+    with pytest.raises(ConfigError, match="segment.balance: weights.*embed.enabled"):
+        smoke_cfg("segment.balance.clusters=1.0")
+    with pytest.raises(ConfigError, match="segment.balance.*constraint"):
+        smoke_cfg(*EMBED, "embed.constraint=1.0", "segment.balance.test_likeness=1.0")
+    smoke_cfg(*BALANCE_EMBED, "segment.balance.test_likeness=1.0")
+
+
+def test_embed_is_an_upstream_of_the_training_stages_only_with_balance(smoke_cfg):
+    plain, on = smoke_cfg(*BALANCE_EMBED), smoke_cfg(*BALANCE_EMBED, "segment.balance.clusters=1.0")
+    for stage in ("segment", "pseudo"):
+        assert "embed" not in cache.key_material(plain, stage)["upstream"]
+        assert "embed" in cache.key_material(on, stage)["upstream"]
+    assert cache.stage_key(plain, "segment") == cache.stage_key(smoke_cfg(), "segment")
+
+
+def test_traits_of_a_missing_image_are_refused(tmp_path):
+    fileio.write_csv(tmp_path / "clusters.csv", pd.DataFrame({"id": ["a"], "split": ["train"], "cluster": [0]}))
+    fileio.write_csv(tmp_path / "adversarial.csv", pd.DataFrame({"id": ["a"], "split": ["train"], "test_likeness": [0.4]}))
+    assert ImageTraits.read(tmp_path, ["a"]).test_likeness.tolist() == [0.4]
+    with pytest.raises(UserError, match="no embedding for train image 'b'"):
+        ImageTraits.read(tmp_path, ["a", "b"])
+
+
+@pytest.mark.slow
+def test_segment_stage_trains_with_balance_weights(smoke_cfg, monkeypatch):
+    seen = []
+    fit = segmentation.Fitter.fit
+
+    def spy(self, ds, weights=None, on_epoch_end=None):
+        seen.append(weights)
+        return fit(self, ds, weights, on_epoch_end)
+
+    monkeypatch.setattr(segmentation.Fitter, "fit", spy)
+    cfg = smoke_cfg(*BALANCE_EMBED, "segment.balance.clusters=1.0", "segment.train.folds=[0]", "segment.train.oversample={}")
+    cache.run_stage(cfg, "segment")
+    assert seen and not np.allclose(seen[0], 1.0) and np.isclose(seen[0].mean(), 1.0)
