@@ -147,6 +147,12 @@ def frozen_policy(cfg: Config, scorer: Path) -> dict:
                 f"bundle: {scorer / 'test_params.csv'} holds no candidate of scorer.thresholds/min_areas/gates; rerun the scorer"
             )
         out["fixed"] = int(match[0])
+    elif name == "difficulty":  # its groups' edges and candidates come from the OOF scores, which a bundle does not carry
+        raise UserError("bundle: the scorer's policy 'difficulty' is not frozen into bundles yet; use scorer.difficulty: false")
+    elif s.knn:  # the bundle carries no embed encoder, and a test image's neighbours are other test images
+        raise UserError(
+            f"bundle: the scorer's policy {name!r} reads KNN features (scorer.knn), which a bundle cannot compute; use scorer.knn: 0"
+        )
     else:
         out["lgbm"] = "policy/lgbm.txt"
         out["features"] = [c for c in fileio.read_csv(scorer / "oof_features.csv", nrows=0).columns if c != "id"]

@@ -56,7 +56,36 @@ def choose(
         return np.full(n_images, int(np.argmax(fit_scores.mean(axis=0))))
     if policy == "global":
         return np.full(n_images, int(np.argmax(pred.mean(axis=0))))
+    if policy == "difficulty":
+        return by_difficulty(pred, fit_scores)
     return np.argmax(pred, axis=1)
+
+
+# Easy / medium / hard: each difficulty group's grid candidate (policy `difficulty`).
+DIFFICULTY_GROUPS = 3
+# A group with fewer fit rows keeps the overall grid candidate: a mean over a handful of images
+# would pick noise.
+MIN_GROUP_ROWS = 20
+
+
+def difficulty_groups(fit_scores: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group (0 = hardest) of each fit row by its true score and of each row to choose for by its
+    *predicted* score, both under the grid's candidate; edges at the fit rows' tertiles."""
+    best = int(np.argmax(fit_scores.mean(axis=0)))
+    edges = np.quantile(fit_scores[:, best], np.linspace(0, 1, DIFFICULTY_GROUPS + 1)[1:-1])
+    return np.searchsorted(edges, fit_scores[:, best], side="right"), np.searchsorted(edges, pred[:, best], side="right")
+
+
+def by_difficulty(pred: np.ndarray, fit_scores: np.ndarray) -> np.ndarray:
+    """Candidate per row: the grid candidate of its difficulty group (difficulty_groups)."""
+    overall = int(np.argmax(fit_scores.mean(axis=0)))
+    fit_group, group = difficulty_groups(fit_scores, pred)
+    out = np.full(len(pred), overall)
+    for g in np.unique(group):
+        at = fit_group == g
+        if at.sum() >= MIN_GROUP_ROWS:
+            out[group == g] = int(np.argmax(fit_scores[at].mean(axis=0)))
+    return out
 
 
 def candidate_grid(thresholds, min_areas, gates) -> np.ndarray:

@@ -48,6 +48,11 @@ def steps(cfg: Config, manifests: Manifests | None = None) -> list[tuple[str, fl
         ("+ grid post-processing", nested.get("grid"), "nested CV (threshold, min area, gate)"),
         ("+ LightGBM post-processing, one candidate", nested.get("global"), "nested CV, policy global"),
         ("+ LightGBM post-processing, per image", nested.get("per_image"), "nested CV, policy per_image"),
+        *(
+            [("+ grid per difficulty group", nested["difficulty"], "nested CV, policy difficulty (easy / medium / hard)")]
+            if "difficulty" in nested
+            else []
+        ),
         (
             "= final (the submission's policy)",
             scorer.get("cv"),

@@ -433,12 +433,15 @@ class ScorerCfg:
     lgbm: dict[str, Any]
     policy: str = valid(*validate.SCORER_POLICIES)  # auto: best under nested CV; none: no post-processing
     knn: int = valid(min=0, default=0)  # neighbours whose predictions are features (pipeline/knn.py); 0 = off
+    difficulty: bool = False  # policy `difficulty`: a grid candidate per easy / medium / hard group
 
     def check(self) -> Problems:
         # policy none scores the plain masks: the candidate (0.5, 0, 0) must be in the grid.
         raw = any(math.isclose(t, 0.5) for t in self.thresholds) and 0 in self.min_areas and 0 in self.gates
         if self.policy == "none" and not raw:
             return [("policy", "got 'none', which needs threshold 0.5, min area 0 and gate 0 among the candidates")]
+        if self.policy == "difficulty" and not self.difficulty:
+            return [("policy", "got 'difficulty', which needs scorer.difficulty: true")]
         return []
 
 

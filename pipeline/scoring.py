@@ -8,12 +8,15 @@ choose on the k-th without its labels where the policy allows, score the k-th):
   global     candidate with the best *predicted* mean on the k-th fold
   per_image  each image's candidate with the best predicted score
   none       no post-processing (threshold 0.5, no min area, no gate)
+  difficulty (scorer.difficulty) easy / medium / hard groups, each with its grid candidate: a fit
+             row's group from its true score, a chosen-for row's from its predicted score
   auto       the policy that scores best in an inner nested CV on the k-1 fit folds alone
              (none on a tie), applied to the k-th: taking the best of the outer scores
              instead would be a selection on the folds it is scored on."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -42,11 +45,18 @@ class Problem:
     # K classes: each row is an (image, class) pair and this is its class; grid and global
     # then choose a candidate per class (None: one binary class, rows are images)
     row_class: np.ndarray | None = None
+    difficulty: bool = False  # the policy `difficulty` among the policies
+
+    @property
+    def policies(self) -> tuple[str, ...]:
+        return POLICIES + (("difficulty",) if self.difficulty else ())
 
     def rows(self, mask: np.ndarray) -> Problem:
         groups = None if self.groups is None else self.groups[mask]
         row_class = None if self.row_class is None else self.row_class[mask]
-        return Problem(self.features[mask], self.cands, self.scores[mask], self.fold[mask], self.params, self.seed, groups, row_class)
+        return dataclasses.replace(
+            self, features=self.features[mask], scores=self.scores[mask], fold=self.fold[mask], groups=groups, row_class=row_class
+        )
 
     def classes(self, at: np.ndarray, fit: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """The class of the rows `at` and of the rows `fit` (None without classes), for choose()."""
@@ -78,7 +88,7 @@ def fit_model(features: pd.DataFrame, cands: np.ndarray, scores: np.ndarray, par
 
 def options(p: Problem) -> list[str]:
     """Policies `auto` chooses among; none first, so that it wins a tie."""
-    return (["none"] if p.raw is not None else []) + list(POLICIES)
+    return (["none"] if p.raw is not None else []) + list(p.policies)
 
 
 def best_policy(nested: dict[str, float], p: Problem) -> str:
@@ -104,7 +114,7 @@ def nested_rows(p: Problem, with_auto: bool = True) -> tuple[dict[str, np.ndarra
     """The held-out metric of every row under each policy (as nested_cv), and LightGBM's
     held-out predictions (N, C)."""
     subsets = p.subsets()
-    held = {name: np.zeros(len(p.fold)) for name in [*POLICIES, *subsets, *(["auto"] if with_auto else [])]}
+    held = {name: np.zeros(len(p.fold)) for name in [*p.policies, *subsets, *(["auto"] if with_auto else [])]}
     pred_all = np.zeros_like(p.scores)
     for k in np.unique(p.fold):
         fit, val = p.fold != k, p.fold == k
@@ -113,7 +123,7 @@ def nested_rows(p: Problem, with_auto: bool = True) -> tuple[dict[str, np.ndarra
         pred_all[val] = pred
         rows = np.flatnonzero(val)
         classes = p.classes(val, fit)
-        for name in POLICIES:
+        for name in p.policies:
             held[name][val] = p.scores[rows, choose(name, len(rows), pred, p.scores[fit], classes=classes)]
         for name, cols in subsets.items():
             held[name][val] = p.scores[rows, cols[choose("grid", len(rows), None, p.scores[fit][:, cols], classes=classes)]]
@@ -132,6 +142,6 @@ def inner_choice(p: Problem) -> str:
         # Whole groups to a split, as the folds keep them: a group split would leak within it.
         _, unit = np.unique(p.groups if p.groups is not None else np.arange(len(p.fold)), return_inverse=True)
         split = np.random.default_rng(p.seed).permutation(unit.max() + 1)[unit] % INNER_SPLITS
-        p = Problem(p.features, p.cands, p.scores, split, p.params, p.seed, p.groups, p.row_class)
+        p = dataclasses.replace(p, fold=split)
     inner, _ = nested_cv(p, with_auto=False)
     return best_policy(inner, p)

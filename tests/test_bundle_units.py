@@ -87,3 +87,11 @@ def test_the_frozen_candidate_grid_is_the_scorer_s():
     t, a, g = [0.3, 0.5], [0, 10, 20], [0.0, 0.5]
     cands, _ = candidate_scores(truths, probs, np.array([0.9]), t, a, g)
     assert (cands == candidate_grid(t, a, g)).all()
+
+
+def test_a_policy_on_knn_features_is_refused(tmp_path, smoke_cfg):
+    from test_balance import BALANCE_EMBED
+
+    (tmp_path / "policy.json").write_text(json.dumps({"policy": "per_image"}))
+    with pytest.raises(UserError, match="scorer.knn"):
+        bundle.frozen_policy(smoke_cfg(*BALANCE_EMBED, "scorer.knn=3"), tmp_path)

@@ -74,6 +74,7 @@ register_opt_in(
     "folds.clusters",
     "segment.balance",
     "scorer.knn",
+    "scorer.difficulty",
     segment__target="binary",
 )
 register_unhashed("segment.models", "distill.teachers")

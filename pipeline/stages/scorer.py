@@ -61,7 +61,7 @@ def _problem(ctx: Context, ens: EnsembleOutputs) -> tuple[Problem, pd.DataFrame]
         ens.truths(), flat(ens.oof_probs()), cls, scfg.thresholds, scfg.min_areas, scfg.gates, cfg.submit.metric
     )
     row_class = class_of_row(len(ens.oof_ids), k) if k > 1 else None
-    return Problem(feats, cands, scores, folds, scfg.lgbm, cfg.experiment.seed, groups, row_class), feats
+    return Problem(feats, cands, scores, folds, scfg.lgbm, cfg.experiment.seed, groups, row_class, scfg.difficulty), feats
 
 
 def _per_class(p: Problem, held: dict[str, np.ndarray], policy: str, names: tuple[str, ...]) -> dict:
@@ -100,7 +100,7 @@ def run(ctx: Context) -> dict:
     fileio.write_csv(ctx.dir / "nested_scores.csv", pd.DataFrame({"id": feats.index, "fold": p.fold} | held).round(6))
     test_feats = feature_table(ens.test_ids, ens.test_probs(), ens.test_dists(), ens.test_images, ens.test_cls, ens.test_meta, ens.classes)
     test_feats = _with_knn(ctx, test_feats, pd.Series("test", index=ens.test_ids), ens.k)
-    test_pred = predicted(model, test_feats, p.cands) if policy in ("global", "per_image") else None
+    test_pred = predicted(model, test_feats, p.cands) if policy in ("global", "per_image", "difficulty") else None
     test_class = class_of_row(len(ens.test_ids), ens.k)
     classes = None if p.row_class is None else (test_class, p.row_class)
     pick = choose(policy, len(test_feats), test_pred, p.scores, p.raw, classes)
