@@ -69,7 +69,7 @@ def main() -> None:
     folder, _ = cache.run_stage(cfg, "embed")
     npz = np.load(folder / "embeddings.npz")
     emb_of = dict(zip(npz["ids"].astype(str).tolist(), npz["embedding"], strict=True))
-    stores = [ArrayStore(cache.load_upstream(cfg, s), "images") for s in ("ingest", "ingest_test")]
+    stores = [ArrayStore(cache.load_upstream(cfg, s), name) for s, name in (("ingest", "images"), ("ingest_test", "test_images"))]
     ids = [str(i) for s in stores for i in s.ids]
     tiles = mosaic.grayscale_tiles([np.asarray(s.get(i)) for s in stores for i in s.ids])
     truth = true_pairs(pd.read_csv(args.positions, dtype={"id": str}))

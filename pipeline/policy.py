@@ -70,10 +70,14 @@ MIN_GROUP_ROWS = 20
 
 def difficulty_groups(fit_scores: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group (0 = hardest) of each fit row by its true score and of each row to choose for by its
-    *predicted* score, both under the grid's candidate; edges at the fit rows' tertiles."""
+    *predicted* score, both under the grid's candidate. The fit rows split at their tertiles;
+    the others in the same proportions by the rank of their prediction (predictions shrink
+    towards the mean, so the true scores' edges would put nearly every image in the middle)."""
     best = int(np.argmax(fit_scores.mean(axis=0)))
     edges = np.quantile(fit_scores[:, best], np.linspace(0, 1, DIFFICULTY_GROUPS + 1)[1:-1])
-    return np.searchsorted(edges, fit_scores[:, best], side="right"), np.searchsorted(edges, pred[:, best], side="right")
+    fit_group = np.searchsorted(edges, fit_scores[:, best], side="right")
+    shares = np.cumsum(np.bincount(fit_group, minlength=DIFFICULTY_GROUPS))[:-1] / len(fit_group)
+    return fit_group, np.searchsorted(np.quantile(pred[:, best], shares), pred[:, best], side="right")
 
 
 def by_difficulty(pred: np.ndarray, fit_scores: np.ndarray) -> np.ndarray:
