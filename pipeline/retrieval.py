@@ -92,15 +92,22 @@ def recall_at(table: pd.DataFrame, truth: dict[str, set[str]], k: int) -> tuple[
     return (float(np.mean(shares)) if shares else float("nan")), len(shares)
 
 
+# Images whose pixels vary less than this (grey levels) are blank: all alike, no near-duplicates
+# worth showing.
+FLAT_STD = 1.0
+
+
 def duplicate_figure(pairs: pd.DataFrame, image, path, n: int = 8) -> None:
-    """The n most similar pairs side by side, with their similarity and kind; `image(id)`
-    returns an image array."""
+    """The most similar pairs side by side (one per first image, blank pairs, a `flat`
+    column, last), with their similarity and kind; `image(id)` returns an image array."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    top = pairs.head(n)
+    if "flat" in pairs.columns:  # blank tiles (TGS has ~150) would fill the figure with black pairs
+        pairs = pd.concat([pairs[~pairs["flat"]], pairs[pairs["flat"]]])
+    top = pairs.drop_duplicates("a").head(n)  # one pair per image: the figure shows n images' closest
     fig, axes = plt.subplots(max(len(top), 1), 2, figsize=(4, 2 * max(len(top), 1)), squeeze=False)
     for row, pair in zip(axes, top.itertuples(), strict=False):
         for ax, i in zip(row, (pair.a, pair.b), strict=True):

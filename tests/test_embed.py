@@ -112,6 +112,7 @@ def test_embed_stage_artifacts_and_cluster_folds(smoke_cfg):
     assert (table.groupby("id").size() == 3).all() and len(table) == 3 * n and (table["id"] != table["neighbour_id"]).all()
     manifest = cache.read_manifest(folder)["metrics"]
     assert 0 <= manifest["view_accuracy"] <= 1 and 0 <= manifest["adversarial_auc"] <= 1
+    assert manifest["duplicates_flat_pairs"] >= 0 and "flat" in fileio.read_csv(folder / "duplicates.csv", nrows=0).columns
     assert (folder / "duplicates.png").exists() and (folder / "adversarial.csv").exists()
     clusters = fileio.read_csv(folder / "clusters.csv", dtype={"id": str}).set_index("id")["cluster"]
     folds_dir, _ = cache.run_stage(cfg, "folds")

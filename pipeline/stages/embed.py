@@ -55,8 +55,11 @@ def run(ctx: Context) -> dict:
 
 def _duplicates(ctx: Context, table: pd.DataFrame, split: dict[str, str], images: embedding.Images, ids: list[str]) -> dict:
     pairs = retrieval.duplicates(table, split, ctx.cfg.embed.duplicate_similarity)
-    fileio.write_csv(ctx.dir / "duplicates.csv", pairs)
     position = {i: n for n, i in enumerate(ids)}
+    flat = {i: float(np.asarray(images.get(position[i])).std()) < retrieval.FLAT_STD for i in {*pairs["a"], *pairs["b"]}}
+    pairs["flat"] = [flat[a] and flat[b] for a, b in zip(pairs["a"], pairs["b"], strict=True)]
+    fileio.write_csv(ctx.dir / "duplicates.csv", pairs)
     retrieval.duplicate_figure(pairs, lambda i: images.get(position[i]), ctx.dir / "duplicates.png")
-    counts = pairs["kind"].value_counts()
-    return {f"duplicates_{k}": int(counts.get(k, 0)) for k in ("train-train", "train-test", "test-test")}
+    counts = pairs.loc[~pairs["flat"], "kind"].value_counts()
+    out = {f"duplicates_{k}": int(counts.get(k, 0)) for k in ("train-train", "train-test", "test-test")}
+    return out | {"duplicates_flat_pairs": int(pairs["flat"].sum())}
