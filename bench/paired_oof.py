@@ -41,8 +41,12 @@ def main() -> None:
     ap.add_argument("b")
     ap.add_argument("--metric", default="tgs", help="a column of both files: tgs, dice, or a scorer policy (auto, grid, ...)")
     ap.add_argument("--names", nargs=2, default=["A", "B"])
+    ap.add_argument("--any-fold", action="store_true", help="pair images by id alone (runs with other folds); per-fold rows by A's folds")
     args = ap.parse_args()
-    both = _scores(args.a).merge(_scores(args.b), on=["id", "fold"], suffixes=("_a", "_b"))
+    a, b = _scores(args.a), _scores(args.b)
+    if args.any_fold:
+        b = b.drop(columns="fold")
+    both = a.merge(b, on=["id"] if args.any_fold else ["id", "fold"], suffixes=("_a", "_b"))
     if both.empty:
         raise SystemExit("the two runs share no OOF image")
     if f"{args.metric}_a" not in both.columns:

@@ -85,6 +85,8 @@ def test_traits_of_a_missing_image_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_segment_stage_trains_with_balance_weights(smoke_cfg, monkeypatch):
+    cfg = smoke_cfg(*BALANCE_EMBED, "segment.balance.clusters=1.0", "segment.train.folds=[0]")
+    cache.run_stage(cfg, "embed")  # its Fitter first, unweighted
     seen = []
     fit = segmentation.Fitter.fit
 
@@ -93,6 +95,6 @@ def test_segment_stage_trains_with_balance_weights(smoke_cfg, monkeypatch):
         return fit(self, ds, weights, on_epoch_end)
 
     monkeypatch.setattr(segmentation.Fitter, "fit", spy)
-    cfg = smoke_cfg(*BALANCE_EMBED, "segment.balance.clusters=1.0", "segment.train.folds=[0]", "segment.train.oversample={}")
     cache.run_stage(cfg, "segment")
-    assert seen and not np.allclose(seen[0], 1.0) and np.isclose(seen[0].mean(), 1.0)
+    # Coverage-bin oversampling alone gives only its configured values; the cluster weights others.
+    assert seen and not set(np.round(seen[0], 6)) <= set(cfg.segment.train.oversample.values()) | {1.0}
