@@ -3,7 +3,10 @@ its standard error, over all shared images and per fold.
 
 A single fold's mAP has a standard error near 0.013 on 640 tiles, and two seeds of one recipe
 differ by about that much; the per-image difference between two models on the same tiles varies
-far less, so only the paired figure can say whether a recipe change moved the score.
+far less, so only the paired figure can say whether a recipe change moved the score. The
+standard error treats rows as independent: (image, class) rows of one image and touching tiles
+are not, and a training run's seed moves whole folds (docs/results.md, issue 18), so it is a
+floor on the uncertainty of a difference between two trainings, not the whole of it.
 
 Run: .venv/bin/python bench/paired_oof.py A B [--metric tgs|dice|auto|...] [--names new old]
   A, B: segment artifact folders (their oof_scores.csv), scorer artifact folders (their
@@ -25,7 +28,10 @@ def _scores(path: str) -> pd.DataFrame:
     if p.is_dir():
         p = next((p / f for f in ("oof_scores.csv", "nested_scores.csv") if (p / f).is_file()), p / "oof_scores.csv")
     if not p.is_file():
-        raise SystemExit(f"{p}: no such file (a segment artifact folder holds oof_scores.csv, a scorer's nested_scores.csv)")
+        raise SystemExit(
+            f"{p}: no such file (a segment artifact folder holds oof_scores.csv, a scorer's nested_scores.csv;"
+            " a scorer cached before it was written: rerun it with --force)"
+        )
     return pd.read_csv(p, dtype={"id": str})
 
 

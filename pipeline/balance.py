@@ -34,8 +34,11 @@ class ImageTraits:
 
     @classmethod
     def read(cls, embed_dir: Path, ids: list[str]) -> ImageTraits:
-        clusters = fileio.read_csv(embed_dir / "clusters.csv", dtype={"id": str}).set_index("id")
-        adversarial = fileio.read_csv(embed_dir / "adversarial.csv", dtype={"id": str}).set_index("id")
+        # Train rows alone: a test image may share an id with a train image.
+        clusters, adversarial = (
+            (t := fileio.read_csv(embed_dir / name, dtype={"id": str}))[t["split"] == "train"].set_index("id")
+            for name in ("clusters.csv", "adversarial.csv")
+        )
         missing = sorted(set(ids) - set(clusters.index) | set(ids) - set(adversarial.index))
         if missing:
             raise UserError(f"{embed_dir}: no embedding for train image {missing[0]!r} ({len(missing)} missing)")
@@ -53,6 +56,8 @@ def weights(traits: ImageTraits, idx: np.ndarray, clusters: float, test_likeness
         _, inverse, counts = np.unique(cluster, return_inverse=True, return_counts=True)
         w *= (counts[inverse] / counts.mean()) ** -clusters
     if test_likeness:
+        if np.isnan(traits.test_likeness[idx]).any():  # the embed stage had too few images of a split to tell
+            raise UserError("segment.balance.test_likeness: the embed stage's adversarial.csv has no test-likeness (too few images)")
         p = np.clip(traits.test_likeness[idx], EPS, 1 - EPS)
         w *= (p / (1 - p)) ** test_likeness
     med = np.median(w)

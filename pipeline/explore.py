@@ -166,7 +166,16 @@ def held_out_predictions(cfg: Config, data: ScorerData) -> tuple[dict[str, float
     metric and the (N, C) held-out predictions (each fold predicted by a model fitted on the others)."""
     from pipeline.scoring import Problem, nested_cv
 
-    p = Problem(data.features, data.cands, data.scores, data.fold, cfg.scorer.lgbm, cfg.experiment.seed, row_class=data.row_class)
+    p = Problem(
+        data.features,
+        data.cands,
+        data.scores,
+        data.fold,
+        cfg.scorer.lgbm,
+        cfg.experiment.seed,
+        row_class=data.row_class,
+        difficulty=cfg.scorer.difficulty,
+    )
     nested, pred = nested_cv(p, False)
     return nested, pred
 

@@ -4,7 +4,7 @@ weighted by similarity.
 
 Neighbours are searched within a pool that no model scoring the image has seen: an OOF
 image's among the train images of its own fold (their OOF maps come from the model that held
-that fold out), a test image's among the test images. Neighbours' labels are never read: in
+that fold out), a test image's among the test images, split into random pools of a fold's size. Neighbours' labels are never read: in
 CV the same-fold neighbours (mosaic or cluster groups keep touching tiles in one fold) would
 have labels that a test image's test neighbours do not have.
 """
@@ -23,10 +23,20 @@ from pipeline.errors import UserError
 COLUMNS = ("p_mean", "area_0.5", "uncertain", "cls_prob")
 
 
-def read_embeddings(embed_dir: Path) -> dict[str, np.ndarray]:
-    """id -> L2-normalised embedding (after the embed stage's PCA) of every train and test image."""
+def read_embeddings(embed_dir: Path, split: str) -> dict[str, np.ndarray]:
+    """id -> L2-normalised embedding (after the embed stage's PCA) of the `split` images (train
+    or test: a test image may share an id with a train image)."""
     npz = np.load(embed_dir / "embeddings.npz", allow_pickle=False)
-    return dict(zip(npz["ids"].astype(str).tolist(), npz["embedding"], strict=True))
+    keep = npz["split"].astype(str) == split
+    return dict(zip(npz["ids"].astype(str)[keep].tolist(), npz["embedding"][keep], strict=True))
+
+
+def test_pools(ids: list[str], fold_size: float, seed: int) -> pd.Series:
+    """The test images in seeded random pools of about an OOF fold's size: an OOF image finds
+    its neighbours among one fold, and a pool many times larger would hold closer neighbours
+    than the LightGBM model ever saw."""
+    n_pools = max(1, round(len(ids) / max(fold_size, 1)))
+    return pd.Series(np.random.default_rng(seed).permutation(len(ids)) % n_pools, index=ids)
 
 
 def pool_neighbours(emb: dict[str, np.ndarray], pools: pd.Series, k: int) -> pd.DataFrame:

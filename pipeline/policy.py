@@ -77,7 +77,11 @@ def difficulty_groups(fit_scores: np.ndarray, pred: np.ndarray) -> tuple[np.ndar
     edges = np.quantile(fit_scores[:, best], np.linspace(0, 1, DIFFICULTY_GROUPS + 1)[1:-1])
     fit_group = np.searchsorted(edges, fit_scores[:, best], side="right")
     shares = np.cumsum(np.bincount(fit_group, minlength=DIFFICULTY_GROUPS))[:-1] / len(fit_group)
-    return fit_group, np.searchsorted(np.quantile(pred[:, best], shares), pred[:, best], side="right")
+    # By rank, ties broken by position: LightGBM's predictions are piecewise constant, and tied
+    # rows at a quantile would all move up one group.
+    rank = np.empty(len(pred), dtype=int)
+    rank[np.argsort(pred[:, best], kind="stable")] = np.arange(len(pred))
+    return fit_group, np.searchsorted(np.round(shares * len(pred)), rank, side="right")
 
 
 def by_difficulty(pred: np.ndarray, fit_scores: np.ndarray) -> np.ndarray:

@@ -12,7 +12,9 @@ from test_embed import EMBED
 from pipeline import balance, cache, fileio, segmentation
 from pipeline.balance import ImageTraits
 from pipeline.config import ConfigError
+from pipeline.datasets import sample_weights
 from pipeline.errors import UserError
+from pipeline.trainset import TrainSet
 
 BALANCE_EMBED = [*EMBED, "embed.constraint=0"]
 
@@ -48,6 +50,12 @@ def test_test_likeness_weights_are_the_odds_and_clipped():
     assert np.isclose(extreme[2] / extreme[0], balance.CLIP)
 
 
+def test_missing_test_likeness_is_refused():
+    with pytest.raises(UserError, match="test_likeness"):
+        balance.weights(_traits([0, 1], [np.nan, np.nan]), np.arange(2), 0.0, 1.0)
+    assert np.allclose(balance.weights(_traits([0, 1], [np.nan, np.nan]), np.arange(2), 1.0, 0.0), 1.0)
+
+
 def test_segment_weights_multiply_oversampling_and_leave_extra_images_at_one(smoke_cfg):
     cfg = smoke_cfg("segment.train.oversample={empty: 1.0, small: 2.0}")
     data = SimpleNamespace(traits=_traits([0, 0, 0, 1]))
@@ -73,12 +81,18 @@ def test_embed_is_an_upstream_of_the_training_stages_only_with_balance(smoke_cfg
         assert "embed" not in cache.key_material(plain, stage)["upstream"]
         assert "embed" in cache.key_material(on, stage)["upstream"]
     assert cache.stage_key(plain, "segment") == cache.stage_key(smoke_cfg(), "segment")
+    for stage in ("segment", "pseudo"):  # off: not hashed, so keys from before the option stay
+        assert "balance" not in cache.key_material(plain, stage)["config"]["segment"]
+        assert cache.key_material(on, stage)["config"]["segment"]["balance"]["clusters"] == 1.0
 
 
 def test_traits_of_a_missing_image_are_refused(tmp_path):
-    fileio.write_csv(tmp_path / "clusters.csv", pd.DataFrame({"id": ["a"], "split": ["train"], "cluster": [0]}))
-    fileio.write_csv(tmp_path / "adversarial.csv", pd.DataFrame({"id": ["a"], "split": ["train"], "test_likeness": [0.4]}))
-    assert ImageTraits.read(tmp_path, ["a"]).test_likeness.tolist() == [0.4]
+    # A test image with a train image's id is not taken for it.
+    both = {"id": ["a", "a"], "split": ["test", "train"]}
+    fileio.write_csv(tmp_path / "clusters.csv", pd.DataFrame(both | {"cluster": [5, 0]}))
+    fileio.write_csv(tmp_path / "adversarial.csv", pd.DataFrame(both | {"test_likeness": [0.9, 0.4]}))
+    traits = ImageTraits.read(tmp_path, ["a"])
+    assert traits.test_likeness.tolist() == [0.4] and traits.cluster.tolist() == [0]
     with pytest.raises(UserError, match="no embedding for train image 'b'"):
         ImageTraits.read(tmp_path, ["a", "b"])
 
@@ -96,5 +110,9 @@ def test_segment_stage_trains_with_balance_weights(smoke_cfg, monkeypatch):
 
     monkeypatch.setattr(segmentation.Fitter, "fit", spy)
     cache.run_stage(cfg, "segment")
-    # Coverage-bin oversampling alone gives only its configured values; the cluster weights others.
-    assert seen and not set(np.round(seen[0], 6)) <= set(cfg.segment.train.oversample.values()) | {1.0}
+    # Oversampling times the cluster weights of fold 0's training part, in store order.
+    data = TrainSet.open(cache.stage_dir(cfg, "ingest"), cache.stage_dir(cfg, "folds"), cache.stage_dir(cfg, "embed"))
+    train_idx, _ = data.split(0, 0, cfg.experiment.seed)
+    expected = sample_weights(data.coverage[train_idx], cfg.segment.train.oversample) * balance.weights(data.traits, train_idx, 1.0, 0.0)
+    assert len(seen) == 1 and np.allclose(seen[0], expected)
+    assert not np.allclose(expected, sample_weights(data.coverage[train_idx], cfg.segment.train.oversample))

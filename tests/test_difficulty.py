@@ -33,8 +33,16 @@ def test_each_group_gets_its_own_grid_candidate():
 
 
 def test_a_small_group_keeps_the_overall_candidate():
-    fit = _scores(n=3 * (MIN_GROUP_ROWS - 1))
-    assert by_difficulty(np.array([[0.1, 0.3]]), fit).tolist() == [0]
+    pred = np.array([[0.1, 0.3], [0.5, 0.2], [0.9, 0.6]])
+    assert by_difficulty(pred, _scores(n=3 * MIN_GROUP_ROWS))[0] == 1  # a full hard group: its own candidate
+    assert by_difficulty(pred, _scores(n=3 * (MIN_GROUP_ROWS - 1)))[0] == 0  # too few: the overall one
+
+
+def test_tied_predictions_keep_the_fit_proportions():
+    fit = _scores()
+    pred = np.repeat(np.array([[0.2, 0.1], [0.5, 0.1], [0.8, 0.1]]), [10, 50, 30], axis=0)  # piecewise constant
+    _, group = difficulty_groups(fit, pred)
+    assert np.bincount(group).tolist() == [30, 30, 30]
 
 
 def test_the_policy_is_nested_only_when_switched_on():

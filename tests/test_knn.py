@@ -59,11 +59,36 @@ def test_knn_needs_a_label_free_embed_stage(smoke_cfg):
     assert "embed" in cache.key_material(on, "scorer")["upstream"]
     assert "embed" not in cache.key_material(smoke_cfg(*BALANCE_EMBED), "scorer")["upstream"]
     assert cache.stage_key(smoke_cfg(*BALANCE_EMBED), "scorer") == cache.stage_key(plain, "scorer")
+    hashed = cache.key_material(smoke_cfg(*BALANCE_EMBED), "scorer")["config"]["scorer"]
+    assert "knn" not in hashed and "difficulty" not in hashed
+    assert cache.key_material(on, "scorer")["config"]["scorer"]["knn"] == 3
+
+
+def test_test_pools_are_about_a_fold_s_size():
+    ids = [f"t{j}" for j in range(1000)]
+    pools = knn.test_pools(ids, 300, 0)
+    assert pools.nunique() == 3 and pools.value_counts().between(333, 334).all()
+    assert knn.test_pools(ids[:400], 400, 0).nunique() == 1
+    assert (knn.test_pools(ids, 300, 0) == pools).all()  # seeded
 
 
 @pytest.mark.slow
-def test_scorer_stage_with_knn_features(smoke_cfg):
-    folder, _ = cache.run_stage(smoke_cfg(*BALANCE_EMBED, "scorer.knn=2"), "scorer")
+def test_scorer_stage_with_knn_features(smoke_cfg, monkeypatch):
+    cfg = smoke_cfg(*BALANCE_EMBED, "scorer.knn=2")
+    seen = []
+    search = knn.pool_neighbours
+
+    def spy(emb, pools, k):
+        seen.append(pools.copy())
+        return search(emb, pools, k)
+
+    monkeypatch.setattr(knn, "pool_neighbours", spy)
+    folder, _ = cache.run_stage(cfg, "scorer")
+    # OOF images search their own fold only (the honest part), test images a test pool.
+    folds = fileio.read_csv(cache.stage_dir(cfg, "folds") / "folds.csv", dtype={"id": str}).set_index("id")["fold"]
+    oof, test = seen
+    assert (oof.to_numpy() == folds.loc[oof.index].to_numpy()).all() and oof.nunique() == folds.nunique()
+    assert len(test) == 12 and test.nunique() == max(1, round(12 / (len(folds) / folds.nunique())))
     feats = fileio.read_csv(folder / "oof_features.csv")
     assert {"nn_p_mean", "nn_sim_max"} <= set(feats.columns) and feats["nn_p_mean"].notna().all()
     nested = fileio.read_csv(folder / "nested_scores.csv")

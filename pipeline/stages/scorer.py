@@ -36,12 +36,12 @@ def _scatter(path, pred: np.ndarray, true: np.ndarray) -> None:
     plt.close(fig)
 
 
-def _with_knn(ctx: Context, feats: pd.DataFrame, pools: pd.Series, k: int) -> pd.DataFrame:
+def _with_knn(ctx: Context, feats: pd.DataFrame, pools: pd.Series, k: int, split: str) -> pd.DataFrame:
     """The feature table with scorer.knn neighbours' features (pipeline/knn.py) when on: an
-    OOF image's neighbours from its own fold, a test image's from the test set (`pools`)."""
+    OOF image's neighbours from its own fold, a test image's from its test pool (`pools`)."""
     if not ctx.cfg.scorer.knn:
         return feats
-    neighbours = knn.pool_neighbours(knn.read_embeddings(ctx.upstream["embed"]), pools, ctx.cfg.scorer.knn)
+    neighbours = knn.pool_neighbours(knn.read_embeddings(ctx.upstream["embed"], split), pools, ctx.cfg.scorer.knn)
     return feats.join(knn.knn_features(feats, neighbours, pools.index.tolist(), k))
 
 
@@ -55,7 +55,7 @@ def _problem(ctx: Context, ens: EnsembleOutputs) -> tuple[Problem, pd.DataFrame]
         groups = np.asarray(ens.oof_ids)
     groups = None if groups is None else repeat(groups, k)
     feats = feature_table(ens.oof_ids, ens.oof_probs(), ens.oof_dists(), ens.images, ens.oof_cls, ens.train_meta, ens.classes)
-    feats = _with_knn(ctx, feats, pd.Series(table["fold"].to_numpy(), index=ens.oof_ids), k)
+    feats = _with_knn(ctx, feats, pd.Series(table["fold"].to_numpy(), index=ens.oof_ids), k, "train")
     cls = ens.oof_cls  # per row
     cands, scores = candidate_scores(
         ens.truths(), flat(ens.oof_probs()), cls, scfg.thresholds, scfg.min_areas, scfg.gates, cfg.submit.metric
@@ -99,7 +99,8 @@ def run(ctx: Context) -> dict:
     # Each row's held-out score under every policy: two scorers compared paired (bench/paired_oof.py).
     fileio.write_csv(ctx.dir / "nested_scores.csv", pd.DataFrame({"id": feats.index, "fold": p.fold} | held).round(6))
     test_feats = feature_table(ens.test_ids, ens.test_probs(), ens.test_dists(), ens.test_images, ens.test_cls, ens.test_meta, ens.classes)
-    test_feats = _with_knn(ctx, test_feats, pd.Series("test", index=ens.test_ids), ens.k)
+    fold_size = len(ens.oof_ids) / max(len(np.unique(p.fold)), 1)
+    test_feats = _with_knn(ctx, test_feats, knn.test_pools(ens.test_ids, fold_size, ctx.cfg.experiment.seed), ens.k, "test")
     test_pred = predicted(model, test_feats, p.cands) if policy in ("global", "per_image", "difficulty") else None
     test_class = class_of_row(len(ens.test_ids), ens.k)
     classes = None if p.row_class is None else (test_class, p.row_class)
