@@ -281,6 +281,15 @@ class BalanceCfg:
 
 
 @dataclass
+class HardCfg:
+    """A second training round that draws hard training images more often (pipeline/hard.py)."""
+
+    enabled: bool = False
+    epochs: int = valid(min=1, default=2)
+    strength: float = valid(min=0, default=2.0)  # weight x (1 + strength x (1 - in-sample score))
+
+
+@dataclass
 class SegmentCfg:
     model: ModelCfg
     input: InputCfg
@@ -291,6 +300,7 @@ class SegmentCfg:
     target: str = valid(*validate.TARGETS, default="binary")
     subclasses: SubclassesCfg | None = None  # binary target only
     balance: BalanceCfg = field(default_factory=lambda: BalanceCfg(0.0, 0.0))
+    hard: HardCfg = field(default_factory=HardCfg)
     # More models: {name: the segment keys where it differs}; see pipeline/zoo.py.
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import balance, distributed, fileio, runtime, subclasses
+from pipeline import balance, distributed, fileio, hard, runtime, subclasses
 from pipeline.classrows import class_of_row, cls_frame, planes, read_rows, repeat, truth_planes
 from pipeline.datasets import Geometry, SegDataset, build_augment, crop_batch, sample_weights
 from pipeline.errors import UserError
@@ -122,9 +122,28 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
     task = seg_task(scfg, validate, SEG_HEAD_WEIGHT if cfg.classify.seg_head else 0.0)
     if extras.teacher is not None:
         task = dataclasses.replace(task, hook=extras.teacher)
-    Fitter(model, task, scfg.train, folder, device, seed).fit(ds, _weights(scfg, data, train_idx, cov))
-    model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
+    weights = _weights(scfg, data, train_idx, cov)
+    first = folder / "first" if scfg.hard.enabled else folder  # the hard round writes the fold's model.pt
+    Fitter(model, task, scfg.train, first, device, seed).fit(ds, weights)
+    model.load_state_dict(torch.load(first / "model.pt", map_location=device, weights_only=True))
+    if scfg.hard.enabled:
+        _hard_round(cfg, folder, model, task, (data, train_idx, ds, weights), seed)
     return model
+
+
+def _hard_round(cfg: Config, folder: Path, model: torch.nn.Module, task: Task, part: tuple, seed: int) -> None:
+    """segment.hard: fine-tune the fold's model with its hard training images drawn more often;
+    `part`: the train set, the training part's positions, its dataset and first-round weights."""
+    data, train_idx, ds, weights = part
+    scfg, device = cfg.segment, pick_device(cfg.experiment)
+    hardness = hard.difficulty(model, data, train_idx, infer_spec(scfg, device, ["none"]), scfg.train.eval_threshold)
+    logger.info(f"{folder.name}: hard round, mean difficulty {hardness.mean():.3f}, {int((hardness > 0.5).sum())} images above 0.5")
+    seg, fit = hard.round_cfgs(scfg)
+    loss = seg_task(seg, None, SEG_HEAD_WEIGHT if cfg.classify.seg_head else 0.0).loss
+    Fitter(model, dataclasses.replace(task, loss=loss, prepare=None), fit, folder, device, seed + 500).fit(
+        ds, hard.hard_weights(weights, hardness, scfg.hard.strength)
+    )
+    model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
 
 
 def _weights(scfg: SegmentCfg, data: TrainSet, train_idx: np.ndarray, cov: np.ndarray) -> np.ndarray:

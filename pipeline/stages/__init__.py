@@ -73,6 +73,7 @@ register_opt_in(
     "segment.subclasses",
     "folds.clusters",
     "segment.balance",
+    "segment.hard",
     "scorer.knn",
     "scorer.difficulty",
     segment__target="binary",
@@ -186,8 +187,11 @@ def _distill_extra(cfg: Config) -> dict:
     # student instead of its teachers keeps the student's key.
     student = zoo.model_cfg(cfg, cfg.distill.student)
     section = config.section(student, "segment")
-    if not _balance_embed(student):  # an opt-in added later: students without it keep their keys
+    # Opt-ins added after the distill stage, dropped when off: students without them keep their keys.
+    if not _balance_embed(student):
         section.pop("balance")
+    if not student.segment.hard.enabled:
+        section.pop("hard")
     return {"student": section, "teachers": zoo.teachers(cfg)} | _seg_head_extra(student)
 
 

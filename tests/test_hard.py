@@ -1,0 +1,53 @@
+"""segment.hard: easy / hard labelling and a second round that draws hard images more often."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import cache, hard, segmentation
+
+
+def test_hard_weights_scale_the_training_part_alone():
+    w = hard.hard_weights(np.array([1.0, 2.0, 1.0, 3.0]), np.array([0.0, 0.5, 1.0]), strength=2.0)
+    assert w.tolist() == [1.0, 4.0, 3.0, 3.0]  # the fourth, an extra image, keeps its weight
+
+
+def test_the_round_keeps_the_last_loss_phase_without_crops_or_swa(smoke_cfg):
+    cfg = smoke_cfg("segment.hard.enabled=true", "segment.hard.epochs=3").segment
+    seg, fit = hard.round_cfgs(cfg)
+    assert [p.terms for p in seg.train.loss] == [cfg.train.loss[-1].terms] and seg.train.loss[0].until_epoch == 0
+    assert seg.train.progressive.crop == 0 and fit.epochs == 3 and fit.swa_epochs == 0 and fit.lr == cfg.train.swa_lr
+
+
+def test_the_switch_is_hashed_only_when_on(smoke_cfg):
+    off, on = smoke_cfg(), smoke_cfg("segment.hard.enabled=true")
+    assert "hard" not in cache.key_material(off, "segment")["config"]["segment"]
+    assert cache.key_material(on, "segment")["config"]["segment"]["hard"]["enabled"] is True
+    assert cache.stage_key(off, "folds") == cache.stage_key(on, "folds")
+
+
+@pytest.mark.slow
+def test_segment_stage_runs_a_hard_round_on_the_training_part(smoke_cfg, monkeypatch):
+    cfg = smoke_cfg("segment.hard.enabled=true", "segment.hard.epochs=1", "segment.train.folds=[0]")
+    fits, scored = [], []
+    fit, difficulty = segmentation.Fitter.fit, hard.difficulty
+
+    def spy_fit(self, ds, weights=None, on_epoch_end=None):
+        fits.append((self.out_dir.name, weights))
+        return fit(self, ds, weights, on_epoch_end)
+
+    def spy_difficulty(model, data, idx, spec, threshold):
+        scored.append((data, idx))
+        return difficulty(model, data, idx, spec, threshold)
+
+    monkeypatch.setattr(segmentation.Fitter, "fit", spy_fit)
+    monkeypatch.setattr(hard, "difficulty", spy_difficulty)
+    folder, _ = cache.run_stage(cfg, "segment")
+    assert [name for name, _ in fits] == ["first", "fold0"]
+    assert (folder / "fold0" / "first" / "model.pt").exists() and (folder / "fold0" / "model.pt").exists()
+    data, idx = scored[0]
+    train_idx, val_idx = data.split(0, 0, cfg.experiment.seed)
+    assert np.array_equal(idx, train_idx) and not set(idx) & set(val_idx)  # validation images never scored
+    first, second = fits[0][1], fits[1][1]
+    assert len(first) == len(second) and (second >= first).all() and not np.allclose(first, second)
