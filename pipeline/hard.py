@@ -6,6 +6,9 @@ The scores are in-sample (the model predicts the images it trained on), so they 
 training part's masks alone; the fold's validation images are neither scored nor weighted. An
 OOF score would be the wrong source here: a training image's OOF map comes from a model that
 trained on this fold's validation images.
+
+Not yet: the difficulties are recomputed on a resume rather than saved, and a mean teacher's
+state is rebuilt when a run resumes between the two rounds (an uninterrupted run continues it).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 from pipeline.classrows import planes
 from pipeline.evaluation import score_probs
 from pipeline.predict import predict
-from pipeline.schema import FitCfg, SegmentCfg
+from pipeline.schema import FitCfg, ProgressiveCfg, SegmentCfg
 from pipeline.trainset import TrainSet
 
 
@@ -42,6 +45,6 @@ def round_cfgs(scfg: SegmentCfg) -> tuple[SegmentCfg, FitCfg]:
     again, so it keeps the first round's last loss phase alone and no progressive crops;
     `segment.hard.epochs` at the SWA learning rate, no SWA, from the first round's model."""
     last = dataclasses.replace(scfg.train.loss[-1], until_epoch=0, lr_scale=1.0)
-    train = dataclasses.replace(scfg.train, loss=[last], progressive=dataclasses.replace(scfg.train.progressive, crop=0))
+    train = dataclasses.replace(scfg.train, loss=[last], progressive=ProgressiveCfg(crop=0, until_epoch=0))
     fit = dataclasses.replace(train, epochs=scfg.hard.epochs, swa_epochs=0, lr=scfg.train.swa_lr)
     return dataclasses.replace(scfg, train=train), fit

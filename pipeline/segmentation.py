@@ -29,7 +29,7 @@ from pipeline.roc import roc_outputs, safe_auc
 from pipeline.runtime import pick_device
 from pipeline.schema import Config, ProgressiveCfg, SegmentCfg, SubclassesCfg
 from pipeline.store import ArrayStore, map_of, quantise, write_store
-from pipeline.train import Fitter, Task
+from pipeline.train import Fitter, Task, fit_done
 from pipeline.trainset import TrainSet, fold_model_paths
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,9 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
     if extras.teacher is not None:
         task = dataclasses.replace(task, hook=extras.teacher)
     weights = _weights(scfg, data, train_idx, cov)
+    if scfg.hard.enabled and fit_done(folder):  # a finished or reused fold (reuse copies no first/): no first round again
+        model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
+        return model
     first = folder / "first" if scfg.hard.enabled else folder  # the hard round writes the fold's model.pt
     Fitter(model, task, scfg.train, first, device, seed).fit(ds, weights)
     model.load_state_dict(torch.load(first / "model.pt", map_location=device, weights_only=True))

@@ -24,7 +24,7 @@ def test_the_switch_is_hashed_only_when_on(smoke_cfg):
     off, on = smoke_cfg(), smoke_cfg("segment.hard.enabled=true")
     assert "hard" not in cache.key_material(off, "segment")["config"]["segment"]
     assert cache.key_material(on, "segment")["config"]["segment"]["hard"]["enabled"] is True
-    assert cache.stage_key(off, "folds") == cache.stage_key(on, "folds")
+    assert "hard" not in cache.key_material(off, "pseudo")["config"]["segment"]
 
 
 @pytest.mark.slow
@@ -38,16 +38,19 @@ def test_segment_stage_runs_a_hard_round_on_the_training_part(smoke_cfg, monkeyp
         return fit(self, ds, weights, on_epoch_end)
 
     def spy_difficulty(model, data, idx, spec, threshold):
-        scored.append((data, idx))
-        return difficulty(model, data, idx, spec, threshold)
+        d = difficulty(model, data, idx, spec, threshold)
+        scored.append((data, idx, d))
+        return d
 
     monkeypatch.setattr(segmentation.Fitter, "fit", spy_fit)
     monkeypatch.setattr(hard, "difficulty", spy_difficulty)
     folder, _ = cache.run_stage(cfg, "segment")
     assert [name for name, _ in fits] == ["first", "fold0"]
     assert (folder / "fold0" / "first" / "model.pt").exists() and (folder / "fold0" / "model.pt").exists()
-    data, idx = scored[0]
-    train_idx, val_idx = data.split(0, 0, cfg.experiment.seed)
-    assert np.array_equal(idx, train_idx) and not set(idx) & set(val_idx)  # validation images never scored
+    data, idx, d = scored[0]
+    assert np.array_equal(idx, data.split(0, 0, cfg.experiment.seed)[0])  # the training part alone, never validation
     first, second = fits[0][1], fits[1][1]
-    assert len(first) == len(second) and (second >= first).all() and not np.allclose(first, second)
+    assert np.allclose(second, first * (1 + cfg.segment.hard.strength * d)) and d.max() > 0
+    # The finished fold trained again (as a reused one would be): neither retrained nor rescored.
+    segmentation.train_fold(cfg, folder / "fold0", data, 0)
+    assert len(fits) == 2 and len(scored) == 1
