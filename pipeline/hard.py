@@ -16,20 +16,14 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import torch
 
-from pipeline.classrows import planes
-from pipeline.evaluation import score_probs
-from pipeline.predict import predict
 from pipeline.schema import FitCfg, ProgressiveCfg, SegmentCfg
-from pipeline.trainset import TrainSet
 
 
-def difficulty(model: torch.nn.Module, data: TrainSet, idx: np.ndarray, spec, threshold: float) -> np.ndarray:
-    """1 - each image's score (mean over its class rows) under `model`, for store positions `idx`."""
-    probs = (p for _, out in predict(model, data.images, idx, spec) for p in planes(out["mask"]))
-    scores = score_probs(data.truths(idx), probs, threshold)
-    return 1.0 - scores.reshape(len(idx), -1).mean(axis=1)
+def difficulty(row_scores: np.ndarray, n_images: int) -> np.ndarray:
+    """1 - each image's score (the mean over its class rows) from its per-row scores under the
+    first round's model (pipeline.segmentation.row_scores)."""
+    return 1.0 - row_scores.reshape(n_images, -1).mean(axis=1)
 
 
 def hard_weights(weights: np.ndarray, hardness: np.ndarray, strength: float) -> np.ndarray:

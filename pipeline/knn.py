@@ -4,9 +4,10 @@ weighted by similarity.
 
 Neighbours are searched within a pool that no model scoring the image has seen: an OOF
 image's among the train images of its own fold (their OOF maps come from the model that held
-that fold out), a test image's among the test images, split into random pools of a fold's size. Neighbours' labels are never read: in
-CV the same-fold neighbours (mosaic or cluster groups keep touching tiles in one fold) would
-have labels that a test image's test neighbours do not have.
+that fold out), a test image's among the test images, split into random pools of a fold's
+size. Neighbours' labels are never read: in CV the same-fold neighbours (mosaic or cluster
+groups keep touching tiles in one fold) would have labels that a test image's test neighbours
+do not have.
 """
 
 from __future__ import annotations

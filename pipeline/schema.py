@@ -276,8 +276,12 @@ class SubclassesCfg:
 class BalanceCfg:
     """Sampling weights from the embed stage (pipeline/balance.py), each an exponent (0 = off)."""
 
-    clusters: float = valid(min=0, max=2)  # cluster size ** -clusters: 1 draws every cluster equally often
-    test_likeness: float = valid(min=0, max=2)  # test-likeness odds ** test_likeness: 1 = the density ratio
+    clusters: float = valid(min=0, max=2, default=0.0)  # cluster size ** -clusters: 1 draws every cluster equally often
+    test_likeness: float = valid(min=0, max=2, default=0.0)  # test-likeness odds ** test_likeness: 1 = the density ratio
+
+    @property
+    def on(self) -> bool:
+        return bool(self.clusters or self.test_likeness)
 
 
 @dataclass
@@ -299,7 +303,7 @@ class SegmentCfg:
     # overlap); multiclass: softmax over background + the classes (exclusive classes)
     target: str = valid(*validate.TARGETS, default="binary")
     subclasses: SubclassesCfg | None = None  # binary target only
-    balance: BalanceCfg = field(default_factory=lambda: BalanceCfg(0.0, 0.0))
+    balance: BalanceCfg = field(default_factory=BalanceCfg)
     hard: HardCfg = field(default_factory=HardCfg)
     # More models: {name: the segment keys where it differs}; see pipeline/zoo.py.
     models: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -115,31 +115,39 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
     truths = data.truths(val_idx)
 
     def validate(m) -> dict[str, float]:
-        # A generator: score_probs keeps only the thresholded masks (1 byte a pixel, not 4).
-        probs = (p for _, out in predict(m, data.images, val_idx, spec) for p in planes(out["mask"]))
-        return {"score": float(score_probs(truths, probs, scfg.train.eval_threshold).mean())}
+        return {"score": float(row_scores(m, data.images, val_idx, spec, truths, scfg.train.eval_threshold).mean())}
 
     task = seg_task(scfg, validate, SEG_HEAD_WEIGHT if cfg.classify.seg_head else 0.0)
     if extras.teacher is not None:
         task = dataclasses.replace(task, hook=extras.teacher)
-    weights = _weights(scfg, data, train_idx, cov)
     if scfg.hard.enabled and fit_done(folder):  # a finished or reused fold (reuse copies no first/): no first round again
         model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
         return model
+    weights = _weights(scfg, data, train_idx, cov)
     first = folder / "first" if scfg.hard.enabled else folder  # the hard round writes the fold's model.pt
     Fitter(model, task, scfg.train, first, device, seed).fit(ds, weights)
     model.load_state_dict(torch.load(first / "model.pt", map_location=device, weights_only=True))
     if scfg.hard.enabled:
-        _hard_round(cfg, folder, model, task, (data, train_idx, ds, weights), seed)
+        _hard_round(cfg, folder, model, task, (data, train_idx, ds, weights, spec), seed)
     return model
+
+
+def row_scores(model: torch.nn.Module, images: ArrayStore, idx: np.ndarray, spec, truths: list[np.ndarray], threshold: float) -> np.ndarray:
+    """Per-row metric (an image, or an (image, class) pair) of `model`'s maps of the images at
+    store positions `idx` against their `truths`."""
+    # A generator: score_probs keeps only the thresholded masks (1 byte a pixel, not 4).
+    probs = (p for _, out in predict(model, images, idx, spec) for p in planes(out["mask"]))
+    return score_probs(truths, probs, threshold)
 
 
 def _hard_round(cfg: Config, folder: Path, model: torch.nn.Module, task: Task, part: tuple, seed: int) -> None:
     """segment.hard: fine-tune the fold's model with its hard training images drawn more often;
-    `part`: the train set, the training part's positions, its dataset and first-round weights."""
-    data, train_idx, ds, weights = part
+    `part`: the train set, the training part's positions, its dataset, first-round weights and
+    the inference spec."""
+    data, train_idx, ds, weights, spec = part
     scfg, device = cfg.segment, pick_device(cfg.experiment)
-    hardness = hard.difficulty(model, data, train_idx, infer_spec(scfg, device, ["none"]), scfg.train.eval_threshold)
+    scores = row_scores(model, data.images, train_idx, spec, data.truths(train_idx), scfg.train.eval_threshold)
+    hardness = hard.difficulty(scores, len(train_idx))
     logger.info(f"{folder.name}: hard round, mean difficulty {hardness.mean():.3f}, {int((hardness > 0.5).sum())} images above 0.5")
     seg, fit = hard.round_cfgs(scfg)
     loss = seg_task(seg, None, SEG_HEAD_WEIGHT if cfg.classify.seg_head else 0.0).loss
@@ -154,7 +162,7 @@ def _weights(scfg: SegmentCfg, data: TrainSet, train_idx: np.ndarray, cov: np.nd
     the training part; extra (pseudo-labelled) images, after it, keep weight 1, the mean."""
     w = sample_weights(cov, scfg.train.oversample)
     bal = scfg.balance
-    if bal.clusters or bal.test_likeness:
+    if bal.on:
         if data.traits is None:
             raise RuntimeError("segment.balance is on but the train set was opened without the embed stage")
         w[: len(train_idx)] *= balance.weights(data.traits, train_idx, bal.clusters, bal.test_likeness)

@@ -203,8 +203,7 @@ def _embed(cfg: Config, out: Problems) -> Problems:
     found: Problems = []
     if cfg.folds.clusters and not cfg.embed.enabled:
         found.append(("folds.clusters", "groups by the embed stage's clusters, which needs embed.enabled: true"))
-    bal = cfg.segment.balance
-    uses = [("segment.balance", "weights", bool(bal.clusters or bal.test_likeness)), ("scorer.knn", "reads", cfg.scorer.knn > 0)]
+    uses = [("segment.balance", "weights", cfg.segment.balance.on), ("scorer.knn", "reads", cfg.scorer.knn > 0)]
     for key, verb, on in uses:
         if on and not cfg.embed.enabled:
             found.append((key, f"{verb} the embed stage's outputs, which needs embed.enabled: true"))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline import cache, hard, segmentation
+from pipeline.trainset import TrainSet
 
 
 def test_hard_weights_scale_the_training_part_alone():
@@ -30,24 +31,30 @@ def test_the_switch_is_hashed_only_when_on(smoke_cfg):
 @pytest.mark.slow
 def test_segment_stage_runs_a_hard_round_on_the_training_part(smoke_cfg, monkeypatch):
     cfg = smoke_cfg("segment.hard.enabled=true", "segment.hard.epochs=1", "segment.train.folds=[0]")
-    fits, scored = [], []
-    fit, difficulty = segmentation.Fitter.fit, hard.difficulty
+    fits, scored, rows = [], [], []
+    fit, difficulty, row_scores = segmentation.Fitter.fit, hard.difficulty, segmentation.row_scores
 
     def spy_fit(self, ds, weights=None, on_epoch_end=None):
         fits.append((self.out_dir.name, weights))
         return fit(self, ds, weights, on_epoch_end)
 
-    def spy_difficulty(model, data, idx, spec, threshold):
-        d = difficulty(model, data, idx, spec, threshold)
-        scored.append((data, idx, d))
+    def spy_rows(model, images, idx, spec, truths, threshold):
+        rows.append(idx)
+        return row_scores(model, images, idx, spec, truths, threshold)
+
+    def spy_difficulty(scores, n_images):
+        d = difficulty(scores, n_images)
+        scored.append((rows[-1], d))  # the images scored just before: the ones the difficulty is of
         return d
 
     monkeypatch.setattr(segmentation.Fitter, "fit", spy_fit)
     monkeypatch.setattr(hard, "difficulty", spy_difficulty)
+    monkeypatch.setattr(segmentation, "row_scores", spy_rows)
     folder, _ = cache.run_stage(cfg, "segment")
     assert [name for name, _ in fits] == ["first", "fold0"]
     assert (folder / "fold0" / "first" / "model.pt").exists() and (folder / "fold0" / "model.pt").exists()
-    data, idx, d = scored[0]
+    idx, d = scored[0]
+    data = TrainSet.open(cache.stage_dir(cfg, "ingest"), cache.stage_dir(cfg, "folds"))
     assert np.array_equal(idx, data.split(0, 0, cfg.experiment.seed)[0])  # the training part alone, never validation
     first, second = fits[0][1], fits[1][1]
     assert np.allclose(second, first * (1 + cfg.segment.hard.strength * d)) and d.max() > 0

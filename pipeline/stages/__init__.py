@@ -110,16 +110,18 @@ register(
 )
 
 
+def _embed_if(cfg: Config, used: bool) -> dict:
+    # The embed stage is an upstream of a stage only when that stage reads it (clusters grouping
+    # the folds, balance weights, KNN features), so that other configs keep their keys.
+    return {"embed": (cfg, "embed")} if used else {}
+
+
 def _folds_embed(cfg: Config) -> dict:
-    # The embed stage is an upstream of folds only when its clusters group the folds, so that
-    # other configs keep their folds keys.
-    return {"embed": (cfg, "embed")} if cfg.folds.clusters else {}
+    return _embed_if(cfg, cfg.folds.clusters)
 
 
 def _balance_embed(cfg: Config) -> dict:
-    # Likewise an upstream of the training stages only when it weights their sampling.
-    bal = cfg.segment.balance
-    return {"embed": (cfg, "embed")} if bal.clusters or bal.test_likeness else {}
+    return _embed_if(cfg, cfg.segment.balance.on)
 
 
 register(
@@ -170,7 +172,7 @@ register(
 
 
 def _knn_embed(cfg: Config) -> dict:
-    return {"embed": (cfg, "embed")} if cfg.scorer.knn else {}
+    return _embed_if(cfg, cfg.scorer.knn > 0)
 
 
 def _distill_teachers(cfg: Config) -> dict:
@@ -188,7 +190,7 @@ def _distill_extra(cfg: Config) -> dict:
     student = zoo.model_cfg(cfg, cfg.distill.student)
     section = config.section(student, "segment")
     # Opt-ins added after the distill stage, dropped when off: students without them keep their keys.
-    if not _balance_embed(student):
+    if not student.segment.balance.on:
         section.pop("balance")
     if not student.segment.hard.enabled:
         section.pop("hard")
