@@ -62,6 +62,8 @@ def bundle_sources(cfg: Config) -> Sources:
     and the planner serve one binary class, sub-classes included, so far)."""
     if cfg.data.classes:
         raise UserError("bundle and plan: built for one binary class so far; data.classes names K classes")
+    if cfg.segment.context.enabled:  # a bundle's test tiles would need the mosaic search and the train tiles beside them
+        raise UserError("bundle and plan: segment.context grows tiles with their neighbours, which a bundle does not carry yet")
     if zoo.upstream(cfg):  # the bundle predicts every model with the experiment's one segment section
         raise UserError("bundle and plan: built for the segment and pseudo models so far; ensemble.models names a zoo model or distill")
     names = ["ingest", "folds", "classify", "segment", "scorer", *(["pseudo"] if "pseudo" in cfg.ensemble.models else [])]

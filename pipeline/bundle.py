@@ -149,6 +149,8 @@ def frozen_policy(cfg: Config, scorer: Path) -> dict:
         out["fixed"] = int(match[0])
     elif name == "difficulty":  # its groups' edges and candidates come from the OOF scores, which a bundle does not carry
         raise UserError("bundle: the scorer's policy 'difficulty' is not frozen into bundles yet; use scorer.difficulty: false")
+    elif s.edges:  # the bundle carries no mosaic search, nor the train tiles' OOF maps
+        raise UserError(f"bundle: the scorer's policy {name!r} reads neighbour-edge features (scorer.edges); use scorer.edges: false")
     elif s.knn:  # the bundle carries no embed encoder, and a test image's neighbours are other test images
         raise UserError(
             f"bundle: the scorer's policy {name!r} reads KNN features (scorer.knn), which a bundle cannot compute; use scorer.knn: 0"

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from pipeline.blend import blend
+from pipeline.context import Mosaic, for_model
 from pipeline.geometry import Geometry
 from pipeline.models import ClassifierNet, build_segmentation
 from pipeline.predict import InferSpec, adapt_bn, predict
@@ -170,15 +171,23 @@ class EnsembleTest:
 
 
 def ensemble_test(
-    cfg: Config, models: dict[str, list[Path]], weights: np.ndarray, cls_paths: list[Path], images, cfgs: Mapping[str, Config] | None = None
+    cfg: Config,
+    models: dict[str, list[Path]],
+    weights: np.ndarray,
+    cls_paths: list[Path],
+    images,
+    cfgs: Mapping[str, Config] | None = None,
+    mosaic: Mosaic | None = None,
 ) -> EnsembleTest:
     """Test inference of each model's fold files in `models` (in order), blended with `weights`;
     the classifier's fold files in `cls_paths` unless it rides on the segmentation encoder. A
     zoo model is built and predicted by its own config in `cfgs` (pipeline.zoo); the distance
-    maps and the head's probabilities are the first model's."""
+    maps and the head's probabilities are the first model's. A model trained with context
+    predicts tiles grown by the neighbours in `mosaic`."""
     tests, dists, head = [], None, None
     for name, paths in models.items():
-        maps = seg_test_maps((cfgs or {}).get(name, cfg), paths, images, cfg.ensemble.adabn)
+        sub = (cfgs or {}).get(name, cfg)
+        maps = seg_test_maps(sub, paths, for_model(images, sub.segment, mosaic), cfg.ensemble.adabn)
         tests.append(maps.masks)
         dists = maps.dists if dists is None else dists
         head = maps.cls if head is None else head

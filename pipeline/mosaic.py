@@ -23,6 +23,8 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from pipeline.errors import UserError
+
 
 def _pairwise_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Mean squared difference between every row of a and every row of b."""
@@ -78,6 +80,10 @@ def groups_from_pairs(n: int, pairs: pd.DataFrame) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def grayscale_tiles(images: list[np.ndarray]) -> np.ndarray:
-    """(N, H, W) float32 stack; channels averaged. All tiles must share one size."""
+def grayscale_tiles(images: list[np.ndarray], key: str = "folds.mosaic") -> np.ndarray:
+    """(N, H, W) float32 stack; channels averaged. All tiles must share one size (a UserError
+    naming the config `key` otherwise)."""
+    shapes = {im.shape[:2] for im in images}
+    if len(shapes) > 1:
+        raise UserError(f"{key}: needs tiles of one size, found {len(shapes)} sizes (e.g. {sorted(shapes)[:2]})")
     return np.stack([np.asarray(im, np.float32).mean(axis=2) if im.ndim == 3 else np.asarray(im, np.float32) for im in images])

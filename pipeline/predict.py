@@ -18,6 +18,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from pipeline import runtime
+from pipeline.context import crop, margin_of
 from pipeline.geometry import Geometry, to_tensor
 from pipeline.schema import FitCfg
 from pipeline.store import ArrayStore, quantise, write_store
@@ -227,19 +228,21 @@ def predict(model: nn.Module, images: ArrayStore, indices: np.ndarray, spec: Inf
     if spec.geometry.mode == "tile":
         yield from _predict_tiled(model, images, indices, spec)
         return
-    geometry = spec.geometry
+    geometry, margin = spec.geometry, margin_of(images)
     if spec.compile and len(indices):
         model = compiled(model)
     for start in range(0, len(indices), spec.batch_size):
         chunk = indices[start : start + spec.batch_size]
-        x = torch.stack([to_tensor(geometry.forward(np.asarray(images[int(i)]))) for i in chunk]).to(spec.device)
+        arrays = [np.asarray(images[int(i)]) for i in chunk]
+        x = torch.stack([to_tensor(geometry.forward(a)) for a in arrays]).to(spec.device)
         if spec.compile and len(chunk) < spec.batch_size:
             # One batch shape: a short last batch would compile the model again (tens of seconds).
             x = torch.cat([x, x[-1:].expand(spec.batch_size - len(chunk), *x.shape[1:])])
         out = _forward_tta(model, x, spec)
         for j, idx in enumerate(chunk):
-            h, w = images[int(idx)].shape[:2]
-            yield int(idx), {k: _restore(v[j], geometry, h, w) if v.dim() == 4 else _scalar(v[j]) for k, v in out.items()}
+            h, w = arrays[j].shape[:2]
+            # A grown tile (pipeline/context.py) is predicted whole and cut back to the tile.
+            yield int(idx), {k: crop(_restore(v[j], geometry, h, w), margin) if v.dim() == 4 else _scalar(v[j]) for k, v in out.items()}
     if spec.compile:
         # Each model's frozen weights are guarded by identity, so every fold model compiles anew;
         # left in dynamo's cache, they would pile up (and stop compiling at its recompile limit).

@@ -294,6 +294,15 @@ class HardCfg:
 
 
 @dataclass
+class ContextCfg:
+    """Mosaic context (pipeline/context.py): tiles grown by their touching neighbours' pixels."""
+
+    enabled: bool = False
+    margin: int = valid(min=1, default=16)  # px added on every side (neighbours' pixels where known, else reflection)
+    ratio: float = valid(above=0, max=1, default=0.8)  # the pair search's ratio test (as folds.mosaic.margin)
+
+
+@dataclass
 class SegmentCfg:
     model: ModelCfg
     input: InputCfg
@@ -305,6 +314,7 @@ class SegmentCfg:
     subclasses: SubclassesCfg | None = None  # binary target only
     balance: BalanceCfg = field(default_factory=BalanceCfg)
     hard: HardCfg = field(default_factory=HardCfg)
+    context: ContextCfg = field(default_factory=ContextCfg)
     # More models: {name: the segment keys where it differs}; see pipeline/zoo.py.
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -324,6 +334,8 @@ class SegmentCfg:
             return [("train.progressive.crop", "progressive crops need input.mode pad or resize, got tile")]
         if crop >= self.input.size:
             return [("train.progressive.crop", f"got {crop}, must be smaller than input.size {self.input.size}")]
+        if self.context.enabled and self.input.mode == "tile":
+            return [("context.enabled", "mosaic context needs input.mode pad or resize (tiles of one size), got tile")]
         return []
 
 
@@ -448,6 +460,7 @@ class ScorerCfg:
     policy: str = valid(*validate.SCORER_POLICIES)  # auto: best under nested CV; none: no post-processing
     knn: int = valid(min=0, default=0)  # neighbours whose predictions are features (pipeline/knn.py); 0 = off
     difficulty: bool = False  # policy `difficulty`: a grid candidate per easy / medium / hard group
+    edges: bool = False  # neighbour-edge features from the mosaic stage's neighbours (pipeline/edges.py)
 
     def check(self) -> Problems:
         # policy none scores the plain masks: the candidate (0.5, 0, 0) must be in the grid.

@@ -107,7 +107,8 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
     )
     soft = extras.soft_masks is not None
     masks = extras.soft_masks if soft else masks
-    ds = SegDataset(data.images, masks, train_idx, geometry, augment, scfg.aux.signed, seed, soft=soft, classes=classes)
+    images, masks = data.trained_on(scfg, train_idx, masks)
+    ds = SegDataset(images, masks, train_idx, geometry, augment, scfg.aux.signed, seed, soft=soft, classes=classes)
     cov = data.coverage[train_idx]
     if extras.extra is not None:
         ds, cov = torch.utils.data.ConcatDataset([ds, extras.extra[0]]), np.concatenate([cov, extras.extra[1]])
@@ -115,7 +116,7 @@ def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldEx
     truths = data.truths(val_idx)
 
     def validate(m) -> dict[str, float]:
-        return {"score": float(row_scores(m, data.images, val_idx, spec, truths, scfg.train.eval_threshold).mean())}
+        return {"score": float(row_scores(m, data.seen(scfg), val_idx, spec, truths, scfg.train.eval_threshold).mean())}
 
     task = seg_task(scfg, validate, SEG_HEAD_WEIGHT if cfg.classify.seg_head else 0.0)
     if extras.teacher is not None:
@@ -146,7 +147,7 @@ def _hard_round(cfg: Config, folder: Path, model: torch.nn.Module, task: Task, p
     the inference spec."""
     data, train_idx, ds, weights, spec = part
     scfg, device = cfg.segment, pick_device(cfg.experiment)
-    scores = row_scores(model, data.images, train_idx, spec, data.truths(train_idx), scfg.train.eval_threshold)
+    scores = row_scores(model, data.seen(scfg), train_idx, spec, data.truths(train_idx), scfg.train.eval_threshold)
     hardness = hard.difficulty(scores, len(train_idx))
     logger.info(f"{folder.name}: hard round, mean difficulty {hardness.mean():.3f}, {int((hardness > 0.5).sum())} images above 0.5")
     seg, fit = hard.round_cfgs(scfg)
@@ -198,7 +199,7 @@ def predict_oof(cfg: Config, model: torch.nn.Module, data: TrainSet, k: int, fol
     # Quantised as they come (what the stores hold anyway): a fold's float maps would grow
     # with the training set.
     ids, maps, cls = [], {"oof": [], "oof_dist": []}, []
-    for i, o in predict(model, data.images, val_idx, spec):
+    for i, o in predict(model, data.seen(cfg.segment), val_idx, spec):
         ids.append(data.images.ids[i])
         maps["oof"].append(quantise(o["mask"]))
         if "dist" in o:

@@ -12,6 +12,8 @@ import pandas as pd
 from pipeline import fileio
 from pipeline.balance import ImageTraits
 from pipeline.classrows import truth_planes
+from pipeline.context import Mosaic, for_model
+from pipeline.schema import SegmentCfg
 from pipeline.store import ArrayStore
 
 
@@ -56,15 +58,28 @@ class TrainSet:
     folds: pd.DataFrame
     classes: tuple[str, ...] = ()  # K > 1 class names (empty: one binary class)
     traits: ImageTraits | None = None  # embedding clusters and test-likeness (segment.balance)
+    mosaic: Mosaic | None = None  # each tile's touching neighbours (segment.context)
 
     @classmethod
-    def open(cls, ingest_dir: Path, folds_dir: Path, embed_dir: Path | None = None) -> TrainSet:
+    def open(cls, ingest_dir: Path, folds_dir: Path, embed_dir: Path | None = None, mosaic_dir: Path | None = None) -> TrainSet:
         """The train set of an ingest and a folds artifact; with `embed_dir`, each image's
-        cluster and test-likeness as well."""
+        cluster and test-likeness as well; with `mosaic_dir`, each tile's neighbours."""
         images, masks, table = open_train(ingest_dir)
         coverage = table.set_index("id").loc[images.ids, "coverage"].to_numpy()
         traits = ImageTraits.read(embed_dir, list(images.ids)) if embed_dir is not None else None
-        return cls(images, masks, coverage, load_folds(folds_dir), train_classes(ingest_dir), traits)
+        mosaic = Mosaic.open(mosaic_dir, images) if mosaic_dir is not None else None
+        return cls(images, masks, coverage, load_folds(folds_dir), train_classes(ingest_dir), traits, mosaic)
+
+    def seen(self, scfg: SegmentCfg):
+        """The images as a model of `scfg` predicts them (grown with any neighbour's pixels
+        when it trains with context)."""
+        return for_model(self.images, scfg, self.mosaic)
+
+    def trained_on(self, scfg: SegmentCfg, train_idx: np.ndarray, masks) -> tuple:
+        """(images, masks) of a training part: grown alike, from neighbours in the part alone,
+        whose masks the fold trains on anyway."""
+        allowed = {self.images.ids[int(i)] for i in train_idx}
+        return for_model(self.images, scfg, self.mosaic, allowed), for_model(masks, scfg, self.mosaic, allowed, [masks])
 
     @property
     def in_channels(self) -> int:

@@ -214,12 +214,36 @@ def _embed(cfg: Config, out: Problems) -> Problems:
     return found
 
 
+def _context(cfg: Config, out: Problems) -> Problems:
+    """What mosaic context does not reach yet: the stages that train or predict on test tiles
+    outside the segment and ensemble stages read plain tiles."""
+    if cfg.scorer.edges and cfg.data.classes and not _bad(out, "scorer", "data.classes"):
+        return [("scorer.edges", "edge features are built for one binary class so far; data.classes names several")]
+    if _bad(out, "segment", "pseudo", "distill", "ensemble.models") or not cfg.segment.context.enabled:
+        return []
+    if cfg.pseudo.rounds > 0 or names_pseudo(cfg):
+        return [("segment.context", "pseudo rounds read plain tiles; set pseudo.rounds: 0 and leave pseudo out of ensemble.models")]
+    if cfg.distill.enabled:
+        return [("segment.context", "the distill stage reads plain tiles; set distill.enabled: false")]
+    if cfg.segment.subclasses is not None:
+        return [("segment.context", "sub-class masks are not grown with context yet; set segment.subclasses: null")]
+    return []
+
+
 def names_pseudo(cfg: Config) -> bool:
     """Whether ensemble.models names pseudo rounds (`pseudo` or `pseudo:NAME`)."""
     return any(m == "pseudo" or m.startswith("pseudo:") for m in cfg.ensemble.models)
 
 
-_RULES: tuple[Callable[[Config, Problems], Problems], ...] = (_fold_indices, _pseudo_rounds, _network_input, _classes, _zoo, _embed)
+_RULES: tuple[Callable[[Config, Problems], Problems], ...] = (
+    _fold_indices,
+    _pseudo_rounds,
+    _network_input,
+    _classes,
+    _zoo,
+    _embed,
+    _context,
+)
 
 
 def section_problems(cfg: Config) -> Problems:

@@ -88,7 +88,7 @@ def _states(cfg) -> dict[str, str]:
 
 def test_dummies_removed_after_use():
     assert "t_up" not in cache.STAGES and "t_down" not in cache.STAGES
-    assert list(cache.STAGES)[:4] == ["ingest", "ingest_test", "embed", "folds"]
+    assert list(cache.STAGES)[:5] == ["ingest", "ingest_test", "embed", "mosaic", "folds"]
 
 
 def test_second_run_is_skipped(tmp_path, dummies):

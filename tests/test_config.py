@@ -403,5 +403,5 @@ def test_cli_status_ok(tmp_path):
     proc = _cli("status", "--config", str(DEMO), "--set", f"experiment.artifacts={tmp_path / 'art'}")
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.strip().splitlines()]
-    assert [r[0] for r in rows][:4] == ["ingest", "ingest_test", "embed", "folds"]
+    assert [r[0] for r in rows][:5] == ["ingest", "ingest_test", "embed", "mosaic", "folds"]
     assert all(r[1] == "missing" for r in rows)

@@ -76,6 +76,8 @@ register_opt_in(
     "segment.hard",
     "scorer.knn",
     "scorer.difficulty",
+    "segment.context",
+    "scorer.edges",
     segment__target="binary",
 )
 register_unhashed("segment.models", "distill.teachers")
@@ -110,6 +112,26 @@ register(
 )
 
 
+register(
+    Stage(
+        "mosaic",
+        (),
+        ("ingest", "ingest_test"),
+        "pipeline.stages.mosaic:run",
+        # As an extra, not a hashed key: segment.context is dropped from keys while off, and
+        # scorer.edges reads this stage with context off.
+        extra=lambda cfg: {"ratio": cfg.segment.context.ratio},
+        doc="touching pairs among train and test tiles; each tile's neighbour per side (segment.context)",
+    )
+)
+
+
+def _mosaic_if(cfg: Config, used: bool | None = None) -> dict:
+    # An upstream only of a model that grows its tiles with context, or of the scorer's edge
+    # features (other configs keep their keys).
+    return {"mosaic": (cfg, "mosaic")} if (cfg.segment.context.enabled if used is None else used) else {}
+
+
 def _embed_if(cfg: Config, used: bool) -> dict:
     # The embed stage is an upstream of a stage only when that stage reads it (clusters grouping
     # the folds, balance weights, KNN features), so that other configs keep their keys.
@@ -122,6 +144,18 @@ def _folds_embed(cfg: Config) -> dict:
 
 def _balance_embed(cfg: Config) -> dict:
     return _embed_if(cfg, cfg.segment.balance.on)
+
+
+def _segment_reads(cfg: Config) -> dict:
+    return _balance_embed(cfg) | _mosaic_if(cfg)
+
+
+def _ensemble_reads(cfg: Config) -> dict:
+    # Test tiles are grown by the mosaic stage's neighbours for each model that trained so.
+    # (the first such model's search: the one it trained with)
+    subs = (zoo.entry_cfg(cfg, entry) for entry in cfg.ensemble.models)
+    grown = next((sub for sub in subs if sub.segment.context.enabled), None)
+    return zoo.upstream(cfg) | ({"mosaic": (grown, "mosaic")} if grown is not None else {})
 
 
 register(
@@ -152,7 +186,7 @@ register(
         ("ingest", "folds"),
         "pipeline.stages.segment:run",
         extra=_seg_head_extra,
-        models=_balance_embed,
+        models=_segment_reads,
         folds_key="segment.train.folds",
         doc="U-Net + distance head per fold: OOF probability maps",
     )
@@ -171,8 +205,8 @@ register(
 )
 
 
-def _knn_embed(cfg: Config) -> dict:
-    return _embed_if(cfg, cfg.scorer.knn > 0)
+def _scorer_reads(cfg: Config) -> dict:
+    return _embed_if(cfg, cfg.scorer.knn > 0) | _mosaic_if(cfg, cfg.scorer.edges)
 
 
 def _distill_teachers(cfg: Config) -> dict:
@@ -192,8 +226,9 @@ def _distill_extra(cfg: Config) -> dict:
     # Opt-ins added after the distill stage, dropped when off: students without them keep their keys.
     if not student.segment.balance.on:
         section.pop("balance")
-    if not student.segment.hard.enabled:
-        section.pop("hard")
+    for name in ("hard", "context"):
+        if not getattr(student.segment, name).enabled:
+            section.pop(name)
     return {"student": section, "teachers": zoo.teachers(cfg)} | _seg_head_extra(student)
 
 
@@ -216,7 +251,7 @@ register(
         ("ingest", "ingest_test", "folds", "classify", "segment", "pseudo"),
         "pipeline.stages.ensemble:run",
         version="2",  # 2: blend weights of fold k's OOF fitted on the other folds
-        models=zoo.upstream,
+        models=_ensemble_reads,
         doc="test inference (TTA, fold average) and OOF-fitted blend",
     )
 )
@@ -229,7 +264,7 @@ register(
         # 2: policy none (no post-processing) when nothing beats it; in-sample grid score
         # 3: auto chooses its policy inside the nesting; LightGBM deterministic
         version="3",
-        models=_knn_embed,
+        models=_scorer_reads,
         doc="LightGBM LB-score predictor choosing post-processing",
     )
 )

@@ -15,6 +15,7 @@ from pipeline.blend import nested_blend
 from pipeline.cache import Context
 from pipeline.classifier import load_oof
 from pipeline.classrows import cls_frame, flat, repeat, row_probs, stack
+from pipeline.context import Mosaic
 from pipeline.ensemble_io import common_ids, model_folders, read_maps
 from pipeline.evaluation import paired, score_probs
 from pipeline.inference import classifier_paths, ensemble_test
@@ -61,7 +62,8 @@ def run(ctx: Context) -> dict:
     logger.info(f"ensemble: test inference with {', '.join(paths)}")
     cls_paths = [] if cfg.classify.seg_head else classifier_paths(fold_model_paths(ctx.upstream["classify"]))
     cfgs = {name: zoo.entry_cfg(cfg, name) for name in dirs}
-    test = ensemble_test(cfg, paths, nb.test_weights, cls_paths, test_images, cfgs)
+    mosaic = Mosaic.open(ctx.upstream["mosaic"], test_images, data.images) if "mosaic" in ctx.upstream else None
+    test = ensemble_test(cfg, paths, nb.test_weights, cls_paths, test_images, cfgs, mosaic)
     save_maps(ctx.dir, "test", test_images.ids, test.masks)
     if test.dists is not None:
         save_maps(ctx.dir, "test_dist", test_images.ids, test.dists)

@@ -67,9 +67,6 @@ def _mosaic_pairs(ctx: Context, ids: list[str]) -> tuple[pd.DataFrame, dict]:
     """Mosaic group per id; the pairs found go to mosaic_pairs.csv for inspection."""
     store = ArrayStore(ctx.upstream["ingest"], "images")
     images = [np.asarray(store.get(i)) for i in ids]
-    shapes = {im.shape[:2] for im in images}
-    if len(shapes) > 1:
-        raise UserError(f"folds.mosaic: needs tiles of one size, found {len(shapes)} sizes (e.g. {sorted(shapes)[:2]})")
     pairs = mosaic.find_pairs(mosaic.grayscale_tiles(images), ctx.cfg.folds.mosaic.margin)
     ctx.dir.mkdir(parents=True, exist_ok=True)
     fileio.write_csv(ctx.dir / "mosaic_pairs.csv", pairs.assign(a=[ids[i] for i in pairs["a"]], b=[ids[i] for i in pairs["b"]]))

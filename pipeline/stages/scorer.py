@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline import fileio, knn
+from pipeline import context, edges, fileio, knn
 from pipeline.cache import Context
 from pipeline.classrows import class_of_row, flat, repeat
 from pipeline.ensemble_io import EnsembleOutputs
@@ -45,6 +45,13 @@ def _with_knn(ctx: Context, feats: pd.DataFrame, pools: pd.Series, k: int, split
     return feats.join(knn.knn_features(feats, neighbours, pools.index.tolist(), k))
 
 
+def _with_edges(ctx: Context, feats: pd.DataFrame, ids: list[str], maps: list[np.ndarray], lookup) -> pd.DataFrame:
+    """The feature table with neighbour-edge features (pipeline/edges.py) when scorer.edges is on."""
+    if not ctx.cfg.scorer.edges:
+        return feats
+    return feats.join(edges.edge_features(ids, maps, context.read_sides(ctx.upstream["mosaic"]), lookup))
+
+
 def _problem(ctx: Context, ens: EnsembleOutputs) -> tuple[Problem, pd.DataFrame]:
     cfg, scfg = ctx.cfg, ctx.cfg.scorer
     table = load_folds(ctx.upstream["folds"]).set_index("id").loc[ens.oof_ids]
@@ -56,6 +63,8 @@ def _problem(ctx: Context, ens: EnsembleOutputs) -> tuple[Problem, pd.DataFrame]
     groups = None if groups is None else repeat(groups, k)
     feats = feature_table(ens.oof_ids, ens.oof_probs(), ens.oof_dists(), ens.images, ens.oof_cls, ens.train_meta, ens.classes)
     feats = _with_knn(ctx, feats, pd.Series(table["fold"].to_numpy(), index=ens.oof_ids), k, "train")
+    probs = ens.oof_probs()
+    feats = _with_edges(ctx, feats, ens.oof_ids, probs, edges.oof_lookup(ens.oof_ids, probs, table["fold"].to_dict()))
     cls = ens.oof_cls  # per row
     cands, scores = candidate_scores(
         ens.truths(), flat(ens.oof_probs()), cls, scfg.thresholds, scfg.min_areas, scfg.gates, cfg.submit.metric
@@ -101,6 +110,10 @@ def run(ctx: Context) -> dict:
     test_feats = feature_table(ens.test_ids, ens.test_probs(), ens.test_dists(), ens.test_images, ens.test_cls, ens.test_meta, ens.classes)
     fold_size = len(ens.oof_ids) / max(len(np.unique(p.fold)), 1)
     test_feats = _with_knn(ctx, test_feats, knn.test_pools(ens.test_ids, fold_size, ctx.cfg.experiment.seed), ens.k, "test")
+    if scfg.edges:
+        test_probs, oof = ens.test_probs(), dict(zip(ens.oof_ids, ens.oof_probs(), strict=True))
+        lookup = edges.test_lookup(oof, dict(zip(ens.test_ids, test_probs, strict=True)))
+        test_feats = _with_edges(ctx, test_feats, ens.test_ids, test_probs, lookup)
     test_pred = predicted(model, test_feats, p.cands) if policy in ("global", "per_image", "difficulty") else None
     test_class = class_of_row(len(ens.test_ids), ens.k)
     classes = None if p.row_class is None else (test_class, p.row_class)

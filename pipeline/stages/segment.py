@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 def run(ctx: Context) -> dict:
     cfg = ctx.cfg
-    data = TrainSet.open(ctx.upstream["ingest"], ctx.upstream["folds"], ctx.upstream.get("embed"))
+    data = TrainSet.open(ctx.upstream["ingest"], ctx.upstream["folds"], ctx.upstream.get("embed"), ctx.upstream.get("mosaic"))
     ctx.dir.mkdir(parents=True, exist_ok=True)
     fold_dirs, reused = [], {}
     for k in ctx.folds_to_run(data.fold_ids(cfg.segment.train.folds)):

@@ -1,0 +1,45 @@
+"""Mosaic stage: touching pairs among the train and test tiles together (pipeline/mosaic.py's
+edge costs and ratio test) and each tile's neighbour per side (pipeline/context.py), for
+segment.context. Only images are read, never masks: a test tile's neighbours are as fair to
+use as its own pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline import context, fileio, mosaic
+from pipeline.cache import Context
+from pipeline.errors import UserError
+from pipeline.store import ArrayStore, write_store
+
+
+def run(ctx: Context) -> dict:
+    train, test = ArrayStore(ctx.upstream["ingest"], "images"), ArrayStore(ctx.upstream["ingest_test"], "test_images")
+    ids = [*train.ids, *test.ids]
+    if len(set(ids)) < len(ids):
+        raise UserError("segment.context: a test id repeats a train id; the neighbour table needs ids unique across both")
+    split = np.array(["train"] * len(train) + ["test"] * len(test))
+    tiles = mosaic.grayscale_tiles([np.asarray(s[i]) for s in (train, test) for i in range(len(s))], "segment.context")
+    pairs = mosaic.find_pairs(tiles, ctx.cfg.segment.context.ratio)
+    kinds = ["-".join(sorted((split[a], split[b]), reverse=True)) for a, b in zip(pairs["a"], pairs["b"], strict=True)]
+    named = pairs.assign(a=[ids[i] for i in pairs["a"]], b=[ids[i] for i in pairs["b"]], kind=kinds)
+    sides = context.side_table(named)
+    ctx.dir.mkdir(parents=True, exist_ok=True)
+    fileio.write_csv(ctx.dir / "pairs.csv", named)
+    fileio.write_csv(ctx.dir / context.NEIGHBOURS_CSV, sides)
+    # The segment stage reads no test folder: the test tiles its train tiles touch travel here.
+    table = context.read_sides(ctx.dir)
+    border = sorted({n for i in train.ids for n in context.around(table, i, None).values()} & set(test.ids))
+    write_store(ctx.dir, context.BORDER, ((i, np.asarray(test.get(i))) for i in border))
+    with_any = set(sides["id"])
+    share = {
+        s: round(float(np.mean([i in with_any for i, k in zip(ids, split, strict=True) if k == s] or [0.0])), 4) for s in ("train", "test")
+    }
+    counts = {f"pairs_{k.replace('-', '_')}": int(n) for k, n in zip(*np.unique(kinds, return_counts=True), strict=True)}
+    return {
+        "pairs": len(named),
+        "border_test_tiles": len(border),
+        **counts,
+        "train_with_neighbour": share["train"],
+        "test_with_neighbour": share["test"],
+    }
