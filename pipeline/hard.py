@@ -7,8 +7,9 @@ training part's masks alone; the fold's validation images are neither scored nor
 OOF score would be the wrong source here: a training image's OOF map comes from a model that
 trained on this fold's validation images.
 
-Not yet: the difficulties are recomputed on a resume rather than saved, and a mean teacher's
-state is rebuilt when a run resumes between the two rounds (an uninterrupted run continues it).
+The difficulties are saved beside the first round's model (`first/difficulty.csv`), and a
+resumed hard round reads them back. Not yet: a mean teacher's state is rebuilt when a run
+resumes between the two rounds (an uninterrupted run continues it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import dataclasses
 import numpy as np
 
 from pipeline.schema import FitCfg, ProgressiveCfg, SegmentCfg
+
+DIFFICULTY_CSV = "difficulty.csv"  # id, difficulty of the training part (in the fold's first/)
 
 
 def difficulty(row_scores: np.ndarray, n_images: int) -> np.ndarray:

@@ -147,8 +147,13 @@ def _hard_round(cfg: Config, folder: Path, model: torch.nn.Module, task: Task, p
     the inference spec."""
     data, train_idx, ds, weights, spec = part
     scfg, device = cfg.segment, pick_device(cfg.experiment)
-    scores = row_scores(model, data.seen(scfg), train_idx, spec, data.truths(train_idx), scfg.train.eval_threshold)
-    hardness = hard.difficulty(scores, len(train_idx))
+    saved, ids = folder / "first" / hard.DIFFICULTY_CSV, [data.images.ids[int(i)] for i in train_idx]
+    if saved.exists():  # a resumed hard round: the difficulties its first run drew with
+        hardness = fileio.read_csv(saved, dtype={"id": str}).set_index("id").loc[ids, "difficulty"].to_numpy()
+    else:
+        scores = row_scores(model, data.seen(scfg), train_idx, spec, data.truths(train_idx), scfg.train.eval_threshold)
+        hardness = hard.difficulty(scores, len(train_idx))
+        fileio.write_csv(saved, pd.DataFrame({"id": ids, "difficulty": hardness}))
     logger.info(f"{folder.name}: hard round, mean difficulty {hardness.mean():.3f}, {int((hardness > 0.5).sum())} images above 0.5")
     seg, fit = hard.round_cfgs(scfg)
     loss = seg_task(seg, None, SEG_HEAD_WEIGHT if cfg.classify.seg_head else 0.0).loss

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline import cache, hard, segmentation
@@ -61,3 +62,10 @@ def test_segment_stage_runs_a_hard_round_on_the_training_part(smoke_cfg, monkeyp
     # The finished fold trained again (as a reused one would be): neither retrained nor rescored.
     segmentation.train_fold(cfg, folder / "fold0", data, 0)
     assert len(fits) == 2 and len(scored) == 1
+    # The difficulties are saved with the first round: a hard round resumed after it draws with them.
+    saved = pd.read_csv(folder / "fold0" / "first" / hard.DIFFICULTY_CSV, dtype={"id": str})
+    assert saved["id"].tolist() == [data.images.ids[int(i)] for i in idx] and np.allclose(saved["difficulty"], d)
+    (folder / "fold0" / "model.pt").unlink()
+    segmentation.train_fold(cfg, folder / "fold0", data, 0)
+    assert len(scored) == 1 and [name for name, _ in fits[2:]] == ["first", "fold0"]
+    assert np.allclose(fits[3][1], first * (1 + cfg.segment.hard.strength * d))
