@@ -8,7 +8,7 @@ standard error treats rows as independent: (image, class) rows of one image and 
 are not, and a training run's seed moves whole folds (docs/results.md, issue 18), so it is a
 floor on the uncertainty of a difference between two trainings, not the whole of it.
 
-Run: .venv/bin/python bench/paired_oof.py A B [--metric tgs|dice|auto|...] [--names new old]
+Run: .venv/bin/python bench/paired_oof.py A B [--metric tgs|dice|auto|...] [--names new old] [--subset CSV]
   A, B: segment artifact folders (their oof_scores.csv), scorer artifact folders (their
   nested_scores.csv: each image's held-out score under every policy; --metric auto is the
   final nested CV), or such CSV files.
@@ -48,6 +48,9 @@ def main() -> None:
     ap.add_argument("--metric", default="tgs", help="a column of both files: tgs, dice, or a scorer policy (auto, grid, ...)")
     ap.add_argument("--names", nargs=2, default=["A", "B"])
     ap.add_argument("--any-fold", action="store_true", help="pair images by id alone (runs with other folds); per-fold rows by A's folds")
+    ap.add_argument(
+        "--subset", help="a CSV with an id column (e.g. a mosaic artifact's neighbours.csv): a row for those images and the rest"
+    )
     args = ap.parse_args()
     a, b = _scores(args.a), _scores(args.b)
     if args.any_fold:
@@ -61,6 +64,9 @@ def main() -> None:
     print(f"| images | {na} | {nb} | {na} - {nb} | SE | difference / SE |")
     print("|---|---|---|---|---|---|")
     groups = [("all", both)] + [(f"fold {k}", g) for k, g in both.groupby("fold")]
+    if args.subset:
+        listed = both["id"].isin(set(pd.read_csv(args.subset, dtype={"id": str})["id"]))
+        groups += [("listed", both[listed]), ("not listed", both[~listed])]
     for label, g in groups:
         a, b = g[f"{args.metric}_a"].to_numpy(), g[f"{args.metric}_b"].to_numpy()
         d, se = paired(a, b)

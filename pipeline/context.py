@@ -73,14 +73,16 @@ def grow(tile: np.ndarray, margin: int, parts: Mapping[str, np.ndarray]) -> np.n
     """HxWxC tile -> (H+2m)x(W+2m)xC: reflection, overwritten by each neighbour in `parts`
     (side or corner name -> that tile, of the same size) along its border."""
     h, w = tile.shape[:2]
-    if margin > min(h, w):
-        raise UserError(f"segment.context.margin: {margin} px is wider than a {h}x{w} tile")
+    if margin >= min(h, w):  # a reflection needs a border narrower than the tile
+        raise UserError(f"segment.context.margin: {margin} px is not narrower than a {h}x{w} tile")
     m = margin
     out = cv2.copyMakeBorder(tile, m, m, m, m, cv2.BORDER_REFLECT_101)
     out = out.reshape(h + 2 * m, w + 2 * m, -1)
     rows = {"up": (slice(0, m), slice(h - m, h)), "down": (slice(m + h, h + 2 * m), slice(0, m)), None: (slice(m, m + h), slice(0, h))}
     cols = {"left": (slice(0, m), slice(w - m, w)), "right": (slice(m + w, w + 2 * m), slice(0, m)), None: (slice(m, m + w), slice(0, w))}
+    tile = tile.reshape(h, w, -1)
     for name, part in parts.items():
+        part = part.reshape(*part.shape[:2], -1)
         if part.shape != tile.shape:
             raise UserError(f"segment.context: a neighbour of shape {part.shape} beside a tile of {tile.shape}; tiles must share one size")
         vertical, horizontal = CORNERS.get(name, (name if name in ("up", "down") else None, name if name in ("left", "right") else None))
@@ -155,6 +157,12 @@ def for_model(images, scfg: SegmentCfg, mosaic: Mosaic | None, allowed: Collecti
         return images
     if mosaic is None:
         raise UserError("segment.context: this model grows its tiles, but no mosaic artifact was given")
+    h, w = images[0].shape[:2] if len(images) else (0, 0)
+    side = max(h, w) + 2 * scfg.context.margin
+    if scfg.input.mode == "pad" and side > scfg.input.size:
+        raise UserError(
+            f"segment.context.margin: {h}x{w} tiles grown by {scfg.context.margin} px exceed input.size {scfg.input.size} (mode pad)"
+        )
     return mosaic.view(images, scfg.context.margin, allowed, pool)
 
 

@@ -298,7 +298,7 @@ class ContextCfg:
     """Mosaic context (pipeline/context.py): tiles grown by their touching neighbours' pixels."""
 
     enabled: bool = False
-    margin: int = valid(min=1, default=16)  # px added on every side (neighbours' pixels where known, else reflection)
+    margin: int = valid(min=1, default=13)  # px added on every side (neighbours' pixels where known, else reflection)
     ratio: float = valid(above=0, max=1, default=0.8)  # the pair search's ratio test (as folds.mosaic.margin)
 
 

@@ -151,7 +151,9 @@ def _hard_round(cfg: Config, folder: Path, model: torch.nn.Module, task: Task, p
     if saved.exists():  # a resumed hard round: the difficulties its first run drew with
         hardness = fileio.read_csv(saved, dtype={"id": str}).set_index("id").loc[ids, "difficulty"].to_numpy()
     else:
-        scores = row_scores(model, data.seen(scfg), train_idx, spec, data.truths(train_idx), scfg.train.eval_threshold)
+        # Grown as in training (from the training part alone): no validation tile's pixels shape the weights.
+        seen = data.trained_on(scfg, train_idx, data.masks)[0]
+        scores = row_scores(model, seen, train_idx, spec, data.truths(train_idx), scfg.train.eval_threshold)
         hardness = hard.difficulty(scores, len(train_idx))
         fileio.write_csv(saved, pd.DataFrame({"id": ids, "difficulty": hardness}))
     logger.info(f"{folder.name}: hard round, mean difficulty {hardness.mean():.3f}, {int((hardness > 0.5).sum())} images above 0.5")

@@ -219,13 +219,21 @@ def _context(cfg: Config, out: Problems) -> Problems:
     outside the segment and ensemble stages read plain tiles."""
     if cfg.scorer.edges and cfg.data.classes and not _bad(out, "scorer", "data.classes"):
         return [("scorer.edges", "edge features are built for one binary class so far; data.classes names several")]
-    if _bad(out, "segment", "pseudo", "distill", "ensemble.models") or not cfg.segment.context.enabled:
+    if _bad(out, "segment", "pseudo", "distill", "ensemble.models"):
+        return []
+    from pipeline import zoo  # zoo builds sections from the schema, which imports this module
+
+    grown = {n: c for n in ["segment", *cfg.segment.models] if (c := zoo.model_cfg(cfg, n).segment.context).enabled}
+    if not grown:
         return []
     if cfg.pseudo.rounds > 0 or names_pseudo(cfg):
         return [("segment.context", "pseudo rounds read plain tiles; set pseudo.rounds: 0 and leave pseudo out of ensemble.models")]
-    if cfg.distill.enabled:
-        return [("segment.context", "the distill stage reads plain tiles; set distill.enabled: false")]
-    if cfg.segment.subclasses is not None:
+    taught = {cfg.distill.student, *(zoo.parse(e)[1] for e in zoo.teachers(cfg))} if cfg.distill.enabled else set()
+    if taught & set(grown):
+        return [("segment.context", "the distill stage reads plain tiles; set distill.enabled: false or leave context models out of it")]
+    if len({c.ratio for c in grown.values()}) > 1:
+        return [("segment.context.ratio", "every model with context reads one neighbour search; give them one ratio")]
+    if cfg.segment.subclasses is not None and cfg.segment.context.enabled:
         return [("segment.context", "sub-class masks are not grown with context yet; set segment.subclasses: null")]
     return []
 

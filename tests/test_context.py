@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -95,9 +97,18 @@ def test_a_pointwise_model_predicts_the_same_tile_maps_with_and_without_context(
         np.testing.assert_allclose(grown[i]["mask"], plain[i]["mask"], atol=1e-6)
 
 
-def test_margin_wider_than_a_tile_is_refused():
+def test_margin_wider_than_a_tile_is_refused(tmp_path):
     with pytest.raises(UserError, match="segment.context.margin"):
-        context.grow(np.zeros((8, 8, 1), np.uint8), 9, {})
+        context.grow(np.zeros((8, 8, 1), np.uint8), 8, {})
+    store = _store(tmp_path, "images", {"a": np.zeros((20, 20, 1), np.uint8)})
+    with pytest.raises(UserError, match="exceed input.size 32"):
+        context.for_model(store, _context_section(7), context.Mosaic({}, ()))
+    assert context.for_model(store, _context_section(6), context.Mosaic({}, ())).margin == 6
+
+
+def _context_section(margin: int) -> SimpleNamespace:
+    """What for_model reads of a segment section: context on, pad mode at 32 px."""
+    return SimpleNamespace(context=SimpleNamespace(enabled=True, margin=margin), input=SimpleNamespace(mode="pad", size=32))
 
 
 def test_context_is_refused_with_pseudo_rounds_and_tile_mode(smoke_cfg):
@@ -113,11 +124,20 @@ def test_context_is_refused_with_pseudo_rounds_and_tile_mode(smoke_cfg):
         )
 
 
+def test_context_models_are_refused_as_teachers_or_student_and_must_share_one_search(smoke_cfg):
+    base = ("pseudo.rounds=0", "ensemble.models=[segment, ctx]", "segment.models={ctx: {context: {enabled: true}}}")
+    with pytest.raises(ConfigError, match="segment.context: the distill stage reads plain tiles"):
+        smoke_cfg(*base, "distill.enabled=true")
+    smoke_cfg(*base, "distill.enabled=true", "distill.teachers=[segment]")  # a plain teacher and student: fine
+    with pytest.raises(ConfigError, match="segment.context.ratio: every model with context"):
+        smoke_cfg(*base[:2], "segment.models={ctx: {context: {enabled: true, ratio: 0.9}}}", "segment.context.enabled=true")
+
+
 def test_the_switch_is_hashed_only_when_on_and_brings_the_mosaic_stage(smoke_cfg):
     off = smoke_cfg("pseudo.rounds=0", "ensemble.models=[segment]")
     on = smoke_cfg("pseudo.rounds=0", "ensemble.models=[segment]", "segment.context.enabled=true")
     assert "context" not in cache.key_material(off, "segment")["config"]["segment"]
-    assert cache.key_material(on, "segment")["config"]["segment"]["context"]["margin"] == 16
+    assert cache.key_material(on, "segment")["config"]["segment"]["context"]["margin"] == 13
     stage = cache.get_stage("segment")
     assert "mosaic" not in stage.models(off) and "mosaic" in stage.models(on)
     assert "mosaic" in cache.get_stage("ensemble").models(on)
