@@ -219,3 +219,13 @@ def test_scorer_fits_with_edge_features_of_oof_and_test_images(smoke_cfg):
     assert (feats["edge_n"] > 0).any()  # the smoke tiles touch, and some in one fold
     used = pd.read_csv(folder / "feature_importance.csv")
     assert set(edges.COLUMNS) <= set(used["feature"])
+
+
+def test_the_mosaic_stage_searches_nothing_for_a_config_without_context(smoke_cfg):
+    from pipeline.stages import mosaic as stage
+
+    assert not stage.used(smoke_cfg())
+    assert stage.used(smoke_cfg("scorer.edges=true"))
+    assert stage.used(smoke_cfg("pseudo.rounds=0", "ensemble.models=[segment, c]", "segment.models={c: {context: {enabled: true}}}"))
+    folder, _ = cache.run_stage(smoke_cfg(), "mosaic")
+    assert not (folder / context.NEIGHBOURS_CSV).exists()

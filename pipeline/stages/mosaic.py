@@ -7,13 +7,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline import context, fileio, mosaic
+from pipeline import context, fileio, mosaic, zoo
 from pipeline.cache import Context
 from pipeline.errors import UserError
+from pipeline.schema import Config
 from pipeline.store import ArrayStore, write_store
 
 
+def used(cfg: Config) -> bool:
+    """Whether a stage of `cfg` reads this one: a model grown with context, or edge features."""
+    return cfg.scorer.edges or any(zoo.model_cfg(cfg, name).segment.context.enabled for name in ["segment", *cfg.segment.models])
+
+
 def run(ctx: Context) -> dict:
+    if not used(ctx.cfg):  # `all` walks every stage: a config without context searches nothing
+        ctx.dir.mkdir(parents=True, exist_ok=True)
+        return {"enabled": False}
     train, test = ArrayStore(ctx.upstream["ingest"], "images"), ArrayStore(ctx.upstream["ingest_test"], "test_images")
     ids = [*train.ids, *test.ids]
     if len(set(ids)) < len(ids):
