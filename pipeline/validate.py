@@ -223,7 +223,7 @@ def _context(cfg: Config, out: Problems) -> Problems:
         return []
     from pipeline import zoo  # zoo builds sections from the schema, which imports this module
 
-    grown = {n: c for n in ["segment", *cfg.segment.models] if (c := zoo.model_cfg(cfg, n).segment.context).enabled}
+    grown = {n: zoo.model_cfg(cfg, n).segment.context for n in zoo.with_context(cfg)}
     if not grown:
         return []
     if cfg.pseudo.rounds > 0 or names_pseudo(cfg):

@@ -86,6 +86,12 @@ def upstream(cfg: Config, entries: list[str] | None = None) -> dict[str, tuple[C
     return out
 
 
+def with_context(cfg: Config) -> list[str]:
+    """The models of `cfg` (segment and segment.models) that grow their tiles with mosaic
+    context (segment.context)."""
+    return [name for name in [BASE, *cfg.segment.models] if model_cfg(cfg, name).segment.context.enabled]
+
+
 def problems(cfg: Config) -> list[tuple[str, str]]:
     """Bad model names, bad keys or values in a model's section (checked as the section
     itself is), and `ensemble.models` entries that name no model."""

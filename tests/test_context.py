@@ -227,5 +227,8 @@ def test_the_mosaic_stage_searches_nothing_for_a_config_without_context(smoke_cf
     assert not stage.used(smoke_cfg())
     assert stage.used(smoke_cfg("scorer.edges=true"))
     assert stage.used(smoke_cfg("pseudo.rounds=0", "ensemble.models=[segment, c]", "segment.models={c: {context: {enabled: true}}}"))
-    folder, _ = cache.run_stage(smoke_cfg(), "mosaic")
+    folder, _ = cache.run_stage(smoke_cfg("segment.context.ratio=0.75"), "mosaic")
     assert not (folder / context.NEIGHBOURS_CSV).exists()
+    # The unused search's artifact never serves a config that reads the stage.
+    used_folder, _ = cache.run_stage(smoke_cfg("scorer.edges=true", "segment.context.ratio=0.75"), "mosaic")
+    assert used_folder != folder and (used_folder / context.NEIGHBOURS_CSV).exists()

@@ -112,15 +112,20 @@ register(
 )
 
 
+def _mosaic_extra(cfg: Config) -> dict:
+    # The ratio as an extra, not a hashed key: segment.context is dropped from keys while off,
+    # and scorer.edges reads this stage with context off. An unused search (`all` walks every
+    # stage) writes nothing, and its key must not serve a config that reads it.
+    return {"ratio": cfg.segment.context.ratio} if cfg.scorer.edges or zoo.with_context(cfg) else {"unused": True}
+
+
 register(
     Stage(
         "mosaic",
         (),
         ("ingest", "ingest_test"),
         "pipeline.stages.mosaic:run",
-        # As an extra, not a hashed key: segment.context is dropped from keys while off, and
-        # scorer.edges reads this stage with context off.
-        extra=lambda cfg: {"ratio": cfg.segment.context.ratio},
+        extra=_mosaic_extra,
         doc="touching pairs among train and test tiles; each tile's neighbour per side (segment.context)",
     )
 )

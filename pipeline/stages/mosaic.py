@@ -16,7 +16,7 @@ from pipeline.store import ArrayStore, write_store
 
 def used(cfg: Config) -> bool:
     """Whether a stage of `cfg` reads this one: a model grown with context, or edge features."""
-    return cfg.scorer.edges or any(zoo.model_cfg(cfg, name).segment.context.enabled for name in ["segment", *cfg.segment.models])
+    return bool(cfg.scorer.edges or zoo.with_context(cfg))
 
 
 def run(ctx: Context) -> dict:
