@@ -29,8 +29,6 @@ from pipeline.errors import UserError
 from pipeline.schema import SegmentCfg
 from pipeline.store import ArrayStore
 
-# Side -> (the side's opposite, the axis of a pair, whether the tile is the pair's first member).
-SIDES = {"left": ("right", "h", False), "right": ("left", "h", True), "up": ("down", "v", False), "down": ("up", "v", True)}
 CORNERS = {"up_left": ("up", "left"), "up_right": ("up", "right"), "down_left": ("down", "left"), "down_right": ("down", "right")}
 NEIGHBOURS_CSV = "neighbours.csv"
 BORDER = "border_tiles"  # the mosaic artifact's copy of the test tiles next to a train tile
@@ -47,7 +45,11 @@ def side_table(pairs: pd.DataFrame) -> pd.DataFrame:
 
 def read_sides(folder: Path) -> dict[str, dict[str, str]]:
     """id -> {side: neighbour id} of a mosaic artifact."""
-    table = fileio.read_csv(folder / NEIGHBOURS_CSV, dtype=str)
+    return sides_of(fileio.read_csv(folder / NEIGHBOURS_CSV, dtype=str))
+
+
+def sides_of(table: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """A side table (id, side, neighbour_id) as id -> {side: neighbour id}."""
     out: dict[str, dict[str, str]] = {}
     for r in table.itertuples():
         out.setdefault(r.id, {})[r.side] = r.neighbour_id

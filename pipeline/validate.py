@@ -223,7 +223,7 @@ def _context(cfg: Config, out: Problems) -> Problems:
         return []
     from pipeline import zoo  # zoo builds sections from the schema, which imports this module
 
-    grown = {n: zoo.model_cfg(cfg, n).segment.context for n in zoo.with_context(cfg)}
+    grown = {n: sub.segment.context for n, sub in zoo.with_context(cfg).items()}
     if not grown:
         return []
     if cfg.pseudo.rounds > 0 or names_pseudo(cfg):

@@ -86,10 +86,17 @@ def upstream(cfg: Config, entries: list[str] | None = None) -> dict[str, tuple[C
     return out
 
 
-def with_context(cfg: Config) -> list[str]:
+def with_context(cfg: Config) -> dict[str, Config]:
     """The models of `cfg` (segment and segment.models) that grow their tiles with mosaic
-    context (segment.context)."""
-    return [name for name in [BASE, *cfg.segment.models] if model_cfg(cfg, name).segment.context.enabled]
+    context (segment.context), by name, with their configs."""
+    subs = {name: model_cfg(cfg, name) for name in [BASE, *cfg.segment.models]}
+    return {name: sub for name, sub in subs.items() if sub.segment.context.enabled}
+
+
+def mosaic_used(cfg: Config) -> bool:
+    """Whether a stage of `cfg` reads the mosaic stage: a model grown with context, or the
+    scorer's edge features."""
+    return bool(cfg.scorer.edges or with_context(cfg))
 
 
 def problems(cfg: Config) -> list[tuple[str, str]]:

@@ -222,11 +222,11 @@ def test_scorer_fits_with_edge_features_of_oof_and_test_images(smoke_cfg):
 
 
 def test_the_mosaic_stage_searches_nothing_for_a_config_without_context(smoke_cfg):
-    from pipeline.stages import mosaic as stage
+    from pipeline.zoo import mosaic_used
 
-    assert not stage.used(smoke_cfg())
-    assert stage.used(smoke_cfg("scorer.edges=true"))
-    assert stage.used(smoke_cfg("pseudo.rounds=0", "ensemble.models=[segment, c]", "segment.models={c: {context: {enabled: true}}}"))
+    assert not mosaic_used(smoke_cfg())
+    assert mosaic_used(smoke_cfg("scorer.edges=true"))
+    assert mosaic_used(smoke_cfg("pseudo.rounds=0", "ensemble.models=[segment, c]", "segment.models={c: {context: {enabled: true}}}"))
     folder, _ = cache.run_stage(smoke_cfg("segment.context.ratio=0.75"), "mosaic")
     assert not (folder / context.NEIGHBOURS_CSV).exists()
     # The unused search's artifact never serves a config that reads the stage.

@@ -116,7 +116,7 @@ def _mosaic_extra(cfg: Config) -> dict:
     # The ratio as an extra, not a hashed key: segment.context is dropped from keys while off,
     # and scorer.edges reads this stage with context off. An unused search (`all` walks every
     # stage) writes nothing, and its key must not serve a config that reads it.
-    return {"ratio": cfg.segment.context.ratio} if cfg.scorer.edges or zoo.with_context(cfg) else {"unused": True}
+    return {"ratio": cfg.segment.context.ratio} if zoo.mosaic_used(cfg) else {"unused": True}
 
 
 register(
@@ -131,10 +131,10 @@ register(
 )
 
 
-def _mosaic_if(cfg: Config, used: bool | None = None) -> dict:
+def _mosaic_if(cfg: Config, used: bool) -> dict:
     # An upstream only of a model that grows its tiles with context, or of the scorer's edge
     # features (other configs keep their keys).
-    return {"mosaic": (cfg, "mosaic")} if (cfg.segment.context.enabled if used is None else used) else {}
+    return {"mosaic": (cfg, "mosaic")} if used else {}
 
 
 def _embed_if(cfg: Config, used: bool) -> dict:
@@ -152,7 +152,7 @@ def _balance_embed(cfg: Config) -> dict:
 
 
 def _segment_reads(cfg: Config) -> dict:
-    return _balance_embed(cfg) | _mosaic_if(cfg)
+    return _balance_embed(cfg) | _mosaic_if(cfg, cfg.segment.context.enabled)
 
 
 def _ensemble_reads(cfg: Config) -> dict:

@@ -10,17 +10,11 @@ import numpy as np
 from pipeline import context, fileio, mosaic, zoo
 from pipeline.cache import Context
 from pipeline.errors import UserError
-from pipeline.schema import Config
 from pipeline.store import ArrayStore, write_store
 
 
-def used(cfg: Config) -> bool:
-    """Whether a stage of `cfg` reads this one: a model grown with context, or edge features."""
-    return bool(cfg.scorer.edges or zoo.with_context(cfg))
-
-
 def run(ctx: Context) -> dict:
-    if not used(ctx.cfg):  # `all` walks every stage: a config without context searches nothing
+    if not zoo.mosaic_used(ctx.cfg):  # `all` walks every stage: a config without context searches nothing
         ctx.dir.mkdir(parents=True, exist_ok=True)
         return {"enabled": False}
     train, test = ArrayStore(ctx.upstream["ingest"], "images"), ArrayStore(ctx.upstream["ingest_test"], "test_images")
@@ -37,7 +31,7 @@ def run(ctx: Context) -> dict:
     fileio.write_csv(ctx.dir / "pairs.csv", named)
     fileio.write_csv(ctx.dir / context.NEIGHBOURS_CSV, sides)
     # The segment stage reads no test folder: the test tiles its train tiles touch travel here.
-    table = context.read_sides(ctx.dir)
+    table = context.sides_of(sides)
     border = sorted({n for i in train.ids for n in context.around(table, i, None).values()} & set(test.ids))
     write_store(ctx.dir, context.BORDER, ((i, np.asarray(test.get(i))) for i in border))
     with_any = set(sides["id"])

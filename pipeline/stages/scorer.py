@@ -107,11 +107,12 @@ def run(ctx: Context) -> dict:
     fileio.write_csv(ctx.dir / "oof_features.csv", feats, index=True)
     # Each row's held-out score under every policy: two scorers compared paired (bench/paired_oof.py).
     fileio.write_csv(ctx.dir / "nested_scores.csv", pd.DataFrame({"id": feats.index, "fold": p.fold} | held).round(6))
-    test_feats = feature_table(ens.test_ids, ens.test_probs(), ens.test_dists(), ens.test_images, ens.test_cls, ens.test_meta, ens.classes)
+    test_probs = ens.test_probs()
+    test_feats = feature_table(ens.test_ids, test_probs, ens.test_dists(), ens.test_images, ens.test_cls, ens.test_meta, ens.classes)
     fold_size = len(ens.oof_ids) / max(len(np.unique(p.fold)), 1)
     test_feats = _with_knn(ctx, test_feats, knn.test_pools(ens.test_ids, fold_size, ctx.cfg.experiment.seed), ens.k, "test")
     if scfg.edges:
-        test_probs, oof = ens.test_probs(), dict(zip(ens.oof_ids, ens.oof_probs(), strict=True))
+        oof = dict(zip(ens.oof_ids, ens.oof_probs(), strict=True))
         lookup = edges.test_lookup(oof, dict(zip(ens.test_ids, test_probs, strict=True)))
         test_feats = _with_edges(ctx, test_feats, ens.test_ids, test_probs, lookup)
     test_pred = predicted(model, test_feats, p.cands) if policy in ("global", "per_image", "difficulty") else None
