@@ -19,17 +19,22 @@ from pipeline.store import ArrayStore, quantise, write_store
 LABELS = "pseudo_masks"  # the store of a fold's pseudo-labels in its round folder
 
 
-def select(cfg: PseudoCfg, probs: list[np.ndarray], cls_probs: np.ndarray) -> np.ndarray:
+def select(cfg: PseudoCfg, probs: list[np.ndarray], cls_probs: np.ndarray, predicted: np.ndarray | None = None) -> np.ndarray:
     """Indices of confident test images, most confident first (capped by max_images). The
     pixel share counts every class plane; with K image probabilities per image (a per-class
-    head), each of them must be confident."""
+    head), each of them must be confident. With `predicted` scores (pseudo.score_select) an
+    image must also reach score_select.min_score, and the best predicted come first."""
     share = np.array([np.mean((p < cfg.pixel_lo) | (p > cfg.pixel_hi)) for p in probs])
     ok = share >= cfg.min_confident_share
     cls = np.asarray(cls_probs, dtype=float).reshape(len(probs), -1)
     if not np.isnan(cls).all():
         ok &= ((cls <= cfg.prob_lo) | (cls >= cfg.prob_hi)).all(axis=1)
+    rank = share
+    if predicted is not None:
+        ok &= predicted >= cfg.score_select.min_score
+        rank = predicted
     chosen = np.flatnonzero(ok)
-    chosen = chosen[np.argsort(-share[chosen], kind="stable")]
+    chosen = chosen[np.argsort(-rank[chosen], kind="stable")]
     return chosen[: cfg.max_images] if cfg.max_images else chosen
 
 

@@ -389,6 +389,14 @@ class MeanTeacherCfg:
 
 
 @dataclass
+class ScoreSelectCfg:
+    """Pseudo-labels chosen by a predicted per-image score (pipeline/pseudo_rank.py)."""
+
+    enabled: bool = False
+    min_score: float = valid(min=0, max=1, default=0.0)  # keep test images predicted at least this
+
+
+@dataclass
 class PseudoCfg:
     rounds: int = valid(min=0)  # at least 1 when ensemble.models names pseudo
     prob_lo: float = valid(min=0, max=1)
@@ -400,6 +408,7 @@ class PseudoCfg:
     soft: bool
     epochs: int = valid(min=1)
     mean_teacher: MeanTeacherCfg
+    score_select: ScoreSelectCfg = field(default_factory=ScoreSelectCfg)
 
 
 @dataclass

@@ -77,11 +77,16 @@ class Problem:
         return {"raw@0.5": np.array([self.raw]), "gate_only": np.flatnonzero((c[:, 1] == 0) & np.isclose(c[:, 0], 0.5))}
 
 
-def fit_model(features: pd.DataFrame, cands: np.ndarray, scores: np.ndarray, params: dict, seed: int) -> lgb.LGBMRegressor:
+def regressor(params: dict, seed: int) -> lgb.LGBMRegressor:
+    """A LightGBM regressor with `params` (scorer.lgbm) over reproducible defaults."""
     # deterministic + force_col_wise: the same data gives the same trees on every run and
     # machine (LightGBM otherwise picks row- or column-wise histograms by timing them).
     defaults = {"random_state": seed, "n_jobs": 2, "deterministic": True, "force_col_wise": True, "verbose": -1}
-    model = lgb.LGBMRegressor(**{**defaults, **params})
+    return lgb.LGBMRegressor(**{**defaults, **params})
+
+
+def fit_model(features: pd.DataFrame, cands: np.ndarray, scores: np.ndarray, params: dict, seed: int) -> lgb.LGBMRegressor:
+    model = regressor(params, seed)
     model.fit(design(features, cands), scores.reshape(-1))
     return model
 

@@ -144,8 +144,14 @@ def _fold_indices(cfg: Config, out: Problems) -> Problems:
 
 
 def _pseudo_rounds(cfg: Config, out: Problems) -> Problems:
-    if names_pseudo(cfg) and cfg.pseudo.rounds < 1 and not _bad(out, "pseudo.rounds"):
+    if _bad(out, "pseudo"):
+        return []
+    if names_pseudo(cfg) and cfg.pseudo.rounds < 1:
         return [("pseudo.rounds", f"got {cfg.pseudo.rounds}, must be >= 1 when ensemble.models names pseudo")]
+    if cfg.pseudo.score_select.enabled and cfg.pseudo.rounds < 1:
+        return [("pseudo.score_select.enabled", "chooses the images of pseudo rounds; set pseudo.rounds >= 1")]
+    if cfg.pseudo.score_select.enabled and cfg.data.classes:
+        return [("pseudo.score_select.enabled", "predicts one binary class's metric; set data.classes: [] or turn it off")]
     return []
 
 

@@ -78,6 +78,7 @@ register_opt_in(
     "scorer.difficulty",
     "segment.context",
     "scorer.edges",
+    "pseudo.score_select",
     segment__target="binary",
 )
 register_unhashed("segment.models", "distill.teachers")
@@ -147,6 +148,13 @@ def _folds_embed(cfg: Config) -> dict:
     return _embed_if(cfg, cfg.folds.clusters)
 
 
+def _score_select_extra(cfg: Config) -> dict:
+    # pseudo.score_select fits the scorer's LightGBM and scores with the submission's metric.
+    if not cfg.pseudo.score_select.enabled:
+        return {}
+    return {"score_select": {"lgbm": cfg.scorer.lgbm, "metric": cfg.submit.metric}}
+
+
 def _balance_embed(cfg: Config) -> dict:
     return _embed_if(cfg, cfg.segment.balance.on)
 
@@ -204,6 +212,7 @@ register(
         "pipeline.stages.pseudo:run",
         version="2",  # 2: fold k pseudo-labelled by fold k's models alone (no second-order leak)
         models=_balance_embed,
+        extra=_score_select_extra,
         folds_key="segment.train.folds",
         doc="pseudo-label confident test images and retrain (optionally with a mean teacher)",
     )

@@ -16,13 +16,15 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
-from pipeline import distributed, fileio
+from pipeline import distributed, fileio, pseudo_rank
 from pipeline.cache import Context
 from pipeline.classifier import predict_test as classifier_test
 from pipeline.datasets import Geometry, SegDataset, build_augment
 from pipeline.errors import UserError
+from pipeline.inference import TestMaps
 from pipeline.locks import fold_lock
 from pipeline.mean_teacher import MeanTeacher
 from pipeline.mutual_teacher import MutualTeacher
@@ -58,7 +60,24 @@ def _fold_cls(ctx: Context, k: int, maps_cls: np.ndarray | None, test_images: Ar
     return cls
 
 
-def _labelled_ids(ctx: Context, k: int, folder: Path, prev: Path, test_images: ArrayStore) -> list[str]:
+def _fold_maps(ctx: Context, k: int, prev: Path, images) -> TestMaps:
+    """Fold k's previous model's maps of `images`, with fold k's empty-mask probabilities."""
+    maps = predict_test(ctx.cfg, prev, images, folds=[k])
+    return maps._replace(cls=_fold_cls(ctx, k, maps.cls, images))
+
+
+def _predicted(ctx: Context, k: int, prev: Path, data: TrainSet, test: tuple[TestMaps, ArrayStore]) -> np.ndarray:
+    """pseudo.score_select: fold k's predicted metric of each test image, from a predictor
+    fitted on fold k's model's maps of its own training part (pipeline/pseudo_rank.py)."""
+    train_idx, _ = data.split(k, 0, ctx.cfg.experiment.seed)
+    images = Reindexed(data.images, train_idx)
+    fit = (_fold_maps(ctx, k, prev, images), images, data.truths(train_idx))
+    predicted, in_sample = pseudo_rank.predicted_scores(ctx.cfg, fit, test)
+    logger.info(f"pseudo fold{k}: in-sample metric {in_sample.mean():.3f}, predicted test metric {predicted.mean():.3f}")
+    return predicted
+
+
+def _labelled_ids(ctx: Context, k: int, folder: Path, prev: Path, data: TrainSet, test_images: ArrayStore) -> list[str]:
     """Fold k's pseudo-labelled test ids, chosen and labelled (into `folder`) by fold k's
     previous model and fold k's classifier alone."""
     if (folder / f"{LABELS}.index.csv").exists():
@@ -66,8 +85,13 @@ def _labelled_ids(ctx: Context, k: int, folder: Path, prev: Path, test_images: A
         # model trained on these, and labelling again (other threads, another device) could
         # differ in a borderline pixel or image.
         return list(ArrayStore(folder, LABELS).ids)
-    maps = predict_test(ctx.cfg, prev, test_images, folds=[k])
-    chosen = select(ctx.cfg.pseudo, maps.masks, _fold_cls(ctx, k, maps.cls, test_images))
+    maps = _fold_maps(ctx, k, prev, test_images)
+    predicted = None
+    if ctx.cfg.pseudo.score_select.enabled:
+        predicted = _predicted(ctx, k, prev, data, (maps, test_images))
+        folder.mkdir(parents=True, exist_ok=True)
+        fileio.write_csv(folder / pseudo_rank.PREDICTED_CSV, pd.DataFrame({"id": test_images.ids, "predicted": predicted.round(4)}))
+    chosen = select(ctx.cfg.pseudo, maps.masks, maps.cls, predicted)
     ids = [test_images.ids[i] for i in chosen]
     write_labels(folder, ids, [maps.masks[i] for i in chosen], ctx.cfg.pseudo.soft)
     return ids
@@ -78,7 +102,7 @@ def _fold_labels(ctx: Context, k: int, r: int, prev: Path, data: TrainSet, test_
     cfg, pcfg = ctx.cfg, ctx.cfg.pseudo
     folder = ctx.dir / f"round{r}" / f"fold{k}"
     # Under torchrun rank 0 labels, and every process trains on what it wrote.
-    ids = distributed.on_main(lambda: _labelled_ids(ctx, k, folder, prev, test_images))
+    ids = distributed.on_main(lambda: _labelled_ids(ctx, k, folder, prev, data, test_images))
     labels = ArrayStore(folder, LABELS)
     seed = cfg.experiment.seed + 1000 * r + k
     extra = SegDataset(
