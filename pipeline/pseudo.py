@@ -34,7 +34,9 @@ def select(cfg: PseudoCfg, probs: list[np.ndarray], cls_probs: np.ndarray, predi
         ok &= predicted >= cfg.score_select.min_score
         rank = predicted
     chosen = np.flatnonzero(ok)
-    chosen = chosen[np.argsort(-rank[chosen], kind="stable")]
+    # Ties (a predictor that learnt little predicts one value for many images) go to the more
+    # confident, not to the store order.
+    chosen = chosen[np.lexsort((-share[chosen], -rank[chosen]))]
     return chosen[: cfg.max_images] if cfg.max_images else chosen
 
 

@@ -4,7 +4,8 @@ confidence alone".
 
 A pseudo-label is the test map thresholded at 0.5, so the quantity to predict is each test
 image's metric at 0.5. Fold k's predictor is a LightGBM regressor (the scorer's features and
-parameters) fitted on fold k's own model's maps of fold k's training part against their masks,
+parameters) fitted on fold k's own model's maps of fold k's training part against their masks
+(all of it, also the images a `segment.train.max_images` cap left out of training),
 and applied to the same model's test maps.
 
 Why in-sample: every other source leaks into fold k's OOF score. Fold k's validation masks

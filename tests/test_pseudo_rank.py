@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from pipeline import cache, fileio, pseudo_rank
 from pipeline.config import ConfigError
 from pipeline.inference import TestMaps as Maps  # not Test*: pytest would try to collect it
 from pipeline.pseudo import LABELS, select
+from pipeline.stages import pseudo as stage
 from pipeline.store import ArrayStore
+from pipeline.trainset import load_folds
 
 
 def _maps(clean: np.ndarray, rng: np.random.Generator) -> tuple[Maps, list[np.ndarray], list[np.ndarray]]:
@@ -49,11 +50,22 @@ def test_select_filters_and_orders_by_predicted_score(smoke_cfg):
     cls = np.full(4, np.nan)
     assert select(pcfg, probs, cls).tolist() == [0, 1, 2, 3]  # all equally confident
     assert select(pcfg, probs, cls, np.array([0.6, 0.2, 0.9, 0.5])).tolist() == [2, 0, 3]
+    unsure = np.array([0.99, 0.5, 0.99, 0.99])  # the classifier filter still applies
+    assert select(pcfg, probs, unsure, np.array([0.6, 0.95, 0.9, 0.5])).tolist() == [2, 0, 3]
+
+
+def test_select_breaks_predicted_ties_by_confidence(smoke_cfg):
+    pcfg = smoke_cfg("pseudo.min_confident_share=0").pseudo
+    probs = [np.full((4, 4), v) for v in (0.6, 0.99, 0.5, 0.95)]  # confident shares 0, 1, 0, 1
+    chosen = select(pcfg, probs, np.full(4, np.nan), np.full(4, 0.7))
+    assert chosen.tolist()[:2] == [1, 3]
 
 
 def test_score_select_needs_rounds_and_one_class(smoke_cfg):
     with pytest.raises(ConfigError, match="pseudo.score_select.enabled: chooses the images of pseudo rounds"):
         smoke_cfg("pseudo.score_select.enabled=true", "pseudo.rounds=0", "ensemble.models=[segment]")
+    with pytest.raises(ConfigError, match="pseudo.score_select.enabled: predicts one binary class"):
+        smoke_cfg("pseudo.score_select.enabled=true", "data.classes=[a, b]")
 
 
 def test_score_select_keys_are_opt_in(smoke_cfg, tmp_path):
@@ -67,15 +79,30 @@ def test_score_select_keys_are_opt_in(smoke_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_pseudo_stage_selects_by_predicted_score(smoke_cfg, tmp_path):
+def test_pseudo_stage_selects_by_predicted_score(smoke_cfg, tmp_path, monkeypatch):
     # Every image passes the confidence filters, so the predicted score alone chooses.
     confident = ["pseudo.min_confident_share=0", "pseudo.prob_lo=0.5", "pseudo.prob_hi=0.5"]
     on = smoke_cfg("pseudo.score_select.enabled=true", *confident, "pseudo.max_images=3", artifacts=tmp_path)
+    cache.run_stage(on, "segment")
+    calls = []
+
+    def recording(cfg, model_dir, images, adabn=False, folds=None):
+        calls.append((folds, getattr(images, "positions", None)))
+        return original(cfg, model_dir, images, adabn, folds)
+
+    original = stage.predict_test
+    monkeypatch.setattr(stage, "predict_test", recording)
     folder, ran = cache.run_stage(on, "pseudo")
     assert ran
+    # Honest CV: fold k's predictor reads fold k's model alone, on its training part alone.
+    table = load_folds(cache.stage_dir(on, "folds")).set_index("id")
+    images = ArrayStore(cache.stage_dir(on, "ingest"), "images")
+    fold_at = table.loc[list(images.ids), "fold"].to_numpy()
+    fits = [(folds, pos) for folds, pos in calls if pos is not None]
+    assert fits and all(len(folds) == 1 and not (fold_at[pos] == folds[0]).any() for folds, pos in fits)
     fold = folder / "round1" / "fold0"
-    predicted = fileio.read_csv(fold / pseudo_rank.PREDICTED_CSV, dtype={"id": str})
+    predicted = fileio.read_csv(fold / pseudo_rank.PREDICTED_CSV, dtype={"id": str}).set_index("id")["predicted"]
     chosen = list(ArrayStore(fold, LABELS).ids)
-    best = predicted.sort_values("predicted", ascending=False, kind="stable")["id"].tolist()[:3]
-    assert chosen == best
-    assert isinstance(predicted, pd.DataFrame) and predicted["predicted"].between(0, 1).all()
+    assert len(chosen) == 3 and predicted.between(0, 1).all()
+    assert predicted[chosen].is_monotonic_decreasing
+    assert predicted[chosen].min() >= predicted.drop(chosen).max()

@@ -73,7 +73,11 @@ def _predicted(ctx: Context, k: int, prev: Path, data: TrainSet, test: tuple[Tes
     images = Reindexed(data.images, train_idx)
     fit = (_fold_maps(ctx, k, prev, images), images, data.truths(train_idx))
     predicted, in_sample = pseudo_rank.predicted_scores(ctx.cfg, fit, test)
-    logger.info(f"pseudo fold{k}: in-sample metric {in_sample.mean():.3f}, predicted test metric {predicted.mean():.3f}")
+    logger.info(
+        f"pseudo fold{k}: in-sample metric {in_sample.mean():.3f}, predicted test metric {predicted.mean():.3f} +- {predicted.std():.3f}"
+    )
+    if predicted.std() < 1e-3:
+        logger.warning(f"pseudo fold{k}: score_select predicts one score for every test image; confidence alone orders them")
     return predicted
 
 
@@ -90,7 +94,7 @@ def _labelled_ids(ctx: Context, k: int, folder: Path, prev: Path, data: TrainSet
     if ctx.cfg.pseudo.score_select.enabled:
         predicted = _predicted(ctx, k, prev, data, (maps, test_images))
         folder.mkdir(parents=True, exist_ok=True)
-        fileio.write_csv(folder / pseudo_rank.PREDICTED_CSV, pd.DataFrame({"id": test_images.ids, "predicted": predicted.round(4)}))
+        fileio.write_csv(folder / pseudo_rank.PREDICTED_CSV, pd.DataFrame({"id": test_images.ids, "predicted": predicted}))
     chosen = select(ctx.cfg.pseudo, maps.masks, maps.cls, predicted)
     ids = [test_images.ids[i] for i in chosen]
     write_labels(folder, ids, [maps.masks[i] for i in chosen], ctx.cfg.pseudo.soft)
