@@ -11,16 +11,30 @@ floor on the uncertainty of a difference between two trainings, not the whole of
 Run: .venv/bin/python bench/paired_oof.py A B [--metric tgs|dice|auto|...] [--names new old] [--subset CSV]
   A, B: segment artifact folders (their oof_scores.csv), scorer artifact folders (their
   nested_scores.csv: each image's held-out score under every policy; --metric auto is the
-  final nested CV), or such CSV files.
+  final nested CV), or such CSV files. With --solution MASKS: submit artifact folders or
+  submission CSVs, each image scored against the hidden solution's masks (the demo's
+  data/demo/test_solution/masks).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.submission import submission_scores  # noqa: E402
+
+
+def _hidden(path: str, solution: str, metric: str) -> pd.DataFrame:
+    """A submission's per-image metric against the solution masks (one pseudo-fold, 0)."""
+    p = Path(path) / "submission.csv" if Path(path).is_dir() else Path(path)
+    scores = submission_scores(p, solution, metric)
+    return pd.DataFrame({"id": scores.index.astype(str), "fold": 0, metric: scores.to_numpy()})
 
 
 def _scores(path: str) -> pd.DataFrame:
@@ -51,8 +65,12 @@ def main() -> None:
     ap.add_argument(
         "--subset", help="a CSV with an id column (e.g. a mosaic artifact's neighbours.csv): a row for those images and the rest"
     )
+    ap.add_argument("--solution", help="A and B are submissions (CSV or submit artifact folder), scored per image against these masks")
     args = ap.parse_args()
-    a, b = _scores(args.a), _scores(args.b)
+    if args.solution:
+        a, b = (_hidden(p, args.solution, args.metric) for p in (args.a, args.b))
+    else:
+        a, b = _scores(args.a), _scores(args.b)
     if args.any_fold:
         b = b.drop(columns="fold")
     both = a.merge(b, on=["id"] if args.any_fold else ["id", "fold"], suffixes=("_a", "_b"))

@@ -47,6 +47,12 @@ def check_submission(df: pd.DataFrame, expected_ids: list[str], shapes: dict[str
 
 def score_submission(csv: str | Path, masks_dir: str | Path, metric: str = "tgs") -> tuple[float, int]:
     """Validate a submission against a folder of truth masks and return (mean metric, n)."""
+    scores = submission_scores(csv, masks_dir, metric)
+    return float(scores.mean()), len(scores)
+
+
+def submission_scores(csv: str | Path, masks_dir: str | Path, metric: str = "tgs") -> pd.Series:
+    """Each image's metric (by id) of a submission validated against a folder of truth masks."""
     sub = read_submission(csv)
     folder = Path(masks_dir)
     if not folder.is_dir():
@@ -65,7 +71,7 @@ def score_submission(csv: str | Path, masks_dir: str | Path, metric: str = "tgs"
         raise UserError(format_problems(problems))
     preds = [rle_decode(rle, shapes[i]).astype(bool) for i, rle in zip(sub["id"], sub["rle"], strict=True)]
     scores = scores_from_counts(*pixel_counts([truths[i] > 0 for i in sub["id"]], preds), metric)
-    return float(scores.mean()), len(scores)
+    return pd.Series(scores, index=pd.Index(sub["id"], name="id"), name=metric)
 
 
 def header_problem(sample: Path | None, header: list[str]) -> str | None:
