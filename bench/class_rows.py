@@ -11,8 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.classrows import read_rows
-from pipeline.fileio import read_csv
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, like the other bench scripts
+
+from pipeline.core.fileio import read_csv  # noqa: E402
+from pipeline.data.classrows import read_rows  # noqa: E402
 
 
 def main(segment: str, ingest: str) -> None:

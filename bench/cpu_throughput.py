@@ -49,12 +49,13 @@ from torch.utils.data import default_collate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import api, runtime  # noqa: E402
-from pipeline.datasets import Geometry, SegDataset, build_augment, crop_batch  # noqa: E402
-from pipeline.loader import make_loader, set_epoch  # noqa: E402
-from pipeline.predict import compiled, predict  # noqa: E402
-from pipeline.segmentation import SEG_HEAD_WEIGHT, build_model, infer_spec, seg_task  # noqa: E402
-from pipeline.store import ArrayStore  # noqa: E402
+from pipeline import api  # noqa: E402
+from pipeline.core import runtime  # noqa: E402
+from pipeline.core.store import ArrayStore  # noqa: E402
+from pipeline.data.datasets import Geometry, SegDataset, build_augment, crop_batch  # noqa: E402
+from pipeline.data.loader import make_loader, set_epoch  # noqa: E402
+from pipeline.inference.predict import compiled, predict  # noqa: E402
+from pipeline.training.segmentation import SEG_HEAD_WEIGHT, build_model, infer_spec, seg_task  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,9 +36,9 @@ def load_split(data: Path, split: str = "train") -> tuple[np.ndarray, np.ndarray
 
 
 def tgs_scores(truths: np.ndarray, preds: np.ndarray) -> np.ndarray:
-    """Per-image TGS AP (whole mask = one object); uses pipeline.metrics when present."""
+    """Per-image TGS AP (whole mask = one object); uses pipeline.evaluation.metrics when present."""
     try:
-        from pipeline.metrics import batch_scores
+        from pipeline.evaluation.metrics import batch_scores
     except ImportError:
         t, p = truths.reshape(len(truths), -1), preds.reshape(len(preds), -1)
         inter, union = (t & p).sum(1), (t | p).sum(1)

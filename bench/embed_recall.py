@@ -21,9 +21,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import cache, config, embedding, retrieval  # noqa: E402
-from pipeline import stages as _stages  # noqa: E402,F401
-from pipeline.store import ArrayStore  # noqa: E402
+from pipeline.config import loader as config  # noqa: E402
+from pipeline.core.store import ArrayStore  # noqa: E402
+from pipeline.engine import cache  # noqa: E402
+from pipeline.neighbours import retrieval  # noqa: E402
+from pipeline.training import embedding  # noqa: E402
 
 
 def main() -> None:

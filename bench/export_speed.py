@@ -1,7 +1,7 @@
 """Eager against exported (TorchScript, ONNX in onnxruntime) fold models: parity and test inference speed.
 
 For a config whose stages have run, fold 0's trained segmentation model (the first model of
-`ensemble.models`) predicts the test images through `pipeline.predict.predict` with the
+`ensemble.models`) predicts the test images through `pipeline.inference.predict.predict` with the
 config's inference spec (geometry, TTA views, bf16 and channels_last as configured), once as
 the eager smp network, as the TorchScript file `bundle --export torchscript` writes and as
 the ONNX file of `--export onnx` in onnxruntime (fp32).
@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import api  # noqa: E402
-from pipeline.export import max_difference, to_onnx, trace  # noqa: E402
-from pipeline.geometry import to_tensor  # noqa: E402
-from pipeline.inference import OnnxNet, load_fold, seg_infer_spec, seg_network  # noqa: E402
-from pipeline.planner import FirstImages  # noqa: E402
-from pipeline.predict import predict  # noqa: E402
-from pipeline.store import ArrayStore  # noqa: E402
-from pipeline.trainset import fold_model_paths  # noqa: E402
+from pipeline.bundle.export import max_difference, to_onnx, trace  # noqa: E402
+from pipeline.bundle.planner import FirstImages  # noqa: E402
+from pipeline.core.store import ArrayStore  # noqa: E402
+from pipeline.data.geometry import to_tensor  # noqa: E402
+from pipeline.data.tables import fold_model_paths  # noqa: E402
+from pipeline.inference.fold_models import OnnxNet, load_fold, seg_infer_spec, seg_network  # noqa: E402
+from pipeline.inference.predict import predict  # noqa: E402
 
 
 def main() -> None:

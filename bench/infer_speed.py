@@ -1,4 +1,4 @@
-"""CPU test inference speed of the tgs_salt model: `pipeline.predict.predict` at 101 px with flip TTA.
+"""CPU test inference speed of the tgs_salt model: `pipeline.inference.predict.predict` at 101 px with flip TTA.
 
 Budget (issue 19): at least 200 img/s on this machine (2 cores) for the tgs_salt config's model
 (EfficientNet-Lite0 U-Net with the thin decoder, distance head and empty-mask head; 101 px tiles
@@ -30,10 +30,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import api, runtime  # noqa: E402
-from pipeline.predict import predict  # noqa: E402
-from pipeline.segmentation import build_model, infer_spec  # noqa: E402
-from pipeline.store import ArrayStore  # noqa: E402
+from pipeline import api  # noqa: E402
+from pipeline.core import runtime  # noqa: E402
+from pipeline.core.store import ArrayStore  # noqa: E402
+from pipeline.inference.predict import predict  # noqa: E402
+from pipeline.training.segmentation import build_model, infer_spec  # noqa: E402
 
 
 def _variants(cfg, device) -> dict:

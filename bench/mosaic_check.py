@@ -1,4 +1,4 @@
-"""How trustworthy are the mosaic pairs (issue 18)? The touching pairs that pipeline/mosaic.py's
+"""How trustworthy are the mosaic pairs (issue 18)? The touching pairs that pipeline/neighbours/mosaic.py's
 edge costs find among a config's train and test tiles, for each cost alone, either (what
 find_pairs keeps) or both agreeing, at several ratio-test margins, checked against:
 - the true tile positions where they are known (the demo's tile_positions.csv): precision and
@@ -26,9 +26,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from mosaic_pairs import true_pairs  # noqa: E402
 
-from pipeline import cache, config, mosaic  # noqa: E402
-from pipeline import stages as _stages  # noqa: E402,F401
-from pipeline.store import ArrayStore  # noqa: E402
+from pipeline.config import loader as config  # noqa: E402
+from pipeline.core.store import ArrayStore  # noqa: E402
+from pipeline.engine import cache  # noqa: E402
+from pipeline.neighbours import mosaic  # noqa: E402
 
 SAME_DEPTH = 50  # depth units (tgs: feet) within which a side-by-side pair counts as level
 

@@ -1,5 +1,5 @@
 """Mosaic pair precision and recall on the demo (issue 18): the touching pairs that
-pipeline/mosaic.py finds among the train and test tiles together, against the true tile
+pipeline/neighbours/mosaic.py finds among the train and test tiles together, against the true tile
 positions (tile_positions.csv), for the edge costs alone and for the edge costs restricted to
 each tile's nearest neighbours in the embed stage's embedding (a pair is a candidate only when
 one tile is among the other's `--k` nearest).
@@ -19,9 +19,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import cache, config, mosaic  # noqa: E402
-from pipeline import stages as _stages  # noqa: E402,F401
-from pipeline.store import ArrayStore  # noqa: E402
+from pipeline.config import loader as config  # noqa: E402
+from pipeline.core.store import ArrayStore  # noqa: E402
+from pipeline.engine import cache  # noqa: E402
+from pipeline.neighbours import mosaic  # noqa: E402
 
 
 def true_pairs(positions: pd.DataFrame) -> set[tuple[str, str, str]]:

@@ -27,7 +27,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.submission import submission_scores  # noqa: E402
+from pipeline.submission.binary import submission_scores  # noqa: E402
 
 
 def _hidden(path: str, solution: str, metric: str) -> pd.DataFrame:

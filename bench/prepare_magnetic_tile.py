@@ -20,10 +20,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import fileio  # noqa: E402
-from pipeline.imageio import load_mask  # noqa: E402
-from pipeline.longrle import CLASS_ROWS, RLE  # noqa: E402
-from pipeline.rle import rle_encode  # noqa: E402
+from pipeline.core import fileio
+from pipeline.data.imageio import load_mask  # noqa: E402
+from pipeline.data.longrle import CLASS_ROWS, RLE  # noqa: E402
+from pipeline.data.rle import rle_encode  # noqa: E402
 
 CLASSES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 FREE = "MT_Free"

@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline import api, cache  # noqa: E402
+from pipeline import api  # noqa: E402
+from pipeline.engine import cache  # noqa: E402
 
 
 def all_keys(no_inputs: bool) -> dict[str, dict[str, str]]:

@@ -3,7 +3,7 @@
 Measured here (2 CPU cores, magnetic_tile, 60 images): 0.74x at 32 tiles per pass, 0.97x at 16,
 1.13x at 8, so on CPU the pipeline keeps one image per pass; on a GPU it batches `batch_size`.
 
-Both sides run `pipeline.predict.predict` in tile mode with the config's segmentation model
+Both sides run `pipeline.inference.predict.predict` in tile mode with the config's segmentation model
 (random init: speed does not depend on the weights), TTA and tile size/overlap, on the first N
 images of the config's train folder. tile_batch=1 is one image's tiles per pass; --batch N puts
 at least N tiles of whole images in one. Sides alternate over
@@ -26,11 +26,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import config, imageio, paths, runtime  # noqa: E402
-from pipeline.datasets import Geometry  # noqa: E402
-from pipeline.predict import InferSpec, predict  # noqa: E402
-from pipeline.segmentation import build_model  # noqa: E402
-from pipeline.store import ArrayStore, write_store  # noqa: E402
+from pipeline.config import loader as config  # noqa: E402
+from pipeline.core import paths, runtime  # noqa: E402
+from pipeline.core.store import ArrayStore, write_store  # noqa: E402
+from pipeline.data import imageio  # noqa: E402
+from pipeline.data.datasets import Geometry  # noqa: E402
+from pipeline.inference.predict import InferSpec, predict  # noqa: E402
+from pipeline.training.segmentation import build_model  # noqa: E402
 
 
 def main() -> None:

@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from paired_oof import paired as paired_difference  # noqa: E402  (bench/, this script's folder)
 
-from pipeline.ensemble_io import read_maps  # noqa: E402
-from pipeline.postprocess import candidate_scores  # noqa: E402
-from pipeline.pretrained import load_lite_weights  # noqa: E402
+from pipeline.inference.ensemble_io import read_maps  # noqa: E402
+from pipeline.modeling.pretrained import load_lite_weights  # noqa: E402
+from pipeline.postprocessing.masks import candidate_scores  # noqa: E402
 
 SIZE = 128
 THRESHOLDS = np.arange(0.3, 0.71, 0.05)

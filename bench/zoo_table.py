@@ -15,7 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import api, logs  # noqa: E402
+from pipeline import api  # noqa: E402
+from pipeline.core import logs  # noqa: E402
 
 
 def row(config: str, models: list[str]) -> dict:

@@ -24,16 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import (
-    cache,
-    distributed,
-    foldrun,
-    logs,
-    stages,  # noqa: F401  (registers the stages)
-    zoo,
-)
-from pipeline import config as config_mod
-from pipeline.errors import LockedError, UserError
+from pipeline import stages  # noqa: F401  (registers the stages)
+from pipeline.config import loader as config_mod
+from pipeline.config import zoo
+from pipeline.core import distributed, logs
+from pipeline.core.errors import LockedError, UserError
+from pipeline.engine import cache, foldrun
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
@@ -172,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     if args.solution:
-        from pipeline.longscore import score_long
-        from pipeline.multiclass import Classes
+        from pipeline.data.multiclass import Classes
+        from pipeline.evaluation.long_score import score_long
 
         if not (args.target and args.images and args.classes):
             raise UserError("score --solution needs a submission CSV, --images DIR and --classes a,b,...")
@@ -198,7 +194,7 @@ def _score(args: argparse.Namespace) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     folds = _folds(args)
     if args.command == "demo-data":
-        from pipeline import demo
+        from pipeline.demo import cli as demo
 
         extra = (["--out", args.out] if args.out else []) + (["--seed", str(args.seed)] if args.seed is not None else [])
         extra += ["--classes", args.classes] if args.classes else []
@@ -217,7 +213,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{name:<12} {state:<8} {key}")
         return 0
     if args.command == "report":
-        from pipeline.report import build_report
+        from pipeline.engine.report import build_report
 
         print(build_report(cfg))
         return 0
@@ -251,7 +247,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             _run_stage(cfg, name, force=False, keys=keys)
         if not distributed.is_main():
             return 0
-        from pipeline.report import build_report
+        from pipeline.engine.report import build_report
 
         print(build_report(cfg, save=True))
         return 0

@@ -7,26 +7,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import bundle as bundle_mod
-from pipeline import (
-    cache,
-    distributed,
-    foldrun,
-    logs,
-    paths,
-    planner,
-    stages,  # noqa: F401  (registers the stages)
-    zoo,
-)
-from pipeline import config as config_mod
-from pipeline.bundle import Sources
-from pipeline.ensemble_io import model_folders
-from pipeline.errors import UserError
-from pipeline.inference import classifier_paths
-from pipeline.schema import Config
-from pipeline.store import ArrayStore
-from pipeline.submission import check_submission, read_submission, score_submission  # noqa: F401  (part of the API)
-from pipeline.trainset import fold_model_paths
+from pipeline import stages  # noqa: F401  (registers the stages)
+from pipeline.bundle import build as bundle_mod
+from pipeline.bundle import planner
+from pipeline.bundle.build import Sources
+from pipeline.config import loader as config_mod
+from pipeline.config import zoo
+from pipeline.config.schema import Config
+from pipeline.core import distributed, logs, paths
+from pipeline.core.errors import UserError
+from pipeline.core.store import ArrayStore
+from pipeline.data.tables import fold_model_paths
+from pipeline.engine import cache, foldrun
+from pipeline.inference.ensemble_io import model_folders
+from pipeline.inference.fold_models import classifier_paths
+from pipeline.submission.binary import check_submission, read_submission, score_submission  # noqa: F401  (part of the API)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -75,7 +70,7 @@ def bundle_sources(cfg: Config) -> Sources:
 
 
 def bundle(cfg: Config, out: str | Path, export: str | None = None, wheels: bool = False) -> dict:
-    """Write the offline bundle of this config's finished run into `out` (pipeline/bundle.py);
+    """Write the offline bundle of this config's finished run into `out` (pipeline/bundle/build.py);
     returns its manifest."""
     return bundle_mod.build(cfg, bundle_sources(cfg), Path(out), export=export, wheels=wheels)
 
@@ -83,7 +78,7 @@ def bundle(cfg: Config, out: str | Path, export: str | None = None, wheels: bool
 def plan(
     cfg: Config, budget: str, device: str | None = None, bundle_dir: str | Path | None = None, n_test: int | None = None
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """The time-budget planner (pipeline/planner.py): every (models, views, folds) choice with
+    """The time-budget planner (pipeline/bundle/planner.py): every (models, views, folds) choice with
     its expected test time on this machine and its OOF score, and the best that fits `budget`
     ('2h', '90m', seconds) for `n_test` test images (default: the local test folder's count; a
     hidden test set is often larger); with `bundle_dir`, the choice is written into that bundle."""

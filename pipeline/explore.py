@@ -14,16 +14,16 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from pipeline import api
-from pipeline.classrows import class_of_row, flat, keys, read_rows, repeat, row_probs, truth_planes
-from pipeline.fileio import read_csv
-from pipeline.postprocess import candidate_scores
-from pipeline.schema import Config
-from pipeline.splits import coverage_bins
-from pipeline.store import ArrayStore, map_of
-from pipeline.trainset import load_folds
+from pipeline.config.schema import Config
+from pipeline.core.fileio import read_csv
+from pipeline.core.store import ArrayStore, map_of
+from pipeline.data.classrows import class_of_row, flat, keys, read_rows, repeat, row_probs, truth_planes
+from pipeline.data.splits import coverage_bins
+from pipeline.data.tables import load_folds
+from pipeline.postprocessing.masks import candidate_scores
 
 if TYPE_CHECKING:  # ensemble_io imports torch (via predict); only 02/03 need it
-    from pipeline.ensemble_io import EnsembleOutputs
+    from pipeline.inference.ensemble_io import EnsembleOutputs
 
 # train.csv columns written by ingest itself; every other column came from the metadata CSVs.
 OWN_COLUMNS = ("id", "height", "width", "coverage", "empty")
@@ -52,7 +52,7 @@ def train_stores(cfg: Config) -> tuple[ArrayStore, ArrayStore]:
 
 def ensemble_outputs(cfg: Config) -> EnsembleOutputs:
     """Blended OOF/test maps of the ensemble artifact, with the ingest data they refer to."""
-    from pipeline.ensemble_io import EnsembleOutputs
+    from pipeline.inference.ensemble_io import EnsembleOutputs
 
     return EnsembleOutputs(api.artifact(cfg, "ensemble"), api.artifact(cfg, "ingest"), api.artifact(cfg, "ingest_test"))
 
@@ -71,7 +71,7 @@ def oof_frame(cfg: Config) -> pd.DataFrame:
 
 
 def _row_keys(table: pd.DataFrame) -> list[str]:
-    """The row key (pipeline.classrows.keys) of each row of an id (, class) table."""
+    """The row key (pipeline.data.classrows.keys) of each row of an id (, class) table."""
     if "class" not in table.columns:
         return table["id"].tolist()
     return [f"{i}_{c}" for i, c in zip(table["id"], table["class"], strict=True)]
@@ -164,7 +164,7 @@ def scorer_data(cfg: Config, ens: EnsembleOutputs | None = None) -> ScorerData:
 def held_out_predictions(cfg: Config, data: ScorerData) -> tuple[dict[str, float], np.ndarray]:
     """Refit the scorer's nested CV (same params, seed and folds): each policy's held-out mean
     metric and the (N, C) held-out predictions (each fold predicted by a model fitted on the others)."""
-    from pipeline.scoring import Problem, nested_cv
+    from pipeline.postprocessing.score_predictor import Problem, nested_cv
 
     p = Problem(
         data.features,
@@ -184,7 +184,7 @@ def booster_predictions(cfg: Config, data: ScorerData) -> np.ndarray:
     """(N, C) predictions of the scorer's saved model `lgbm.txt` (fitted on all OOF: in-sample)."""
     import lightgbm as lgb
 
-    from pipeline.scoring import design
+    from pipeline.postprocessing.score_predictor import design
 
     booster = lgb.Booster(model_file=str(api.artifact(cfg, "scorer") / "lgbm.txt"))
     x = design(data.features, data.cands)[booster.feature_name()]

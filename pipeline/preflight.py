@@ -1,16 +1,16 @@
 """Checks that need the heavy libraries (albumentations, smp/timm), run once before any stage
 trains: a misspelt augmentation or encoder must fail in seconds, not when its stage starts
-after an hour of training. The config's own check (pipeline/validate.py) stays import-light
+after an hour of training. The config's own check (pipeline/config/validate.py) stays import-light
 so that `status` and `--help` stay instant; these run only when stages are about to run."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from pipeline import distributed
-from pipeline.datasets import build_augment
-from pipeline.errors import UserError
-from pipeline.schema import Config
+from pipeline.config.schema import Config
+from pipeline.core import distributed
+from pipeline.core.errors import UserError
+from pipeline.data.datasets import build_augment
 
 
 def _augments(cfg: Config) -> list[str]:
@@ -31,7 +31,7 @@ def _section(name: str, message: str) -> str:
 def _models(cfg: Config) -> list[str]:
     """Build each network once without weights (no download, no wheel): smp and timm refuse an
     unknown encoder or an architecture it cannot pair with only at construction."""
-    from pipeline.models import ClassifierNet, build_segmentation
+    from pipeline.modeling.models import ClassifierNet, build_segmentation
 
     problems = []
     seg = dataclasses.replace(cfg.segment.model, encoder_weights=None)

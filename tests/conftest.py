@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config, demo, paths
 from pipeline import stages as _stages  # noqa: F401  (registers the stages)
-from pipeline.schema import Config
+from pipeline.config import loader as config
+from pipeline.config.schema import Config
+from pipeline.core import paths
+from pipeline.demo import binary as demo
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_CFG = REPO / "configs" / "smoke.yaml"
@@ -90,8 +92,8 @@ def flip_predictor(tmp_path, smoke_cfg) -> Callable[..., tuple]:
         import numpy as np
         import torch
 
-        from pipeline.segmentation import build_model, infer_spec
-        from pipeline.store import ArrayStore, write_store
+        from pipeline.core.store import ArrayStore, write_store
+        from pipeline.training.segmentation import build_model, infer_spec
 
         cfg = smoke_cfg(*overrides)
         rng = np.random.default_rng(0)

@@ -13,8 +13,8 @@ import os
 import sys
 import time
 
-from pipeline import cache
 from pipeline.__main__ import main
+from pipeline.engine import cache
 
 SLOW = cache.Stage("t_slow", ("pseudo.rounds",), (), lambda ctx: _slow(ctx), doc="test: slow")
 

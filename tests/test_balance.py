@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 from test_embed import EMBED
 
-from pipeline import balance, cache, fileio, segmentation
-from pipeline.balance import ImageTraits
-from pipeline.config import ConfigError
-from pipeline.datasets import sample_weights
-from pipeline.errors import UserError
-from pipeline.trainset import TrainSet
+from pipeline.core import fileio
+from pipeline.core.errors import ConfigError, UserError
+from pipeline.data.datasets import sample_weights
+from pipeline.engine import cache
+from pipeline.neighbours import balance
+from pipeline.neighbours.balance import ImageTraits
+from pipeline.training import segmentation
+from pipeline.training.trainset import TrainSet
 
 BALANCE_EMBED = [*EMBED, "embed.constraint=0"]
 

@@ -12,9 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import api, bundle, cache, paths, planner
-from pipeline.errors import UserError
-from pipeline.store import ArrayStore
+from pipeline import api
+from pipeline.bundle import build as bundle
+from pipeline.bundle import planner
+from pipeline.core import paths
+from pipeline.core.errors import UserError
+from pipeline.core.store import ArrayStore
+from pipeline.engine import cache
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +64,7 @@ def test_bundle_reproduces_the_submission(finished, smoke_data, tmp_path, policy
     plan = json.loads((out / "bundle.json").read_text())
     assert list(plan["models"]) == ["segment", "pseudo"]
     assert sum(m["weight"] for m in plan["models"].values()) == pytest.approx(1.0)
-    assert set(manifest["modules"]).isdisjoint(bundle.TRAINING)
+    assert not any(bundle.is_training(m) for m in manifest["modules"])
     assert "torch" in (out / "requirements.txt").read_text()
     assert not any(p.suffix == ".pkl" for p in out.rglob("*"))
 
@@ -113,14 +117,17 @@ def test_a_policy_reading_metadata_needs_it(finished, smoke_data, tmp_path):
 def test_bundle_runs_its_own_modules(done, tmp_path):
     out = tmp_path / "bundle"
     api.bundle(done, out)
-    code = f"import sys; sys.path.insert(0, {str(out)!r}); import pipeline.offline as o, pipeline.inference; print(o.__file__)"
+    code = f"import sys; sys.path.insert(0, {str(out)!r}); import pipeline.bundle.offline as o, pipeline.inference.fold_models; print(o.__file__)"
     res = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().startswith(str(out))
     res = subprocess.run(
-        [sys.executable, "-I", "-c", code.replace("pipeline.inference", "pipeline.train")], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-I", "-c", code.replace("pipeline.inference.fold_models", "pipeline.training.loop")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
-    assert res.returncode != 0 and "No module named 'pipeline.train'" in res.stderr
+    assert res.returncode != 0 and "No module named 'pipeline.training" in res.stderr
 
 
 def test_bundle_refuses_a_folder_in_use_and_leaves_nothing_half_written(done, tmp_path):
@@ -172,7 +179,7 @@ def _close_to_the_pipeline(path: Path, cfg) -> None:
 
 
 def test_export_refuses_adabn(smoke_cfg, tmp_path):
-    from pipeline.export import export_models
+    from pipeline.bundle.export import export_models
 
     with pytest.raises(UserError, match="adabn"):
         export_models(smoke_cfg("ensemble.adabn=true"), {}, tmp_path, "torchscript", tmp_path)

@@ -8,21 +8,31 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline import bundle, offline, planner
-from pipeline.errors import UserError
+from pipeline.bundle import build as bundle
+from pipeline.bundle import offline, planner
+from pipeline.core.errors import UserError
 
 
 def test_the_bundle_carries_inference_modules_only():
     modules, third = bundle.closure()
-    assert {"offline", "inference", "predict", "models", "geometry", "policy", "submission", "ingest"} <= set(modules)
-    assert not bundle.TRAINING.intersection(modules)
+    assert {
+        "bundle.offline",
+        "inference.fold_models",
+        "inference.predict",
+        "modeling.models",
+        "data.geometry",
+        "postprocessing.policy",
+        "submission.binary",
+        "data.ingest",
+    } <= set(modules)
+    assert not any(bundle.is_training(m) for m in modules)
     assert {"torch", "numpy", "segmentation_models_pytorch", "lightgbm"} <= third
     assert "albumentations" not in third  # augmentation is training code
 
 
 def test_a_training_module_in_the_closure_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(bundle, "closure", lambda: (["offline", "train"], set()))
-    with pytest.raises(UserError, match="training code .*train"):
+    monkeypatch.setattr(bundle, "closure", lambda: (["bundle.offline", "training.loop"], set()))
+    with pytest.raises(UserError, match="training code .*training.loop"):
         bundle._write_code(tmp_path, None)
     assert not (tmp_path / "pipeline").exists()
 
@@ -71,17 +81,17 @@ def test_the_plan_takes_the_best_oof_that_fits_then_more_folds():
 
 def test_a_stage_import_is_seen_and_refused(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("from pipeline.stages import ensemble\nimport pipeline.stages.submit\nfrom pipeline import inference\n")
+    module.write_text("from pipeline.stages import ensemble\nimport pipeline.stages.submit\nfrom pipeline.inference import predict\n")
     own, third = bundle._imports(module)
-    assert own == {"stages", "inference"} and not third
-    assert "stages" in bundle.TRAINING
+    assert own == {"stages.ensemble", "stages.submit", "inference.predict"} and not third
+    assert bundle.is_training("stages.ensemble") and bundle.is_training("stages")
 
 
 def test_the_frozen_candidate_grid_is_the_scorer_s():
     import numpy as np
 
-    from pipeline.policy import candidate_grid
-    from pipeline.postprocess import candidate_scores
+    from pipeline.postprocessing.masks import candidate_scores
+    from pipeline.postprocessing.policy import candidate_grid
 
     truths, probs = [np.zeros((4, 4), bool)], [np.zeros((4, 4), np.float32)]
     t, a, g = [0.3, 0.5], [0, 10, 20], [0.0, 0.5]

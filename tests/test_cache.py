@@ -15,10 +15,13 @@ import pandas as pd
 import pytest
 from conftest import data_overrides
 
-from pipeline import cache, config, demo
 from pipeline import stages as _stages  # noqa: F401  (registers the real stages)
-from pipeline.cache import Stage
-from pipeline.ingest import IngestError
+from pipeline.config import loader as config
+from pipeline.config import typed
+from pipeline.data.ingest import IngestError
+from pipeline.demo import binary as demo
+from pipeline.engine import cache
+from pipeline.engine.cache import Stage
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CFG = REPO / "configs" / "demo.yaml"
@@ -312,7 +315,7 @@ def test_real_stages_run_and_cache(tmp_path, tiny_data):
     assert manifest["upstream_keys"] == {"ingest": cache.stage_key(cfg, "ingest")}
     # the manifest records what the key hashes: the folds section, less opt-in switches that are off
     off = ("mosaic", "clusters")
-    hashed = {k: v for k, v in config.section(cfg, "folds").items() if k not in off}
+    hashed = {k: v for k, v in typed.section(cfg, "folds").items() if k not in off}
     assert manifest["config"] == {"folds": hashed}
     assert "mosaic:" in (folder / "config.yaml").read_text()  # the resolved config keeps everything
     assert cache.read_manifest(ingest_dir)["inputs"]["files"]  # external files fingerprinted

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import cache
-from pipeline.classifier import patch_grid
-from pipeline.store import ArrayStore
+from pipeline.core.store import ArrayStore
+from pipeline.engine import cache
+from pipeline.training.classifier import patch_grid
 
 PATCH = ["classify.patch.enabled=true", "classify.patch.size=64", "classify.patch.stride=40", "classify.train.epochs=2"]
 

@@ -1,4 +1,4 @@
-"""experiment.compile: OOF and test inference through torch.compile (pipeline.predict.compiled),
+"""experiment.compile: OOF and test inference through torch.compile (pipeline.inference.predict.compiled),
 with the eager model as the fallback when compiling fails."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import predict as predict_mod
-from pipeline.segmentation import infer_spec
+from pipeline.inference import predict as predict_mod
+from pipeline.training.segmentation import infer_spec
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_a_failing_compile_falls_back_to_the_eager_model(setup, monkeypatch, cap
         return run
 
     monkeypatch.setattr(predict_mod.torch, "compile", broken)
-    with caplog.at_level(logging.WARNING, logger="pipeline.predict"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.inference.predict"):
         fast = _masks(model, images, dataclasses.replace(spec, compile=True))
     assert sum("predicting eagerly: RuntimeError: no compiler here" in r.message for r in caplog.records) == 1
     for a, b in zip(fast, _masks(model, images, spec), strict=True):

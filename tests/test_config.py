@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import config, paths
-from pipeline.errors import UserError
-from pipeline.schema import Config, LossPhase, TrainCfg
+from pipeline.config import loader as config
+from pipeline.config import typed
+from pipeline.config.schema import Config, LossPhase, TrainCfg
+from pipeline.core import paths
+from pipeline.core.errors import ConfigError, UserError
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "configs" / "demo.yaml"
@@ -28,7 +30,7 @@ def _exp(tmp_path: Path, body: dict | str, name: str = "exp.yaml", base: Path | 
 
 
 def _error(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> str:
-    with pytest.raises(config.ConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         config.load(path, overrides)
     msg = str(info.value)
     assert "\n" not in msg, f"error must be one line: {msg!r}"
@@ -154,16 +156,16 @@ def test_dump_round_trips(tmp_path):
     again = config.load(path)
     assert again == cfg
     assert again.source == str(path) and cfg.source == str(DEMO)
-    assert config.to_dict(again) == config.to_dict(cfg)
-    assert "source" not in config.to_dict(cfg)
+    assert typed.to_dict(again) == typed.to_dict(cfg)
+    assert "source" not in typed.to_dict(cfg)
 
 
 def test_section_and_to_dict():
     cfg = config.load(DEMO)
-    assert config.section(cfg, "segment.train.epochs") == 6
-    train = config.section(cfg, "segment.train")
+    assert typed.section(cfg, "segment.train.epochs") == 6
+    train = typed.section(cfg, "segment.train")
     assert isinstance(train, dict) and train["loss"][0]["until_epoch"] == 4
-    assert config.section(cfg, "folds") == {
+    assert typed.section(cfg, "folds") == {
         "n_folds": 3,
         "coverage_bins": 10,
         "group_column": None,
@@ -201,7 +203,7 @@ def test_unknown_override_key():
 
 
 def test_config_error_is_user_error():
-    assert issubclass(config.ConfigError, UserError)
+    assert issubclass(ConfigError, UserError)
 
 
 # ----------------------------------------------------------------------------- wrong types

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import cache, config
+from pipeline.config import loader as config
+from pipeline.engine import cache
 
 REPO = Path(__file__).resolve().parent.parent
 

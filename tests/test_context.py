@@ -1,4 +1,4 @@
-"""segment.context: tiles grown with their touching neighbours' pixels (pipeline/context.py)."""
+"""segment.context: tiles grown with their touching neighbours' pixels (pipeline/neighbours/mosaic_context.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import cache, context, edges
-from pipeline.config import ConfigError
-from pipeline.errors import UserError
-from pipeline.geometry import Geometry
-from pipeline.predict import InferSpec, predict
-from pipeline.store import ArrayStore, write_store
-from pipeline.trainset import TrainSet
+from pipeline.core.errors import ConfigError, UserError
+from pipeline.core.store import ArrayStore, write_store
+from pipeline.data.geometry import Geometry
+from pipeline.engine import cache
+from pipeline.inference.predict import InferSpec, predict
+from pipeline.neighbours import edges
+from pipeline.neighbours import mosaic_context as context
+from pipeline.training.trainset import TrainSet
 
 T = 20  # tile side
 
@@ -152,7 +153,7 @@ def test_segment_trains_on_grown_tiles_from_its_own_part_and_predicts_grown_oof(
         "segment.context.margin=10",
         "segment.train.folds=[0]",
     )
-    from pipeline import segmentation
+    from pipeline.training import segmentation
 
     seen = []
     dataset = segmentation.SegDataset.__init__
@@ -222,7 +223,7 @@ def test_scorer_fits_with_edge_features_of_oof_and_test_images(smoke_cfg):
 
 
 def test_the_mosaic_stage_searches_nothing_for_a_config_without_context(smoke_cfg):
-    from pipeline.zoo import mosaic_used
+    from pipeline.config.zoo import mosaic_used
 
     assert not mosaic_used(smoke_cfg())
     assert mosaic_used(smoke_cfg("scorer.edges=true"))

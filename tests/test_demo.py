@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import demo, folders
+from pipeline.core import folders
+from pipeline.demo import binary as demo
+from pipeline.demo import cli as demo_cli
 
 SMALL = {"n_train": 120, "n_test": 40}
 TILE = 101
@@ -126,7 +128,7 @@ def test_existing_output_is_reused(demo_dir: Path) -> None:
 def test_main_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
     argv = ["--out", str(out), "--seed", "3", "--n-train", "30", "--n-test", "10"]
-    assert demo.main(argv) == 0
+    assert demo_cli.main(argv) == 0
     assert "train=30" in capsys.readouterr().out
     assert len(list((out / "test/images").glob("*.png"))) == 10
 

@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import bundle
-from pipeline.config import ConfigError
-from pipeline.errors import UserError
-from pipeline.policy import MIN_GROUP_ROWS, by_difficulty, choose, difficulty_groups
-from pipeline.scoring import Problem, nested_cv
+from pipeline.bundle import build as bundle
+from pipeline.core.errors import ConfigError, UserError
+from pipeline.postprocessing.policy import MIN_GROUP_ROWS, by_difficulty, choose, difficulty_groups
+from pipeline.postprocessing.score_predictor import Problem, nested_cv
 
 
 def _scores(n: int = 90, seed: int = 0) -> np.ndarray:

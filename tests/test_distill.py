@@ -1,4 +1,4 @@
-"""Knowledge distillation (pipeline/distill.py, the distill stage): targets, config checks, and
+"""Knowledge distillation (pipeline/training/distill.py, the distill stage): targets, config checks, and
 the honesty rule: fold k's student learns only from fold k's teachers, on images outside fold k."""
 
 from __future__ import annotations
@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import cache, distill, zoo
-from pipeline.config import ConfigError
-from pipeline.schema import DistillCfg
-from pipeline.store import ArrayStore
+from pipeline.config import zoo
+from pipeline.config.schema import DistillCfg
+from pipeline.core.errors import ConfigError
+from pipeline.core.store import ArrayStore
+from pipeline.engine import cache
+from pipeline.training import distill
 
 ZOO = "segment.models={fpn: {model: {arch: FPN}}}"
 

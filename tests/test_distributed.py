@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun (pipeline.distributed): the sampler's split of the
+"""Data-parallel training under torchrun (pipeline.core.distributed): the sampler's split of the
 global batch, the batch-size check, and 2-process gloo runs of the smoke segment stage against
 the 1-process run, killed and resumed."""
 
@@ -17,9 +17,10 @@ import pytest
 import torch
 from conftest import SMOKE_CFG
 
-from pipeline import distributed, preflight
-from pipeline.errors import UserError
-from pipeline.loader import KeyedSampler
+from pipeline import preflight
+from pipeline.core import distributed
+from pipeline.core.errors import UserError
+from pipeline.data.loader import KeyedSampler
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 REPO = Path(__file__).resolve().parent.parent
@@ -150,7 +151,7 @@ def test_killed_run_resumes_to_the_same_weights(ddp_run, tmp_path, smoke_overrid
 def test_sync_batchnorm_keeps_what_the_network_computes(smoke_cfg):
     """timm's BatchNormAct2d (BatchNorm + activation) must stay an activation after conversion
     (torch's own converter drops it: this model's eval output then changes)."""
-    from pipeline.segmentation import build_model
+    from pipeline.training.segmentation import build_model
 
     cfg = smoke_cfg()
     torch.manual_seed(0)

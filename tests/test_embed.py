@@ -8,9 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import cache, config, embedding, fileio, retrieval
-from pipeline.config import ConfigError
-from pipeline.schema import EmbedCfg
+from pipeline.config import typed
+from pipeline.config.schema import EmbedCfg
+from pipeline.core import fileio
+from pipeline.core.errors import ConfigError
+from pipeline.engine import cache
+from pipeline.neighbours import retrieval
+from pipeline.training import embedding
 
 EMBED = [
     "embed.enabled=true",
@@ -119,4 +123,4 @@ def test_embed_stage_artifacts_and_cluster_folds(smoke_cfg):
     folds = fileio.read_csv(folds_dir / "folds.csv", dtype={"id": str})
     # Every cluster's train images share one fold.
     assert (folds.assign(c=clusters.loc[folds["id"]].to_numpy()).groupby("c")["fold"].nunique() == 1).all()
-    assert config.section(cfg, "folds.clusters") is True
+    assert typed.section(cfg, "folds.clusters") is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from pipeline.fingerprint import DigestMemo, fingerprint
+from pipeline.engine.fingerprint import DigestMemo, fingerprint
 
 
 def _write(path, text):

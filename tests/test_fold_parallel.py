@@ -18,8 +18,9 @@ import pytest
 from conftest import REPO, SMOKE_CFG
 from test_cache import _cfg, dummies  # noqa: F401  (dummies: a fixture)
 
-from pipeline import cache, errors, foldrun, locks, previous
 from pipeline.__main__ import main
+from pipeline.core import errors, locks
+from pipeline.engine import cache, foldrun, previous
 
 FOLDS = [0, 1, 2]  # the demo config's folds.n_folds = 3, segment.train.folds = []
 

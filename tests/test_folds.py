@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.errors import UserError
-from pipeline.splits import coverage_bins, make_folds
+from pipeline.core.errors import UserError
+from pipeline.data.splits import coverage_bins, make_folds
 
 N_FOLDS, N_BINS = 5, 10
 

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import cache, hard, segmentation
-from pipeline.trainset import TrainSet
+from pipeline.engine import cache
+from pipeline.training import hard, segmentation
+from pipeline.training.trainset import TrainSet
 
 
 def test_hard_weights_scale_the_training_part_alone():

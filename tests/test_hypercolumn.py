@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.hypercolumn import Hypercolumn
-from pipeline.models import build_segmentation
-from pipeline.schema import ModelCfg
+from pipeline.config.schema import ModelCfg
+from pipeline.modeling.hypercolumn import Hypercolumn
+from pipeline.modeling.models import build_segmentation
 
 DECODER = [32, 16, 16, 8, 8]
 
@@ -40,7 +40,7 @@ def test_every_stage_gets_a_gradient():
 
 
 def test_head_value_and_arch_are_checked(smoke_cfg):
-    from pipeline.config import ConfigError
+    from pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="must be hypercolumn or null"):
         smoke_cfg("segment.model.head=hyper")

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import imagehead, imageio
-from pipeline.fileio import read_csv
-from pipeline.ingest import IngestError, Sources, format_problems, ingest, validate
-from pipeline.store import ArrayStore, write_store
+from pipeline.core.fileio import read_csv
+from pipeline.core.store import ArrayStore, write_store
+from pipeline.data import imagehead, imageio
+from pipeline.data.ingest import IngestError, Sources, format_problems, ingest, validate
 
 TGS = Path("/work/shared/data/tgs_salt")
 TGS_TEST = Path("/work/shared/data/tgs_salt_unlabeled")
@@ -356,7 +356,7 @@ def test_ids_that_read_as_nan(tmp_path: Path, masks: str) -> None:
 
 def test_artifact_readers_keep_nan_like_ids(tmp_path: Path, monkeypatch) -> None:
     from pipeline import api, explore
-    from pipeline.ensemble_io import EnsembleOutputs
+    from pipeline.inference.ensemble_io import EnsembleOutputs
 
     out, ens = tmp_path / "out", tmp_path / "ensemble"
     ingest(_nan_like_ids(tmp_path / "data"), out)
@@ -405,8 +405,8 @@ def test_metadata_column_numeric_except_some_entries_warns(tmp_path: Path, caplo
 
 
 def test_group_column_with_missing_values_is_refused(tmp_path: Path) -> None:
-    from pipeline.errors import UserError
-    from pipeline.metadata import check_group_column
+    from pipeline.core.errors import UserError
+    from pipeline.data.metadata import check_group_column
 
     _csv(tmp_path / "depths.csv", {"id": ["NA", "b", "c"], "z": [1, 2, 3]})
     _csv(tmp_path / "groups.csv", {"id": ["NA", "b", "c"], "site": ["x", None, None]})
@@ -503,7 +503,7 @@ def test_tgs_rle_matches_masks(tgs: Path, tmp_path: Path) -> None:
 
 def test_max_pixels_is_in_no_stage_key(smoke_cfg) -> None:
     # Valid data ingests the same under any limit: existing artifacts must keep their keys.
-    from pipeline import cache
+    from pipeline.engine import cache
 
     default, other = smoke_cfg(), smoke_cfg("data.max_pixels=1000")
     assert default.data.max_pixels == 50_000_000 and other.data.max_pixels == 1000

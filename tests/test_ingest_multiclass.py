@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import longrle, multiclass
-from pipeline.fileio import read_csv
-from pipeline.ingest import IngestError, Sources, ingest, validate
-from pipeline.store import ArrayStore
+from pipeline.core.fileio import read_csv
+from pipeline.core.store import ArrayStore
+from pipeline.data import longrle, multiclass
+from pipeline.data.ingest import IngestError, Sources, ingest, validate
 
 NAMES = ("scratch", "dent", "stain")
 IDS = ("a", "b", "c", "d")
@@ -150,8 +150,8 @@ def test_long_rle_problems_reach_the_ingest_report(tmp_path):
 
 
 def test_multiclass_demo_labels_csv_and_solution_agree(tmp_path):
-    from pipeline import demo_multiclass
-    from pipeline.longscore import score_long
+    from pipeline.demo import multiclass as demo_multiclass
+    from pipeline.evaluation.long_score import score_long
 
     out = tmp_path / "demo"
     stats = demo_multiclass.generate(out, k=3, n_train=24, n_test=8, size=48)

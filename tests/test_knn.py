@@ -8,9 +8,10 @@ import pytest
 from test_balance import BALANCE_EMBED
 from test_embed import EMBED
 
-from pipeline import cache, fileio, knn
-from pipeline.config import ConfigError
-from pipeline.errors import UserError
+from pipeline.core import fileio
+from pipeline.core.errors import ConfigError, UserError
+from pipeline.engine import cache
+from pipeline.neighbours import knn
 
 
 def _table(ids: list[str], k: int = 1) -> pd.DataFrame:

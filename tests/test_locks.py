@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from test_cache import DEMO_CFG, REPO, _cfg, dummies  # noqa: F401  (dummies: a fixture)
 
-from pipeline import cache, errors, locks, reuse
 from pipeline.__main__ import main
+from pipeline.core import errors, locks
+from pipeline.engine import cache
+from pipeline.training import reuse
 
 SLOW_SCRIPT = Path(__file__).with_name("slow_stage.py")
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import longrle
-from pipeline.imageio import Report
-from pipeline.longrle import CLASS_ROWS, IMAGE_LABEL
-from pipeline.multiclass import Classes
-from pipeline.rle import rle_encode
+from pipeline.data import longrle
+from pipeline.data.imageio import Report
+from pipeline.data.longrle import CLASS_ROWS, IMAGE_LABEL
+from pipeline.data.multiclass import Classes
+from pipeline.data.rle import rle_encode
 
 CLASSES = Classes(("Fish", "Flower", "Sugar_2"))  # a name with an underscore on purpose
 SHAPES = {"a_1": (7, 5), "b": (4, 6), "c": (3, 3)}

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import cache
-from pipeline.config import ConfigError
-from pipeline.geometry import Geometry
-from pipeline.mean_teacher import MeanTeacher
-from pipeline.models import build_segmentation
-from pipeline.schema import MeanTeacherCfg
-from pipeline.store import ArrayStore, write_store
-from pipeline.train import Fitter, Task
+from pipeline.config.schema import MeanTeacherCfg
+from pipeline.core.errors import ConfigError
+from pipeline.core.store import ArrayStore, write_store
+from pipeline.data.geometry import Geometry
+from pipeline.engine import cache
+from pipeline.modeling.models import build_segmentation
+from pipeline.training.loop import Fitter, Task
+from pipeline.training.mean_teacher import MeanTeacher
 
 
 def _quiet(_: str) -> None:
@@ -201,8 +201,8 @@ def test_final_teacher_is_opt_in_within_the_mean_teacher_switch(smoke_cfg, tmp_p
 
 
 def _mutual(tmp_path, cfg, peer):
-    from pipeline.mutual_teacher import MutualTeacher
-    from pipeline.segmentation import seg_task
+    from pipeline.training.mutual_teacher import MutualTeacher
+    from pipeline.training.segmentation import seg_task
 
     mt = MeanTeacherCfg(True, 1.0, 0.5, 4, 0.1, False, True)
     return MutualTeacher(

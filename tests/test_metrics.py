@@ -1,4 +1,4 @@
-"""Tests for pipeline.metrics against hand-computed values."""
+"""Tests for pipeline.evaluation.metrics against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from pipeline.metrics import (
+from pipeline.evaluation.metrics import (
     METRICS,
     batch_scores,
     dice,

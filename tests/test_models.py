@@ -10,16 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import config
-from pipeline.errors import UserError
-from pipeline.geometry import Geometry, to_tensor
-from pipeline.losses import LOSSES, ScheduledLoss, distance_loss, get_loss
-from pipeline.models import build_segmentation
-from pipeline.predict import InferSpec, adapt_bn, predict
-from pipeline.pretrained import LITE_PACKAGES, lite_state_dict
-from pipeline.schema import LossPhase, ModelCfg
-from pipeline.segmentation import build_model, seg_task
-from pipeline.store import ArrayStore, write_store
+from pipeline.config import loader as config
+from pipeline.config.schema import LossPhase, ModelCfg
+from pipeline.core.errors import UserError
+from pipeline.core.store import ArrayStore, write_store
+from pipeline.data.geometry import Geometry, to_tensor
+from pipeline.inference.predict import InferSpec, adapt_bn, predict
+from pipeline.modeling.losses import LOSSES, ScheduledLoss, distance_loss, get_loss
+from pipeline.modeling.models import build_segmentation
+from pipeline.modeling.pretrained import LITE_PACKAGES, lite_state_dict
+from pipeline.training.segmentation import build_model, seg_task
 
 REPO = Path(__file__).resolve().parent.parent
 LITE0 = "tu-efficientnet_lite0"
@@ -150,14 +150,14 @@ def test_decoder_attention_on_an_arch_without_it_is_refused():
 
 
 def test_decoder_attention_on_the_classifier_is_refused():
-    from pipeline.models import ClassifierNet
+    from pipeline.modeling.models import ClassifierNet
 
     with pytest.raises(UserError, match="the classifier has no decoder"):
         ClassifierNet(_model_cfg(arch="classifier", encoder_weights=None, decoder_attention="scse"), in_channels=1)
 
 
 def test_decoder_attention_value_is_checked(smoke_cfg):
-    from pipeline.config import ConfigError
+    from pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="decoder_attention must be scse or null"):
         smoke_cfg("segment.model.decoder_attention=cbam")

@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 from conftest import data_overrides
 
-from pipeline import cache, config, demo, mosaic
-from pipeline.config import ConfigError
-from pipeline.errors import UserError
-from pipeline.trainset import load_folds
+from pipeline.config import loader as config
+from pipeline.core.errors import ConfigError, UserError
+from pipeline.data.tables import load_folds
+from pipeline.demo import binary as demo
+from pipeline.engine import cache
+from pipeline.neighbours import mosaic
 
 TILE = 101
 

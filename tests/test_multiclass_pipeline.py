@@ -10,22 +10,24 @@ import pytest
 import torch
 from conftest import FAST, SMOKE_CFG
 
-from pipeline import cache, config, demo_multiclass, paths
-from pipeline.classrows import flat, keys, stack, truth_planes
-from pipeline.config import ConfigError
-from pipeline.datasets import SegDataset
-from pipeline.errors import UserError
-from pipeline.features import feature_table
-from pipeline.geometry import Geometry
-from pipeline.longrle import IMAGE_LABEL, to_frame
-from pipeline.longsubmit import make_long_submission
-from pipeline.losses import ScheduledLoss, class_index
-from pipeline.models import build_segmentation
-from pipeline.multiclass import Classes, pack
-from pipeline.policy import choose
-from pipeline.predict import squash
-from pipeline.schema import LossPhase
-from pipeline.store import ArrayStore
+from pipeline.config import loader as config
+from pipeline.config.schema import LossPhase
+from pipeline.core import paths
+from pipeline.core.errors import ConfigError, UserError
+from pipeline.core.store import ArrayStore
+from pipeline.data.classrows import flat, keys, stack, truth_planes
+from pipeline.data.datasets import SegDataset
+from pipeline.data.geometry import Geometry
+from pipeline.data.longrle import IMAGE_LABEL, to_frame
+from pipeline.data.multiclass import Classes, pack
+from pipeline.demo import multiclass as demo_multiclass
+from pipeline.engine import cache
+from pipeline.inference.predict import squash
+from pipeline.modeling.losses import ScheduledLoss, class_index
+from pipeline.modeling.models import build_segmentation
+from pipeline.postprocessing.features import feature_table
+from pipeline.postprocessing.policy import choose
+from pipeline.submission.long import make_long_submission
 
 CLASSES = ["stripes", "speckle", "dark"]
 NO_CLS = np.full(4, np.nan)
@@ -277,8 +279,8 @@ def test_subclasses_train_sub_class_channels_and_give_one_map(smoke_cfg, tmp_pat
 
 
 def test_k_class_pseudo_labels_pack_hard_keep_soft_and_train(tmp_path):
-    from pipeline.pseudo import label_coverage, select, write_labels
-    from pipeline.schema import PseudoCfg
+    from pipeline.config.schema import PseudoCfg
+    from pipeline.training.pseudo_labels import label_coverage, select, write_labels
 
     probs = [np.zeros((4, 4, 2)), np.zeros((4, 4, 2))]
     probs[0][:2, :, 0], probs[0][:, :1, 1] = 0.95, 0.92  # two overlapping classes
@@ -304,9 +306,9 @@ def test_k_class_pseudo_labels_pack_hard_keep_soft_and_train(tmp_path):
 
 
 def test_mean_teacher_compares_softmax_probabilities(tmp_path):
-    from pipeline.mean_teacher import MeanTeacher
-    from pipeline.schema import MeanTeacherCfg
-    from pipeline.store import write_store
+    from pipeline.config.schema import MeanTeacherCfg
+    from pipeline.core.store import write_store
+    from pipeline.training.mean_teacher import MeanTeacher
 
     write_store(tmp_path, "imgs", [(f"t{i}", np.full((32, 32, 3), 40 * i, np.uint8)) for i in range(4)])
     cfg = _cfg(
@@ -336,7 +338,7 @@ def test_bundle_and_plan_refuse_k_classes(tmp_path):
 
 
 def test_digit_class_names_stay_names(tmp_path):
-    from pipeline.classrows import cls_frame, read_rows, row_probs
+    from pipeline.data.classrows import cls_frame, read_rows, row_probs
 
     path = tmp_path / "cls.csv"
     cls_frame(["a", "b"], [[0.1, 0.2], [0.3, 0.4]], ["1", "2"]).to_csv(path, index=False)

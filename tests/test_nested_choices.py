@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.blend import fit_weights, nested_blend
-from pipeline.evaluation import score_probs
-from pipeline.scoring import Problem, inner_choice, nested_cv
+from pipeline.evaluation.oof import score_probs
+from pipeline.inference.blend import fit_weights, nested_blend
+from pipeline.postprocessing.score_predictor import Problem, inner_choice, nested_cv
 
 
 def _two_models(seed: int = 0):
@@ -83,7 +83,7 @@ def test_the_random_inner_split_keeps_groups_together(monkeypatch):
     one.groups = np.repeat(np.arange(10), 3)  # 30 rows in 10 groups of 3
     seen = []
     monkeypatch.setattr(
-        "pipeline.scoring.nested_cv",
+        "pipeline.postprocessing.score_predictor.nested_cv",
         lambda q, with_auto: (seen.append(q.fold), ({n: 0.0 for n in ("none", "grid", "global", "per_image")}, None))[1],
     )
     inner_choice(one)

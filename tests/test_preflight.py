@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import preflight
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import cache, fileio, pseudo_rank
-from pipeline.config import ConfigError
-from pipeline.inference import TestMaps as Maps  # not Test*: pytest would try to collect it
-from pipeline.pseudo import LABELS, select
+from pipeline.core import fileio
+from pipeline.core.errors import ConfigError
+from pipeline.core.store import ArrayStore
+from pipeline.data.tables import load_folds
+from pipeline.engine import cache
+from pipeline.inference.fold_models import TestMaps as Maps  # not Test*: pytest would try to collect it
 from pipeline.stages import pseudo as stage
-from pipeline.store import ArrayStore
-from pipeline.trainset import load_folds
+from pipeline.training import pseudo_select as pseudo_rank
+from pipeline.training.pseudo_labels import LABELS, select
 
 
 def _maps(clean: np.ndarray, rng: np.random.Generator) -> tuple[Maps, list[np.ndarray], list[np.ndarray]]:

@@ -13,7 +13,7 @@ import pytest
 from test_cache import _cfg, dummies  # noqa: F401  (dummies: a fixture)
 from test_locks import slow_calls, start_slow, stop  # noqa: F401  (slow_calls: a fixture)
 
-from pipeline import cache
+from pipeline.engine import cache
 
 
 def _backup(folder):

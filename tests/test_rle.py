@@ -1,4 +1,4 @@
-"""Tests for pipeline.rle: round trip, Kaggle layout, malformed input, real data."""
+"""Tests for pipeline.data.rle: round trip, Kaggle layout, malformed input, real data."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.rle import RLEError, rle_decode, rle_encode, validate_rle
+from pipeline.data.rle import RLEError, rle_decode, rle_encode, validate_rle
 
 TGS_DIR = Path("/work/shared/data/tgs_salt")
 

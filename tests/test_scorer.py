@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.errors import UserError
-from pipeline.scoring import choose
+from pipeline.core.errors import UserError
+from pipeline.postprocessing.score_predictor import choose
 
 # 3 candidates; fit-fold scores favour candidate 2, predictions favour 1 on average, but
 # image 0's best predicted candidate is 0.

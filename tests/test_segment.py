@@ -17,14 +17,15 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from pipeline import cache, config
-from pipeline import segmentation as segment
-from pipeline.datasets import coverage_bin, sample_weights
-from pipeline.errors import UserError
-from pipeline.evaluation import score_probs
-from pipeline.store import ArrayStore
-from pipeline.train import make_loader
-from pipeline.trainset import load_folds
+from pipeline.config import loader as config
+from pipeline.core.errors import UserError
+from pipeline.core.store import ArrayStore
+from pipeline.data.datasets import coverage_bin, sample_weights
+from pipeline.data.tables import load_folds
+from pipeline.engine import cache
+from pipeline.evaluation.oof import score_probs
+from pipeline.training import segmentation as segment
+from pipeline.training.loop import make_loader
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_CFG = REPO / "configs" / "smoke.yaml"

@@ -10,13 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import api, cache, paths, segmentation
-from pipeline.ensemble_io import EnsembleOutputs
-from pipeline.metrics import tgs_ap
-from pipeline.postprocess import apply, candidate_scores, gate_masks
-from pipeline.report import build_report, steps
-from pipeline.store import ArrayStore, dequantise
-from pipeline.trainset import load_folds
+from pipeline import api
+from pipeline.core import paths
+from pipeline.core.store import ArrayStore, dequantise
+from pipeline.data.tables import load_folds
+from pipeline.engine import cache
+from pipeline.engine.report import build_report, steps
+from pipeline.evaluation.metrics import tgs_ap
+from pipeline.inference.ensemble_io import EnsembleOutputs
+from pipeline.postprocessing.masks import apply, candidate_scores, gate_masks
+from pipeline.training import segmentation
 
 N_TRAIN, N_TEST = 48, 12
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import subclasses
+from pipeline.training import subclasses
 
 
 def _disc(shape, centre, radius):

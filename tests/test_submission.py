@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import cache
-from pipeline.errors import UserError
-from pipeline.rle import rle_encode
-from pipeline.submission import header_problem, score_submission
+from pipeline.core.errors import UserError
+from pipeline.data.rle import rle_encode
+from pipeline.engine import cache
+from pipeline.submission.binary import header_problem, score_submission
 
 
 def _sample(path, header):

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import cache
-from pipeline.config import ConfigError
-from pipeline.datasets import crop_batch
-from pipeline.predict import predict
-from pipeline.schema import LossPhase
-from pipeline.segmentation import build_model, infer_spec, seg_task
+from pipeline.config.schema import LossPhase
+from pipeline.core.errors import ConfigError
+from pipeline.data.datasets import crop_batch
+from pipeline.engine import cache
+from pipeline.inference.predict import predict
+from pipeline.training.segmentation import build_model, infer_spec, seg_task
 
 
 def _batch(n: int = 4, size: int = 64) -> dict[str, torch.Tensor]:
@@ -69,7 +69,7 @@ def test_progressive_windows_follow_the_global_position_not_the_batch(smoke_cfg)
 
 
 def test_the_training_loader_hands_out_global_positions(smoke_cfg):
-    from pipeline.loader import make_loader, set_epoch
+    from pipeline.data.loader import make_loader, set_epoch
 
     ds = [{"x": torch.tensor(float(i))} for i in range(6)]
     tcfg = dataclasses.replace(smoke_cfg().segment.train, batch_size=3)
@@ -116,7 +116,7 @@ def test_progressive_enters_the_segment_key_only_when_on(smoke_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_the_fitter_trains_on_crops_then_on_whole_inputs(smoke_cfg, tmp_path):
-    from pipeline.train import Fitter
+    from pipeline.training.loop import Fitter
 
     cfg = smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 2}", "segment.input.size=64", "segment.train.epochs=4")
     sizes: list[tuple[int, int]] = []

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from pipeline.schedules import build as _scheduler
-from pipeline.schedules import phase_starts
-from pipeline.schema import LossPhase
+from pipeline.config.schema import LossPhase
+from pipeline.training.schedules import build as _scheduler
+from pipeline.training.schedules import phase_starts
 
 
 def _tcfg(smoke_cfg, scheduler: str, epochs: int, swa: int, phases: list[LossPhase]):
@@ -67,7 +67,7 @@ def test_lr_scale_sets_the_peak_of_a_phase_cycle(smoke_cfg):
 
 
 def test_lr_scale_without_cosine_restarts_is_refused(smoke_cfg):
-    from pipeline.config import ConfigError
+    from pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"loss\[1\].lr_scale needs scheduler cosine_restarts"):
         smoke_cfg("segment.train.loss=[{until_epoch: 1, terms: {bce: 1.0}}, {until_epoch: 0, terms: {lovasz: 1.0}, lr_scale: 0.5}]")
@@ -78,8 +78,8 @@ def test_lr_scale_without_cosine_restarts_is_refused(smoke_cfg):
 
 def _fit_counting(tmp_path, smoke_cfg, **tcfg_kw):
     """Fit a tiny model; returns the epochs that were validated and the fit summary."""
-    from pipeline.models import build_segmentation
-    from pipeline.train import Fitter, Task
+    from pipeline.modeling.models import build_segmentation
+    from pipeline.training.loop import Fitter, Task
 
     cfg = smoke_cfg()
     torch.manual_seed(0)
@@ -123,7 +123,7 @@ def test_val_every_one_validates_each_epoch(tmp_path, smoke_cfg):
 
 
 def test_val_every_below_one_is_refused(smoke_cfg):
-    from pipeline.config import ConfigError
+    from pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="val_every must be >= 1"):
         smoke_cfg("segment.train.val_every=0")

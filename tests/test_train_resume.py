@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import runtime
-from pipeline.datasets import Geometry, SegDataset, build_augment
-from pipeline.train import Fitter, Task, fit_done, make_loader
+from pipeline.core import runtime
+from pipeline.data.datasets import Geometry, SegDataset, build_augment
+from pipeline.training.loop import Fitter, Task, fit_done, make_loader
 
 AUGMENT = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnessContrast", "p": 0.5}]
 
@@ -196,9 +196,9 @@ def test_deterministic_switch():
 
 def test_mean_teacher_batches_resume_identically_in_tile_mode(tmp_path, smoke_cfg):
     # The teacher's dataset crops at random in tile mode; its generator was not in the checkpoint.
-    from pipeline.mean_teacher import MeanTeacher
-    from pipeline.schema import MeanTeacherCfg
-    from pipeline.store import ArrayStore, write_store
+    from pipeline.config.schema import MeanTeacherCfg
+    from pipeline.core.store import ArrayStore, write_store
+    from pipeline.training.mean_teacher import MeanTeacher
 
     rng = np.random.default_rng(0)
     write_store(tmp_path, "imgs", ((f"t{i}", rng.integers(0, 255, (64, 64, 1), dtype=np.uint8)) for i in range(4)))

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config
-from pipeline.errors import UserError
+from pipeline.config import fields, typed
+from pipeline.config import loader as config
+from pipeline.core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "configs" / "demo.yaml"  # 3 folds, resize 64, ensemble [segment, pseudo], 1 pseudo round
@@ -223,21 +224,21 @@ def test_classify_refuses_keys_it_ignores(override):
 
 def test_classify_sections_hold_only_what_the_classifier_reads():
     cfg = config.load(DEMO)
-    model, train = config.to_dict(cfg.classify.model), config.to_dict(cfg.classify.train)
+    model, train = typed.to_dict(cfg.classify.model), typed.to_dict(cfg.classify.train)
     assert set(model) == {"encoder", "encoder_weights", "encoder_depth", "decoder_attention", "dropout"}
     assert not {"arch", "decoder_channels"} & set(model)
     assert not {"loss", "eval_threshold"} & set(train)
-    assert {"loss", "eval_threshold"} <= set(config.to_dict(cfg.segment.train))
+    assert {"loss", "eval_threshold"} <= set(typed.to_dict(cfg.segment.train))
 
 
 def test_classify_hash_keeps_its_retired_keys():
     """Stage keys made before the classify keys were removed stay valid: the hashed section
     holds the removed keys with the one value every shipped config had."""
-    hashed = config.section(config.load(DEMO), "classify")
+    hashed = typed.section(config.load(DEMO), "classify")
     assert hashed["model"]["arch"] == "classifier" and hashed["model"]["decoder_channels"] == []
     assert hashed["train"]["loss"] == [{"until_epoch": 0, "terms": {"bce": 1.0}, "lr_scale": 1.0}]
     assert hashed["train"]["eval_threshold"] == 0.5
-    assert "arch" in config.section(config.load(DEMO), "classify.model")
+    assert "arch" in typed.section(config.load(DEMO), "classify.model")
     assert "arch" not in config.dump(config.load(DEMO)).split("classify:")[1]
 
 
@@ -248,18 +249,19 @@ def test_hard_coded_lists_match_their_registries():
     """The lists are hard-coded so that loading a config does not import torch/smp (seconds)."""
     import segmentation_models_pytorch as smp
 
-    from pipeline import losses, metrics, models, pretrained, validate
+    from pipeline.evaluation import metrics
+    from pipeline.modeling import losses, models, pretrained
 
-    assert {a.lower() for a in validate.SEG_ARCHS} == set(smp.MODEL_ARCHITECTURES_MAPPING)
-    assert all(smp.MODEL_ARCHITECTURES_MAPPING[a.lower()].__name__ == a for a in validate.SEG_ARCHS)
-    assert set(validate.LOSS_NAMES) == set(losses.LOSSES)
-    assert set(validate.METRICS) == set(metrics.METRICS)
-    assert list(validate.LITE_ENCODERS) == list(pretrained.LITE_PACKAGES)
-    assert set(validate.ENCODER_WEIGHTS) == set(models.WEIGHTS)
+    assert {a.lower() for a in fields.SEG_ARCHS} == set(smp.MODEL_ARCHITECTURES_MAPPING)
+    assert all(smp.MODEL_ARCHITECTURES_MAPPING[a.lower()].__name__ == a for a in fields.SEG_ARCHS)
+    assert set(fields.LOSS_NAMES) == set(losses.LOSSES)
+    assert set(fields.METRICS) == set(metrics.METRICS)
+    assert list(fields.LITE_ENCODERS) == list(pretrained.LITE_PACKAGES)
+    assert set(fields.ENCODER_WEIGHTS) == set(models.WEIGHTS)
 
 
 def test_config_load_imports_no_torch():
-    code = "import sys, pipeline.config; print(sorted(m for m in ('torch', 'segmentation_models_pytorch', 'albumentations') if m in sys.modules))"
+    code = "import sys, pipeline.config.loader; print(sorted(m for m in ('torch', 'segmentation_models_pytorch', 'albumentations') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
 

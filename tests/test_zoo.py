@@ -1,4 +1,4 @@
-"""Several segmentation models in one experiment (pipeline/zoo.py): config checks, one key per
+"""Several segmentation models in one experiment (pipeline/config/zoo.py): config checks, one key per
 model (equal to a one-model experiment's), each model trained once and reused when only the
 blend changes, each predicted by its own config."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import cache, zoo
-from pipeline.config import ConfigError
-from pipeline.errors import UserError
+from pipeline.config import zoo
+from pipeline.core.errors import ConfigError, UserError
+from pipeline.engine import cache
 
 FPN = "segment.models={fpn: {model: {arch: FPN}}, small: {input: {size: 64}}}"
 

@@ -3,10 +3,11 @@ imported only when it runs so that `--help` and `status` stay instant."""
 
 from __future__ import annotations
 
-from pipeline import config, paths, zoo
-from pipeline.cache import Stage, register, register_opt_in, register_unhashed
-from pipeline.fingerprint import fingerprint
-from pipeline.schema import Config
+from pipeline.config import typed, zoo
+from pipeline.config.schema import Config
+from pipeline.core import paths
+from pipeline.engine.cache import Stage, register, register_opt_in, register_unhashed
+from pipeline.engine.fingerprint import fingerprint
 
 _TRAIN_DATA = (
     "data.train_images",
@@ -236,7 +237,7 @@ def _distill_extra(cfg: Config) -> dict:
     # The teachers as resolved (an empty list means ensemble.models): a blend that names the
     # student instead of its teachers keeps the student's key.
     student = zoo.model_cfg(cfg, cfg.distill.student)
-    section = config.section(student, "segment")
+    section = typed.section(student, "segment")
     # Opt-ins added after the distill stage, dropped when off: students without them keep their keys.
     if not student.segment.balance.on:
         section.pop("balance")

@@ -1,4 +1,4 @@
-"""Classifier gating stage: per fold, the empty-mask classifier (pipeline/classifier.py);
+"""Classifier gating stage: per fold, the empty-mask classifier (pipeline/training/classifier.py);
 OOF probabilities, ROC and AUC. With classify.source = seg_head the classifier is a head of
 the segmentation model instead, trained by the segment stage."""
 
@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline import fileio
-from pipeline.cache import Context
-from pipeline.classifier import train_fold
-from pipeline.locks import fold_lock
-from pipeline.roc import roc_outputs
-from pipeline.trainset import TrainSet
+from pipeline.core import fileio
+from pipeline.core.locks import fold_lock
+from pipeline.engine.cache import Context
+from pipeline.evaluation.roc import roc_outputs
+from pipeline.training.classifier import train_fold
+from pipeline.training.trainset import TrainSet
 
 
 def run(ctx: Context) -> dict:

@@ -1,5 +1,5 @@
 """Distill stage: one student per fold, trained from scratch on the soft maps of fold k's
-teachers (pipeline/distill.py says why its CV stays honest), its OOF maps and score against the
+teachers (pipeline/training/distill.py says why its CV stays honest), its OOF maps and score against the
 teachers' nested blend on the same images, and both test inference speeds."""
 
 from __future__ import annotations
@@ -10,19 +10,22 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline import distill, distributed, fileio, zoo
-from pipeline.blend import blend, nested_blend
-from pipeline.cache import Context
-from pipeline.datasets import Geometry, SegDataset, build_augment
-from pipeline.ensemble_io import common_ids, model_folders
-from pipeline.errors import UserError
-from pipeline.evaluation import paired, score_probs
-from pipeline.locks import fold_lock
-from pipeline.pseudo import Reindexed
-from pipeline.schema import SegmentCfg
-from pipeline.segmentation import FoldExtras, merge_cls, merge_oof, oof_scores, predict_oof, train_fold
-from pipeline.store import ArrayStore, map_of, write_store
-from pipeline.trainset import TrainSet, fold_model_paths
+from pipeline.config import zoo
+from pipeline.config.schema import SegmentCfg
+from pipeline.core import distributed, fileio
+from pipeline.core.errors import UserError
+from pipeline.core.locks import fold_lock
+from pipeline.core.store import ArrayStore, map_of, write_store
+from pipeline.data.datasets import Geometry, SegDataset, build_augment
+from pipeline.data.tables import fold_model_paths
+from pipeline.engine.cache import Context
+from pipeline.evaluation.oof import paired, score_probs
+from pipeline.inference.blend import blend, nested_blend
+from pipeline.inference.ensemble_io import common_ids, model_folders
+from pipeline.training import distill
+from pipeline.training.pseudo_labels import Reindexed
+from pipeline.training.segmentation import FoldExtras, merge_cls, merge_oof, oof_scores, predict_oof, train_fold
+from pipeline.training.trainset import TrainSet
 
 logger = logging.getLogger(__name__)
 TEST_TARGETS = "test_targets"  # a fold's soft test targets

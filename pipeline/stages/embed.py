@@ -1,5 +1,5 @@
-"""Embed stage: image embeddings of train and test together (pipeline/embedding.py), then what
-the later stages and the reader use (pipeline/retrieval.py): the PCA, neighbours.csv,
+"""Embed stage: image embeddings of train and test together (pipeline/training/embedding.py), then what
+the later stages and the reader use (pipeline/neighbours/retrieval.py): the PCA, neighbours.csv,
 clusters.csv, near-duplicates (duplicates.csv, duplicates.png) and adversarial validation
 (adversarial.csv: each image's out-of-fold test-likeness)."""
 
@@ -9,11 +9,13 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from pipeline import embedding, fileio, retrieval
-from pipeline.cache import Context
-from pipeline.runtime import pick_device
-from pipeline.store import ArrayStore
-from pipeline.trainset import read_train_table
+from pipeline.core import fileio
+from pipeline.core.runtime import pick_device
+from pipeline.core.store import ArrayStore
+from pipeline.data.tables import read_train_table
+from pipeline.engine.cache import Context
+from pipeline.neighbours import retrieval
+from pipeline.training import embedding
 
 EMBEDDINGS = "embeddings.npz"
 

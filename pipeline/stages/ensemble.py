@@ -1,5 +1,5 @@
 """Ensemble stage: test inference for every model listed in config (each model's fold maps
-averaged, with TTA), blend weights fitted on OOF under nested CV (pipeline/blend.py), and the
+averaged, with TTA), blend weights fitted on OOF under nested CV (pipeline/inference/blend.py), and the
 blended OOF and test maps (plus the distance maps and classifier probabilities) that the scorer
 and the submission read."""
 
@@ -10,19 +10,21 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import fileio, zoo
-from pipeline.blend import nested_blend
-from pipeline.cache import Context
-from pipeline.classifier import load_oof
-from pipeline.classrows import cls_frame, flat, repeat, row_probs, stack
-from pipeline.context import Mosaic
-from pipeline.ensemble_io import common_ids, model_folders, read_maps
-from pipeline.evaluation import paired, score_probs
-from pipeline.inference import classifier_paths, ensemble_test
-from pipeline.predict import save_maps
-from pipeline.segmentation import fold_models
-from pipeline.store import ArrayStore
-from pipeline.trainset import TrainSet, fold_model_paths
+from pipeline.config import zoo
+from pipeline.core import fileio
+from pipeline.core.store import ArrayStore
+from pipeline.data.classrows import cls_frame, flat, repeat, row_probs, stack
+from pipeline.data.tables import fold_model_paths
+from pipeline.engine.cache import Context
+from pipeline.evaluation.oof import paired, score_probs
+from pipeline.inference.blend import nested_blend
+from pipeline.inference.ensemble_io import common_ids, model_folders, read_maps
+from pipeline.inference.fold_models import classifier_paths, ensemble_test
+from pipeline.inference.predict import save_maps
+from pipeline.neighbours.mosaic_context import Mosaic
+from pipeline.training.classifier import load_oof
+from pipeline.training.segmentation import fold_models
+from pipeline.training.trainset import TrainSet
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Folds: StratifiedKFold on coverage bins (empty masks are their own bin), or
 StratifiedGroupKFold when the config names a group column or asks for mosaic groups
-(tiles that touch in the original image, found from their edges: pipeline/mosaic.py), embedding
+(tiles that touch in the original image, found from their edges: pipeline/neighbours/mosaic.py), embedding
 clusters (the embed stage's KMeans clusters: similar images share a fold), or both."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline import fileio, mosaic
-from pipeline.cache import Context
-from pipeline.errors import UserError
-from pipeline.metadata import check_group_column
-from pipeline.splits import coverage_bins, make_folds
-from pipeline.store import ArrayStore
-from pipeline.trainset import read_train_table
+from pipeline.core import fileio
+from pipeline.core.errors import UserError
+from pipeline.core.store import ArrayStore
+from pipeline.data.metadata import check_group_column
+from pipeline.data.splits import coverage_bins, make_folds
+from pipeline.data.tables import read_train_table
+from pipeline.engine.cache import Context
+from pipeline.neighbours import mosaic
 
 MOSAIC_COLUMN = "mosaic_group"
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 
-from pipeline import paths
-from pipeline.cache import Context
-from pipeline.errors import UserError
-from pipeline.ingest import Sources, ingest
-from pipeline.schema import DataCfg
-from pipeline.submission import header_problem
+from pipeline.config.schema import DataCfg
+from pipeline.core import paths
+from pipeline.core.errors import UserError
+from pipeline.data.ingest import Sources, ingest
+from pipeline.engine.cache import Context
+from pipeline.submission.binary import header_problem
 
 
 def _required(value: str | None, key: str):

@@ -1,5 +1,5 @@
-"""Mosaic stage: touching pairs among the train and test tiles together (pipeline/mosaic.py's
-edge costs and ratio test) and each tile's neighbour per side (pipeline/context.py), for
+"""Mosaic stage: touching pairs among the train and test tiles together (pipeline/neighbours/mosaic.py's
+edge costs and ratio test) and each tile's neighbour per side (pipeline/neighbours/mosaic_context.py), for
 segment.context. Only images are read, never masks: a test tile's neighbours are as fair to
 use as its own pixels."""
 
@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline import context, fileio, mosaic, zoo
-from pipeline.cache import Context
-from pipeline.errors import UserError
-from pipeline.store import ArrayStore, write_store
+from pipeline.config import zoo
+from pipeline.core import fileio
+from pipeline.core.errors import UserError
+from pipeline.core.store import ArrayStore, write_store
+from pipeline.engine.cache import Context
+from pipeline.neighbours import mosaic
+from pipeline.neighbours import mosaic_context as context
 
 
 def run(ctx: Context) -> dict:

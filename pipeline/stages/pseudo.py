@@ -19,18 +19,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import distributed, fileio, pseudo_rank
-from pipeline.cache import Context
-from pipeline.classifier import predict_test as classifier_test
-from pipeline.datasets import Geometry, SegDataset, build_augment
-from pipeline.errors import UserError
-from pipeline.inference import TestMaps
-from pipeline.locks import fold_lock
-from pipeline.mean_teacher import MeanTeacher
-from pipeline.mutual_teacher import MutualTeacher
-from pipeline.pseudo import LABELS, Reindexed, label_coverage, round_cfg, select, write_labels
-from pipeline.schema import Config
-from pipeline.segmentation import (
+from pipeline.config.schema import Config
+from pipeline.core import distributed, fileio
+from pipeline.core.errors import UserError
+from pipeline.core.locks import fold_lock
+from pipeline.core.store import ArrayStore
+from pipeline.data.datasets import Geometry, SegDataset, build_augment
+from pipeline.engine.cache import Context
+from pipeline.inference.fold_models import TestMaps
+from pipeline.training import pseudo_select as pseudo_rank
+from pipeline.training.classifier import predict_test as classifier_test
+from pipeline.training.mean_teacher import MeanTeacher
+from pipeline.training.mutual_teacher import MutualTeacher
+from pipeline.training.pseudo_labels import LABELS, Reindexed, label_coverage, round_cfg, select, write_labels
+from pipeline.training.segmentation import (
     SEG_HEAD_WEIGHT,
     FoldExtras,
     build_model,
@@ -42,8 +44,7 @@ from pipeline.segmentation import (
     seg_task,
     train_fold,
 )
-from pipeline.store import ArrayStore
-from pipeline.trainset import TrainSet
+from pipeline.training.trainset import TrainSet
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def _fold_maps(ctx: Context, k: int, prev: Path, images) -> TestMaps:
 
 def _predicted(ctx: Context, k: int, prev: Path, data: TrainSet, test: tuple[TestMaps, ArrayStore]) -> np.ndarray:
     """pseudo.score_select: fold k's predicted metric of each test image, from a predictor
-    fitted on fold k's model's maps of its own training part (pipeline/pseudo_rank.py)."""
+    fitted on fold k's model's maps of its own training part (pipeline/training/pseudo_select.py)."""
     train_idx, _ = data.split(k, 0, ctx.cfg.experiment.seed)
     images = Reindexed(data.images, train_idx)
     fit = (_fold_maps(ctx, k, prev, images), images, data.truths(train_idx))

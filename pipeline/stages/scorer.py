@@ -1,4 +1,4 @@
-"""Scorer stage: the LightGBM "LB-score predictor" (pipeline/scoring.py) fitted on the
+"""Scorer stage: the LightGBM "LB-score predictor" (pipeline/postprocessing/score_predictor.py) fitted on the
 ensemble's OOF maps; every policy scored under nested CV, `auto` choosing its policy inside
 the nesting; the chosen policy refitted on all OOF for the test set."""
 
@@ -7,15 +7,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline import context, edges, fileio, knn
-from pipeline.cache import Context
-from pipeline.classrows import class_of_row, flat, repeat
-from pipeline.ensemble_io import EnsembleOutputs
-from pipeline.errors import UserError
-from pipeline.features import feature_table
-from pipeline.postprocess import candidate_scores
-from pipeline.scoring import Problem, best_policy, choose, fit_model, means, nested_rows, predicted
-from pipeline.trainset import load_folds
+from pipeline.core import fileio
+from pipeline.core.errors import UserError
+from pipeline.data.classrows import class_of_row, flat, repeat
+from pipeline.data.tables import load_folds
+from pipeline.engine.cache import Context
+from pipeline.inference.ensemble_io import EnsembleOutputs
+from pipeline.neighbours import edges, knn
+from pipeline.neighbours import mosaic_context as context
+from pipeline.postprocessing.features import feature_table
+from pipeline.postprocessing.masks import candidate_scores
+from pipeline.postprocessing.score_predictor import Problem, best_policy, choose, fit_model, means, nested_rows, predicted
 
 
 def _scatter(path, pred: np.ndarray, true: np.ndarray) -> None:
@@ -37,7 +39,7 @@ def _scatter(path, pred: np.ndarray, true: np.ndarray) -> None:
 
 
 def _with_knn(ctx: Context, feats: pd.DataFrame, pools: pd.Series, k: int, split: str) -> pd.DataFrame:
-    """The feature table with scorer.knn neighbours' features (pipeline/knn.py) when on: an
+    """The feature table with scorer.knn neighbours' features (pipeline/neighbours/knn.py) when on: an
     OOF image's neighbours from its own fold, a test image's from its test pool (`pools`)."""
     if not ctx.cfg.scorer.knn:
         return feats
@@ -46,7 +48,7 @@ def _with_knn(ctx: Context, feats: pd.DataFrame, pools: pd.Series, k: int, split
 
 
 def _with_edges(ctx: Context, feats: pd.DataFrame, ids: list[str], maps: list[np.ndarray], lookup) -> pd.DataFrame:
-    """The feature table with neighbour-edge features (pipeline/edges.py) when scorer.edges is on."""
+    """The feature table with neighbour-edge features (pipeline/neighbours/edges.py) when scorer.edges is on."""
     if not ctx.cfg.scorer.edges:
         return feats
     return feats.join(edges.edge_features(ids, maps, context.read_sides(ctx.upstream["mosaic"]), lookup))

@@ -1,16 +1,17 @@
 """Segmentation stage: per fold, an smp model with an optional distance-map head (see
-pipeline/segmentation.py), out-of-fold probability and distance maps for every train image."""
+pipeline/training/segmentation.py), out-of-fold probability and distance maps for every train image."""
 
 from __future__ import annotations
 
 import logging
 
-from pipeline import fileio, reuse
-from pipeline.cache import Context
-from pipeline.classrows import per_class
-from pipeline.locks import fold_lock
-from pipeline.segmentation import merge_cls, merge_oof, oof_scores, predict_oof, train_fold
-from pipeline.trainset import TrainSet
+from pipeline.core import fileio
+from pipeline.core.locks import fold_lock
+from pipeline.data.classrows import per_class
+from pipeline.engine.cache import Context
+from pipeline.training import reuse
+from pipeline.training.segmentation import merge_cls, merge_oof, oof_scores, predict_oof, train_fold
+from pipeline.training.trainset import TrainSet
 
 logger = logging.getLogger(__name__)
 

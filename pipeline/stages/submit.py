@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import os
 
-from pipeline import fileio, paths
-from pipeline.cache import Context
-from pipeline.classrows import read_rows
-from pipeline.ensemble_io import EnsembleOutputs
-from pipeline.errors import UserError
-from pipeline.longscore import score_long
-from pipeline.longsubmit import make_long_submission
-from pipeline.multiclass import Classes
-from pipeline.submission import make_submission, score_submission
+from pipeline.core import fileio, paths
+from pipeline.core.errors import UserError
+from pipeline.data.classrows import read_rows
+from pipeline.data.multiclass import Classes
+from pipeline.engine.cache import Context
+from pipeline.evaluation.long_score import score_long
+from pipeline.inference.ensemble_io import EnsembleOutputs
+from pipeline.submission.binary import make_submission, score_submission
+from pipeline.submission.long import make_long_submission
 
 
 def run(ctx: Context) -> dict:

@@ -1,0 +1,101 @@
+"""Device, precision and seeding: the few places where CPU and CUDA differ."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from pipeline.core import distributed
+
+if TYPE_CHECKING:  # for the annotations only: core sits below config
+    from pipeline.config.schema import ExperimentCfg, FitCfg
+
+
+def pick_device(cfg: ExperimentCfg) -> torch.device:
+    """cuda when present (or asked for), else cpu; also applies the CPU thread count."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    set_deterministic(cfg.deterministic)
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        return distributed.cuda_device()  # under torchrun: the GPU of the local rank
+    return torch.device("cpu")
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmul support (AVX512-BF16 or AMX); without it bf16 autocast is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast(device: torch.device, tcfg: FitCfg) -> contextlib.AbstractContextManager:
+    """Mixed precision: bf16 on CUDA (or fp16 where bf16 is missing), bf16 on a CPU that has it."""
+    if tcfg.bf16 == "off":
+        return contextlib.nullcontext()
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    if tcfg.bf16 == "on" or cpu_has_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def needs_grad_scaler(device: torch.device, tcfg: FitCfg) -> bool:
+    return device.type == "cuda" and tcfg.bf16 != "off" and not torch.cuda.is_bf16_supported()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(on: bool) -> None:
+    """Bit-reproducible GPU runs at some cost in speed: cuDNN uses deterministic algorithms
+    instead of timing candidates (benchmark picks by timing, so its choice varies between runs),
+    and an op that has only a nondeterministic CUDA kernel warns (warn_only: a run that merely
+    uses one should not fail). Off restores torch's defaults."""
+    if on:
+        # cuBLAS is deterministic only with a fixed workspace; read when cuBLAS is first used.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = on
+    torch.use_deterministic_algorithms(on, warn_only=True)
+
+
+def rng_state() -> dict:
+    """Every global RNG state, as tensors and plain lists/ints (a weights_only load accepts
+    them; numpy's legacy state holds an ndarray, which it would refuse)."""
+    version, internal, gauss = random.getstate()
+    _, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": {"key": key.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(cached)},
+        "torch": torch.get_rng_state(),
+        # Only when CUDA is in use: asking for the state would otherwise start a context per GPU.
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", np.array(npst["key"], dtype=np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"]))
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda") or []
+    if cuda and distributed.active() and torch.cuda.is_available():
+        # Rank 0 saved its GPU's state (cuda[0]); every rank drew as many numbers as it did.
+        torch.cuda.set_rng_state(cuda[0].cpu(), device=torch.cuda.current_device())
+    elif cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])

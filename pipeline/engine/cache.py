@@ -1,0 +1,344 @@
+"""Stage keys, artifact folders, manifests and the skip/rerun logic.
+
+A stage's key hashes the config sections it reads, the keys of its upstream stages and a
+fingerprint of the external files it reads. Its folder is `<artifacts>/<experiment>/<stage>-<key>`.
+`manifest.json` is written last, by atomic rename: a folder without one (a crash, a kill)
+is never taken as finished, but a stage may resume from what it left there. A stage runs under an
+exclusive lock of its folder (pipeline.core.locks), and a --force rerun keeps the last result aside
+until it succeeds (pipeline.engine.previous).
+
+Fold-parallel runs of one stage (`--fold K`) are pipeline.engine.foldrun's; data-parallel runs under
+torchrun are described at run_stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import loader as config_mod
+from pipeline.config import typed
+from pipeline.config.schema import Config
+from pipeline.core import distributed, fileio, locks, paths
+from pipeline.core.errors import UserError
+from pipeline.engine import manifest, previous
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = manifest.MANIFEST
+
+
+@dataclass
+class Context:
+    """What a stage function gets: the config, its own folder and its upstream folders."""
+
+    cfg: Config
+    stage: str
+    key: str
+    dir: Path
+    upstream: dict[str, Path]
+    material: dict[str, Any]  # what the key hashes (fold reuse derives training keys from it)
+    extra_manifest: dict[str, Any] = field(default_factory=dict)
+    force: bool = False  # a --force rerun: recompute everything, reuse nothing
+    only_folds: list[int] | None = None  # a fold-parallel run (--fold): these folds, no merge
+
+    @property
+    def stops_before_merge(self) -> bool:
+        """Whether the stage returns once its folds are trained: a fold-parallel run, or a
+        torchrun process other than rank 0 (rank 0 merges, scores and writes)."""
+        return self.only_folds is not None or not distributed.is_main()
+
+    def folds_to_run(self, configured: list[int]) -> list[int]:
+        """The folds this run trains: every configured fold, or the --fold ones among them."""
+        if self.only_folds is None:
+            return list(configured)
+        missing = sorted(set(self.only_folds) - set(configured))
+        if missing:  # foldrun checks the config first; this guards the folds table itself
+            raise UserError(f"{self.stage}: fold {missing[0]} is not among its folds {list(configured)}")
+        return [k for k in configured if k in self.only_folds]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage: `fn(ctx) -> metrics` writes its artifacts into ctx.dir."""
+
+    name: str
+    sections: tuple[str, ...]
+    upstream: tuple[str, ...]
+    fn: Callable[[Context], dict] | str  # "module:function", imported on first use (keeps the CLI light)
+    version: str = "1"
+    inputs: Callable[[Config], dict] | None = None  # fingerprint of external files
+    # Config values read only in some settings; hashed only when non-empty, so keys of the
+    # usual setting do not change when such an option is added.
+    extra: Callable[[Config], dict] | None = None
+    doc: str = ""
+    # Stages of other configs it reads (the zoo's models: pipeline.config.zoo.upstream), as
+    # {name in ctx.upstream: (config, stage)}; hashed as upstream keys.
+    models: Callable[[Config], dict[str, tuple[Config, str]]] | None = None
+    # The config key listing the folds it trains (empty = all folds.n_folds), for the stages
+    # that train models fold by fold: only those may run single folds (--fold), and under
+    # torchrun every process runs them (rank 0 writes) while the other stages run on rank 0 alone.
+    folds_key: str | None = None
+
+    @property
+    def trains(self) -> bool:
+        return self.folds_key is not None
+
+
+STAGES: dict[str, Stage] = {}
+# Config switches hashed only when on (a truthy value, a sub-section whose `enabled` is true, or
+# one without `enabled` with any truthy value),
+# by every stage whose hashed sections hold them: adding an opt-in option, off by default, keeps
+# existing artifacts' keys. A switch whose default is a value (segment.target: binary) names it
+# as its off value.
+OPT_IN: dict[str, Any] = {}
+# Config values no stage key hashes where they sit (segment.models: each model is hashed as a
+# stage of its own config, and a stage reading it hashes that key).
+UNHASHED: set[str] = set()
+
+
+def register_opt_in(*switches: str, **off_values: Any) -> None:
+    OPT_IN.update(dict.fromkeys(switches))
+    OPT_IN.update({k.replace("__", "."): v for k, v in off_values.items()})
+
+
+def register_unhashed(*paths: str) -> None:
+    UNHASHED.update(paths)
+
+
+def register(stage: Stage) -> Stage:
+    STAGES[stage.name] = stage
+    return stage
+
+
+def get_stage(name: str) -> Stage:
+    if name not in STAGES:
+        raise KeyError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
+    return STAGES[name]
+
+
+def resolve_fn(fn: Callable[[Context], dict] | str) -> Callable[[Context], dict]:
+    if callable(fn):
+        return fn
+    module, _, attr = fn.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def digest(obj: Any) -> str:
+    """12-hex-digit hash of a JSON-able object (keys sorted): stage keys and similar."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def stage_inputs(cfg: Config, stage: Stage) -> dict:
+    return stage.inputs(cfg) if stage.inputs else {}
+
+
+def _drop(out: dict, path: str) -> None:
+    """Remove the value at dotted `path` from the hashed sections `out`."""
+    if path in out:  # a stage that hashes the switch itself as a section
+        out.pop(path)
+    for s, hashed in out.items():
+        if path.startswith(s + "."):
+            *parents, leaf = path[len(s) + 1 :].split(".")
+            for part in parents:
+                hashed = hashed.get(part)
+                if hashed is None:  # an enclosing switch is off and already dropped
+                    break
+            else:
+                hashed.pop(leaf, None)
+
+
+def _hashed_sections(cfg: Config, stage: Stage) -> dict:
+    out = {s: typed.section(cfg, s) for s in stage.sections}
+    for switch, off in sorted(OPT_IN.items()):
+        value = typed.section(cfg, switch)
+        # A switch section without `enabled` is on when any of its values is set.
+        on = (value.get("enabled") if "enabled" in value else any(value.values())) if isinstance(value, dict) else value
+        if not ((value != off) if off is not None else on):
+            _drop(out, switch)
+    for path in sorted(UNHASHED):
+        _drop(out, path)
+    return out
+
+
+def _model_memo(memo: dict, name: str) -> dict:
+    """The key memo of a zoo model's config, inside the experiment's."""
+    return memo.setdefault(("model", name), {})
+
+
+def key_material(cfg: Config, name: str, _memo: dict | None = None) -> dict:
+    """Everything a stage's key hashes: own sections, seed, inputs, upstream keys."""
+    stage = get_stage(name)
+    material = {
+        "stage": name,
+        "version": stage.version,
+        "seed": cfg.experiment.seed,
+        "config": _hashed_sections(cfg, stage),
+        "inputs": stage_inputs(cfg, stage),
+        "upstream": {u: stage_key(cfg, u, _memo) for u in stage.upstream},
+    }
+    for model, (sub, sub_stage) in (stage.models(cfg) if stage.models else {}).items():
+        material["upstream"][model] = stage_key(sub, sub_stage, _model_memo(_memo if _memo is not None else {}, model))
+    extra = stage.extra(cfg) if stage.extra else {}
+    if extra:
+        material["extra"] = extra
+    return material
+
+
+def stage_key(cfg: Config, name: str, _memo: dict | None = None) -> str:
+    memo = {} if _memo is None else _memo
+    if name not in memo:
+        memo[name] = digest(key_material(cfg, name, memo))
+    return memo[name]
+
+
+def stage_dir(cfg: Config, name: str, key: str | None = None) -> Path:
+    key = key or stage_key(cfg, name)
+    return paths.stage_dir(cfg.experiment.artifacts, cfg.experiment.name, name, key)
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The parsed manifest, or None: no manifest, or one that is not a whole JSON object."""
+    found = fileio.read_json(folder / MANIFEST)
+    return found if isinstance(found, dict) else None
+
+
+def finished(folder: Path) -> bool:
+    return read_manifest(folder) is not None
+
+
+def is_done(cfg: Config, name: str) -> bool:
+    return read_manifest(stage_dir(cfg, name)) is not None
+
+
+def status(cfg: Config) -> list[tuple[str, str, str]]:
+    """(stage, state, key) for each stage: done, previous (its complete copy waits in
+    `.previous`, put back at the next start), partial (no manifest), stale or missing."""
+    rows = []
+    exp_dir = paths.experiment_dir(cfg.experiment.artifacts, cfg.experiment.name)
+    memo: dict = {}
+    for name in STAGES:
+        key = stage_key(cfg, name, memo)
+        folder = stage_dir(cfg, name, key)
+        if read_manifest(folder) is not None:
+            state = "done"
+        elif read_manifest(previous.backup_of(folder)) is not None:
+            state = "previous"
+        elif folder.exists():
+            state = "partial"
+        elif any(read_manifest(p) for p in exp_dir.glob(f"{name}-*") if p.is_dir()):
+            state = "stale"
+        else:
+            state = "missing"
+        rows.append((name, state, key))
+    return rows
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One stage to run or read, with what its run needs."""
+
+    cfg: Config
+    stage: Stage
+    key: str
+    folder: Path
+    upstream: dict[str, Path]
+    force: bool
+    memo: dict
+
+    def context(self) -> Context:
+        material = key_material(self.cfg, self.stage.name, self.memo)
+        return Context(self.cfg, self.stage.name, self.key, self.folder, self.upstream, material, force=self.force)
+
+
+def run_stage(cfg: Config, name: str, force: bool = False, keys: dict[str, str] | None = None) -> tuple[Path, bool]:
+    """Run one stage (its upstream first, from cache when done). Returns (folder, ran).
+
+    `keys` memoises stage keys for this cfg across calls (e.g. every stage of one `all` run):
+    without it, each upstream path of the stage graph would fingerprint the input files again.
+
+    Under torchrun every process walks the same stage graph in the same order: a training stage
+    runs on all of them (rank 0 decides whether it must run, takes the locks and writes; the
+    others follow it), any other stage on rank 0 alone while the rest wait."""
+    memo: dict = {} if keys is None else keys
+    stage = get_stage(name)
+    upstream = {u: run_stage(cfg, u, keys=memo)[0] for u in stage.upstream}
+    for model, (sub, sub_stage) in (stage.models(cfg) if stage.models else {}).items():
+        upstream[model] = run_stage(sub, sub_stage, keys=_model_memo(memo, model))[0]
+    key = stage_key(cfg, name, memo)
+    job = _Job(cfg, stage, key, stage_dir(cfg, name, key), upstream, force, memo)
+    if not distributed.active():
+        return job.folder, _execute(job)
+    if not stage.trains:
+        return job.folder, distributed.on_main(lambda: _execute(job)) and distributed.is_main()
+    if distributed.is_main():
+        ran = _execute(job, decide=distributed.broadcast)
+    elif ran := distributed.broadcast(None):  # rank 0's decision: whether the stage runs
+        _follow(job.context())
+    if ran:
+        distributed.barrier()  # the others wait for rank 0's manifest
+    return job.folder, ran and distributed.is_main()
+
+
+def _execute(job: _Job, decide: Callable[[bool], bool] = bool) -> bool:
+    """Run the stage into its folder unless it is finished; True when it ran. `decide` passes
+    the decision on (to the other processes of a torchrun run)."""
+    folder = job.folder
+    if not job.force and finished(folder) and not previous.backup_of(folder).exists():
+        return decide(False)  # a finished folder is only read: no lock
+    with contextlib.ExitStack() as held:
+        # Read locks on the upstream folders: a --force rerun of one of them must not rename it
+        # away while this stage reads it (and this stage must not start during such a rerun).
+        held.enter_context(locks.read_locks(job.upstream.values()))
+        held.enter_context(locks.folder_lock(folder))  # LockedError when another process works in it
+        previous.settle(folder, finished)
+        if not decide(job.force or not finished(folder)):
+            return False
+        for path in fileio.sweep_stale_temps(folder) if folder.exists() else []:
+            logger.info(f"{folder.name}: deleted {path.relative_to(folder)}, left by a killed process")
+        _run(job.context(), job.stage)
+    return True
+
+
+def _follow(ctx: Context) -> None:
+    """A training stage on a torchrun rank other than 0: its training loops run alongside rank
+    0's, which writes everything (the stage function asks pipeline.core.distributed where it must)."""
+    resolve_fn(get_stage(ctx.stage).fn)(ctx)
+
+
+def _run(ctx: Context, stage: Stage) -> None:
+    """Run the stage into ctx.dir and write its manifest (the folder's lock is held)."""
+    folder, backup = ctx.dir, previous.backup_of(ctx.dir)
+    if ctx.force and folder.exists():
+        folder.rename(backup)  # the last result stays aside until the new manifest is written
+    start = time.perf_counter()
+    try:
+        # The folder is created lazily by the stage so that input errors leave nothing behind.
+        metrics = resolve_fn(stage.fn)(ctx) or {}
+        folder.mkdir(parents=True, exist_ok=True)
+        fileio.write_text(folder / "config.yaml", config_mod.dump(ctx.cfg))
+        manifest.write(ctx, ctx.material, time.perf_counter() - start, metrics)
+    except BaseException:  # SIGTERM and SIGHUP arrive as SystemExit (see __main__)
+        previous.put_back(folder)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)  # only now: the new result is complete
+
+
+def load_upstream(cfg: Config, name: str) -> Path:
+    """Folder of a finished stage, for notebooks and later stages; fails if not done."""
+    folder = stage_dir(cfg, name)
+    if read_manifest(folder) is None:
+        raise FileNotFoundError(
+            f"stage '{name}' has no finished artifacts at {folder}; run: python -m pipeline {name} --config {cfg.source}"
+        )
+    return folder

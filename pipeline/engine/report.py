@@ -1,0 +1,155 @@
+"""The per-step CV table printed at the end of run_all.sh, built from stage manifests."""
+
+from __future__ import annotations
+
+from pipeline.config import zoo
+from pipeline.config.schema import Config
+from pipeline.core import fileio
+from pipeline.engine import cache
+
+Manifests = dict[str, tuple[dict, float | None]]
+
+
+def stage_metrics(cfg: Config, keys: dict[str, str] | None = None) -> Manifests:
+    """{stage: (metrics, seconds)} from each stage's manifest at the config's key ({}, None when
+    not done); `keys` memoises the keys, so the input files are fingerprinted once."""
+    keys = {} if keys is None else keys
+    out: Manifests = {}
+    for stage in cache.STAGES:
+        m = cache.read_manifest(cache.stage_dir(cfg, stage, cache.stage_key(cfg, stage, keys)))
+        out[stage] = (m["metrics"], m["timings"]["seconds"]) if m else ({}, None)
+    return out
+
+
+def steps(cfg: Config, manifests: Manifests | None = None) -> list[tuple[str, float | None, str]]:
+    """(step, CV, how it was measured) in pipeline order."""
+    ms = stage_metrics(cfg) if manifests is None else manifests
+    seg, cls, pseudo, ens, scorer = (ms[s][0] for s in ("segment", "classify", "pseudo", "ensemble", "scorer"))
+    nested = scorer.get("nested_cv", {})
+    metric = cfg.submit.metric
+    # The ensemble stage scores its blend in TGS mAP; for another metric the scorer's
+    # no-post-processing candidate on the blended OOF is the same step in that metric.
+    ens_cv = ens.get("oof_tgs") if metric == "tgs" else nested.get("raw@0.5")
+    return [
+        ("raw segmentation @0.5", seg.get(f"oof_{metric}"), "OOF"),
+        (
+            "+ classifier gating",
+            nested.get("gate_only"),
+            f"nested CV, gate chosen on k-1 folds (AUC {cls.get('oof_auc', seg.get('oof_auc', 'n/a'))})",
+        ),
+        (
+            "+ pseudo-labels",
+            pseudo.get("oof_tgs") if pseudo.get("rounds") else None,
+            "OOF after the last round" if pseudo.get("rounds") else "off (pseudo.rounds = 0)",
+        ),
+        (
+            "+ ensemble",
+            ens_cv,
+            f"OOF of the blend {ens.get('models', [])}, weights per fold fitted on the other folds {list(ens.get('fold_weights', {}).values())}",
+        ),
+        ("+ grid post-processing", nested.get("grid"), "nested CV (threshold, min area, gate)"),
+        ("+ LightGBM post-processing, one candidate", nested.get("global"), "nested CV, policy global"),
+        ("+ LightGBM post-processing, per image", nested.get("per_image"), "nested CV, policy per_image"),
+        *(
+            [("+ grid per difficulty group", nested["difficulty"], "nested CV, policy difficulty (easy / medium / hard)")]
+            if "difficulty" in nested
+            else []
+        ),
+        (
+            "= final (the submission's policy)",
+            scorer.get("cv"),
+            f"nested CV, policy {cfg.scorer.policy}" + (" (chosen on k-1 folds for each k)" if cfg.scorer.policy == "auto" else ""),
+        ),
+    ]
+
+
+def per_class_lines(metric: str, seg: dict, scorer: dict, sub: dict) -> list[str]:
+    """K classes: a row per class (raw OOF at 0.5, nested CV without and with the chosen
+    post-processing, hidden-solution score) and their mean, the competition's metric; [] for
+    one binary class."""
+    final = scorer.get("per_class_cv")
+    if not final:
+        return []
+    raw, hidden = seg.get("per_class", {}), sub.get("hidden_per_class", {})
+    lines = ["", f"| class | raw OOF {metric} @0.5 | nested CV, none | nested CV, final | hidden test |", "|---|---|---|---|---|"]
+
+    def show(v) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    for name, row in final.items():
+        lines.append(
+            f"| {name} | {show(raw.get(name, {}).get(metric))} | {show(row.get('none'))} | {show(row['cv'])} | {show(hidden.get(name))} |"
+        )
+    mean = [seg.get(f"oof_{metric}"), scorer.get("nested_cv", {}).get("none"), scorer.get("cv"), sub.get("hidden_score")]
+    lines.append(f"| mean over (image, class) | {' | '.join(show(v) for v in mean)} |")
+    return lines
+
+
+def zoo_seconds(cfg: Config) -> dict[str, float | None]:
+    """{stage:model: seconds} of the zoo models (other configs' stages) the blend read."""
+    out = {}
+    for entry, (sub, stage) in zoo.upstream(cfg).items():
+        if stage == zoo.DISTILL:  # the experiment's own stage, in the stage table already
+            continue
+        m = cache.read_manifest(cache.stage_dir(sub, stage))
+        out[entry if stage == zoo.PSEUDO else f"{stage}:{entry}"] = m["timings"]["seconds"] if m else None
+    return out
+
+
+def model_lines(ens: dict, student: dict) -> list[str]:
+    """Several blended models: each one's OOF, the nested blend's and what it added over the
+    best of them (paired over the same rows), and a distilled student against its teachers;
+    [] for one model and no student."""
+    per, gain = ens.get("oof_tgs_per_model", {}), ens.get("blend_gain")
+    lines = ["", "| model | OOF tgs @0.5 |", "|---|---|"]
+    if len(per) > 1 and gain:
+        lines += [f"| {name} | {v:.4f} |" for name, v in per.items()]
+        lines.append(f"| nested blend | {ens['oof_tgs']:.4f} ({gain['mean']:+.4f} ± {gain['se']:.4f} over {gain['over']}) |")
+    if student.get("teachers"):
+        d = student["student_minus_teachers"]
+        lines.append(
+            f"| teachers' nested blend {student['teachers']} | {student['teachers_oof_tgs']:.4f} ({student['teachers_img_per_s']} img/s) |"
+        )
+        lines.append(
+            f"| distilled student | {student['oof_tgs']:.4f} ({d['mean']:+.4f} ± {d['se']:.4f}; {student['student_img_per_s']} img/s) |"
+        )
+    return lines if len(lines) > 3 else []
+
+
+def build_report(cfg: Config, save: bool = False) -> str:
+    """Markdown table of CV per step and time per stage (saved next to the submission)."""
+    keys: dict[str, str] = {}
+    ms = stage_metrics(cfg, keys)
+    lines = [f"## {cfg.experiment.name}: CV ({cfg.submit.metric}) per step", "", "| step | CV | measured as |", "|---|---|---|"]
+    for name, value, how in steps(cfg, ms):
+        lines.append(f"| {name} | {'-' if value is None else f'{value:.4f}'} | {how} |")
+    scorer = ms["scorer"][0]
+    lines += per_class_lines(cfg.submit.metric, ms["segment"][0], scorer, ms["submit"][0])
+    lines += model_lines(ms["ensemble"][0], ms["distill"][0])
+    if "grid_best_all_oof_score" in scorer:
+        t, area, gate = scorer["grid_best_all_oof"]
+        lines.append(
+            f"\nfor comparison with one-split scripts (post-processing chosen and scored on the same"
+            f" OOF, optimistic): {scorer['grid_best_all_oof_score']:.4f} at threshold {t}, min area {area:g}, gate {gate}"
+        )
+    sub = ms["submit"][0]
+    if sub:
+        lines.append(f"\nsubmission: {sub.get('file')} (policy {sub.get('policy')}, CV {sub.get('cv')})")
+        if "hidden_score" in sub:
+            lines.append(f"hidden test solution score: {sub['hidden_score']:.4f}")
+    lines += ["", "| stage | seconds |", "|---|---|"]
+    total = 0.0
+    for name in cache.STAGES:
+        sec = ms[name][1]
+        total += sec or 0.0
+        lines.append(f"| {name} | {'-' if sec is None else f'{sec:.1f}'} |")
+    for name, sec in zoo_seconds(cfg).items():
+        total += sec or 0.0
+        lines.append(f"| {name} | {'-' if sec is None else f'{sec:.1f}'} |")
+    lines.append(f"| total | {total:.1f} |")
+    text = "\n".join(lines)
+    if save:
+        folder = cache.stage_dir(cfg, "submit", cache.stage_key(cfg, "submit", keys))
+        if folder.exists():
+            fileio.write_text(folder / "report.md", text + "\n")
+    return text

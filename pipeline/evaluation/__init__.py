@@ -1,0 +1,1 @@
+"""Metrics, ROC curves, scoring of probability maps and of long-format submissions."""

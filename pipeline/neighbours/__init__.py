@@ -1,0 +1,2 @@
+"""Images beside each other: retrieval and clusters over embeddings, the mosaic of touching tiles
+and its context, KNN and edge features, balance weights."""

@@ -1,0 +1,333 @@
+"""The one training loop, shared by segmentation and the classifier.
+
+AdamW, a cosine or one-cycle schedule per step, validation on the fold each epoch with the
+competition metric, best-epoch tracking, SWA of the last K epochs (torch.optim.swa_utils with
+the BN update), mixed precision, and a checkpoint each epoch holding everything needed to
+resume at the next epoch: model, optimiser, schedulers, SWA average, gradient scaler and every
+RNG state (pipeline.training.checkpoint keeps the previous one too and loads them weights_only). With the
+loader's per-sample keys (pipeline.data.loader) a resumed run is bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from pipeline.config.schema import FitCfg, TrainCfg
+from pipeline.core import distributed, fileio, runtime
+from pipeline.data.loader import make_loader, set_epoch
+from pipeline.training import checkpoint, schedules
+
+logger = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+
+
+class StepHook(Protocol):
+    """A companion of the training loop (e.g. a mean teacher): an extra loss term computed from
+    the model alone, an update after every optimiser step, and the state it carries between
+    steps, saved in the epoch checkpoint so that a resumed run continues where it stopped."""
+
+    def loss(self, model: nn.Module, batch: Batch, epoch: int) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def update(self, model: nn.Module, opt: torch.optim.Optimizer) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def final_model(self) -> tuple[str, nn.Module] | None:
+        """(name, model) to save instead of the trained model, or None to keep the fitter's."""
+        ...
+
+
+@dataclass
+class Task:
+    """What differs between models: the loss and the per-epoch validation (returns 'score')."""
+
+    loss: Callable[[Batch, Batch, int], tuple[torch.Tensor, dict[str, float]]]
+    validate: Callable[[nn.Module], dict[str, float]]
+    hook: StepHook | None = None
+    prepare: Callable[[Batch, int], Batch] | None = None  # (batch, epoch) -> what the step trains on
+
+
+def _save_weights(state_dict: dict, path: Path) -> None:
+    with fileio.atomic_path(path) as tmp:
+        torch.save(state_dict, tmp)
+
+
+def _to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch:
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if channels_last:
+        out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    task: Task,
+    opt: torch.optim.Optimizer,
+    sched,
+    tcfg: TrainCfg,
+    device: torch.device,
+    epoch: int,
+    scaler=None,
+    desc: str = "",
+) -> dict[str, float]:
+    """One pass over the loader; returns mean loss and parts. `model` may be wrapped in
+    DistributedDataParallel; a hook sees the plain module."""
+    model.train()
+    totals: dict[str, float] = {}
+    n = 0
+    for batch in tqdm(loader, desc=desc, leave=False, mininterval=5, disable=None):
+        if task.prepare is not None:
+            batch = task.prepare(batch, epoch)
+        batch = _to_device(batch, device, tcfg.channels_last)
+        with runtime.autocast(device, tcfg):
+            out = model(batch["image"])
+        # The loss runs in fp32: Lovász sorts errors and Dice sums areas, both fragile in bf16.
+        loss, parts = task.loss({k: v.float() for k, v in out.items()}, batch, epoch)
+        if task.hook is not None:
+            extra, extra_parts = task.hook.loss(distributed.unwrap(model), batch, epoch)
+            loss, parts = loss + extra, {**parts, **extra_parts}
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        if task.hook is not None:
+            task.hook.update(distributed.unwrap(model), opt)
+        if sched is not None:
+            sched.step()
+        for k, v in {"loss": float(loss.detach()), **parts}.items():
+            totals[k] = totals.get(k, 0.0) + v
+        n += 1
+    return {f"train_{k}": v / max(n, 1) for k, v in totals.items()}
+
+
+def _plot_curves(history: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(history["epoch"], history["train_loss"], marker="o", label="train loss")
+    a.set_xlabel("epoch")
+    a.legend()
+    if "val_score" in history:  # absent until the first validated epoch (val_every > 1)
+        scored = history.dropna(subset=["val_score"])
+        b.plot(scored["epoch"], scored["val_score"], marker="o", color="C1", label="val score")
+        b.legend()
+    b.set_xlabel("epoch")
+    fig.tight_layout()
+    try:
+        # The temp name keeps the .png suffix: savefig picks the format from it.
+        fileio.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80), suffix=".png")
+    finally:
+        plt.close(fig)
+
+
+def fit_done(out_dir: Path) -> bool:
+    """Whether a Fitter finished in `out_dir`: model.pt and a fit.json that parses (it is
+    written last; a truncated copy left by an older writer is not finished)."""
+    return (out_dir / "model.pt").exists() and isinstance(fileio.read_json(out_dir / "fit.json"), dict)
+
+
+@dataclass
+class _Engine:
+    """The training state beside the model that a checkpoint must hold, created together."""
+
+    opt: torch.optim.Optimizer
+    sched: Any
+    swa: AveragedModel | None
+    swa_sched: SWALR | None
+    scaler: torch.amp.GradScaler | None
+    gen: torch.Generator
+
+    def state_dict(self) -> dict:
+        def sd(x):
+            return x.state_dict() if x is not None else None
+
+        return {k: sd(getattr(self, k)) for k in ("opt", "sched", "swa", "swa_sched", "scaler")} | {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, ck: dict) -> None:
+        for k in ("opt", "sched", "swa", "swa_sched", "scaler"):
+            if getattr(self, k) is not None and ck.get(k) is not None:
+                getattr(self, k).load_state_dict(ck[k])
+        self.gen.set_state(ck["gen"])
+
+
+class Fitter:
+    """Trains one model into `out_dir`, resuming from its checkpoint when one is there."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        tcfg: FitCfg,
+        out_dir: Path,
+        device: torch.device,
+        seed: int,
+    ) -> None:
+        self.model, self.task, self.tcfg, self.out_dir = model, task, tcfg, out_dir
+        self.device, self.seed = device, seed
+        self.ckpt = out_dir / "checkpoint.pt"
+        self.final = out_dir / "model.pt"
+
+    def fit(self, train_ds: Dataset, weights: np.ndarray | None = None, on_epoch_end: Callable[[int], None] | None = None) -> dict:
+        """Train (or resume) and write model.pt, metrics.csv, curves.png, fit.json.
+
+        Under torchrun every process calls this for the same model; rank 0 alone validates and
+        writes, and all of them resume from its checkpoint."""
+        distributed.barrier()  # what rank 0 wrote before (a reused fold, a checkpoint) is there
+        if fit_done(self.out_dir):
+            return fileio.read_json(self.out_dir / "fit.json")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tcfg, model, device = self.tcfg, self.model, self.device
+        runtime.seed_everything(self.seed)
+        model.to(device)
+        if tcfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        net = distributed.wrap(model, device, tcfg.sync_bn)  # before SWA copies the model
+        gen = torch.Generator().manual_seed(self.seed)
+        loader = make_loader(train_ds, tcfg, weights, gen)
+        main_epochs = max(tcfg.epochs - tcfg.swa_epochs, 0)
+        opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+        swa = AveragedModel(model) if tcfg.swa_epochs > 0 else None
+        eng = _Engine(
+            opt,
+            schedules.build(opt, tcfg, len(loader), main_epochs),
+            swa,
+            SWALR(opt, swa_lr=tcfg.swa_lr, anneal_epochs=1) if swa is not None else None,
+            torch.amp.GradScaler("cuda") if runtime.needs_grad_scaler(device, tcfg) else None,
+            gen,
+        )
+        state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1}
+        saved = self._load_checkpoint()  # the newest readable one; None: start afresh
+        if saved is not None:
+            state = self._resume(saved, eng)
+            logger.info(f"resuming {self.out_dir.name} at epoch {state['epoch']}")
+        for epoch in range(state["epoch"], tcfg.epochs):
+            start = time.perf_counter()
+            set_epoch(loader, epoch)
+            in_swa = swa is not None and epoch >= main_epochs
+            row = train_epoch(
+                net,
+                loader,
+                self.task,
+                opt,
+                None if in_swa else eng.sched,
+                tcfg,
+                device,
+                epoch,
+                eng.scaler,
+                desc=f"{self.out_dir.name} ep{epoch}",
+            )
+            if in_swa:
+                swa.update_parameters(model)
+                eng.swa_sched.step()
+            due = ((epoch + 1) % tcfg.val_every == 0 or epoch == tcfg.epochs - 1) and distributed.is_main()
+            val = self.task.validate(model) if due else {}
+            row.update({"epoch": epoch, "lr": opt.param_groups[0]["lr"], "swa": in_swa, "seconds": round(time.perf_counter() - start, 2)})
+            row.update({f"val_{k}": v for k, v in val.items()})
+            state["history"].append(row)
+            if due and val["score"] > state["best_score"]:
+                state["best_score"], state["best_epoch"] = val["score"], epoch
+                _save_weights(model.state_dict(), self.out_dir / "best.pt")
+            state["epoch"] = epoch + 1
+            if distributed.is_main():
+                self._checkpoint(state, eng)
+            shown = f"{val['score']:.4f}" if due else "-"
+            logger.info(f"{self.out_dir.name} epoch {epoch}: loss {row['train_loss']:.4f} val {shown} ({row['seconds']:.0f}s)")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+        return self._finish(state, swa, loader)
+
+    def _load_checkpoint(self) -> dict | None:
+        """The checkpoint to resume from. Under torchrun rank 0 chooses it (setting unreadable
+        ones aside) and every process loads that file."""
+        found = checkpoint.find(self.ckpt, "cpu") if distributed.is_main() else None
+        chosen = distributed.broadcast(found[0] if found else None)
+        if found is not None:  # rank 0 (or the only process) holds it already
+            return found[1]
+        return torch.load(chosen, map_location="cpu", weights_only=True) if chosen else None
+
+    def _checkpoint(self, state: dict, eng: _Engine) -> None:
+        # Only tensors and plain data: the checkpoint is loaded with weights_only=True.
+        checkpoint.save(
+            {
+                "state": checkpoint.plain(state),
+                "model": self.model.state_dict(),
+                **eng.state_dict(),
+                "rng": runtime.rng_state(),
+                "extra": self.task.hook.state_dict() if self.task.hook else None,
+            },
+            self.ckpt,
+        )
+        history = pd.DataFrame(state["history"])
+        fileio.write_csv(self.out_dir / "metrics.csv", history)
+        _plot_curves(history, self.out_dir / "curves.png")
+
+    def _resume(self, ck: dict, eng: _Engine) -> dict:
+        """Restore everything from checkpoint `ck` (loaded on the CPU: load_state_dict moves
+        tensors to the model's device, and RNG states must stay CPU tensors)."""
+        self.model.load_state_dict(ck["model"])
+        eng.load_state_dict(ck)
+        runtime.set_rng_state(ck["rng"])
+        if self.task.hook is not None and ck.get("extra") is not None:
+            self.task.hook.load_state_dict(ck["extra"])
+        return ck["state"]
+
+    def _finish(self, state: dict, swa: AveragedModel | None, loader: DataLoader) -> dict:
+        if swa is not None:
+            # BN statistics of averaged weights are not the average of BN statistics: recompute
+            # (under torchrun each process on its share; SyncBatchNorm pools them as it goes).
+            set_epoch(loader, self.tcfg.epochs)
+            images = (b["image"].to(self.device) for b in loader)
+            with runtime.autocast(self.device, self.tcfg):
+                update_bn(images, swa)
+            distributed.average_buffers(swa.module)
+        if distributed.is_main():
+            self._save_final(state, swa)
+        distributed.barrier()  # the others read model.pt next
+        return fileio.read_json(self.out_dir / "fit.json")
+
+    def _save_final(self, state: dict, swa: AveragedModel | None) -> None:
+        summary = {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "epochs": self.tcfg.epochs}
+        if swa is not None:
+            final = swa.module
+            summary["swa_score"] = self.task.validate(final)["score"]
+            summary["final"] = "swa"
+        else:
+            # The last epoch's weights, not the best-validated epoch's: the validation images are
+            # the fold's OOF images, so picking the epoch on them would choose the model on the
+            # labels it is then scored on (best.pt stays beside it, for inspection only).
+            final = self.model
+            summary["final"] = "last"
+        other = self.task.hook.final_model() if self.task.hook is not None else None
+        if other is not None:
+            # Both scores are kept, so fit.json shows what the swap bought.
+            name, final = other
+            summary[f"{name}_score"] = self.task.validate(final)["score"]
+            summary["final"] = name
+        _save_weights(final.state_dict(), self.final)
+        fileio.write_json(self.out_dir / "fit.json", summary)
+        checkpoint.remove(self.ckpt)
