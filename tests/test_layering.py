@@ -85,7 +85,8 @@ def _room(module: str) -> str:
 
 def violations(pkg: Path = PKG) -> list[str]:
     """Imports that go up a layer, sideways between rooms of one layer, into an unknown room,
-    or from a stage to another stage or the API."""
+    or from a stage to another stage or the API (the stage table, pipeline.stages itself,
+    reaches each stage's module)."""
     bad = []
     for name, targets in sorted(graph(pkg).items()):
         room = _room(name)
@@ -93,7 +94,7 @@ def violations(pkg: Path = PKG) -> list[str]:
             other = _room(target)
             if room not in RANK or other not in RANK:
                 bad.append(f"{name} imports {target}: {room if room not in RANK else other} is on no layer (tests/test_layering.py)")
-            elif room == "stages" and (target.startswith("pipeline.stages.") or other in LAYERS[-1]):
+            elif name != "pipeline.stages" and room == "stages" and (target.startswith("pipeline.stages.") or other in LAYERS[-1]):
                 bad.append(f"stage {name} imports {target}")
             elif other != room and RANK[other] >= RANK[room] and RANK[room] < len(LAYERS) - 1:  # entry points may share
                 bad.append(f"{name} imports {target}: layer {RANK[room]} may not import layer {RANK[other]}")

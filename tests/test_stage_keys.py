@@ -9,6 +9,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,3 +29,42 @@ def test_stage_keys_of_the_shipped_configs_are_unchanged(monkeypatch):
     assert sorted(found) == sorted(expected), "a config was added or removed: refresh tests/stage_keys.json"
     changed = [f"{c}:{s}" for c in expected for s in expected[c] if found[c].get(s) != expected[c][s]]
     assert not changed, f"stage keys changed: {changed}"
+
+
+def _leaves(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else key
+        out += _leaves(value, path) if isinstance(value, dict) and value else [path]
+    return out
+
+
+def _under(key: str, sections: set[str]) -> bool:
+    return any(key == s or key.startswith(s + ".") for s in sections)
+
+
+def test_every_config_key_is_hashed_or_declared_not_hashed():
+    """A key that no stage hashes must be declared so (pipeline/stages/__init__.py), with its
+    reason: a new key then never changes or escapes every key by accident."""
+    from pipeline import api
+    from pipeline.config import typed
+    from pipeline.engine import cache
+
+    keys = _leaves(typed.to_dict(api.load_config(ROOT / "configs" / "base.yaml")))
+    hashed = {s for stage in cache.STAGES.values() for s in stage.sections} | {"experiment.seed"}  # the seed: in every key
+    loose = [k for k in keys if not _under(k, hashed) and not _under(k, cache.NOT_HASHED)]
+    assert not loose, f"keys neither hashed by a stage nor declared in NOT_HASHED: {loose}"
+    both = [k for k in cache.NOT_HASHED if _under(k, hashed)]
+    assert not both, f"declared not hashed, but a stage hashes them: {both}"
+    unknown = [
+        k for k in (*cache.NOT_HASHED, *cache.OPT_IN, *cache.UNHASHED) if k not in keys and not any(x.startswith(k + ".") for x in keys)
+    ]
+    assert not unknown, f"declared keys that are not config keys: {unknown}"
+
+
+def test_an_undeclared_key_is_found(monkeypatch):
+    from pipeline.engine import cache
+
+    monkeypatch.setattr(cache, "NOT_HASHED", cache.NOT_HASHED - {"experiment.threads"})
+    with pytest.raises(AssertionError, match="experiment.threads"):
+        test_every_config_key_is_hashed_or_declared_not_hashed()

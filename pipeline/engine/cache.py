@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
-import importlib.metadata
 import json
 import logging
 import shutil
@@ -75,7 +73,7 @@ class Stage:
     name: str
     sections: tuple[str, ...]
     upstream: tuple[str, ...]
-    fn: Callable[[Context], dict] | str  # "module:function", imported on first use (keeps the CLI light)
+    fn: Callable[[Context], dict]
     version: str = "1"
     inputs: Callable[[Config], dict] | None = None  # fingerprint of external files
     # Config values read only in some settings; hashed only when non-empty, so keys of the
@@ -105,6 +103,9 @@ OPT_IN: dict[str, Any] = {}
 # Config values no stage key hashes where they sit (segment.models: each model is hashed as a
 # stage of its own config, and a stage reading it hashes that key).
 UNHASHED: set[str] = set()
+# Config keys no stage key hashes at all (experiment.threads): declared, so that a key that is
+# in no hashed section and not declared here fails a test instead of going unnoticed.
+NOT_HASHED: set[str] = set()
 
 
 def register_opt_in(*switches: str, **off_values: Any) -> None:
@@ -116,6 +117,10 @@ def register_unhashed(*paths: str) -> None:
     UNHASHED.update(paths)
 
 
+def register_not_hashed(*paths: str) -> None:
+    NOT_HASHED.update(paths)
+
+
 def register(stage: Stage) -> Stage:
     STAGES[stage.name] = stage
     return stage
@@ -125,13 +130,6 @@ def get_stage(name: str) -> Stage:
     if name not in STAGES:
         raise KeyError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
     return STAGES[name]
-
-
-def resolve_fn(fn: Callable[[Context], dict] | str) -> Callable[[Context], dict]:
-    if callable(fn):
-        return fn
-    module, _, attr = fn.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def digest(obj: Any) -> str:
@@ -313,7 +311,7 @@ def _execute(job: _Job, decide: Callable[[bool], bool] = bool) -> bool:
 def _follow(ctx: Context) -> None:
     """A training stage on a torchrun rank other than 0: its training loops run alongside rank
     0's, which writes everything (the stage function asks pipeline.core.distributed where it must)."""
-    resolve_fn(get_stage(ctx.stage).fn)(ctx)
+    get_stage(ctx.stage).fn(ctx)
 
 
 def _run(ctx: Context, stage: Stage) -> None:
@@ -324,7 +322,7 @@ def _run(ctx: Context, stage: Stage) -> None:
     start = time.perf_counter()
     try:
         # The folder is created lazily by the stage so that input errors leave nothing behind.
-        metrics = resolve_fn(stage.fn)(ctx) or {}
+        metrics = stage.fn(ctx) or {}
         folder.mkdir(parents=True, exist_ok=True)
         fileio.write_text(folder / "config.yaml", config_mod.dump(ctx.cfg))
         manifest.write(ctx, ctx.material, time.perf_counter() - start, metrics)

@@ -104,7 +104,7 @@ def run_folds(
     )
     if not distributed.is_main():
         if distributed.broadcast(None):  # rank 0 holds the locks and found the folds to run
-            cache.resolve_fn(stage.fn)(ctx)
+            stage.fn(ctx)
         return ctx.dir, False
     with contextlib.ExitStack() as held:
         held.enter_context(locks.read_locks(upstream.values()))  # as for a run of the whole stage
@@ -147,7 +147,7 @@ def _run_folds(ctx: cache.Context, held: contextlib.ExitStack, wait_s: float) ->
     # Finished meanwhile by a run of the whole stage: nothing to do (told to the other ranks).
     if not distributed.broadcast(not cache.finished(folder)):
         return False
-    cache.resolve_fn(cache.get_stage(ctx.stage).fn)(ctx)
+    cache.get_stage(ctx.stage).fn(ctx)
     names = ", ".join(f"fold{k}" for k in ctx.only_folds)
     logger.info(f"{folder.name}: {names} finished; a run of {ctx.stage} without --fold keeps them, merges and writes the manifest")
     return True

@@ -1,12 +1,15 @@
-"""The stage graph, in run order. Each stage is `run(ctx) -> metrics` in its own module,
-imported only when it runs so that `--help` and `status` stay instant."""
+"""The stage graph, in run order: each stage's function, the config sections its key hashes,
+its upstream stages, and the config keys no key hashes (NOT_HASHED). Each stage is
+`run(ctx) -> metrics` in its own module, reached through a small function below that imports
+it when the stage runs: importing the eleven stage modules (torch, smp, lightgbm) takes
+several seconds, which every `--help` and `status` would pay."""
 
 from __future__ import annotations
 
 from pipeline.config import typed, zoo
 from pipeline.config.schema import Config
 from pipeline.core import paths
-from pipeline.engine.cache import Stage, register, register_opt_in, register_unhashed
+from pipeline.engine.cache import Context, Stage, register, register_not_hashed, register_opt_in, register_unhashed
 from pipeline.engine.fingerprint import fingerprint
 
 _TRAIN_DATA = (
@@ -56,6 +59,78 @@ def _classify_extra(cfg: Config) -> dict:
     return _last_epoch(cfg.classify.train.swa_epochs)
 
 
+def _ingest_run_train(ctx: Context) -> dict:
+    from pipeline.stages import ingest
+
+    return ingest.run_train(ctx)
+
+
+def _ingest_run_test(ctx: Context) -> dict:
+    from pipeline.stages import ingest
+
+    return ingest.run_test(ctx)
+
+
+def _embed(ctx: Context) -> dict:
+    from pipeline.stages import embed
+
+    return embed.run(ctx)
+
+
+def _mosaic(ctx: Context) -> dict:
+    from pipeline.stages import mosaic
+
+    return mosaic.run(ctx)
+
+
+def _folds(ctx: Context) -> dict:
+    from pipeline.stages import folds
+
+    return folds.run(ctx)
+
+
+def _classify(ctx: Context) -> dict:
+    from pipeline.stages import classify
+
+    return classify.run(ctx)
+
+
+def _segment(ctx: Context) -> dict:
+    from pipeline.stages import segment
+
+    return segment.run(ctx)
+
+
+def _pseudo(ctx: Context) -> dict:
+    from pipeline.stages import pseudo
+
+    return pseudo.run(ctx)
+
+
+def _distill(ctx: Context) -> dict:
+    from pipeline.stages import distill
+
+    return distill.run(ctx)
+
+
+def _ensemble(ctx: Context) -> dict:
+    from pipeline.stages import ensemble
+
+    return ensemble.run(ctx)
+
+
+def _scorer(ctx: Context) -> dict:
+    from pipeline.stages import scorer
+
+    return scorer.run(ctx)
+
+
+def _submit(ctx: Context) -> dict:
+    from pipeline.stages import submit
+
+    return submit.run(ctx)
+
+
 # Options added after artifacts existed, hashed only when on (see cache.OPT_IN).
 register_opt_in(
     "folds.mosaic",
@@ -83,12 +158,25 @@ register_opt_in(
     segment__target="binary",
 )
 register_unhashed("segment.models", "distill.teachers")
+# Keys that change where or how a run computes, not what it computes (or how it is named), so
+# that no stage key hashes them; tests/test_stage_keys.py fails on a key that is neither hashed
+# nor listed here.
+register_not_hashed(
+    "experiment.name",  # names the artifact folder
+    "experiment.artifacts",  # where the folders live
+    "experiment.device",  # cpu or cuda: the same fit up to float rounding
+    "experiment.threads",  # CPU threads: speed only
+    "experiment.deterministic",  # cuDNN algorithm choice on GPUs: CPU runs are deterministic anyway
+    "experiment.compile",  # torch.compile of inference: speed only
+    "experiment.batch_tta",  # TTA views in one forward pass: speed only
+    "data.max_pixels",  # a guard against decompression bombs, read before decoding
+)
 register(
     Stage(
         "ingest",
         _TRAIN_DATA,
         (),
-        "pipeline.stages.ingest:run_train",
+        _ingest_run_train,
         inputs=_train_inputs,
         doc="validate the train data and cache decoded arrays",
     )
@@ -98,7 +186,7 @@ register(
         "ingest_test",
         ("data.test_images", "data.sample_submission", "data.id_column", "data.metadata", "data.channels", "data.classes"),
         ("ingest",),
-        "pipeline.stages.ingest:run_test",
+        _ingest_run_test,
         inputs=_test_inputs,
         doc="validate the test folder and cache decoded arrays",
     )
@@ -108,7 +196,7 @@ register(
         "embed",
         ("embed",),
         ("ingest", "ingest_test"),
-        "pipeline.stages.embed:run",
+        _embed,
         doc="image embeddings (metric learning + classification constraint), PCA, neighbours, clusters, duplicates",
     )
 )
@@ -126,7 +214,7 @@ register(
         "mosaic",
         (),
         ("ingest", "ingest_test"),
-        "pipeline.stages.mosaic:run",
+        _mosaic,
         extra=_mosaic_extra,
         doc="touching pairs among train and test tiles; each tile's neighbour per side (segment.context)",
     )
@@ -177,7 +265,7 @@ register(
         "folds",
         ("folds",),
         ("ingest",),
-        "pipeline.stages.folds:run",
+        _folds,
         models=_folds_embed,
         doc="stratified (grouped) K folds on coverage bins; optional mosaic or embedding-cluster groups",
     )
@@ -187,7 +275,7 @@ register(
         "classify",
         ("classify",),
         ("ingest", "folds"),
-        "pipeline.stages.classify:run",
+        _classify,
         extra=_classify_extra,
         folds_key="classify.train.folds",
         doc="empty-mask classifier: OOF probabilities, ROC/AUC",
@@ -198,7 +286,7 @@ register(
         "segment",
         ("segment",),
         ("ingest", "folds"),
-        "pipeline.stages.segment:run",
+        _segment,
         extra=_seg_head_extra,
         models=_segment_reads,
         folds_key="segment.train.folds",
@@ -210,7 +298,7 @@ register(
         "pseudo",
         ("pseudo", "segment"),
         ("ingest", "ingest_test", "folds", "segment", "classify"),
-        "pipeline.stages.pseudo:run",
+        _pseudo,
         version="2",  # 2: fold k pseudo-labelled by fold k's models alone (no second-order leak)
         models=_balance_embed,
         extra=_score_select_extra,
@@ -252,7 +340,7 @@ register(
         "distill",
         ("distill", "ensemble.fit_weights", "ensemble.adabn"),
         ("ingest", "ingest_test", "folds", "segment", "pseudo"),
-        "pipeline.stages.distill:run",
+        _distill,
         models=_distill_teachers,
         extra=_distill_extra,
         folds_key="segment.train.folds",
@@ -264,7 +352,7 @@ register(
         "ensemble",
         ("ensemble", "segment.train.tta", "classify.train.tta"),
         ("ingest", "ingest_test", "folds", "classify", "segment", "pseudo"),
-        "pipeline.stages.ensemble:run",
+        _ensemble,
         version="2",  # 2: blend weights of fold k's OOF fitted on the other folds
         models=_ensemble_reads,
         doc="test inference (TTA, fold average) and OOF-fitted blend",
@@ -275,7 +363,7 @@ register(
         "scorer",
         ("scorer", "submit.metric"),
         ("ingest", "ingest_test", "folds", "ensemble"),
-        "pipeline.stages.scorer:run",
+        _scorer,
         # 2: policy none (no post-processing) when nothing beats it; in-sample grid score
         # 3: auto chooses its policy inside the nesting; LightGBM deterministic
         version="3",
@@ -288,7 +376,7 @@ register(
         "submit",
         ("submit", "data.solution_masks", "data.sample_submission"),
         ("ingest", "ingest_test", "ensemble", "scorer"),
-        "pipeline.stages.submit:run",
+        _submit,
         extra=_id_column_extra,
         doc="gate, post-process, RLE-encode, validate, write CSV",
     )
