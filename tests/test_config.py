@@ -11,7 +11,8 @@ import yaml
 
 from pipeline.config import loader as config
 from pipeline.config import typed
-from pipeline.config.schema import Config, LossPhase, TrainCfg
+from pipeline.config.blocks import LossPhase, TrainCfg
+from pipeline.config.schema import Config
 from pipeline.core import paths
 from pipeline.core.errors import ConfigError, UserError
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import zoo
-from pipeline.config.schema import DistillCfg
+from pipeline.config.teachers import DistillCfg
 from pipeline.core.errors import ConfigError
 from pipeline.core.store import ArrayStore
 from pipeline.engine import cache

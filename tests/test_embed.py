@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline.config import typed
-from pipeline.config.schema import EmbedCfg
+from pipeline.config.embed import EmbedCfg
 from pipeline.core import fileio
 from pipeline.core.errors import ConfigError
 from pipeline.engine import cache

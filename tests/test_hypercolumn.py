@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.config.schema import ModelCfg
+from pipeline.config.blocks import ModelCfg
 from pipeline.modeling.hypercolumn import Hypercolumn
 from pipeline.modeling.models import build_segmentation
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config.schema import MeanTeacherCfg
+from pipeline.config.teachers import MeanTeacherCfg
 from pipeline.core.errors import ConfigError
 from pipeline.core.store import ArrayStore, write_store
 from pipeline.data.geometry import Geometry

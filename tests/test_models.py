@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.config import loader as config
-from pipeline.config.schema import LossPhase, ModelCfg
+from pipeline.config.blocks import LossPhase, ModelCfg
 from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore, write_store
 from pipeline.data.geometry import Geometry, to_tensor

@@ -11,7 +11,7 @@ import torch
 from conftest import FAST, SMOKE_CFG
 
 from pipeline.config import loader as config
-from pipeline.config.schema import LossPhase
+from pipeline.config.blocks import LossPhase
 from pipeline.core import paths
 from pipeline.core.errors import ConfigError, UserError
 from pipeline.core.store import ArrayStore
@@ -279,7 +279,7 @@ def test_subclasses_train_sub_class_channels_and_give_one_map(smoke_cfg, tmp_pat
 
 
 def test_k_class_pseudo_labels_pack_hard_keep_soft_and_train(tmp_path):
-    from pipeline.config.schema import PseudoCfg
+    from pipeline.config.teachers import PseudoCfg
     from pipeline.training.pseudo_labels import label_coverage, select, write_labels
 
     probs = [np.zeros((4, 4, 2)), np.zeros((4, 4, 2))]
@@ -306,7 +306,7 @@ def test_k_class_pseudo_labels_pack_hard_keep_soft_and_train(tmp_path):
 
 
 def test_mean_teacher_compares_softmax_probabilities(tmp_path):
-    from pipeline.config.schema import MeanTeacherCfg
+    from pipeline.config.teachers import MeanTeacherCfg
     from pipeline.core.store import write_store
     from pipeline.training.mean_teacher import MeanTeacher
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config.schema import LossPhase
+from pipeline.config.blocks import LossPhase
 from pipeline.core.errors import ConfigError
 from pipeline.data.datasets import crop_batch
 from pipeline.engine import cache

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from pipeline.config.schema import LossPhase
+from pipeline.config.blocks import LossPhase
 from pipeline.training.schedules import build as _scheduler
 from pipeline.training.schedules import phase_starts
 

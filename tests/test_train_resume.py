@@ -196,7 +196,7 @@ def test_deterministic_switch():
 
 def test_mean_teacher_batches_resume_identically_in_tile_mode(tmp_path, smoke_cfg):
     # The teacher's dataset crops at random in tile mode; its generator was not in the checkpoint.
-    from pipeline.config.schema import MeanTeacherCfg
+    from pipeline.config.teachers import MeanTeacherCfg
     from pipeline.core.store import ArrayStore, write_store
     from pipeline.training.mean_teacher import MeanTeacher
 

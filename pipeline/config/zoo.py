@@ -17,7 +17,8 @@ import dataclasses
 import re
 
 from pipeline.config import typed
-from pipeline.config.schema import Config, SegmentCfg
+from pipeline.config.schema import Config
+from pipeline.config.segment import SegmentCfg
 from pipeline.core.errors import UserError
 
 BASE = "segment"

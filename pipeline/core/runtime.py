@@ -15,7 +15,8 @@ import torch
 from pipeline.core import distributed
 
 if TYPE_CHECKING:  # for the annotations only: core sits below config
-    from pipeline.config.schema import ExperimentCfg, FitCfg
+    from pipeline.config.blocks import FitCfg
+    from pipeline.config.schema import ExperimentCfg
 
 
 def pick_device(cfg: ExperimentCfg) -> torch.device:

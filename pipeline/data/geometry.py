@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.config.schema import InputCfg
+from pipeline.config.blocks import InputCfg
 from pipeline.core.errors import UserError
 
 # ImageNet statistics; a grayscale stem summed over RGB sees the mean of the three.

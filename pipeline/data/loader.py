@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Sampler, Subset, WeightedRandomSampler
 
-from pipeline.config.schema import FitCfg
+from pipeline.config.blocks import FitCfg
 from pipeline.core import distributed
 
 Key = tuple[int, int, int]  # (index, epoch, position in the epoch)

@@ -16,7 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config.schema import ClassifyCfg, Config, ExperimentCfg, InputCfg, SegmentCfg
+from pipeline.config.blocks import InputCfg
+from pipeline.config.classify import ClassifyCfg
+from pipeline.config.schema import Config, ExperimentCfg
+from pipeline.config.segment import SegmentCfg
 from pipeline.core.runtime import pick_device
 from pipeline.data.geometry import Geometry
 from pipeline.inference.blend import blend

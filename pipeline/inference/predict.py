@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from pipeline.config.schema import FitCfg
+from pipeline.config.blocks import FitCfg
 from pipeline.core import runtime
 from pipeline.core.store import ArrayStore, quantise, write_store
 from pipeline.data.geometry import Geometry, to_tensor

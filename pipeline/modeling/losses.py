@@ -12,7 +12,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from pipeline.config.schema import LossPhase
+from pipeline.config.blocks import LossPhase
 from pipeline.core.errors import UserError
 
 # Each factory takes smp's mode: binary (one sigmoid), multilabel (a sigmoid per class) or

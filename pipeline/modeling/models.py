@@ -14,7 +14,7 @@ import torch
 from segmentation_models_pytorch.encoders import get_encoder
 from torch import nn
 
-from pipeline.config.schema import ClassifyModelCfg, EncoderCfg, ModelCfg
+from pipeline.config.blocks import ClassifyModelCfg, EncoderCfg, ModelCfg
 from pipeline.core.errors import UserError
 from pipeline.modeling.hypercolumn import Hypercolumn
 from pipeline.modeling.pretrained import LITE_PACKAGES, load_lite_weights

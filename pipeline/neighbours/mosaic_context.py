@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline.config.schema import SegmentCfg
+from pipeline.config.segment import SegmentCfg
 from pipeline.core import fileio
 from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.config import zoo
-from pipeline.config.schema import SegmentCfg
+from pipeline.config.segment import SegmentCfg
 from pipeline.core import distributed, fileio
 from pipeline.core.errors import UserError
 from pipeline.core.locks import fold_lock

@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline.config.schema import ClassifyCfg, Config
+from pipeline.config.classify import ClassifyCfg
+from pipeline.config.schema import Config
 from pipeline.core import distributed, runtime
 from pipeline.core.runtime import pick_device
 from pipeline.core.store import ArrayStore

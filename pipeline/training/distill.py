@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config.schema import Config, DistillCfg
+from pipeline.config.schema import Config
+from pipeline.config.teachers import DistillCfg
 from pipeline.core.store import quantise
 from pipeline.data.tables import fold_model_paths
 from pipeline.inference.fold_models import seg_test_maps

@@ -26,7 +26,7 @@ from segmentation_models_pytorch.encoders import get_encoder
 from torch import nn
 from torch.utils.data import Dataset
 
-from pipeline.config.schema import EmbedCfg, EmbedModelCfg
+from pipeline.config.embed import EmbedCfg, EmbedModelCfg
 from pipeline.core.store import ArrayStore
 from pipeline.data.datasets import build_augment, coverage_bin
 from pipeline.data.geometry import Geometry, to_tensor

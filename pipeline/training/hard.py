@@ -18,7 +18,8 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.config.schema import FitCfg, ProgressiveCfg, SegmentCfg
+from pipeline.config.blocks import FitCfg, ProgressiveCfg
+from pipeline.config.segment import SegmentCfg
 
 DIFFICULTY_CSV = "difficulty.csv"  # id, difficulty of the training part (in the fold's first/)
 

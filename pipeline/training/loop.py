@@ -26,7 +26,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline.config.schema import FitCfg, TrainCfg
+from pipeline.config.blocks import FitCfg, TrainCfg
 from pipeline.core import distributed, fileio, runtime
 from pipeline.data.loader import make_loader, set_epoch
 from pipeline.training import checkpoint, schedules

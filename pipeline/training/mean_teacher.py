@@ -18,7 +18,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import default_collate
 
-from pipeline.config.schema import MeanTeacherCfg, SegmentCfg
+from pipeline.config.segment import SegmentCfg
+from pipeline.config.teachers import MeanTeacherCfg
 from pipeline.core import runtime
 from pipeline.core.store import ArrayStore
 from pipeline.data.datasets import Geometry, SegDataset

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config.schema import Config, ProgressiveCfg, PseudoCfg
+from pipeline.config.blocks import ProgressiveCfg
+from pipeline.config.schema import Config
+from pipeline.config.teachers import PseudoCfg
 from pipeline.core.store import ArrayStore, quantise, write_store
 from pipeline.data.multiclass import pack
 

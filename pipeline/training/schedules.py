@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from pipeline.config.schema import FitCfg, TrainCfg
+from pipeline.config.blocks import FitCfg, TrainCfg
 
 
 def phase_starts(tcfg: TrainCfg, main_epochs: int) -> list[tuple[int, float]]:

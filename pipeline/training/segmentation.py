@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.config.schema import Config, ProgressiveCfg, SegmentCfg, SubclassesCfg
+from pipeline.config.blocks import ProgressiveCfg
+from pipeline.config.schema import Config
+from pipeline.config.segment import SegmentCfg, SubclassesCfg
 from pipeline.core import distributed, fileio, runtime
 from pipeline.core.errors import UserError
 from pipeline.core.runtime import pick_device

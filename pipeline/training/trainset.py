@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config.schema import SegmentCfg
+from pipeline.config.segment import SegmentCfg
 from pipeline.core.store import ArrayStore
 from pipeline.data.classrows import truth_planes
 from pipeline.data.tables import folds_to_run, load_folds, open_train, train_classes
