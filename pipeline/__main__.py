@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="segment, pseudo, status: model NAME of segment.models (its own artifact; default: the segment section's)",
     )
+    _command_options(p)
+    return p
+
+
+def _command_options(p: argparse.ArgumentParser) -> None:
+    """The options of the commands other than the stages: score, demo-data, bundle, plan."""
     p.add_argument("--masks", help="score: folder of ground-truth masks")
     p.add_argument("--solution", help="score: a long-format solution CSV (K classes; with --images and --classes)")
     p.add_argument("--images", help="score --solution: the images folder (for the image sizes)")
@@ -90,7 +96,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=None, help="plan: test images to plan for (default: the local test folder's)")
     p.add_argument("--wheels", action="store_true", help="bundle: download the requirements' wheels into the bundle")
     p.add_argument("--seed", type=int, default=None, help="demo-data: seed")
-    return p
 
 
 def _folds(args: argparse.Namespace) -> list[int] | None:
@@ -218,28 +223,41 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(build_report(cfg))
         return 0
     if args.command == "bundle":
-        from pipeline import api
-
-        if not args.out:
-            raise UserError("bundle needs --out DIR (a new folder)")
-        manifest = api.bundle(cfg, args.out, export=args.export, wheels=args.wheels)
-        print(f"bundle: {len(manifest['files'])} files, {manifest['total_bytes'] / 2**20:.1f} MiB -> {args.out}")
-        return 0
+        return _bundle(cfg, args)
     if args.command == "plan":
-        from pipeline import api
-
-        if not args.budget:
-            raise UserError("plan needs --budget (e.g. 2h, 90m, 3600)")
-        plans, pick = api.plan(cfg, args.budget, args.device, args.bundle, args.n_test)
-        print(format_plans(plans, pick))
-        return 0
+        return _plan(cfg, args)
     if args.command not in (*cache.STAGES, "all"):
         raise UserError(
             f"unknown command {args.command!r}; valid: {', '.join([*cache.STAGES, 'all', 'status', 'report', 'demo-data', 'score', 'bundle', 'plan'])}"
         )
+    return _run_stages(cfg, args, folds)
+
+
+def _bundle(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from pipeline import api
+
+    if not args.out:
+        raise UserError("bundle needs --out DIR (a new folder)")
+    manifest = api.bundle(cfg, args.out, export=args.export, wheels=args.wheels)
+    print(f"bundle: {len(manifest['files'])} files, {manifest['total_bytes'] / 2**20:.1f} MiB -> {args.out}")
+    return 0
+
+
+def _plan(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from pipeline import api
+
+    if not args.budget:
+        raise UserError("plan needs --budget (e.g. 2h, 90m, 3600)")
+    plans, pick = api.plan(cfg, args.budget, args.device, args.bundle, args.n_test)
+    print(format_plans(plans, pick))
+    return 0
+
+
+def _run_stages(cfg: config_mod.Config, args: argparse.Namespace, folds: list[int] | None) -> int:
+    """A stage, or `all` of them and the report: the commands that train and predict."""
     from pipeline import preflight
 
-    preflight.check(cfg, args.command)  # the remaining commands run stages
+    preflight.check(cfg, args.command)
     distributed.setup(cfg.experiment.device)  # under torchrun: join the process group
     if args.command == "all":
         keys: dict[str, str] = {}  # keys depend on the config and input files only: compute each once

@@ -201,65 +201,79 @@ class Fitter:
         if fit_done(self.out_dir):
             return fileio.read_json(self.out_dir / "fit.json")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        tcfg, model, device = self.tcfg, self.model, self.device
         runtime.seed_everything(self.seed)
+        net, loader, eng = self._prepare(train_ds, weights)
+        state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1}
+        saved = self._load_checkpoint()  # the newest readable one; None: start afresh
+        if saved is not None:
+            state = self._resume(saved, eng)
+            logger.info(f"resuming {self.out_dir.name} at epoch {state['epoch']}")
+        for epoch in range(state["epoch"], self.tcfg.epochs):
+            self._epoch(net, loader, eng, state, epoch)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+        return self._finish(state, eng.swa, loader)
+
+    def _prepare(self, train_ds: Dataset, weights: np.ndarray | None) -> tuple[nn.Module, DataLoader, _Engine]:
+        """The model on its device (wrapped for torchrun), the loader and the optimiser state,
+        built in this order after seeding: the draws of each depend on what came before."""
+        tcfg, model, device = self.tcfg, self.model, self.device
         model.to(device)
         if tcfg.channels_last:
             model.to(memory_format=torch.channels_last)
         net = distributed.wrap(model, device, tcfg.sync_bn)  # before SWA copies the model
         gen = torch.Generator().manual_seed(self.seed)
         loader = make_loader(train_ds, tcfg, weights, gen)
-        main_epochs = max(tcfg.epochs - tcfg.swa_epochs, 0)
         opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
         swa = AveragedModel(model) if tcfg.swa_epochs > 0 else None
         eng = _Engine(
             opt,
-            schedules.build(opt, tcfg, len(loader), main_epochs),
+            schedules.build(opt, tcfg, len(loader), self._main_epochs()),
             swa,
             SWALR(opt, swa_lr=tcfg.swa_lr, anneal_epochs=1) if swa is not None else None,
             torch.amp.GradScaler("cuda") if runtime.needs_grad_scaler(device, tcfg) else None,
             gen,
         )
-        state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1}
-        saved = self._load_checkpoint()  # the newest readable one; None: start afresh
-        if saved is not None:
-            state = self._resume(saved, eng)
-            logger.info(f"resuming {self.out_dir.name} at epoch {state['epoch']}")
-        for epoch in range(state["epoch"], tcfg.epochs):
-            start = time.perf_counter()
-            set_epoch(loader, epoch)
-            in_swa = swa is not None and epoch >= main_epochs
-            row = train_epoch(
-                net,
-                loader,
-                self.task,
-                opt,
-                None if in_swa else eng.sched,
-                tcfg,
-                device,
-                epoch,
-                eng.scaler,
-                desc=f"{self.out_dir.name} ep{epoch}",
-            )
-            if in_swa:
-                swa.update_parameters(model)
-                eng.swa_sched.step()
-            due = ((epoch + 1) % tcfg.val_every == 0 or epoch == tcfg.epochs - 1) and distributed.is_main()
-            val = self.task.validate(model) if due else {}
-            row.update({"epoch": epoch, "lr": opt.param_groups[0]["lr"], "swa": in_swa, "seconds": round(time.perf_counter() - start, 2)})
-            row.update({f"val_{k}": v for k, v in val.items()})
-            state["history"].append(row)
-            if due and val["score"] > state["best_score"]:
-                state["best_score"], state["best_epoch"] = val["score"], epoch
-                _save_weights(model.state_dict(), self.out_dir / "best.pt")
-            state["epoch"] = epoch + 1
-            if distributed.is_main():
-                self._checkpoint(state, eng)
-            shown = f"{val['score']:.4f}" if due else "-"
-            logger.info(f"{self.out_dir.name} epoch {epoch}: loss {row['train_loss']:.4f} val {shown} ({row['seconds']:.0f}s)")
-            if on_epoch_end is not None:
-                on_epoch_end(epoch)
-        return self._finish(state, swa, loader)
+        return net, loader, eng
+
+    def _main_epochs(self) -> int:
+        return max(self.tcfg.epochs - self.tcfg.swa_epochs, 0)
+
+    def _epoch(self, net: nn.Module, loader: DataLoader, eng: _Engine, state: dict, epoch: int) -> None:
+        """One epoch: train (averaging into SWA in its epochs), validate when due, keep the
+        best weights, checkpoint, log."""
+        tcfg, model = self.tcfg, self.model
+        start = time.perf_counter()
+        set_epoch(loader, epoch)
+        in_swa = eng.swa is not None and epoch >= self._main_epochs()
+        row = train_epoch(
+            net,
+            loader,
+            self.task,
+            eng.opt,
+            None if in_swa else eng.sched,
+            tcfg,
+            self.device,
+            epoch,
+            eng.scaler,
+            desc=f"{self.out_dir.name} ep{epoch}",
+        )
+        if in_swa:
+            eng.swa.update_parameters(model)
+            eng.swa_sched.step()
+        due = ((epoch + 1) % tcfg.val_every == 0 or epoch == tcfg.epochs - 1) and distributed.is_main()
+        val = self.task.validate(model) if due else {}
+        row.update({"epoch": epoch, "lr": eng.opt.param_groups[0]["lr"], "swa": in_swa, "seconds": round(time.perf_counter() - start, 2)})
+        row.update({f"val_{k}": v for k, v in val.items()})
+        state["history"].append(row)
+        if due and val["score"] > state["best_score"]:
+            state["best_score"], state["best_epoch"] = val["score"], epoch
+            _save_weights(model.state_dict(), self.out_dir / "best.pt")
+        state["epoch"] = epoch + 1
+        if distributed.is_main():
+            self._checkpoint(state, eng)
+        shown = f"{val['score']:.4f}" if due else "-"
+        logger.info(f"{self.out_dir.name} epoch {epoch}: loss {row['train_loss']:.4f} val {shown} ({row['seconds']:.0f}s)")
 
     def _load_checkpoint(self) -> dict | None:
         """The checkpoint to resume from. Under torchrun rank 0 chooses it (setting unreadable
