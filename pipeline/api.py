@@ -19,6 +19,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore
 from pipeline.data.tables import fold_model_paths
 from pipeline.engine import cache, foldrun
+from pipeline.inference.contract import fitted_models
 from pipeline.inference.ensemble_io import model_folders
 from pipeline.inference.fold_models import classifier_paths
 from pipeline.submission.binary import check_submission, read_submission, score_submission  # noqa: F401  (part of the API)
@@ -53,20 +54,23 @@ def manifest(cfg: Config, stage: str) -> dict:
 
 
 def bundle_sources(cfg: Config) -> Sources:
-    """The finished stage folders an offline bundle of this config is made from (the bundle
-    and the planner serve one binary class, sub-classes included, so far)."""
+    """The finished stage folders and fitted models (pipeline/inference/contract.py) an offline
+    bundle of this config is made from: every ensemble.models entry, a zoo member or the
+    distilled student included."""
     if cfg.data.classes:
         raise UserError("bundle and plan: built for one binary class so far; data.classes names K classes")
-    if cfg.segment.context.enabled:  # a bundle's test tiles would need the mosaic search and the train tiles beside them
-        raise UserError("bundle and plan: segment.context grows tiles with their neighbours, which a bundle does not carry yet")
-    if zoo.upstream(cfg):  # the bundle predicts every model with the experiment's one segment section
-        raise UserError("bundle and plan: built for the segment and pseudo models so far; ensemble.models names a zoo model or distill")
-    names = ["ingest", "folds", "classify", "segment", "scorer", *(["pseudo"] if "pseudo" in cfg.ensemble.models else [])]
+    own = {stage for stage, model in map(zoo.parse, cfg.ensemble.models) if model == zoo.BASE}
+    names = ["ingest", "folds", "classify", "scorer", *sorted(own)]
     try:
         up = {name: cache.load_upstream(cfg, name) for name in names}
+        up |= {entry: cache.load_upstream(sub, stage) for entry, (sub, stage) in zoo.upstream(cfg).items()}
+        models = fitted_models(cfg, model_folders(cfg.ensemble.models, up))
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from exc
-    return Sources(model_folders(cfg.ensemble.models, up), up["classify"], up["scorer"], up["ingest"], up["folds"])
+    grown = [name for name, m in models.items() if m.context is not None]
+    if grown:  # its test tiles need the mosaic search over the train and test tiles together
+        raise UserError(f"bundle and plan: {grown[0]} grows its tiles with mosaic context, which a bundle does not carry yet")
+    return Sources(models, up["classify"], up["scorer"], up["ingest"], up["folds"])
 
 
 def bundle(cfg: Config, out: str | Path, export: str | None = None, wheels: bool = False) -> dict:

@@ -78,6 +78,34 @@ def test_bundle_reproduces_the_submission(finished, smoke_data, tmp_path, policy
     assert (plan["policy"]["fixed"] is None) == (plan["policy"]["name"] in ("global", "per_image"))
 
 
+ZOO = (
+    "segment.models={fpn: {model: {arch: FPN}}, student: {input: {size: 64}}}",
+    "distill.enabled=true",
+    "distill.teachers=[segment, fpn]",
+    "distill.student=student",
+    "pseudo.rounds=0",
+)
+
+
+@pytest.mark.parametrize("entries", ["[segment, fpn]", "[distill]"])
+def test_bundle_reproduces_a_zoo_blend_and_its_student(finished, smoke_data, tmp_path, entries):
+    """A blend of zoo members, and the distilled student alone: each model is rebuilt in the
+    bundle by its own segment section (the model contract) and the submission is the pipeline's."""
+    cfg = finished(*ZOO, f"ensemble.models={entries}")
+    out = tmp_path / "bundle"
+    api.bundle(cfg, out)
+    plan = json.loads((out / "bundle.json").read_text())
+    archs = {name: m["segment"]["model"]["arch"] for name, m in plan["models"].items()}
+    sizes = {name: m["segment"]["input"]["size"] for name, m in plan["models"].items()}
+    if entries == "[distill]":
+        assert list(plan["models"]) == ["distill"] and sizes["distill"] == 64
+    else:
+        assert archs["fpn"] == "FPN" and archs["segment"] != "FPN"
+    res = _predict(out, smoke_data, tmp_path / "submission.csv")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "submission.csv").read_bytes() == (api.artifact(cfg, "submit") / "submission.csv").read_bytes()
+
+
 def test_bundle_reproduces_tiles_seg_head_adabn_and_sample_order(finished, smoke_data, tmp_path):
     """Tile mode (sliding window), the classifier as a head of the segmentation model, AdaBN on
     the test images, and a sample submission that fixes another order of the ids."""

@@ -75,8 +75,23 @@ def test_two_models_train_once_and_are_reused_when_only_the_blend_changes(smoke_
     assert sorted(folder.parent.glob("segment-*[!k]")) == seg_dirs
 
 
-def test_bundle_refuses_a_zoo(smoke_cfg, tmp_path):
-    from pipeline import api
+def test_each_fitted_model_is_built_by_its_own_section(smoke_cfg, tmp_path):
+    """The model contract: a zoo member carries its own segment section (FPN here), and a
+    bundle plan's entry rebuilds the same config (pipeline/inference/contract.py)."""
+    from pipeline.inference.contract import FittedModel, fitted_models
 
-    with pytest.raises(UserError, match="ensemble.models names a zoo model or distill"):
-        api.bundle(smoke_cfg(FPN, "ensemble.models=[segment, fpn]", artifacts=tmp_path), tmp_path / "b")
+    cfg = smoke_cfg(FPN, "ensemble.models=[segment, fpn]")
+    folders = {}
+    for name in ("segment", "fpn"):
+        (tmp_path / name / "fold0").mkdir(parents=True)
+        (tmp_path / name / "fold0" / "model.pt").write_bytes(b"")
+        folders[name] = tmp_path / name
+    models = fitted_models(cfg, folders)
+    assert models["fpn"].cfg.segment.model.arch == "FPN" and models["segment"].cfg.segment.model.arch != "FPN"
+    assert models["fpn"].folds == (tmp_path / "fpn" / "fold0" / "model.pt",)
+    entry = models["fpn"].to_plan(["models/fpn/fold0.pt"], 0.5)
+    back = FittedModel.from_plan("fpn", entry, cfg, tmp_path)
+    assert back.cfg.segment == models["fpn"].cfg.segment and back.folds == (tmp_path / "models/fpn/fold0.pt",)
+    assert back.outputs == models["fpn"].outputs and back.context is None
+    old = FittedModel.from_plan("segment", {"weight": 1.0, "folds": []}, cfg, tmp_path)  # a bundle from before the contract
+    assert old.cfg.segment == cfg.segment

@@ -29,6 +29,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore
 from pipeline.data.tables import fold_model_paths
 from pipeline.inference.blend import blend, test_weights
+from pipeline.inference.contract import FittedModel
 from pipeline.inference.ensemble_io import common_ids, read_maps
 from pipeline.inference.fold_models import classifier_paths
 from pipeline.postprocessing.policy import candidate_grid
@@ -58,7 +59,7 @@ raise SystemExit(main(bundle=HERE))
 class Sources:
     """The finished stage folders a bundle is made from."""
 
-    models: dict[str, Path]  # each model of ensemble.models: the folder of its fold models
+    models: dict[str, FittedModel]  # each model of ensemble.models (pipeline/inference/contract.py)
     classify: Path
     scorer: Path
     ingest: Path
@@ -146,8 +147,9 @@ def _blend_weights(cfg: Config, src: Sources) -> list[float]:
     if len(src.models) == 1 or not cfg.ensemble.fit_weights:
         return [1.0 / len(src.models)] * len(src.models)
     masks = ArrayStore(src.ingest, "masks")
-    ids = common_ids(src.models, masks.ids)
-    oofs = [read_maps(d, "oof", ids) for d in src.models.values()]
+    folders = {name: m.oof for name, m in src.models.items()}
+    ids = common_ids(folders, masks.ids)
+    oofs = [read_maps(d, "oof", ids) for d in folders.values()]
     return [float(w) for w in test_weights(oofs, [masks.get(i)[..., 0] for i in ids])]
 
 
@@ -180,14 +182,16 @@ def frozen_policy(cfg: Config, scorer: Path) -> dict:
     return out
 
 
+def _safe(name: str) -> str:
+    # pseudo:fpn names a folder: no colon in a path that Windows or a Kaggle dataset must hold
+    return name.replace(":", "-")
+
+
 def _copy_models(src: Sources, cfg: Config, out: Path) -> tuple[dict, list[str]]:
     models = {}
-    for name, folder in src.models.items():
-        paths = fold_model_paths(folder)
-        if not paths:
-            raise UserError(f"bundle: no fold models under {folder}; run the stages first")
-        models[name] = [f"models/{name}/{p.parent.name}.pt" for p in paths]
-        for p, rel in zip(paths, models[name], strict=True):
+    for name, model in src.models.items():
+        models[name] = [f"models/{_safe(name)}/{p.parent.name}.pt" for p in model.folds]
+        for p, rel in zip(model.folds, models[name], strict=True):
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(p, out / rel)
     cls = []
@@ -259,7 +263,7 @@ def build(cfg: Config, src: Sources, out: Path, export: str | None = None, wheel
             "config": "config.yaml",
             "channels": json.loads((src.ingest / "stats.json").read_text())["channels"],
             "tta": list(cfg.segment.train.tta),
-            "models": {name: {"weight": w, "folds": models[name]} for name, w in zip(models, weights, strict=True)},
+            "models": {name: src.models[name].to_plan(models[name], w) for name, w in zip(models, weights, strict=True)},
             "classifier": cls,
             "policy": policy,
             "export": None,

@@ -20,7 +20,8 @@ from pipeline.config.schema import Config
 from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore
 from pipeline.data.geometry import to_tensor
-from pipeline.inference.fold_models import cls_infer_spec, cls_network, load_fold, seg_infer_spec, seg_network
+from pipeline.inference.contract import FittedModel
+from pipeline.inference.fold_models import cls_infer_spec, cls_network, load_fold
 from pipeline.inference.predict import InferSpec, predict
 
 # Probabilities in [0, 1]: bf16 autocast alone moves them by up to ~1e-2 between two runs of
@@ -122,10 +123,13 @@ def export_models(cfg: Config, plan: dict, out: Path, kind: str, ingest: Path) -
     images = ArrayStore(ingest, "images")
     device = torch.device("cpu")
     channels = images[0].shape[2]
-    seg_spec = seg_infer_spec(cfg.segment, device, list(plan["tta"]))
     cls_spec = cls_infer_spec(cfg.classify, device, list(cfg.classify.train.tta))
     parity: dict[str, dict[str, float]] = {}
-    jobs = [(rel, seg_network(cfg, channels), seg_spec) for m in plan["models"].values() for rel in m["folds"]]
+    jobs = []
+    for name, entry in plan["models"].items():  # each model by its own section (pipeline/inference/contract.py)
+        model = FittedModel.from_plan(name, entry, cfg, out)
+        spec = model.spec(device, list(plan["tta"]), fast=False)
+        jobs += [(rel, model.network(channels), spec) for rel in entry["folds"]]
     jobs += [(rel, cls_network(cfg, channels), cls_spec) for rel in plan["classifier"]]
     renamed = {}
     for rel, build, spec in jobs:

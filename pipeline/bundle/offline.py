@@ -25,7 +25,8 @@ from pipeline.core import fileio
 from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore, dequantise, quantise
 from pipeline.data.ingest import Sources, ingest
-from pipeline.inference.fold_models import ensemble_test
+from pipeline.inference.contract import FittedModel
+from pipeline.inference.ensemble import ensemble_test
 from pipeline.postprocessing.features import feature_table, meta_features
 from pipeline.postprocessing.policy import choose, predicted
 from pipeline.submission.binary import header_problem, make_submission
@@ -94,6 +95,11 @@ def bundle_config(bundle: Path, plan: dict, device: str | None = None) -> Config
     cfg = config_mod.load(bundle / plan["config"], [f"experiment.device={device}"] if device else [])
     train = dataclasses.replace(cfg.segment.train, tta=list(plan["tta"]))
     return dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, train=train))
+
+
+def plan_models(plan: dict, cfg: Config, bundle: Path) -> dict[str, FittedModel]:
+    """The plan's models, each built by its own segment section (a zoo member, the student)."""
+    return {name: FittedModel.from_plan(name, entry, cfg, bundle) for name, entry in plan["models"].items()}
 
 
 def _stored(maps: list[np.ndarray] | None) -> list[np.ndarray] | None:
@@ -166,7 +172,7 @@ def run(req: Request) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(prefix="bundle-ingest-") as tmp:
         images, table = _ingest(req, cfg, plan, Path(tmp) / "ingest")
         _check_inputs(req, cfg, plan, table)
-        models = {name: [req.bundle / p for p in m["folds"]] for name, m in plan["models"].items()}
+        models = plan_models(plan, cfg, req.bundle)
         weights = np.array([m["weight"] for m in plan["models"].values()])
         test = ensemble_test(cfg, models, weights, [req.bundle / p for p in plan["classifier"]], images)
         probs, dists, cls = _stored(test.masks), _stored(test.dists), _read_back(Path(tmp), images.ids, test.cls)

@@ -26,11 +26,12 @@ from pipeline.config.schema import Config
 from pipeline.core.errors import UserError
 from pipeline.core.runtime import pick_device
 from pipeline.core.store import ArrayStore, dequantise, quantise
-from pipeline.data.tables import fold_model_paths, load_folds
+from pipeline.data.tables import load_folds
 from pipeline.evaluation.oof import paired
 from pipeline.inference.blend import blend, nested_blend
+from pipeline.inference.contract import FittedModel
 from pipeline.inference.ensemble_io import common_ids
-from pipeline.inference.fold_models import cls_infer_spec, cls_network, load_fold, seg_infer_spec, seg_network
+from pipeline.inference.fold_models import cls_infer_spec, cls_network, load_fold
 from pipeline.inference.predict import FLIPS, adapt_bn, predict
 
 VIEWS = tuple(FLIPS)  # none, hflip, vflip
@@ -62,26 +63,26 @@ class Measured:
     fixed_seconds: float = 0.0  # per test image, whatever the choice: the separate classifier's folds
 
 
-def _spec(cfg: Config, view: str, device: torch.device):
+def _spec(model: FittedModel, view: str, device: torch.device):
     # One view per pass (batch_tta off) so that each view has its own time; eager (compile off):
     # compiling costs seconds per fold model and call, which a 64-image sample would inflate.
-    return dataclasses.replace(seg_infer_spec(cfg.segment, device, [view], cfg.experiment), batch_tta=False, compile=False)
+    return dataclasses.replace(model.spec(device, [view]), batch_tta=False, compile=False)
 
 
-def _model(cfg: Config, path: Path, channels: int) -> torch.nn.Module:
-    return load_fold(seg_network(cfg, channels), path)
+def _model(model: FittedModel, path: Path, channels: int) -> torch.nn.Module:
+    return load_fold(model.network(channels), path)
 
 
-def _oof_views(cfg: Config, folder: Path, images: ArrayStore, ids: list[str], fold: np.ndarray, device) -> dict[str, list[np.ndarray]]:
+def _oof_views(fitted: FittedModel, images: ArrayStore, ids: list[str], fold: np.ndarray, device) -> dict[str, list[np.ndarray]]:
     """OOF maps of each view: fold k's images predicted by fold k's model alone."""
     pos = np.array([images.position(i) for i in ids])
     out: dict[str, list[np.ndarray | None]] = {v: [None] * len(ids) for v in VIEWS}
-    for path in fold_model_paths(folder):
+    for path in fitted.folds:
         k = int(path.parent.name.removeprefix("fold"))
         rows = np.flatnonzero(fold == k)
-        model = _model(cfg, path, images[0].shape[2])
+        model = _model(fitted, path, images[0].shape[2])
         for view in VIEWS:
-            for r, (_, o) in zip(rows, predict(model, images, pos[rows], _spec(cfg, view, device)), strict=True):
+            for r, (_, o) in zip(rows, predict(model, images, pos[rows], _spec(fitted, view, device)), strict=True):
                 out[view][r] = dequantise(quantise(o["mask"]))
     return out  # type: ignore[return-value]
 
@@ -93,13 +94,13 @@ def _seconds(fn, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def _timings(cfg: Config, folder: Path, test: ArrayStore, device) -> tuple[dict[str, float], float]:
-    path = fold_model_paths(folder)[0]
-    model = _model(cfg, path, test[0].shape[2])
+def _timings(fitted: FittedModel, test: ArrayStore, device) -> tuple[dict[str, float], float]:
+    model = _model(fitted, fitted.folds[0], test[0].shape[2])
     n = min(TIMING_SAMPLE, len(test))
-    per_view = {v: _seconds(lambda m, v=v: list(predict(model, test, np.arange(m), _spec(cfg, v, device))), n) for v in VIEWS}
-    geometry = _spec(cfg, "none", device).geometry
-    adabn = _seconds(lambda m: adapt_bn(model, FirstImages(test, m), geometry, device, cfg.segment.input.tile_overlap), n)
+    per_view = {v: _seconds(lambda m, v=v: list(predict(model, test, np.arange(m), _spec(fitted, v, device))), n) for v in VIEWS}
+    geometry = _spec(fitted, "none", device).geometry
+    overlap = fitted.cfg.segment.input.tile_overlap
+    adabn = _seconds(lambda m: adapt_bn(model, FirstImages(test, m), geometry, device, overlap), n)
     return per_view, adabn
 
 
@@ -129,20 +130,20 @@ def _classifier_seconds(cfg: Config, paths: list[Path], test: ArrayStore, device
     return per_fold * len(paths)
 
 
-def measure(cfg: Config, models: dict[str, Path], ingest: Path, folds: Path, test: ArrayStore, classifier: list[Path]) -> Measured:
-    """OOF maps per view and test speed per view for each model folder; the classifier's folds
+def measure(cfg: Config, models: dict[str, FittedModel], ingest: Path, folds: Path, test: ArrayStore, classifier: list[Path]) -> Measured:
+    """OOF maps per view and test speed per view for each fitted model; the classifier's folds
     (`classifier`, empty when it rides on the segmentation encoder) are timed as a fixed cost."""
     device = pick_device(cfg.experiment)
     images, masks = ArrayStore(ingest, "images"), ArrayStore(ingest, "masks")
-    ids = common_ids(models, images.ids)
+    ids = common_ids({name: m.oof for name, m in models.items()}, images.ids)
     fold_of = load_folds(folds).set_index("id")["fold"]
     fold = fold_of.loc[ids].to_numpy()
     truths = [masks.get(i)[..., 0] for i in ids]
     oof, seconds, adabn, n_folds = {}, {}, {}, {}
-    for name, folder in models.items():
-        oof[name] = _oof_views(cfg, folder, images, ids, fold, device)
-        seconds[name], adabn[name] = _timings(cfg, folder, test, device)
-        n_folds[name] = len(fold_model_paths(folder))
+    for name, model in models.items():
+        oof[name] = _oof_views(model, images, ids, fold, device)
+        seconds[name], adabn[name] = _timings(model, test, device)
+        n_folds[name] = len(model.folds)
     return Measured(ids, truths, fold, oof, seconds, adabn, n_folds, _classifier_seconds(cfg, classifier, test, device))
 
 

@@ -1,14 +1,14 @@
 """Test-time inference from fold model files: the segmentation and classifier networks as the
-config builds them, their inference specs, each model's fold-averaged maps with TTA (and
-optional AdaBN), and the blend of several models. The ensemble stage and the offline bundle's
-`predict.py` both run this code, so a bundle reproduces the pipeline's own test maps; it holds
-no training code (pipeline/bundle/build.py checks that for the modules a bundle carries)."""
+config builds them, their inference specs, and each model's fold-averaged maps with TTA (and
+optional AdaBN); pipeline/inference/ensemble.py blends several. The ensemble stage and the
+offline bundle's `predict.py` both run this code, so a bundle reproduces the pipeline's own test
+maps; it holds no training code (pipeline/bundle/build.py checks that for the modules a bundle
+carries)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,10 +22,8 @@ from pipeline.config.schema import Config, ExperimentCfg
 from pipeline.config.segment import SegmentCfg
 from pipeline.core.runtime import pick_device
 from pipeline.data.geometry import Geometry
-from pipeline.inference.blend import blend
 from pipeline.inference.predict import InferSpec, adapt_bn, predict
 from pipeline.modeling.models import ClassifierNet, build_segmentation
-from pipeline.neighbours.mosaic_context import Mosaic, for_model
 
 
 class TestMaps(NamedTuple):
@@ -161,38 +159,3 @@ def cls_test_probs(cfg: Config, paths: Sequence[Path], images, adabn: bool = Fal
             model = adapt_bn(model, images, spec.geometry, device, spec.overlap)
         total += predict_probs(model, images, np.arange(len(images)), spec)
     return total / len(paths)
-
-
-@dataclass
-class EnsembleTest:
-    """The blended test maps, the first model's distance maps and the image probabilities
-    the gate reads (seg-head classifier or the classify stage's)."""
-
-    masks: list[np.ndarray]
-    dists: list[np.ndarray] | None
-    cls: np.ndarray
-
-
-def ensemble_test(
-    cfg: Config,
-    models: dict[str, list[Path]],
-    weights: np.ndarray,
-    cls_paths: list[Path],
-    images,
-    cfgs: Mapping[str, Config] | None = None,
-    mosaic: Mosaic | None = None,
-) -> EnsembleTest:
-    """Test inference of each model's fold files in `models` (in order), blended with `weights`;
-    the classifier's fold files in `cls_paths` unless it rides on the segmentation encoder. A
-    zoo model is built and predicted by its own config in `cfgs` (pipeline.config.zoo); the distance
-    maps and the head's probabilities are the first model's. A model trained with context
-    predicts tiles grown by the neighbours in `mosaic`."""
-    tests, dists, head = [], None, None
-    for name, paths in models.items():
-        sub = (cfgs or {}).get(name, cfg)
-        maps = seg_test_maps(sub, paths, for_model(images, sub.segment, mosaic), cfg.ensemble.adabn)
-        tests.append(maps.masks)
-        dists = maps.dists if dists is None else dists
-        head = maps.cls if head is None else head
-    cls = head if cfg.classify.seg_head else cls_test_probs(cfg, cls_paths, images, cfg.ensemble.adabn)
-    return EnsembleTest(blend(tests, weights), dists, cls)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import zoo
 from pipeline.core import fileio
 from pipeline.core.store import ArrayStore
 from pipeline.data.classrows import cls_frame, flat, repeat, row_probs, stack
@@ -18,12 +17,13 @@ from pipeline.data.tables import fold_model_paths
 from pipeline.engine.cache import Context
 from pipeline.evaluation.oof import paired, score_probs
 from pipeline.inference.blend import nested_blend
+from pipeline.inference.contract import fitted_models
+from pipeline.inference.ensemble import ensemble_test
 from pipeline.inference.ensemble_io import common_ids, model_folders, read_maps
-from pipeline.inference.fold_models import classifier_paths, ensemble_test
+from pipeline.inference.fold_models import classifier_paths
 from pipeline.inference.predict import save_maps
 from pipeline.neighbours.mosaic_context import Mosaic
 from pipeline.training.classifier import load_oof
-from pipeline.training.segmentation import fold_models
 from pipeline.training.trainset import TrainSet
 
 logger = logging.getLogger(__name__)
@@ -60,12 +60,11 @@ def run(ctx: Context) -> dict:
     lead = dirs[cfg.ensemble.models[0]]
     if (lead / "oof_dist.index.csv").exists():
         save_maps(ctx.dir, "oof_dist", ids, load_maps(lead, "oof_dist", ids))
-    paths = {name: fold_models(d) for name, d in dirs.items()}
-    logger.info(f"ensemble: test inference with {', '.join(paths)}")
+    models = fitted_models(cfg, dirs)
+    logger.info(f"ensemble: test inference with {', '.join(models)}")
     cls_paths = [] if cfg.classify.seg_head else classifier_paths(fold_model_paths(ctx.upstream["classify"]))
-    cfgs = {name: zoo.entry_cfg(cfg, name) for name in dirs}
     mosaic = Mosaic.open(ctx.upstream["mosaic"], test_images, data.images) if "mosaic" in ctx.upstream else None
-    test = ensemble_test(cfg, paths, nb.test_weights, cls_paths, test_images, cfgs, mosaic)
+    test = ensemble_test(cfg, models, nb.test_weights, cls_paths, test_images, mosaic)
     save_maps(ctx.dir, "test", test_images.ids, test.masks)
     if test.dists is not None:
         save_maps(ctx.dir, "test_dist", test_images.ids, test.dists)
