@@ -57,8 +57,6 @@ def bundle_sources(cfg: Config) -> Sources:
     """The finished stage folders and fitted models (pipeline/inference/contract.py) an offline
     bundle of this config is made from: every ensemble.models entry, a zoo member or the
     distilled student included."""
-    if cfg.data.classes:
-        raise UserError("bundle and plan: built for one binary class so far; data.classes names K classes")
     own = {stage for stage, model in map(zoo.parse, cfg.ensemble.models) if model == zoo.BASE}
     names = ["ingest", "folds", "classify", "scorer", *sorted(own)]
     try:
@@ -87,6 +85,8 @@ def plan(
     ('2h', '90m', seconds) for `n_test` test images (default: the local test folder's count; a
     hidden test set is often larger); with `bundle_dir`, the choice is written into that bundle."""
     seconds = planner.parse_budget(budget)
+    if cfg.data.classes:  # its OOF views are scored as one binary map per image
+        raise UserError("plan: the planner scores one binary class so far; data.classes names K classes (bundle them without plan)")
     if device:
         cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, device=device))
     src = bundle_sources(cfg)

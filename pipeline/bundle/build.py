@@ -27,6 +27,7 @@ from pipeline.config.schema import Config
 from pipeline.core import fileio
 from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore
+from pipeline.data.classrows import flat, read_rows, truth_planes
 from pipeline.data.tables import fold_model_paths
 from pipeline.inference.blend import blend, test_weights
 from pipeline.inference.contract import FittedModel
@@ -150,7 +151,12 @@ def _blend_weights(cfg: Config, src: Sources) -> list[float]:
     folders = {name: m.oof for name, m in src.models.items()}
     ids = common_ids(folders, masks.ids)
     oofs = [read_maps(d, "oof", ids) for d in folders.values()]
-    return [float(w) for w in test_weights(oofs, [masks.get(i)[..., 0] for i in ids])]
+    k = max(len(cfg.data.classes), 1)
+    if k == 1:
+        return [float(w) for w in test_weights(oofs, [masks.get(i)[..., 0] for i in ids])]
+    # K classes: blended (image, class) row by row, as the ensemble stage blends them
+    truths = [t for i in ids for t in truth_planes(masks.get(i), k)]
+    return [float(w) for w in test_weights([flat(m) for m in oofs], truths)]
 
 
 def frozen_policy(cfg: Config, scorer: Path) -> dict:
@@ -161,13 +167,7 @@ def frozen_policy(cfg: Config, scorer: Path) -> dict:
     name = fileio.read_json(scorer / "policy.json")["policy"]
     out = {"name": name, "candidates": cands.tolist(), "fixed": None, "lgbm": None, "features": None}
     if name in ("grid", "none"):
-        chosen = fileio.read_csv(scorer / "test_params.csv")[["threshold", "min_area", "gate"]].to_numpy(float)
-        match = np.flatnonzero(np.isclose(cands, chosen[0]).all(axis=1)) if len(chosen) else []
-        if len(match) == 0:
-            raise UserError(
-                f"bundle: {scorer / 'test_params.csv'} holds no candidate of scorer.thresholds/min_areas/gates; rerun the scorer"
-            )
-        out["fixed"] = int(match[0])
+        out["fixed"] = _fixed(cfg, scorer, cands)
     elif name == "difficulty":  # its groups' edges and candidates come from the OOF scores, which a bundle does not carry
         raise UserError("bundle: the scorer's policy 'difficulty' is not frozen into bundles yet; use scorer.difficulty: false")
     elif s.edges:  # the bundle carries no mosaic search, nor the train tiles' OOF maps
@@ -185,6 +185,23 @@ def frozen_policy(cfg: Config, scorer: Path) -> dict:
 def _safe(name: str) -> str:
     # pseudo:fpn names a folder: no colon in a path that Windows or a Kaggle dataset must hold
     return name.replace(":", "-")
+
+
+def _fixed(cfg: Config, scorer: Path, cands: np.ndarray) -> int | list[int]:
+    """The candidate every test row gets under grid or none: one, or one per class (K classes
+    choose per class), found in the grid by its values."""
+    params = read_rows(scorer / "test_params.csv")
+    groups = [params[params["class"] == c] for c in cfg.data.classes] if cfg.data.classes else [params]
+    picks = []
+    for rows in groups:
+        chosen = rows[["threshold", "min_area", "gate"]].to_numpy(float)
+        match = np.flatnonzero(np.isclose(cands, chosen[0]).all(axis=1)) if len(chosen) else []
+        if len(match) == 0:
+            raise UserError(
+                f"bundle: {scorer / 'test_params.csv'} holds no candidate of scorer.thresholds/min_areas/gates; rerun the scorer"
+            )
+        picks.append(int(match[0]))
+    return picks if cfg.data.classes else picks[0]
 
 
 def _copy_models(src: Sources, cfg: Config, out: Path) -> tuple[dict, list[str]]:

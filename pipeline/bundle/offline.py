@@ -24,12 +24,15 @@ from pipeline.config.schema import Config
 from pipeline.core import fileio
 from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore, dequantise, quantise
+from pipeline.data.classrows import class_of_row, cls_frame, read_rows
 from pipeline.data.ingest import Sources, ingest
+from pipeline.data.multiclass import Classes
 from pipeline.inference.contract import FittedModel
 from pipeline.inference.ensemble import ensemble_test
 from pipeline.postprocessing.features import feature_table, meta_features
 from pipeline.postprocessing.policy import choose, predicted
 from pipeline.submission.binary import header_problem, make_submission
+from pipeline.submission.long import make_long_submission
 
 logger = logging.getLogger("pipeline.bundle.offline")
 PLAN = "bundle.json"
@@ -117,17 +120,22 @@ def _ingest(req: Request, cfg: Config, plan: dict, work: Path) -> tuple[ArraySto
         channels=plan["channels"],
         max_pixels=cfg.data.max_pixels,
         id_column=cfg.data.id_column,
+        classes=tuple(cfg.data.classes),
+        exclusive=cfg.data.exclusive,
     )
     ingest(src, work)
     return ArrayStore(work, "test_images"), fileio.read_csv(work / "test.csv")
 
 
-def _params(bundle: Path, plan: dict, features: pd.DataFrame) -> pd.DataFrame:
-    """Each test image's (threshold, min_area, gate) under the bundle's frozen policy."""
+def _params(bundle: Path, plan: dict, features: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Each row's (threshold, min_area, gate) under the bundle's frozen policy: a row is an
+    image, or an (image, class) pair for K classes, where grid, none and global choose per class."""
     pol = plan["policy"]
     cands = np.asarray(pol["candidates"], dtype=float)
+    row_class = class_of_row(len(features) // k, k) if k > 1 else None
     if pol["fixed"] is not None:
-        pick = np.full(len(features), int(pol["fixed"]))
+        fixed = pol["fixed"]  # one candidate, or one per class
+        pick = np.asarray(fixed)[row_class] if row_class is not None else np.full(len(features), int(fixed))
     else:
         import lightgbm as lgb
 
@@ -136,20 +144,23 @@ def _params(bundle: Path, plan: dict, features: pd.DataFrame) -> pd.DataFrame:
         if missing:
             raise UserError(f"the policy reads feature(s) {', '.join(missing)}: pass the metadata CSV that holds them (--metadata)")
         features = features[pol["features"]]
-        pick = choose(pol["name"], len(features), predicted(booster, features, cands), np.empty((0, len(cands))))
+        classes = None if row_class is None else (row_class, np.empty(0, dtype=int))
+        pick = choose(pol["name"], len(features), predicted(booster, features, cands), np.empty((0, len(cands))), classes=classes)
     return pd.DataFrame(cands[pick], columns=["threshold", "min_area", "gate"], index=features.index)
 
 
-def _read_back(folder: Path, ids: list[str], cls: np.ndarray) -> np.ndarray:
-    # The ensemble stage writes the image probabilities to test_cls.csv and the scorer and the
-    # submission read them back; the same round trip here gives the same floats to the last bit.
-    fileio.write_csv(folder / "test_cls.csv", pd.DataFrame({"id": ids, "prob": cls}))
-    return fileio.read_csv(folder / "test_cls.csv")["prob"].to_numpy(dtype=float)
+def _read_back(folder: Path, ids: list[str], cls: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
+    # The ensemble stage writes the image probabilities to test_cls.csv (a row per image, or per
+    # (image, class)) and the scorer and the submission read them back; the same round trip here
+    # gives the same floats to the last bit.
+    fileio.write_csv(folder / "test_cls.csv", cls_frame(ids, cls, classes))
+    return read_rows(folder / "test_cls.csv")["prob"].to_numpy(dtype=float)
 
 
 def _check_inputs(req: Request, cfg: Config, plan: dict, table: pd.DataFrame) -> None:
     """What would fail after the whole inference, checked right after ingest instead."""
-    problem = header_problem(req.sample_submission, [cfg.data.id_column, cfg.submit.rle_column])
+    # (a long-format sample of K classes is checked by the ingest itself)
+    problem = None if cfg.data.classes else header_problem(req.sample_submission, [cfg.data.id_column, cfg.submit.rle_column])
     if problem:
         raise UserError(problem)
     needed = [c for c in plan["policy"]["features"] or [] if c.startswith("meta_")]
@@ -175,12 +186,17 @@ def run(req: Request) -> pd.DataFrame:
         models = plan_models(plan, cfg, req.bundle)
         weights = np.array([m["weight"] for m in plan["models"].values()])
         test = ensemble_test(cfg, models, weights, [req.bundle / p for p in plan["classifier"]], images)
-        probs, dists, cls = _stored(test.masks), _stored(test.dists), _read_back(Path(tmp), images.ids, test.cls)
-        features = feature_table(images.ids, probs, dists, images, cls, table)
+        classes = tuple(cfg.data.classes)
+        probs, dists, cls = _stored(test.masks), _stored(test.dists), _read_back(Path(tmp), images.ids, test.cls, classes)
+        features = feature_table(images.ids, probs, dists, images, cls, table, classes)
         shapes = {i: images.get(i).shape[:2] for i in images.ids}
-    params = _params(req.bundle, plan, features)
-    header = [cfg.data.id_column, cfg.submit.rle_column]
-    sub = make_submission(images.ids, probs, cls, params, header, req.sample_submission, shapes)
+    params = _params(req.bundle, plan, features, max(len(classes), 1))
+    if classes:
+        long = Classes(classes, cfg.data.exclusive)
+        sub = make_long_submission(images.ids, probs, cls, params, long, req.sample_submission, shapes)
+    else:
+        header = [cfg.data.id_column, cfg.submit.rle_column]
+        sub = make_submission(images.ids, probs, cls, params, header, req.sample_submission, shapes)
     req.out.parent.mkdir(parents=True, exist_ok=True)
     fileio.write_csv(req.out, sub)
     return sub
