@@ -65,9 +65,6 @@ def bundle_sources(cfg: Config) -> Sources:
         models = fitted_models(cfg, model_folders(cfg.ensemble.models, up))
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from exc
-    grown = [name for name, m in models.items() if m.context is not None]
-    if grown:  # its test tiles need the mosaic search over the train and test tiles together
-        raise UserError(f"bundle and plan: {grown[0]} grows its tiles with mosaic context, which a bundle does not carry yet")
     return Sources(models, up["classify"], up["scorer"], up["ingest"], up["folds"])
 
 

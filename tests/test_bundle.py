@@ -106,6 +106,22 @@ def test_bundle_reproduces_a_zoo_blend_and_its_student(finished, smoke_data, tmp
     assert (tmp_path / "submission.csv").read_bytes() == (api.artifact(cfg, "submit") / "submission.csv").read_bytes()
 
 
+def test_bundle_reproduces_a_model_with_mosaic_context(finished, smoke_data, tmp_path):
+    """A model trained on tiles grown with their neighbours' pixels: the bundle carries the
+    train tiles, predict.py searches them and the test tiles together as the mosaic stage did,
+    and writes the pipeline's submission."""
+    cfg = finished("pseudo.rounds=0", "ensemble.models=[segment]", "segment.context.enabled=true", "segment.context.margin=10")
+    assert cache.read_manifest(api.artifact(cfg, "mosaic"))["metrics"]["test_with_neighbour"] > 0
+    out = tmp_path / "bundle"
+    api.bundle(cfg, out)
+    plan = json.loads((out / "bundle.json").read_text())
+    assert plan["context"]["ratio"] == cfg.segment.context.ratio and (out / "context" / "images.u8").exists()
+    assert plan["models"]["segment"]["segment"]["context"]["enabled"] is True
+    res = _predict(out, smoke_data, tmp_path / "submission.csv")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "submission.csv").read_bytes() == (api.artifact(cfg, "submit") / "submission.csv").read_bytes()
+
+
 def test_bundle_reproduces_tiles_seg_head_adabn_and_sample_order(finished, smoke_data, tmp_path):
     """Tile mode (sliding window), the classifier as a head of the segmentation model, AdaBN on
     the test images, and a sample submission that fixes another order of the ids."""

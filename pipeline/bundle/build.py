@@ -26,7 +26,7 @@ from pipeline.config import loader as config_mod
 from pipeline.config.schema import Config
 from pipeline.core import fileio
 from pipeline.core.errors import UserError
-from pipeline.core.store import ArrayStore
+from pipeline.core.store import ArrayStore, store_files
 from pipeline.data.classrows import flat, read_rows, truth_planes
 from pipeline.data.tables import fold_model_paths
 from pipeline.inference.blend import blend, test_weights
@@ -204,6 +204,18 @@ def _fixed(cfg: Config, scorer: Path, cands: np.ndarray) -> int | list[int]:
     return picks if cfg.data.classes else picks[0]
 
 
+def _copy_context(src: Sources, out: Path) -> dict | None:
+    """With mosaic context, the train tiles a test tile may touch and the search's ratio:
+    predict.py searches the train and test tiles together, as the mosaic stage did."""
+    ratios = [m.context.ratio for m in src.models.values() if m.context is not None]
+    if not ratios:
+        return None
+    (out / "context").mkdir()
+    for part in store_files(src.ingest, "images"):
+        shutil.copyfile(part, out / "context" / part.name)
+    return {"ratio": ratios[0], "train": "context"}  # one ratio: the config check keeps one search
+
+
 def _copy_models(src: Sources, cfg: Config, out: Path) -> tuple[dict, list[str]]:
     models = {}
     for name, model in src.models.items():
@@ -285,6 +297,7 @@ def build(cfg: Config, src: Sources, out: Path, export: str | None = None, wheel
             "policy": policy,
             "export": None,
         }
+        plan["context"] = _copy_context(src, tmp)
         if export:
             from pipeline.bundle.export import export_models
 

@@ -29,6 +29,7 @@ from pipeline.data.ingest import Sources, ingest
 from pipeline.data.multiclass import Classes
 from pipeline.inference.contract import FittedModel
 from pipeline.inference.ensemble import ensemble_test
+from pipeline.neighbours.mosaic_context import NEIGHBOURS_CSV, Mosaic, search
 from pipeline.postprocessing.features import feature_table, meta_features
 from pipeline.postprocessing.policy import choose, predicted
 from pipeline.submission.binary import header_problem, make_submission
@@ -103,6 +104,19 @@ def bundle_config(bundle: Path, plan: dict, device: str | None = None) -> Config
 def plan_models(plan: dict, cfg: Config, bundle: Path) -> dict[str, FittedModel]:
     """The plan's models, each built by its own segment section (a zoo member, the student)."""
     return {name: FittedModel.from_plan(name, entry, cfg, bundle) for name, entry in plan["models"].items()}
+
+
+def _mosaic(bundle: Path, plan: dict, images: ArrayStore, work: Path) -> Mosaic | None:
+    """With mosaic context: the neighbours of the test tiles among themselves and the bundle's
+    train tiles, searched as the mosaic stage searched them, written and read back as the
+    ensemble stage reads them."""
+    found = plan.get("context")
+    if not found:
+        return None
+    train = ArrayStore(bundle / found["train"], "images")
+    work.mkdir(parents=True)
+    fileio.write_csv(work / NEIGHBOURS_CSV, search(train, images, found["ratio"]).sides)
+    return Mosaic.open(work, images, train)
 
 
 def _stored(maps: list[np.ndarray] | None) -> list[np.ndarray] | None:
@@ -185,7 +199,8 @@ def run(req: Request) -> pd.DataFrame:
         _check_inputs(req, cfg, plan, table)
         models = plan_models(plan, cfg, req.bundle)
         weights = np.array([m["weight"] for m in plan["models"].values()])
-        test = ensemble_test(cfg, models, weights, [req.bundle / p for p in plan["classifier"]], images)
+        mosaic = _mosaic(req.bundle, plan, images, Path(tmp) / "mosaic")
+        test = ensemble_test(cfg, models, weights, [req.bundle / p for p in plan["classifier"]], images, mosaic)
         classes = tuple(cfg.data.classes)
         probs, dists, cls = _stored(test.masks), _stored(test.dists), _read_back(Path(tmp), images.ids, test.cls, classes)
         features = feature_table(images.ids, probs, dists, images, cls, table, classes)

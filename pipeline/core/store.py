@@ -20,7 +20,8 @@ from pipeline.core import fileio
 INDEX_COLUMNS = ["id", "offset", "height", "width", "channels"]
 
 
-def _paths(folder: Path, name: str) -> tuple[Path, Path]:
+def store_files(folder: Path, name: str) -> tuple[Path, Path]:
+    """The two files of store `name`: its bytes and its index."""
     folder = Path(folder)
     return folder / f"{name}.u8", folder / f"{name}.index.csv"
 
@@ -42,7 +43,7 @@ def write_store(folder: Path, name: str, items: Iterable[tuple[str, np.ndarray]]
     so a reader never sees an index pointing past the data it describes; an error leaves
     neither temp file behind.
     """
-    data_path, index_path = _paths(folder, name)
+    data_path, index_path = store_files(folder, name)
     data_path.parent.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, int, int, int, int]] = []
     seen: set[str] = set()
@@ -69,7 +70,7 @@ class ArrayStore:
     """
 
     def __init__(self, folder: Path, name: str) -> None:
-        self.data_path, self.index_path = _paths(folder, name)
+        self.data_path, self.index_path = store_files(folder, name)
         self.index = fileio.read_csv(self.index_path)
         self.ids: list[str] = self.index["id"].tolist()
         self._offsets = self.index["offset"].to_numpy(np.int64)

@@ -28,6 +28,7 @@ from pipeline.config.segment import SegmentCfg
 from pipeline.core import fileio
 from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore
+from pipeline.neighbours import mosaic
 
 CORNERS = {"up_left": ("up", "left"), "up_right": ("up", "right"), "down_left": ("down", "left"), "down_right": ("down", "right")}
 NEIGHBOURS_CSV = "neighbours.csv"
@@ -41,6 +42,32 @@ def side_table(pairs: pd.DataFrame) -> pd.DataFrame:
     rows += [(r.b, "left" if r.axis == "h" else "up", r.a) for r in pairs.itertuples()]
     table = pd.DataFrame(rows, columns=["id", "side", "neighbour_id"]).astype(str)
     return table[~table.duplicated(["id", "side"], keep=False)].sort_values(["id", "side"]).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Search:
+    """The mosaic search over train and test tiles together: the touching pairs by id (with
+    the kind of pair: train-train, train-test, test-test) and each tile's neighbour per side."""
+
+    ids: list[str]
+    split: np.ndarray  # "train" or "test", per id
+    pairs: pd.DataFrame
+    sides: pd.DataFrame
+
+
+def search(train, test, ratio: float) -> Search:
+    """Touching pairs among the `train` and `test` stores' tiles (pipeline/neighbours/mosaic.py's
+    edge costs and ratio test) and the side table; images only, never masks. The mosaic stage
+    and a bundle's predict.py both search this way."""
+    ids = [*train.ids, *test.ids]
+    if len(set(ids)) < len(ids):
+        raise UserError("segment.context: a test id repeats a train id; the neighbour table needs ids unique across both")
+    split = np.array(["train"] * len(train) + ["test"] * len(test))
+    tiles = mosaic.grayscale_tiles([np.asarray(s[i]) for s in (train, test) for i in range(len(s))], "segment.context")
+    pairs = mosaic.find_pairs(tiles, ratio)
+    kinds = ["-".join(sorted((split[a], split[b]), reverse=True)) for a, b in zip(pairs["a"], pairs["b"], strict=True)]
+    named = pairs.assign(a=[ids[i] for i in pairs["a"]], b=[ids[i] for i in pairs["b"]], kind=kinds)
+    return Search(ids, split, named, side_table(named))
 
 
 def read_sides(folder: Path) -> dict[str, dict[str, str]]:

@@ -9,10 +9,8 @@ import numpy as np
 
 from pipeline.config import zoo
 from pipeline.core import fileio
-from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore, write_store
 from pipeline.engine.cache import Context
-from pipeline.neighbours import mosaic
 from pipeline.neighbours import mosaic_context as context
 
 
@@ -21,15 +19,8 @@ def run(ctx: Context) -> dict:
         ctx.dir.mkdir(parents=True, exist_ok=True)
         return {"enabled": False}
     train, test = ArrayStore(ctx.upstream["ingest"], "images"), ArrayStore(ctx.upstream["ingest_test"], "test_images")
-    ids = [*train.ids, *test.ids]
-    if len(set(ids)) < len(ids):
-        raise UserError("segment.context: a test id repeats a train id; the neighbour table needs ids unique across both")
-    split = np.array(["train"] * len(train) + ["test"] * len(test))
-    tiles = mosaic.grayscale_tiles([np.asarray(s[i]) for s in (train, test) for i in range(len(s))], "segment.context")
-    pairs = mosaic.find_pairs(tiles, ctx.cfg.segment.context.ratio)
-    kinds = ["-".join(sorted((split[a], split[b]), reverse=True)) for a, b in zip(pairs["a"], pairs["b"], strict=True)]
-    named = pairs.assign(a=[ids[i] for i in pairs["a"]], b=[ids[i] for i in pairs["b"]], kind=kinds)
-    sides = context.side_table(named)
+    found = context.search(train, test, ctx.cfg.segment.context.ratio)
+    ids, split, named, sides = found.ids, found.split, found.pairs, found.sides
     ctx.dir.mkdir(parents=True, exist_ok=True)
     fileio.write_csv(ctx.dir / "pairs.csv", named)
     fileio.write_csv(ctx.dir / context.NEIGHBOURS_CSV, sides)
@@ -41,7 +32,7 @@ def run(ctx: Context) -> dict:
     share = {
         s: round(float(np.mean([i in with_any for i, k in zip(ids, split, strict=True) if k == s] or [0.0])), 4) for s in ("train", "test")
     }
-    counts = {f"pairs_{k.replace('-', '_')}": int(n) for k, n in zip(*np.unique(kinds, return_counts=True), strict=True)}
+    counts = {f"pairs_{k.replace('-', '_')}": int(n) for k, n in zip(*np.unique(named["kind"], return_counts=True), strict=True)}
     return {
         "pairs": len(named),
         "border_test_tiles": len(border),
