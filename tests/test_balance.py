@@ -15,7 +15,7 @@ from pipeline.data.datasets import sample_weights
 from pipeline.engine import cache
 from pipeline.neighbours import balance
 from pipeline.neighbours.balance import ImageTraits
-from pipeline.training import segmentation
+from pipeline.training import options, segmentation
 from pipeline.training.trainset import TrainSet
 
 BALANCE_EMBED = [*EMBED, "embed.constraint=0"]
@@ -58,14 +58,22 @@ def test_missing_test_likeness_is_refused():
     assert np.allclose(balance.weights(_traits([0, 1], [np.nan, np.nan]), np.arange(2), 1.0, 0.0), 1.0)
 
 
+def _weights(cfg, data, train_idx, cov):
+    """The sampler's weights as a fold's options set them (oversampling, then balance when on)."""
+    fold = SimpleNamespace(cfg=cfg, data=data, train_idx=train_idx, coverage=cov, weights=None)
+    for option in options.for_fold(cfg):
+        option.weights(fold)
+    return fold.weights
+
+
 def test_segment_weights_multiply_oversampling_and_leave_extra_images_at_one(smoke_cfg):
     cfg = smoke_cfg("segment.train.oversample={empty: 1.0, small: 2.0}")
     data = SimpleNamespace(traits=_traits([0, 0, 0, 1]))
     cov = np.array([0.0, 0.05, 0.0, 0.0, 0.3])  # four training images, one pseudo-labelled extra
-    off = segmentation._weights(cfg.segment, data, np.arange(4), cov)
+    off = _weights(cfg, data, np.arange(4), cov)
     assert off.tolist() == [1.0, 2.0, 1.0, 1.0, 1.0]
     cfg.segment.balance.clusters = 1.0
-    on = segmentation._weights(cfg.segment, data, np.arange(4), cov)
+    on = _weights(cfg, data, np.arange(4), cov)
     assert on[3] / on[2] == pytest.approx(3.0) and on[1] / on[0] == pytest.approx(2.0) and on[4] == 1.0
 
 

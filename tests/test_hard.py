@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.engine import cache
 from pipeline.training import hard, segmentation
+from pipeline.training.options import hard as hard_option
 from pipeline.training.trainset import TrainSet
 
 
@@ -34,7 +35,7 @@ def test_the_switch_is_hashed_only_when_on(smoke_cfg):
 def test_segment_stage_runs_a_hard_round_on_the_training_part(smoke_cfg, monkeypatch):
     cfg = smoke_cfg("segment.hard.enabled=true", "segment.hard.epochs=1", "segment.train.folds=[0]")
     fits, scored, rows = [], [], []
-    fit, difficulty, row_scores = segmentation.Fitter.fit, hard.difficulty, segmentation.row_scores
+    fit, difficulty, row_scores = segmentation.Fitter.fit, hard.difficulty, hard_option.row_scores
 
     def spy_fit(self, ds, weights=None, on_epoch_end=None):
         fits.append((self.out_dir.name, weights))
@@ -51,7 +52,7 @@ def test_segment_stage_runs_a_hard_round_on_the_training_part(smoke_cfg, monkeyp
 
     monkeypatch.setattr(segmentation.Fitter, "fit", spy_fit)
     monkeypatch.setattr(hard, "difficulty", spy_difficulty)
-    monkeypatch.setattr(segmentation, "row_scores", spy_rows)
+    monkeypatch.setattr(hard_option, "row_scores", spy_rows)
     folder, _ = cache.run_stage(cfg, "segment")
     assert [name for name, _ in fits] == ["first", "fold0"]
     assert (folder / "fold0" / "first" / "model.pt").exists() and (folder / "fold0" / "model.pt").exists()

@@ -5,200 +5,92 @@ maps averaged over a folder's fold models."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.config.blocks import ProgressiveCfg
 from pipeline.config.schema import Config
-from pipeline.config.segment import SegmentCfg, SubclassesCfg
 from pipeline.core import distributed, fileio, runtime
-from pipeline.core.errors import UserError
 from pipeline.core.runtime import pick_device
 from pipeline.core.store import ArrayStore, map_of, quantise, write_store
 from pipeline.data.classrows import class_of_row, cls_frame, planes, read_rows, repeat, truth_planes
-from pipeline.data.datasets import Geometry, SegDataset, build_augment, crop_batch, sample_weights
-from pipeline.data.multiclass import pack
+from pipeline.data.datasets import Geometry, SegDataset, build_augment
 from pipeline.data.tables import fold_model_paths
 from pipeline.evaluation.oof import score_probs
 from pipeline.evaluation.roc import roc_outputs, safe_auc
 from pipeline.inference.fold_models import TestMaps, build_model, seg_test_maps
 from pipeline.inference.fold_models import seg_infer_spec as infer_spec
 from pipeline.inference.predict import predict
-from pipeline.modeling.losses import ScheduledLoss, distance_loss
-from pipeline.neighbours import balance
-from pipeline.training import hard, subclasses
-from pipeline.training.loop import Fitter, Task, fit_done
-from pipeline.training.mean_teacher import MeanTeacher
+from pipeline.training import options
+from pipeline.training.loop import Fitter
+from pipeline.training.options.base import Fold
+from pipeline.training.options.rounds import FoldExtras
+from pipeline.training.seg_task import SEG_HEAD_WEIGHT, row_scores, seg_task
 from pipeline.training.trainset import TrainSet
 
 logger = logging.getLogger(__name__)
 
-# Weight of the image-level BCE when the empty-mask classifier is a head on the segmentation
-# encoder (classify.source: seg_head): small enough not to disturb the masks' loss.
-SEG_HEAD_WEIGHT = 0.2
-
-
-@dataclasses.dataclass
-class FoldExtras:
-    """What a fine-tuning round adds to a fold's plain training: pseudo-labelled samples
-    (dataset, coverage) for the training part only, weights to start from, a mean
-    teacher's consistency loss on unlabeled images; or, for a distilled student, soft targets
-    (p x 255, by store position) in place of the training part's masks."""
-
-    extra: tuple[torch.utils.data.Dataset, np.ndarray] | None = None
-    init: Path | None = None
-    teacher: MeanTeacher | None = None
-    soft_masks: Mapping[int, np.ndarray] | None = None
-
-
-def seg_task(cfg: SegmentCfg, model_predict, cls_weight: float = 0.0) -> Task:
-    """Loss = scheduled segmentation loss + lambda x distance regression (+ image BCE for a
-    classifier head); validation = mAP."""
-    seg_loss = ScheduledLoss(cfg.train.loss, cfg.loss_mode)
-
-    def loss(out, batch, epoch):
-        total, parts = seg_loss(out["mask"], batch["mask"], epoch)
-        if cfg.aux.weight > 0:
-            d = distance_loss(out["dist"], batch["dist"], cfg.aux.signed)
-            parts["dist"] = float(d.detach())
-            total = total + cfg.aux.weight * d
-        if cls_weight > 0:
-            label = batch["label"]
-            if label.dim() > out["cls"].dim():  # sub-classes of one class: the head says "any"
-                label = label.amax(dim=1)
-            c = torch.nn.functional.binary_cross_entropy_with_logits(out["cls"], label)
-            parts["cls"] = float(c.detach())
-            total = total + cls_weight * c
-        return total, parts
-
-    return Task(loss=loss, validate=model_predict, prepare=_progressive(cfg.train.progressive))
-
-
-def _progressive(pcfg: ProgressiveCfg):
-    """The batch transform of progressive resizing, or None when it is off."""
-    if not pcfg.crop:
-        return None
-
-    def prepare(batch, epoch):
-        if epoch >= pcfg.until_epoch:
-            return batch
-        # Each window from (epoch, the sample's global position), like the loader's other draws:
-        # a resumed run, or one under torchrun, crops what an uninterrupted 1-process run cropped.
-        return crop_batch(batch, pcfg.crop, [np.random.default_rng([epoch, p]) for p in batch["position"].tolist()])
-
-    return prepare
-
 
 def train_fold(cfg: Config, folder: Path, data: TrainSet, k: int, extras: FoldExtras | None = None) -> torch.nn.Module:
-    """Train fold k into `folder` (resuming if interrupted) and return the final model."""
-    scfg, extras = cfg.segment, extras or FoldExtras()
+    """Train fold k into `folder` (resuming if interrupted) and return the final model. The
+    training options (pipeline/training/options) shape the fold hook by hook; this function only
+    calls the hooks in order."""
+    scfg = cfg.segment
     device = pick_device(cfg.experiment)
-    geometry = Geometry.from_cfg(scfg.input)
     seed = cfg.experiment.seed + k
     train_idx, val_idx = data.split(k, scfg.train.max_images, cfg.experiment.seed)
     runtime.seed_everything(seed)  # the model's random init must not depend on what ran before
     model = build_model(scfg, data.in_channels, cfg.classify.seg_head, data.k)
-    if extras.init is not None:
-        model.load_state_dict(torch.load(extras.init, map_location="cpu", weights_only=True))
+    fold = Fold(cfg, data, k, folder, seed, device, train_idx, val_idx, data.masks, data.k, folder, images=data.images)
+    plugins = options.for_fold(cfg, extras)
+    for o in plugins:
+        o.start(fold, model)
     augment = build_augment(scfg.train.augment, seed)
-    masks, classes = (
-        (data.masks, data.k) if scfg.subclasses is None else (subclass_masks(scfg.subclasses, data, train_idx, seed), scfg.subclasses.n)
+    for o in plugins:
+        o.targets(fold)
+    for o in plugins:
+        o.views(fold)
+    fold.dataset = SegDataset(
+        fold.images,
+        fold.masks,
+        train_idx,
+        Geometry.from_cfg(scfg.input),
+        augment,
+        scfg.aux.signed,
+        seed,
+        soft=fold.soft,
+        classes=fold.classes,
     )
-    soft = extras.soft_masks is not None
-    masks = extras.soft_masks if soft else masks
-    images, masks = data.trained_on(scfg, train_idx, masks)
-    ds = SegDataset(images, masks, train_idx, geometry, augment, scfg.aux.signed, seed, soft=soft, classes=classes)
-    cov = data.coverage[train_idx]
-    if extras.extra is not None:
-        ds, cov = torch.utils.data.ConcatDataset([ds, extras.extra[0]]), np.concatenate([cov, extras.extra[1]])
-    spec = infer_spec(scfg, device, ["none"])
-    truths = data.truths(val_idx)
-
-    def validate(m) -> dict[str, float]:
-        return {"score": float(row_scores(m, data.seen(scfg), val_idx, spec, truths, scfg.train.eval_threshold).mean())}
-
-    task = seg_task(scfg, validate, SEG_HEAD_WEIGHT if cfg.classify.seg_head else 0.0)
-    if extras.teacher is not None:
-        task = dataclasses.replace(task, hook=extras.teacher)
-    if scfg.hard.enabled and fit_done(folder):  # a finished or reused fold (reuse copies no first/): no first round again
-        model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
+    fold.coverage = data.coverage[train_idx]
+    for o in plugins:
+        o.samples(fold)
+    fold.spec = infer_spec(scfg, device, ["none"])
+    fold.task = seg_task(scfg, _validator(fold), SEG_HEAD_WEIGHT if cfg.classify.seg_head else 0.0)
+    for o in plugins:
+        o.task(fold)
+    if any(o.finished(fold, model) for o in plugins):
         return model
-    weights = _weights(scfg, data, train_idx, cov)
-    first = folder / "first" if scfg.hard.enabled else folder  # the hard round writes the fold's model.pt
-    Fitter(model, task, scfg.train, first, device, seed).fit(ds, weights)
-    model.load_state_dict(torch.load(first / "model.pt", map_location=device, weights_only=True))
-    if scfg.hard.enabled:
-        _hard_round(cfg, folder, model, task, (data, train_idx, ds, weights, spec), seed)
+    for o in plugins:
+        o.weights(fold)
+    Fitter(model, fold.task, scfg.train, fold.fit_dir, device, seed).fit(fold.dataset, fold.weights)
+    model.load_state_dict(torch.load(fold.fit_dir / "model.pt", map_location=device, weights_only=True))
+    for o in plugins:
+        o.after(fold, model)
     return model
 
 
-def row_scores(model: torch.nn.Module, images: ArrayStore, idx: np.ndarray, spec, truths: list[np.ndarray], threshold: float) -> np.ndarray:
-    """Per-row metric (an image, or an (image, class) pair) of `model`'s maps of the images at
-    store positions `idx` against their `truths`."""
-    # A generator: score_probs keeps only the thresholded masks (1 byte a pixel, not 4).
-    probs = (p for _, out in predict(model, images, idx, spec) for p in planes(out["mask"]))
-    return score_probs(truths, probs, threshold)
+def _validator(fold: Fold):
+    """Validation of a fold's model: its mean row score on the fold's validation images."""
+    scfg, truths = fold.cfg.segment, fold.data.truths(fold.val_idx)
+    seen = fold.data.seen(scfg)
 
+    def validate(m) -> dict[str, float]:
+        return {"score": float(row_scores(m, seen, fold.val_idx, fold.spec, truths, scfg.train.eval_threshold).mean())}
 
-def _hard_round(cfg: Config, folder: Path, model: torch.nn.Module, task: Task, part: tuple, seed: int) -> None:
-    """segment.hard: fine-tune the fold's model with its hard training images drawn more often;
-    `part`: the train set, the training part's positions, its dataset, first-round weights and
-    the inference spec."""
-    data, train_idx, ds, weights, spec = part
-    scfg, device = cfg.segment, pick_device(cfg.experiment)
-    saved, ids = folder / "first" / hard.DIFFICULTY_CSV, [data.images.ids[int(i)] for i in train_idx]
-    if saved.exists():  # a resumed hard round: the difficulties its first run drew with
-        hardness = fileio.read_csv(saved, dtype={"id": str}).set_index("id").loc[ids, "difficulty"].to_numpy()
-    else:
-        # Grown as in training (from the training part alone): no validation tile's pixels shape the weights.
-        seen = data.trained_on(scfg, train_idx, data.masks)[0]
-        scores = row_scores(model, seen, train_idx, spec, data.truths(train_idx), scfg.train.eval_threshold)
-        hardness = hard.difficulty(scores, len(train_idx))
-        fileio.write_csv(saved, pd.DataFrame({"id": ids, "difficulty": hardness}))
-    logger.info(f"{folder.name}: hard round, mean difficulty {hardness.mean():.3f}, {int((hardness > 0.5).sum())} images above 0.5")
-    seg, fit = hard.round_cfgs(scfg)
-    loss = seg_task(seg, None, SEG_HEAD_WEIGHT if cfg.classify.seg_head else 0.0).loss
-    Fitter(model, dataclasses.replace(task, loss=loss, prepare=None), fit, folder, device, seed + 500).fit(
-        ds, hard.hard_weights(weights, hardness, scfg.hard.strength)
-    )
-    model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))
-
-
-def _weights(scfg: SegmentCfg, data: TrainSet, train_idx: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """Coverage-bin oversampling times the embed stage's balance weights (segment.balance) of
-    the training part; extra (pseudo-labelled) images, after it, keep weight 1, the mean."""
-    w = sample_weights(cov, scfg.train.oversample)
-    bal = scfg.balance
-    if bal.on:
-        if data.traits is None:
-            raise RuntimeError("segment.balance is on but the train set was opened without the embed stage")
-        w[: len(train_idx)] *= balance.weights(data.traits, train_idx, bal.clusters, bal.test_likeness)
-    return w
-
-
-def subclass_masks(sub: SubclassesCfg, data: TrainSet, train_idx: np.ndarray, seed: int) -> dict[int, np.ndarray]:
-    """The training part's masks split into sub-classes (packed, one bit each), by a split
-    fitted on those masks alone: no validation mask shapes a training target."""
-    images = [np.asarray(data.images[int(i)]) for i in train_idx]
-    masks = [np.asarray(data.masks[int(i)])[..., 0] > 0 for i in train_idx]
-    try:
-        split = subclasses.fit(sub.by, sub.n, masks, images, seed)
-    except ValueError as exc:
-        raise UserError(f"segment.{exc}") from exc
-    counts = np.zeros(sub.n + 1, np.int64)
-    out = {}
-    for i, mask, image in zip(train_idx, masks, images, strict=True):
-        label = split.label(mask, image)
-        counts += np.bincount(label.ravel(), minlength=sub.n + 1)
-        out[int(i)] = pack(np.stack([label == c for c in range(1, sub.n + 1)]))[..., None]
-    logger.info(f"sub-classes by {sub.by}: pixels per sub-class {counts[1:].tolist()}")
-    return out
+    return validate
 
 
 def predict_oof(cfg: Config, model: torch.nn.Module, data: TrainSet, k: int, folder: Path) -> None:
