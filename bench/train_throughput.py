@@ -1,6 +1,6 @@
 """Training-loop throughput: the pipeline's loop vs a minimal hand-written PyTorch loop.
 
-Pipeline: `pipeline.training.loop.train_epoch` over the real `SegDataset` on the ingest ArrayStores, with
+Pipeline: `pipeline.training.step.train_epoch` over the real `SegDataset` on the ingest ArrayStores, with
 the config's augmentations, distance target, oversampling sampler (`make_loader`), the
 ScheduledLoss + distance-loss task (`seg_task`), cosine schedule, autocast and channels_last.
 Baseline: a copy of the same model (same init), the same images/masks pre-built in memory by the
@@ -41,9 +41,10 @@ from pipeline.core import paths, runtime  # noqa: E402
 from pipeline.core.store import ArrayStore  # noqa: E402
 from pipeline.data.datasets import Geometry, SegDataset, build_augment, sample_weights, to_tensor  # noqa: E402
 from pipeline.modeling.losses import get_loss  # noqa: E402
-from pipeline.training.loop import make_loader, train_epoch  # noqa: E402
+from pipeline.training.loop import make_loader  # noqa: E402
 from pipeline.training.schedules import build as build_scheduler  # noqa: E402
 from pipeline.training.segmentation import build_model, seg_task  # noqa: E402
+from pipeline.training.step import train_epoch  # noqa: E402
 
 
 def load_data(cfg, n: int):

@@ -18,7 +18,7 @@ from conftest import data_overrides
 from pipeline import stages as _stages  # noqa: F401  (registers the real stages)
 from pipeline.config import loader as config
 from pipeline.config import typed
-from pipeline.data.ingest import IngestError
+from pipeline.data.sources import IngestError
 from pipeline.demo import binary as demo
 from pipeline.engine import cache
 from pipeline.engine.cache import Stage

@@ -18,7 +18,8 @@ import pytest
 from pipeline.core.fileio import read_csv
 from pipeline.core.store import ArrayStore, write_store
 from pipeline.data import imagehead, imageio
-from pipeline.data.ingest import IngestError, Sources, format_problems, ingest, validate
+from pipeline.data.ingest import ingest, validate
+from pipeline.data.sources import IngestError, Sources, format_problems
 
 TGS = Path("/work/shared/data/tgs_salt")
 TGS_TEST = Path("/work/shared/data/tgs_salt_unlabeled")

@@ -14,7 +14,8 @@ import pytest
 from pipeline.core.fileio import read_csv
 from pipeline.core.store import ArrayStore
 from pipeline.data import longrle, multiclass
-from pipeline.data.ingest import IngestError, Sources, ingest, validate
+from pipeline.data.ingest import ingest, validate
+from pipeline.data.sources import IngestError, Sources
 
 NAMES = ("scratch", "dent", "stain")
 IDS = ("a", "b", "c", "d")

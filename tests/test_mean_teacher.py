@@ -14,8 +14,9 @@ from pipeline.core.store import ArrayStore, write_store
 from pipeline.data.geometry import Geometry
 from pipeline.engine import cache
 from pipeline.modeling.models import build_segmentation
-from pipeline.training.loop import Fitter, Task
+from pipeline.training.loop import Fitter
 from pipeline.training.mean_teacher import MeanTeacher
+from pipeline.training.step import Task
 
 
 def _quiet(_: str) -> None:

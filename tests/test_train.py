@@ -79,7 +79,8 @@ def test_lr_scale_without_cosine_restarts_is_refused(smoke_cfg):
 def _fit_counting(tmp_path, smoke_cfg, **tcfg_kw):
     """Fit a tiny model; returns the epochs that were validated and the fit summary."""
     from pipeline.modeling.models import build_segmentation
-    from pipeline.training.loop import Fitter, Task
+    from pipeline.training.loop import Fitter
+    from pipeline.training.step import Task
 
     cfg = smoke_cfg()
     torch.manual_seed(0)

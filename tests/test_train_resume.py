@@ -17,7 +17,8 @@ from torch import nn
 
 from pipeline.core import runtime
 from pipeline.data.datasets import Geometry, SegDataset, build_augment
-from pipeline.training.loop import Fitter, Task, fit_done, make_loader
+from pipeline.training.loop import Fitter, fit_done, make_loader
+from pipeline.training.step import Task
 
 AUGMENT = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnessContrast", "p": 0.5}]
 

@@ -25,8 +25,9 @@ from pipeline.core import fileio
 from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore, dequantise, quantise
 from pipeline.data.classrows import class_of_row, cls_frame, read_rows
-from pipeline.data.ingest import Sources, ingest
+from pipeline.data.ingest import ingest
 from pipeline.data.multiclass import Classes
+from pipeline.data.sources import Sources
 from pipeline.inference.contract import FittedModel
 from pipeline.inference.ensemble import ensemble_test
 from pipeline.neighbours.mosaic_context import NEIGHBOURS_CSV, Mosaic, search

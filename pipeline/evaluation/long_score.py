@@ -12,9 +12,9 @@ import numpy as np
 from pipeline.core.errors import UserError
 from pipeline.data.imagehead import header_size
 from pipeline.data.imageio import Report, decode_file, list_images
-from pipeline.data.ingest import format_problems
 from pipeline.data.longrle import read_masks
 from pipeline.data.multiclass import Classes
+from pipeline.data.sources import format_problems
 from pipeline.evaluation.metrics import pixel_counts, scores_from_counts
 
 

@@ -11,7 +11,8 @@ import json
 from pipeline.config.schema import DataCfg
 from pipeline.core import paths
 from pipeline.core.errors import UserError
-from pipeline.data.ingest import Sources, ingest
+from pipeline.data.ingest import ingest
+from pipeline.data.sources import Sources
 from pipeline.engine.cache import Context
 from pipeline.submission.binary import header_problem
 

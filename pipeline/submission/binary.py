@@ -11,8 +11,8 @@ import pandas as pd
 
 from pipeline.core.errors import UserError
 from pipeline.data.imageio import list_images, load_mask
-from pipeline.data.ingest import format_problems
 from pipeline.data.rle import rle_decode, rle_encode, validate_rle
+from pipeline.data.sources import format_problems
 from pipeline.evaluation.metrics import pixel_counts, scores_from_counts
 from pipeline.postprocessing.masks import apply
 

@@ -12,10 +12,10 @@ import pandas as pd
 from pipeline.core.errors import UserError
 from pipeline.data.classrows import planes
 from pipeline.data.imageio import Report
-from pipeline.data.ingest import format_problems
 from pipeline.data.longrle import IMAGE_LABEL, RLE, Layout, image_ids, sample_keys, to_frame
 from pipeline.data.multiclass import Classes
 from pipeline.data.rle import rle_encode, validate_rle
+from pipeline.data.sources import format_problems
 from pipeline.postprocessing.masks import apply
 
 

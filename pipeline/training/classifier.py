@@ -31,7 +31,8 @@ from pipeline.inference.fold_models import cls_geometry as geometry
 from pipeline.inference.fold_models import cls_infer_spec as infer_spec
 from pipeline.inference.predict import tile_grid
 from pipeline.modeling.models import ClassifierNet
-from pipeline.training.loop import Fitter, Task
+from pipeline.training.loop import Fitter
+from pipeline.training.step import Task
 from pipeline.training.trainset import TrainSet
 
 logger = logging.getLogger(__name__)

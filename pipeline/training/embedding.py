@@ -32,7 +32,8 @@ from pipeline.data.datasets import build_augment, coverage_bin
 from pipeline.data.geometry import Geometry, to_tensor
 from pipeline.inference.predict import tile_grid
 from pipeline.modeling.models import check_weights, init_encoder
-from pipeline.training.loop import Fitter, Task
+from pipeline.training.loop import Fitter
+from pipeline.training.step import Task
 
 BINS = ("empty", "small", "medium", "large")  # datasets.coverage_bin's names, as class indices
 

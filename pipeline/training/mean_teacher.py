@@ -27,7 +27,7 @@ from pipeline.data.datasets import Geometry, SegDataset
 
 class MeanTeacher:
     """Consistency loss on unlabeled images against an EMA teacher, the teacher's update and
-    their checkpoint state: a `train.StepHook`."""
+    their checkpoint state: a `training.step.StepHook`."""
 
     def __init__(self, images: ArrayStore, geometry: Geometry, cfg: MeanTeacherCfg, scfg: SegmentCfg, seed: int) -> None:
         self.cfg, self.tcfg = cfg, scfg.train

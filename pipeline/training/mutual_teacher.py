@@ -28,7 +28,7 @@ MIRRORED = ("image", "mask", "dist")  # the batch entries a horizontal flip mirr
 
 
 class MutualTeacher(MeanTeacher):
-    """A `train.StepHook`: A's consistency term against B's teacher, B's step, both teachers'
+    """A `training.step.StepHook`: A's consistency term against B's teacher, B's step, both teachers'
     updates and their checkpoint state."""
 
     def __init__(self, *args, peer: nn.Module, supervised: Callable[[dict, Batch, int], tuple[torch.Tensor, dict]], **kwargs) -> None:

@@ -15,7 +15,7 @@ from pipeline.data.datasets import crop_batch
 from pipeline.evaluation.oof import score_probs
 from pipeline.inference.predict import predict
 from pipeline.modeling.losses import ScheduledLoss, distance_loss
-from pipeline.training.loop import Task
+from pipeline.training.step import Task
 
 # Weight of the image-level BCE when the empty-mask classifier is a head on the segmentation
 # encoder (classify.source: seg_head): small enough not to disturb the masks' loss.

@@ -14,7 +14,7 @@ import torch
 
 from pipeline.config.schema import Config
 from pipeline.inference.predict import InferSpec
-from pipeline.training.loop import Task
+from pipeline.training.step import Task
 from pipeline.training.trainset import TrainSet
 
 
