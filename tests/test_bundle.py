@@ -14,6 +14,7 @@ import pytest
 
 from pipeline import api
 from pipeline.bundle import build as bundle
+from pipeline.bundle import code as bundle_code
 from pipeline.bundle import planner
 from pipeline.core import paths
 from pipeline.core.errors import UserError
@@ -64,7 +65,7 @@ def test_bundle_reproduces_the_submission(finished, smoke_data, tmp_path, policy
     plan = json.loads((out / "bundle.json").read_text())
     assert list(plan["models"]) == ["segment", "pseudo"]
     assert sum(m["weight"] for m in plan["models"].values()) == pytest.approx(1.0)
-    assert not any(bundle.is_training(m) for m in manifest["modules"])
+    assert not any(bundle_code.is_training(m) for m in manifest["modules"])
     assert "torch" in (out / "requirements.txt").read_text()
     assert not any(p.suffix == ".pkl" for p in out.rglob("*"))
 

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 
 from pipeline.bundle import build as bundle
+from pipeline.bundle import code as bundle_code
 from pipeline.bundle import offline, planner
 from pipeline.core.errors import UserError
 
 
 def test_the_bundle_carries_inference_modules_only():
-    modules, third = bundle.closure()
+    modules, third = bundle_code.closure()
     assert {
         "bundle.offline",
         "inference.fold_models",
@@ -25,20 +26,20 @@ def test_the_bundle_carries_inference_modules_only():
         "submission.binary",
         "data.ingest",
     } <= set(modules)
-    assert not any(bundle.is_training(m) for m in modules)
+    assert not any(bundle_code.is_training(m) for m in modules)
     assert {"torch", "numpy", "segmentation_models_pytorch", "lightgbm"} <= third
     assert "albumentations" not in third  # augmentation is training code
 
 
 def test_a_training_module_in_the_closure_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(bundle, "closure", lambda: (["bundle.offline", "training.loop"], set()))
+    monkeypatch.setattr(bundle_code, "closure", lambda: (["bundle.offline", "training.loop"], set()))
     with pytest.raises(UserError, match="training code .*training.loop"):
-        bundle._write_code(tmp_path, None)
+        bundle_code.write_code(tmp_path, None)
     assert not (tmp_path / "pipeline").exists()
 
 
 def test_requirements_are_pinned_with_what_they_need():
-    reqs = bundle.requirements({"segmentation_models_pytorch"})
+    reqs = bundle_code.requirements({"segmentation_models_pytorch"})
     names = {r.split("==")[0] for r in reqs}
     assert {"segmentation-models-pytorch", "timm", "torch"} <= names
     assert all("==" in r and "+" not in r for r in reqs)
@@ -82,9 +83,9 @@ def test_the_plan_takes_the_best_oof_that_fits_then_more_folds():
 def test_a_stage_import_is_seen_and_refused(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("from pipeline.stages import ensemble\nimport pipeline.stages.submit\nfrom pipeline.inference import predict\n")
-    own, third = bundle._imports(module)
+    own, third = bundle_code._imports(module)
     assert own == {"stages.ensemble", "stages.submit", "inference.predict"} and not third
-    assert bundle.is_training("stages.ensemble") and bundle.is_training("stages")
+    assert bundle_code.is_training("stages.ensemble") and bundle_code.is_training("stages")
 
 
 def test_the_frozen_candidate_grid_is_the_scorer_s():
