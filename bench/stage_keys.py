@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline import api  # noqa: E402
-from pipeline.engine import cache  # noqa: E402
+from pipeline.engine import cache, graph  # noqa: E402
 
 
 def all_keys(no_inputs: bool) -> dict[str, dict[str, str]]:
     """{config file name: {stage: key}} for each config in configs/ (base.yaml is the default experiment)."""
     if no_inputs:
-        cache.stage_inputs = lambda cfg, stage: {}  # keys of the config and the graph alone
+        graph.stage_inputs = lambda cfg, stage: {}  # keys of the config and the graph alone
     out = {}
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         cfg = api.load_config(path)

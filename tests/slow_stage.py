@@ -14,7 +14,7 @@ import sys
 import time
 
 from pipeline.__main__ import main
-from pipeline.engine import cache
+from pipeline.engine import cache, graph
 
 SLOW = cache.Stage("t_slow", ("pseudo.rounds",), (), lambda ctx: _slow(ctx), doc="test: slow")
 
@@ -27,5 +27,5 @@ def _slow(ctx: cache.Context) -> dict:
 
 
 if __name__ == "__main__":
-    cache.register(SLOW)
+    graph.register(SLOW)
     sys.exit(main(sys.argv[1:]))

@@ -20,7 +20,7 @@ from pipeline.config import loader as config
 from pipeline.config import typed
 from pipeline.data.sources import IngestError
 from pipeline.demo import binary as demo
-from pipeline.engine import cache
+from pipeline.engine import cache, graph
 from pipeline.engine.cache import Stage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,8 +73,8 @@ class Dummies:
 @pytest.fixture
 def dummies():
     d = Dummies()
-    cache.register(Stage("t_up", ("pseudo.rounds",), (), d.up, doc="test upstream"))
-    cache.register(Stage("t_down", ("pseudo.epochs",), ("t_up",), d.down, doc="test downstream"))
+    graph.register(Stage("t_up", ("pseudo.rounds",), (), d.up, doc="test upstream"))
+    graph.register(Stage("t_down", ("pseudo.epochs",), ("t_up",), d.down, doc="test downstream"))
     try:
         yield d
     finally:

@@ -20,7 +20,7 @@ from test_cache import _cfg, dummies  # noqa: F401  (dummies: a fixture)
 
 from pipeline.__main__ import main
 from pipeline.core import errors, locks
-from pipeline.engine import cache, foldrun, previous
+from pipeline.engine import cache, foldrun, graph, previous
 
 FOLDS = [0, 1, 2]  # the demo config's folds.n_folds = 3, segment.train.folds = []
 
@@ -44,7 +44,7 @@ def fold_stage(dummies):  # noqa: F811
         calls.append((ctx.only_folds, done))
         return {} if ctx.stops_before_merge else {"folds": done}
 
-    cache.register(cache.Stage("t_fold", ("pseudo.epochs",), ("t_up",), fn, folds_key="segment.train.folds", doc="test: folds"))
+    graph.register(cache.Stage("t_fold", ("pseudo.epochs",), ("t_up",), fn, folds_key="segment.train.folds", doc="test: folds"))
     try:
         yield calls
     finally:

@@ -19,7 +19,7 @@ from test_cache import DEMO_CFG, REPO, _cfg, dummies  # noqa: F401  (dummies: a 
 
 from pipeline.__main__ import main
 from pipeline.core import errors, locks
-from pipeline.engine import cache
+from pipeline.engine import cache, graph
 from pipeline.training import reuse
 
 SLOW_SCRIPT = Path(__file__).with_name("slow_stage.py")
@@ -40,7 +40,7 @@ def slow_calls():
         (ctx.dir / "done.txt").write_text("done")
         return {"n": len(calls)}
 
-    cache.register(cache.Stage("t_slow", ("pseudo.rounds",), (), fn, doc="test: slow"))
+    graph.register(cache.Stage("t_slow", ("pseudo.rounds",), (), fn, doc="test: slow"))
     try:
         yield calls
     finally:

@@ -24,7 +24,7 @@ def _bench():
 def test_stage_keys_of_the_shipped_configs_are_unchanged(monkeypatch):
     expected = json.loads((ROOT / "tests" / "stage_keys.json").read_text())
     bench = _bench()
-    monkeypatch.setattr(bench.cache, "stage_inputs", bench.cache.stage_inputs)  # restored after the test
+    monkeypatch.setattr(bench.graph, "stage_inputs", bench.graph.stage_inputs)  # restored after the test
     found = bench.all_keys(no_inputs=True)
     assert sorted(found) == sorted(expected), "a config was added or removed: refresh tests/stage_keys.json"
     changed = [f"{c}:{s}" for c in expected for s in expected[c] if found[c].get(s) != expected[c][s]]
@@ -48,23 +48,23 @@ def test_every_config_key_is_hashed_or_declared_not_hashed():
     reason: a new key then never changes or escapes every key by accident."""
     from pipeline import api
     from pipeline.config import typed
-    from pipeline.engine import cache
+    from pipeline.engine import cache, graph
 
     keys = _leaves(typed.to_dict(api.load_config(ROOT / "configs" / "base.yaml")))
     hashed = {s for stage in cache.STAGES.values() for s in stage.sections} | {"experiment.seed"}  # the seed: in every key
-    loose = [k for k in keys if not _under(k, hashed) and not _under(k, cache.NOT_HASHED)]
+    loose = [k for k in keys if not _under(k, hashed) and not _under(k, graph.NOT_HASHED)]
     assert not loose, f"keys neither hashed by a stage nor declared in NOT_HASHED: {loose}"
-    both = [k for k in cache.NOT_HASHED if _under(k, hashed)]
+    both = [k for k in graph.NOT_HASHED if _under(k, hashed)]
     assert not both, f"declared not hashed, but a stage hashes them: {both}"
     unknown = [
-        k for k in (*cache.NOT_HASHED, *cache.OPT_IN, *cache.UNHASHED) if k not in keys and not any(x.startswith(k + ".") for x in keys)
+        k for k in (*graph.NOT_HASHED, *graph.OPT_IN, *graph.UNHASHED) if k not in keys and not any(x.startswith(k + ".") for x in keys)
     ]
     assert not unknown, f"declared keys that are not config keys: {unknown}"
 
 
 def test_an_undeclared_key_is_found(monkeypatch):
-    from pipeline.engine import cache
+    from pipeline.engine import graph
 
-    monkeypatch.setattr(cache, "NOT_HASHED", cache.NOT_HASHED - {"experiment.threads"})
+    monkeypatch.setattr(graph, "NOT_HASHED", graph.NOT_HASHED - {"experiment.threads"})
     with pytest.raises(AssertionError, match="experiment.threads"):
         test_every_config_key_is_hashed_or_declared_not_hashed()

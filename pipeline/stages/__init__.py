@@ -9,8 +9,9 @@ from __future__ import annotations
 from pipeline.config import typed, zoo
 from pipeline.config.schema import Config
 from pipeline.core import paths
-from pipeline.engine.cache import Context, Stage, register, register_not_hashed, register_opt_in, register_unhashed
+from pipeline.engine.cache import Context, Stage
 from pipeline.engine.fingerprint import fingerprint
+from pipeline.engine.graph import register, register_not_hashed, register_opt_in, register_unhashed
 
 _TRAIN_DATA = (
     "data.train_images",
@@ -131,7 +132,7 @@ def _submit(ctx: Context) -> dict:
     return submit.run(ctx)
 
 
-# Options added after artifacts existed, hashed only when on (see cache.OPT_IN).
+# Options added after artifacts existed, hashed only when on (see graph.OPT_IN).
 register_opt_in(
     "folds.mosaic",
     "classify.model.decoder_attention",

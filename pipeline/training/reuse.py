@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 
 from pipeline.core import distributed, fileio
-from pipeline.engine.cache import Context, digest
+from pipeline.engine.cache import Context
+from pipeline.engine.graph import digest
 from pipeline.training.loop import fit_done
 
 TRAIN_KEY = "train_key"
