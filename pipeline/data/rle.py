@@ -98,7 +98,15 @@ def _parse_runs(rle: str | float | None, shape: tuple[int, int]) -> tuple[np.nda
     limit = n_pixels + 1
     values = np.array([_clipped(tok, limit) for tok in tokens], dtype=np.int64)
     starts, lengths = values[0::2], values[1::2]
+    _check_runs(tokens, starts, lengths, (height, width))
+    return starts, lengths
 
+
+def _check_runs(tokens: list[str], starts: np.ndarray, lengths: np.ndarray, shape: tuple[int, int]) -> None:
+    """Each run starts and lasts at least one pixel, ends inside the image, and the runs are
+    sorted and apart; raises RLEError naming the first run that is not."""
+    height, width = shape
+    n_pixels = height * width
     # Run numbers in messages are 1-based, matching how people count pairs.
     bad = np.flatnonzero(starts < 1)
     if bad.size:
@@ -123,7 +131,6 @@ def _parse_runs(rle: str | float | None, shape: tuple[int, int]) -> tuple[np.nda
     if bad.size:
         i = bad[0]
         raise RLEError(f"overlapping runs: run {i + 2} starts at {starts[i + 1]} <= end {last[i]} of run {i + 1}")
-    return starts, lengths
 
 
 def rle_decode(rle: str | float | None, shape: tuple[int, int]) -> np.ndarray:
