@@ -22,6 +22,7 @@ from pipeline.engine import cache, foldrun
 from pipeline.inference.contract import fitted_models
 from pipeline.inference.ensemble_io import model_folders
 from pipeline.inference.fold_models import classifier_paths
+from pipeline.neighbours.mosaic_context import Mosaic
 from pipeline.submission.binary import check_submission, read_submission, score_submission  # noqa: F401  (part of the API)
 
 
@@ -89,7 +90,9 @@ def plan(
     src = bundle_sources(cfg)
     test = ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images")
     classifier = [] if cfg.classify.seg_head or not cfg.classify.enabled else classifier_paths(fold_model_paths(src.classify))
-    measured = planner.measure(cfg, src.models, src.ingest, src.folds, test, classifier)
+    grown = next((m.cfg for m in src.models.values() if m.context is not None), None)  # the search it trained with
+    mosaic = None if grown is None else Mosaic.open(cache.load_upstream(grown, "mosaic"), test, ArrayStore(src.ingest, "images"))
+    measured = planner.measure(cfg, src.models, (src.ingest, src.folds), test, classifier, mosaic)
     plans = planner.table(measured, n_test or len(test), cfg.ensemble.adabn, list(cfg.segment.train.tta), cfg.ensemble.fit_weights)
     pick = planner.choose(plans, seconds)
     if bundle_dir is not None:

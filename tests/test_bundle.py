@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,8 +19,9 @@ from pipeline.bundle import code as bundle_code
 from pipeline.bundle import planner
 from pipeline.core import paths
 from pipeline.core.errors import UserError
-from pipeline.core.store import ArrayStore
+from pipeline.core.store import ArrayStore, map_of
 from pipeline.engine import cache
+from pipeline.neighbours.mosaic_context import Mosaic
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +107,10 @@ def test_bundle_reproduces_a_zoo_blend_and_its_student(finished, smoke_data, tmp
     res = _predict(out, smoke_data, tmp_path / "submission.csv")
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "submission.csv").read_bytes() == (api.artifact(cfg, "submit") / "submission.csv").read_bytes()
+    # The planner's choice written into the bundle keeps each model's own section.
+    api.plan(cfg, "10h", bundle_dir=out)
+    replanned = json.loads((out / "bundle.json").read_text())["models"]
+    assert all(m["segment"] == plan["models"][name]["segment"] for name, m in replanned.items())
 
 
 def test_bundle_reproduces_a_model_with_mosaic_context(finished, smoke_data, tmp_path):
@@ -121,6 +127,15 @@ def test_bundle_reproduces_a_model_with_mosaic_context(finished, smoke_data, tmp
     res = _predict(out, smoke_data, tmp_path / "submission.csv")
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "submission.csv").read_bytes() == (api.artifact(cfg, "submit") / "submission.csv").read_bytes()
+    # The planner scores the model on grown tiles, as it trained and predicts: its OOF maps of
+    # the two views average to the segment stage's own OOF maps (up to rounding; plain tiles fail).
+    assert len(api.plan(cfg, "10h")[0]) > 0
+    src, test = api.bundle_sources(cfg), ArrayStore(api.artifact(cfg, "ingest_test"), "test_images")
+    mosaic = Mosaic.open(api.artifact(cfg, "mosaic"), test, ArrayStore(src.ingest, "images"))
+    measured = planner.measure(cfg, src.models, (src.ingest, src.folds), test, [], mosaic)
+    stored, views = ArrayStore(api.artifact(cfg, "segment"), "oof"), measured.oof["segment"]
+    worst = max(np.abs((views["none"][r] + views["hflip"][r]) / 2 - map_of(stored.get(i))).max() for r, i in enumerate(measured.ids))
+    assert worst < 0.01
 
 
 def test_bundle_reproduces_tiles_seg_head_adabn_and_sample_order(finished, smoke_data, tmp_path):
@@ -248,7 +263,7 @@ def test_planner_time_model_and_written_choice(done, smoke_data, tmp_path):
     src = api.bundle_sources(done)
     test = ArrayStore(api.artifact(done, "ingest_test"), "test_images")
     classifier = sorted(src.classify.glob("fold*/model.pt"))
-    measured = planner.measure(done, src.models, src.ingest, src.folds, test, classifier)
+    measured = planner.measure(done, src.models, (src.ingest, src.folds), test, classifier)
     assert measured.fixed_seconds > 0  # the smoke config's separate classifier
     plans = planner.table(measured, len(test), False, ["none"]).set_index(["models", "views", "folds"])["seconds"]
     fixed = measured.fixed_seconds * len(test)

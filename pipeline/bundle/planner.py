@@ -33,6 +33,7 @@ from pipeline.inference.contract import FittedModel
 from pipeline.inference.ensemble_io import common_ids
 from pipeline.inference.fold_models import cls_infer_spec, cls_network, load_fold
 from pipeline.inference.predict import FLIPS, adapt_bn, predict
+from pipeline.neighbours.mosaic_context import Mosaic, for_model
 
 VIEWS = tuple(FLIPS)  # none, hflip, vflip
 TIMING_SAMPLE = 64
@@ -73,10 +74,10 @@ def _model(model: FittedModel, path: Path, channels: int) -> torch.nn.Module:
     return load_fold(model.network(channels), path)
 
 
-def _oof_views(fitted: FittedModel, images: ArrayStore, ids: list[str], fold: np.ndarray, device) -> dict[str, list[np.ndarray]]:
-    """OOF maps of each view: fold k's images predicted by fold k's model alone."""
-    pos = np.array([images.position(i) for i in ids])
-    out: dict[str, list[np.ndarray | None]] = {v: [None] * len(ids) for v in VIEWS}
+def _oof_views(fitted: FittedModel, images, pos: np.ndarray, fold: np.ndarray, device) -> dict[str, list[np.ndarray]]:
+    """OOF maps of each view: fold k's images (at store positions `pos`, as the model sees them)
+    predicted by fold k's model alone."""
+    out: dict[str, list[np.ndarray | None]] = {v: [None] * len(pos) for v in VIEWS}
     for path in fitted.folds:
         k = int(path.parent.name.removeprefix("fold"))
         rows = np.flatnonzero(fold == k)
@@ -94,7 +95,7 @@ def _seconds(fn, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def _timings(fitted: FittedModel, test: ArrayStore, device) -> tuple[dict[str, float], float]:
+def _timings(fitted: FittedModel, test, device) -> tuple[dict[str, float], float]:
     model = _model(fitted, fitted.folds[0], test[0].shape[2])
     n = min(TIMING_SAMPLE, len(test))
     per_view = {v: _seconds(lambda m, v=v: list(predict(model, test, np.arange(m), _spec(fitted, v, device))), n) for v in VIEWS}
@@ -130,9 +131,19 @@ def _classifier_seconds(cfg: Config, paths: list[Path], test: ArrayStore, device
     return per_fold * len(paths)
 
 
-def measure(cfg: Config, models: dict[str, FittedModel], ingest: Path, folds: Path, test: ArrayStore, classifier: list[Path]) -> Measured:
-    """OOF maps per view and test speed per view for each fitted model; the classifier's folds
-    (`classifier`, empty when it rides on the segmentation encoder) are timed as a fixed cost."""
+def measure(
+    cfg: Config,
+    models: dict[str, FittedModel],
+    data: tuple[Path, Path],
+    test: ArrayStore,
+    classifier: list[Path],
+    mosaic: Mosaic | None = None,
+) -> Measured:
+    """OOF maps per view and test speed per view for each fitted model (`data`: the ingest and
+    folds stage folders; a model with context sees tiles grown by `mosaic`'s neighbours); the
+    classifier's folds (`classifier`, empty when it rides on the segmentation encoder) are timed
+    as a fixed cost."""
+    ingest, folds = data
     device = pick_device(cfg.experiment)
     images, masks = ArrayStore(ingest, "images"), ArrayStore(ingest, "masks")
     ids = common_ids({name: m.oof for name, m in models.items()}, images.ids)
@@ -140,9 +151,10 @@ def measure(cfg: Config, models: dict[str, FittedModel], ingest: Path, folds: Pa
     fold = fold_of.loc[ids].to_numpy()
     truths = [masks.get(i)[..., 0] for i in ids]
     oof, seconds, adabn, n_folds = {}, {}, {}, {}
+    pos = np.array([images.position(i) for i in ids])
     for name, model in models.items():
-        oof[name] = _oof_views(model, images, ids, fold, device)
-        seconds[name], adabn[name] = _timings(model, test, device)
+        oof[name] = _oof_views(model, for_model(images, model.cfg.segment, mosaic), pos, fold, device)
+        seconds[name], adabn[name] = _timings(model, for_model(test, model.cfg.segment, mosaic), device)
         n_folds[name] = len(model.folds)
     return Measured(ids, truths, fold, oof, seconds, adabn, n_folds, _classifier_seconds(cfg, classifier, test, device))
 
@@ -184,5 +196,6 @@ def choose(plans: pd.DataFrame, budget: float) -> pd.Series:
 def apply_to_plan(plan: dict, pick: pd.Series, weights: dict[str, float], views: list[str], info: dict) -> dict:
     """A bundle plan restricted to the chosen models (with `weights`), first fold models and `views`."""
     chosen = pick["models"].split("+")
-    models = {n: {"weight": weights[n], "folds": plan["models"][n]["folds"][: int(pick["folds"])]} for n in chosen}
+    # each entry keeps what else it holds (its segment section: the model contract)
+    models = {n: {**plan["models"][n], "weight": weights[n], "folds": plan["models"][n]["folds"][: int(pick["folds"])]} for n in chosen}
     return {**plan, "models": models, "tta": views, "planner": info}
