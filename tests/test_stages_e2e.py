@@ -82,17 +82,17 @@ def test_all_stages_done_and_submission_valid(full, smoke_data):
 def test_cached_run_fingerprints_inputs_once(full, monkeypatch):
     # Keys memoised across one `all` run and one report: the input files are fingerprinted once
     # per input set (train, test), not once per path through the stage graph.
-    import pipeline.stages as stages
+    from pipeline.stages import reads
 
     cfg, _ = full
     calls = []
-    real = stages.fingerprint
+    real = reads.fingerprint
 
     def counting(*entries, **kw):
         calls.append(entries)
         return real(*entries, **kw)
 
-    monkeypatch.setattr(stages, "fingerprint", counting)
+    monkeypatch.setattr(reads, "fingerprint", counting)
     keys: dict = {}
     assert not any(cache.run_stage(cfg, name, keys=keys)[1] for name in cache.STAGES)
     assert len(calls) == 2
