@@ -52,13 +52,10 @@ def _blend_weights(cfg: Config, src: Sources) -> list[float]:
     masks = ArrayStore(src.ingest, "masks")
     folders = {name: m.oof for name, m in src.models.items()}
     ids = common_ids(folders, masks.ids)
-    oofs = [read_maps(d, "oof", ids) for d in folders.values()]
-    k = max(len(cfg.data.classes), 1)
-    if k == 1:
-        return [float(w) for w in test_weights(oofs, [masks.get(i)[..., 0] for i in ids])]
-    # K classes: blended (image, class) row by row, as the ensemble stage blends them
-    truths = [t for i in ids for t in truth_planes(masks.get(i), k)]
-    return [float(w) for w in test_weights([flat(m) for m in oofs], truths)]
+    oofs = [flat(read_maps(d, "oof", ids)) for d in folders.values()]
+    # Row by row (an image, or an (image, class) pair for K classes), as the ensemble stage blends
+    truths = [t for i in ids for t in truth_planes(masks.get(i), max(len(cfg.data.classes), 1))]
+    return [float(w) for w in test_weights(oofs, truths)]
 
 
 def frozen_policy(cfg: Config, scorer: Path) -> dict:
@@ -72,7 +69,7 @@ def frozen_policy(cfg: Config, scorer: Path) -> dict:
         out["fixed"] = _fixed(cfg, scorer, cands)
     elif name == "difficulty":  # its groups' edges and candidates come from the OOF scores, which a bundle does not carry
         raise UserError("bundle: the scorer's policy 'difficulty' is not frozen into bundles yet; use scorer.difficulty: false")
-    elif s.edges:  # the bundle carries no mosaic search, nor the train tiles' OOF maps
+    elif s.edges:  # the train tiles' OOF maps, which the edge features read, are not in a bundle
         raise UserError(f"bundle: the scorer's policy {name!r} reads neighbour-edge features (scorer.edges); use scorer.edges: false")
     elif s.knn:  # the bundle carries no embed encoder, and a test image's neighbours are other test images
         raise UserError(

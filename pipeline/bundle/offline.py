@@ -1,7 +1,7 @@
 """The offline bundle's runtime: `predict.py --images DIR --out submission.csv` in a bundle
 folder (pipeline/bundle/build.py writes it). It ingests the test folder with the pipeline's own
 checks, runs the bundle's fold models through the same inference code as the ensemble stage
-(pipeline/inference/fold_models.py), applies the frozen post-processing policy and writes a validated
+(pipeline/inference/ensemble.py), applies the frozen post-processing policy and writes a validated
 submission. It imports no training code: a bundle carries only the modules this one needs."""
 
 from __future__ import annotations
