@@ -52,8 +52,8 @@ def _cfg(*overrides: str):
             "pseudo.soft: got true with segment.target multiclass",
         ),
         (
-            ["data.classes=[a, b]", "segment.target=multilabel"],
-            "classify.source: the separate classifier is built for one binary class",
+            ["data.classes=[a, b]", "segment.target=multilabel", "ensemble.readout=foreground"],
+            "ensemble.readout: got foreground, which gives each defect one class and needs segment.target: multiclass",
         ),
         (["data.classes=[a, b]", "data.train_masks={b: x, a: y}"], "data.train_masks: folders for b, a"),
         (["segment.subclasses={by: size, n: 3}"], "segment.subclasses: pseudo-labels"),
@@ -225,7 +225,7 @@ def _run(cfg, monkeypatch, root) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["multiclass", "multilabel", "class_head", "pseudo"])
+@pytest.mark.parametrize("target", ["multiclass", "multilabel", "class_head", "pseudo", "separate"])
 def test_k_classes_end_to_end(mc_data, tmp_path, monkeypatch, target):
     multilabel = ["segment.target=multilabel", "data.train_masks=null", f"data.train_rle_csv={mc_data / 'train_rle.csv'}"]
     pseudo = ["pseudo.rounds=1", "pseudo.soft=true", "pseudo.min_confident_share=0.0", "pseudo.mean_teacher.enabled=true"]
@@ -233,6 +233,18 @@ def test_k_classes_end_to_end(mc_data, tmp_path, monkeypatch, target):
         "multiclass": [],
         "multilabel": multilabel,
         "class_head": ["classify.enabled=true", "classify.source=seg_head", "scorer.gates=[0.0, 0.5]"],
+        # The K-output classifier, class-combination folds, rare-class oversampling, the foreground readout.
+        "separate": [
+            "classify.enabled=true",
+            "classify.source=separate",
+            "classify.loss=weighted_bce",
+            "classify.input={mode: pad, size: 64, tile_overlap: 0}",
+            "classify.train.oversample={empty: 1.0, rare_class: 1.0}",
+            "folds.stratify=classes",
+            "segment.train.oversample={empty: 1.0, rare_class: 1.0}",
+            "ensemble.readout=foreground",
+            "scorer.gates=[0.0, 0.5]",
+        ],
         # Soft K-plane labels and a mean teacher over sigmoids, blended with the segment stage.
         "pseudo": [*multilabel, *pseudo, "pseudo.mean_teacher.batch_size=4", "ensemble.models=[segment, pseudo]"],
     }[target]
@@ -241,12 +253,15 @@ def test_k_classes_end_to_end(mc_data, tmp_path, monkeypatch, target):
     ens = cache.load_upstream(cfg, "ensemble")
     cls = pd.read_csv(ens / "oof_cls.csv")
     assert len(cls) == 48 * 3 and cls["class"].tolist()[:3] == CLASSES
-    if target == "class_head":  # a per-class image head: its ROC per class, its probabilities gate rows
-        assert set(m["segment"]["class_auc"]) == set(CLASSES) and cls["prob"].notna().all()
+    if target in ("class_head", "separate"):  # per-class image probabilities: ROC per class, they gate rows
+        auc = cache.read_manifest(cache.load_upstream(cfg, "classify"))["metrics"] if target == "separate" else m["segment"]
+        assert set(auc["class_auc"]) == set(CLASSES) and cls["prob"].notna().all()
         assert pd.read_csv(ens / "test_cls.csv")["prob"].notna().all()
     else:
         assert cls["prob"].isna().all()
     assert set(m["segment"]["per_class"]) == set(CLASSES) and set(m["scorer"]["per_class_cv"]) == set(CLASSES)
+    row = m["scorer"]["per_class_cv"][CLASSES[0]]  # present rows, absent rows' false positives, all-empty
+    assert row["images"] > 0 and 0 <= row["present"] <= 1 and 0 <= row["absent_fp"] <= 1 and 0 < m["scorer"]["all_empty_cv"] < 1
     seg_dir = cache.load_upstream(cfg, "segment")
     oof = ArrayStore(seg_dir, "oof")
     assert len(oof) == 48 and oof[0].shape[-1] == 3
@@ -259,6 +274,8 @@ def test_k_classes_end_to_end(mc_data, tmp_path, monkeypatch, target):
     params = pd.read_csv(cache.load_upstream(cfg, "scorer") / "test_params.csv")
     assert len(params) == 12 * 3 and params["class"].tolist()[:3] == CLASSES
     _bundle_reproduces(cfg, mc_data, tmp_path, tmp_path / m["submit"]["file"])
+    if target == "separate":
+        _plan_k_classes(cfg, mc_data, tmp_path)
     if target == "pseudo":
         labels = ArrayStore(cache.load_upstream(cfg, "pseudo") / "round1" / "fold0", "pseudo_masks")
         assert len(labels) == 12 and labels[0].shape[-1] == 3  # every test image, a soft plane per class
@@ -280,6 +297,21 @@ def _bundle_reproduces(cfg, data, tmp_path, submission) -> None:
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "b.csv").read_bytes() == submission.read_bytes()
+
+
+def _plan_k_classes(cfg, data, tmp_path) -> None:
+    """The planner scores K classes over (image, class) rows; the replanned bundle predicts."""
+    import subprocess
+    import sys
+
+    from pipeline import api
+
+    plans, pick = api.plan(cfg, "1h", bundle_dir=tmp_path / "bundle")
+    assert len(plans) == 7 * 2 and 0 < pick["oof"] <= 1  # 7 view sets x 1 or 2 fold models
+    cmd = [sys.executable, "-I", str(tmp_path / "bundle" / "predict.py"), "--images", str(data / "test" / "images"), "--out", str(tmp_path / "p.csv")]
+    res = subprocess.run([*cmd, "--sample-submission", str(data / "sample_submission.csv")], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 12 * 3
 
 
 @pytest.mark.slow
@@ -345,14 +377,6 @@ def test_mean_teacher_compares_softmax_probabilities(tmp_path):
     net = build_segmentation(cfg.segment.model, 3, aux=False, classes=2, softmax=True)
     loss, parts = mt.loss(net)
     assert torch.isfinite(loss) and parts["consistency"] >= 0
-
-
-def test_plan_refuses_k_classes(tmp_path):
-    from pipeline import api
-
-    cfg = _cfg("data.classes=[a, b]", "segment.target=multilabel", "ensemble.models=[segment]", "pseudo.rounds=0", "classify.enabled=false")
-    with pytest.raises(UserError, match="one binary class so far"):
-        api.plan(cfg, "1h")
 
 
 def test_digit_class_names_stay_names(tmp_path):

@@ -6,7 +6,7 @@ sample of the test images, after a warm-up batch. Quality is the OOF score of th
 computed from OOF maps predicted again view by view by each fold's own model (every model and
 view has them; a view never scores images its model trained on), the models blended with
 fold-nested weights as the ensemble stage blends them, at threshold 0.5 before any
-post-processing. OOF cannot tell what averaging more fold models buys on the test set (each
+post-processing (K classes: over (image, class) rows, before ensemble.readout). OOF cannot tell what averaging more fold models buys on the test set (each
 OOF image has one model), so the fold count only costs time, and among equal scores the plan
 takes the most folds that fit."""
 
@@ -26,6 +26,7 @@ from pipeline.config.schema import Config
 from pipeline.core.errors import UserError
 from pipeline.core.runtime import pick_device
 from pipeline.core.store import ArrayStore, dequantise, quantise
+from pipeline.data.classrows import flat, repeat, truth_planes
 from pipeline.data.tables import load_folds
 from pipeline.evaluation.oof import paired
 from pipeline.inference.blend import blend, nested_blend
@@ -52,7 +53,8 @@ def parse_budget(text: str) -> float:
 
 @dataclasses.dataclass
 class Measured:
-    """Per model: OOF maps per view (ids, truths, folds shared) and test seconds per image per view."""
+    """Per model: OOF maps per view (ids, truths, folds shared) and test seconds per image per view;
+    truths are rows (an image, or an (image, class) pair), folds are per image."""
 
     ids: list[str]
     truths: list[np.ndarray]
@@ -149,7 +151,7 @@ def measure(
     ids = common_ids({name: m.oof for name, m in models.items()}, images.ids)
     fold_of = load_folds(folds).set_index("id")["fold"]
     fold = fold_of.loc[ids].to_numpy()
-    truths = [masks.get(i)[..., 0] for i in ids]
+    truths = [t for i in ids for t in truth_planes(masks.get(i), cfg.data.n_classes)]  # a row per image, or (image, class)
     oof, seconds, adabn, n_folds = {}, {}, {}, {}
     pos = np.array([images.position(i) for i in ids])
     for name, model in models.items():
@@ -164,12 +166,13 @@ def table(m: Measured, n_test: int, adabn: bool, configured: list[str], fit_weig
     paired difference from the configured choice (all models, `configured` views) with the
     standard error of that difference over the OOF images."""
     names, rows, scores = list(m.oof), [], {}
+    per_row = repeat(m.fold, len(m.truths) // len(m.ids))  # K classes: each image's class rows share its fold
     for k in range(1, len(names) + 1):
         for chosen in itertools.combinations(names, k):
             for r in range(1, len(VIEWS) + 1):
                 for views in itertools.combinations(VIEWS, r):
-                    maps = [blend([m.oof[n][v] for v in views], np.full(len(views), 1 / len(views))) for n in chosen]
-                    scores[(chosen, views)] = nested_blend(maps, m.truths, m.fold, fit_weights).scores
+                    maps = [flat(blend([m.oof[n][v] for v in views], np.full(len(views), 1 / len(views)))) for n in chosen]
+                    scores[(chosen, views)] = nested_blend(maps, m.truths, per_row, fit_weights).scores
     ref = scores[(tuple(names), tuple(v for v in VIEWS if v in (configured or ["none"])))]  # no views = the plain view
     for (chosen, views), per_image in scores.items():
         diff = per_image - ref

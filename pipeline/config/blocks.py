@@ -109,7 +109,7 @@ class FitCfg:
     sync_bn: bool  # under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)
     folds: list[int] = valid(distinct=True)  # empty = all folds; each in [0, folds.n_folds - 1]
     max_images: int = valid(min=0)  # 0 = all; for smoke tests
-    oversample: dict[str, float] = valid(keys=fields.COVERAGE_BINS, min=0)  # coverage bin -> sampling weight
+    oversample: dict[str, float] = valid(keys=fields.OVERSAMPLE_KEYS, min=0)  # coverage bin -> sampling weight; rare_class: a power
     augment: list[dict[str, Any]]  # albumentations transforms, checked when built (import: seconds)
     tta: list[str] = valid(*fields.TTA)
     val_every: int  # validate every N epochs (and always after the last); the SWA model is scored at the end regardless

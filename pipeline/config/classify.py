@@ -36,6 +36,9 @@ class ClassifyCfg:
     train: ClassifyTrainCfg
     coverage_weight: float = valid(min=0)
     patch: PatchCfg
+    # bce; weighted_bce: each class's positives weighted by its negatives/positives in the
+    # training part (K classes: rare classes count); focal: focal loss, gamma 2
+    loss: str = valid("bce", "weighted_bce", "focal", default="bce")
 
     @property
     def seg_head(self) -> bool:

@@ -23,6 +23,9 @@ ENCODER_WEIGHTS = ("imagenet", "lite", None)  # models.WEIGHTS
 SCHEDULERS = ("cosine", "cosine_restarts", "onecycle", "none")
 SCORER_POLICIES = ("auto", "none", "grid", "global", "per_image", "difficulty")
 COVERAGE_BINS = ("empty", "small", "medium", "large")  # datasets.coverage_bin
+# train.oversample keys: the coverage bins, and rare_class (K classes: an image drawn more often
+# the rarer its rarest present class, pipeline.data.datasets.rare_class_weights).
+OVERSAMPLE_KEYS = (*COVERAGE_BINS, "rare_class")
 TTA = ("none", "hflip", "vflip")
 INPUT_MODES = ("pad", "resize", "tile")
 # The largest output stride of smp's encoders (depth 5): a network input side must divide by it.

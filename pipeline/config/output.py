@@ -37,6 +37,10 @@ class EnsembleCfg:
     models: list[str] = valid(nonempty=True, distinct=True)  # segment, pseudo, NAME, pseudo:NAME (pipeline/config/zoo.py)
     fit_weights: bool
     adabn: bool  # re-estimate BatchNorm statistics on the test images (shifted test domain)
+    # K exclusive classes: classes = the blended class maps as they are; foreground = each
+    # defect's foreground (1 - background) given to the one class that wins inside it
+    # (pipeline/postprocessing/readout.py).
+    readout: str = valid("classes", "foreground", default="classes")
 
 
 @dataclass

@@ -88,6 +88,7 @@ class FoldsCfg:
     mosaic: MosaicCfg
     seed: int
     clusters: bool = False  # group by the embed stage's clusters (joined with the mosaic groups when both are on)
+    stratify: str = valid("coverage", "classes", default="coverage")  # classes: by each image's class combination
 
     def check(self) -> Problems:
         if self.group_column and (self.mosaic.enabled or self.clusters):

@@ -93,9 +93,11 @@ def _classes(cfg: Config, out: Problems) -> Problems:
     if target == "multiclass" and cfg.pseudo.soft and (cfg.pseudo.rounds > 0 or names_pseudo(cfg)):
         # A softmax trains on class indices (pipeline.modeling.losses.class_index): soft planes have none.
         return [("pseudo.soft", "got true with segment.target multiclass, which trains on class indices; set pseudo.soft: false")]
-    if k > 1 and cfg.classify.enabled and not cfg.classify.seg_head:
-        text = "the separate classifier is built for one binary class; with data.classes use classify.source: seg_head (a per-class head) or enabled: false"
-        return [("classify.source", text)]
+    if cfg.ensemble.readout == "foreground" and target != "multiclass":
+        # Overlapping classes: a pixel may hold several, so no one class can take a defect's foreground.
+        return [
+            ("ensemble.readout", f"got foreground, which gives each defect one class and needs segment.target: multiclass (got {target})")
+        ]
     return _subclasses(cfg)
 
 

@@ -31,13 +31,28 @@ def coverage_bin(coverage: np.ndarray) -> np.ndarray:
     )
 
 
-def sample_weights(coverage: np.ndarray, weights: dict[str, float]) -> np.ndarray:
-    """Per-image sampling weight from the configured per-bin weights."""
-    unknown = set(weights) - {"empty", "small", "medium", "large"}
+def sample_weights(coverage: np.ndarray, weights: dict[str, float], presence: np.ndarray | None = None) -> np.ndarray:
+    """Per-image sampling weight from the configured per-bin weights, times the rare-class
+    weights (`rare_class`) when the images' class presence (n, K) is given."""
+    unknown = set(weights) - {"empty", "small", "medium", "large", "rare_class"}
     if unknown:
-        raise UserError(f"train.oversample: unknown bin {sorted(unknown)[0]!r}; valid: empty, small, medium, large")
+        raise UserError(f"train.oversample: unknown bin {sorted(unknown)[0]!r}; valid: empty, small, medium, large, rare_class")
     bins = coverage_bin(coverage)
-    return np.array([weights.get(b, 1.0) for b in bins], dtype=np.float64)
+    out = np.array([weights.get(b, 1.0) for b in bins], dtype=np.float64)
+    if presence is not None and weights.get("rare_class", 0.0) > 0:
+        out[: len(presence)] *= rare_class_weights(presence, weights["rare_class"])
+    return out
+
+
+def rare_class_weights(presence: np.ndarray, power: float) -> np.ndarray:
+    """K classes: an image holding classes is drawn (most / n_rarest) ** power times as often,
+    where n_rarest counts the images of its rarest present class and most those of the most
+    common class (images without a class: 1). Counted over the images given: the training part."""
+    presence = np.asarray(presence, dtype=bool)
+    counts = presence.sum(axis=0).astype(float)
+    rarest = np.where(presence, counts, np.inf).min(axis=1)
+    ratio = np.where(np.isfinite(rarest), counts.max() / np.maximum(rarest, 1.0), 1.0)
+    return ratio**power
 
 
 def build_augment(specs: list[dict], seed: int) -> A.Compose | None:

@@ -4,8 +4,10 @@ bundle, so they live below all three."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.core import fileio
@@ -30,6 +32,11 @@ def open_train(ingest_dir: Path) -> tuple[ArrayStore, ArrayStore, pd.DataFrame]:
 def train_classes(ingest_dir: Path) -> tuple[str, ...]:
     """The class names an ingest artifact was written with (empty for one binary class)."""
     return tuple((fileio.read_json(ingest_dir / "stats.json") or {}).get("train", {}).get("classes", {}))
+
+
+def class_presence(table: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    """(n, K) bool: whether each row's image holds each class (its coverage_<class> column)."""
+    return table[[f"coverage_{c}" for c in classes]].to_numpy(dtype=float) > 0
 
 
 def folds_to_run(cfg_folds: list[int], folds: pd.DataFrame) -> list[int]:

@@ -71,17 +71,33 @@ def per_class_lines(metric: str, seg: dict, scorer: dict, sub: dict) -> list[str
     if not final:
         return []
     raw, hidden = seg.get("per_class", {}), sub.get("hidden_per_class", {})
-    lines = ["", f"| class | raw OOF {metric} @0.5 | nested CV, none | nested CV, final | hidden test |", "|---|---|---|---|---|"]
+    head = f"| class | images with it | raw OOF {metric} @0.5 | nested CV, none | nested CV, final | final where present | final FP rate where absent | all-empty | hidden test |"
+    lines = ["", head, "|---|---|---|---|---|---|---|---|---|"]
 
     def show(v) -> str:
         return "-" if v is None else f"{v:.4f}"
 
     for name, row in final.items():
-        lines.append(
-            f"| {name} | {show(raw.get(name, {}).get(metric))} | {show(row.get('none'))} | {show(row['cv'])} | {show(hidden.get(name))} |"
-        )
-    mean = [seg.get(f"oof_{metric}"), scorer.get("nested_cv", {}).get("none"), scorer.get("cv"), sub.get("hidden_score")]
-    lines.append(f"| mean over (image, class) | {' | '.join(show(v) for v in mean)} |")
+        cells = [
+            raw.get(name, {}).get(metric),
+            row.get("none"),
+            row["cv"],
+            row.get("present"),
+            row.get("absent_fp"),
+            row.get("all_empty"),
+            hidden.get(name),
+        ]
+        lines.append(f"| {name} | {row.get('images', '-')} | {' | '.join(show(v) for v in cells)} |")
+    mean = [
+        seg.get(f"oof_{metric}"),
+        scorer.get("nested_cv", {}).get("none"),
+        scorer.get("cv"),
+        None,
+        None,
+        scorer.get("all_empty_cv"),
+        sub.get("hidden_score"),
+    ]
+    lines.append(f"| mean over (image, class) | - | {' | '.join(show(v) for v in mean)} |")
     return lines
 
 

@@ -16,20 +16,28 @@ def safe_auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
 
 
+def _auc_of(g: pd.DataFrame) -> float:
+    return round(safe_auc(g["label"].to_numpy(), g["prob"].to_numpy()), 4)
+
+
 def roc_outputs(folder: Path, oof: pd.DataFrame) -> dict:
-    """ROC PNG, a TPR/FPR table by threshold, and AUC per fold and overall."""
+    """ROC PNG, a TPR/FPR table by threshold, and AUC per fold and overall; for K classes
+    (a class column: one row per image and class) each class's AUC and curve too."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     y, p = oof["label"].to_numpy(), oof["prob"].to_numpy()
-    aucs = {f"fold{k}": round(safe_auc(g["label"].to_numpy(), g["prob"].to_numpy()), 4) for k, g in oof.groupby("fold")}
+    aucs = {f"fold{k}": _auc_of(g) for k, g in oof.groupby("fold")}
+    by_class = "class" in oof.columns
+    class_auc = {str(c): _auc_of(g) for c, g in oof.groupby("class", sort=False)} if by_class else {}
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for k, g in oof.groupby("fold"):
+    for key, g in oof.groupby("class" if by_class else "fold", sort=False):
         if 0 < g["label"].sum() < len(g):
             fpr, tpr, _ = roc_curve(g["label"], g["prob"])
-            ax.plot(fpr, tpr, lw=1, alpha=0.6, label=f"fold {k} AUC {aucs[f'fold{k}']:.3f}")
+            name = f"{key} AUC {class_auc[str(key)]:.3f}" if by_class else f"fold {key} AUC {aucs[f'fold{key}']:.3f}"
+            ax.plot(fpr, tpr, lw=1, alpha=0.6, label=name)
     overall = safe_auc(y, p)
     if 0 < y.sum() < len(y):
         fpr, tpr, _ = roc_curve(y, p)
@@ -51,4 +59,4 @@ def roc_outputs(folder: Path, oof: pd.DataFrame) -> dict:
         }
     )
     fileio.write_csv(folder / "roc_table.csv", table)
-    return {"oof_auc": round(overall, 4), "fold_auc": aucs}
+    return {"oof_auc": round(overall, 4), "fold_auc": aucs} | ({"class_auc": class_auc} if by_class else {})

@@ -17,6 +17,7 @@ from pipeline.inference.blend import blend
 from pipeline.inference.contract import FittedModel
 from pipeline.inference.fold_models import cls_test_probs, seg_test_maps
 from pipeline.neighbours.mosaic_context import Mosaic, for_model
+from pipeline.postprocessing.readout import readout
 
 
 @dataclass
@@ -37,7 +38,8 @@ def ensemble_test(
     images,
     mosaic: Mosaic | None = None,
 ) -> EnsembleTest:
-    """Test inference of each model in `models` (in order), blended with `weights`; the
+    """Test inference of each model in `models` (in order), blended with `weights` and read
+    out as ensemble.readout says (pipeline/postprocessing/readout.py); the
     classifier's fold files in `cls_paths` unless it rides on the segmentation encoder. The
     distance maps and the head's probabilities are the first model's. A model trained with
     context predicts tiles grown by the neighbours in `mosaic`."""
@@ -48,4 +50,4 @@ def ensemble_test(
         dists = maps.dists if dists is None else dists
         head = maps.cls if head is None else head
     cls = head if cfg.classify.seg_head else cls_test_probs(cfg, cls_paths, images, cfg.ensemble.adabn)
-    return EnsembleTest(blend(tests, weights), dists, cls)
+    return EnsembleTest(readout(cfg.ensemble.readout, blend(tests, weights), cls), dists, cls)

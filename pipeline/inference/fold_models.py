@@ -52,7 +52,7 @@ def seg_network(cfg: Config, in_channels: int) -> Callable[[], nn.Module]:
 def cls_network(cfg: Config, in_channels: int) -> Callable[[], nn.Module]:
     """Builds the classifier network without pretrained weights (see seg_network)."""
     ccfg = dataclasses.replace(cfg.classify.model, encoder_weights=None)
-    return lambda: ClassifierNet(ccfg, in_channels)
+    return lambda: ClassifierNet(ccfg, in_channels, cfg.data.n_classes)
 
 
 def seg_infer_spec(scfg: SegmentCfg, device: torch.device, tta: list[str], exp: ExperimentCfg | None = None) -> InferSpec:
@@ -149,10 +149,10 @@ def cls_test_probs(cfg: Config, paths: Sequence[Path], images, adabn: bool = Fal
     """Test probabilities averaged over the fold classifiers in `paths` (NaN when there are none
     or the classifier is disabled)."""
     if not cfg.classify.enabled or not paths:
-        return np.full(len(images), np.nan)
+        return np.full(len(images), np.nan)  # one NaN per image stands for each of its classes
     device = pick_device(cfg.experiment)
     spec = cls_infer_spec(cfg.classify, device, cfg.classify.train.tta)
-    total = np.zeros(len(images))
+    total = 0.0  # (N,) or, for K classes, (N, K)
     for path in paths:
         model = load_fold(cls_network(cfg, images[0].shape[2]), path)
         if adabn:

@@ -100,9 +100,10 @@ def build_segmentation(
 
 
 class ClassifierNet(nn.Module):
-    """Encoder -> avg+max pooling -> dropout -> linear: image logit and coverage logit."""
+    """Encoder -> avg+max pooling -> dropout -> linear: image logit (one per class for K
+    classes, multi-label: each says "this class is in the image") and coverage logit."""
 
-    def __init__(self, cfg: ClassifyModelCfg, in_channels: int) -> None:
+    def __init__(self, cfg: ClassifyModelCfg, in_channels: int, classes: int = 1) -> None:
         super().__init__()
         check_weights(cfg)
         if cfg.decoder_attention:
@@ -117,10 +118,13 @@ class ClassifierNet(nn.Module):
         init_encoder(self.encoder, cfg)
         width = self.encoder.out_channels[-1]
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(2 * width, 2)
+        self.classes = classes
+        self.head = nn.Linear(2 * width, classes + 1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feat = self.encoder(x)[-1]
         pooled = torch.cat([feat.mean(dim=(2, 3)), feat.amax(dim=(2, 3))], dim=1)
         out = self.head(self.dropout(pooled))
-        return {"cls": out[:, 0], "cov": out[:, 1]}
+        # One class keeps the (B,) logit that binary state dicts and exports were made with.
+        cls = out[:, 0] if self.classes == 1 else out[:, : self.classes]
+        return {"cls": cls, "cov": out[:, self.classes]}

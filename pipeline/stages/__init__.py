@@ -124,6 +124,9 @@ register_opt_in(
     "scorer.edges",
     "pseudo.score_select",
     segment__target="binary",
+    folds__stratify="coverage",
+    classify__loss="bce",
+    ensemble__readout="classes",
 )
 register_unhashed("segment.models", "distill.teachers")
 # Keys that change where or how a run computes, not what it computes (or how it is named), so

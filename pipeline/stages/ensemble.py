@@ -23,6 +23,7 @@ from pipeline.inference.ensemble_io import common_ids, model_folders, read_maps
 from pipeline.inference.fold_models import classifier_paths
 from pipeline.inference.predict import save_maps
 from pipeline.neighbours.mosaic_context import Mosaic
+from pipeline.postprocessing.readout import readout
 from pipeline.training.classifier import load_oof
 from pipeline.training.trainset import TrainSet
 
@@ -54,10 +55,11 @@ def run(ctx: Context) -> dict:
     fold_of = data.fold_of()
     nb = nested_blend(list(oofs.values()), truths, repeat([fold_of[i] for i in ids], data.k), cfg.ensemble.fit_weights)
     ctx.dir.mkdir(parents=True, exist_ok=True)
-    save_maps(ctx.dir, "oof", ids, stack(nb.oof, data.k))
     # The first model named leads: the blend's distance maps and head probabilities, OOF and
     # test alike, are its.
     lead = dirs[cfg.ensemble.models[0]]
+    oof_cls = row_probs(load_oof(lead if cfg.classify.seg_head else ctx.upstream["classify"]), ids, cfg.data.classes)
+    save_maps(ctx.dir, "oof", ids, readout(cfg.ensemble.readout, stack(nb.oof, data.k), oof_cls))
     if (lead / "oof_dist.index.csv").exists():
         save_maps(ctx.dir, "oof_dist", ids, load_maps(lead, "oof_dist", ids))
     models = fitted_models(cfg, dirs)
@@ -68,7 +70,7 @@ def run(ctx: Context) -> dict:
     save_maps(ctx.dir, "test", test_images.ids, test.masks)
     if test.dists is not None:
         save_maps(ctx.dir, "test_dist", test_images.ids, test.dists)
-    _write_cls(ctx, lead, ids, test_images.ids, test.cls)
+    _write_cls(ctx, (ids, oof_cls), test_images.ids, test.cls)
     return {
         "models": list(dirs),
         "weights": [round(float(w), 3) for w in nb.test_weights],
@@ -88,10 +90,10 @@ def _blend_gain(per_model: dict[str, np.ndarray], blended: np.ndarray) -> dict:
     return {"blend_gain": {"over": best, "mean": round(mean, 4), "se": round(se, 4)}}
 
 
-def _write_cls(ctx: Context, lead: Path, ids: list[str], test_ids: list[str], test_prob: np.ndarray) -> None:
-    """Classifier probabilities for the blended OOF ids and the test ids (NaN = no classifier),
-    from the classify stage or, with classify.source = seg_head, from the lead model's head."""
-    oof = load_oof(lead if ctx.cfg.classify.seg_head else ctx.upstream["classify"])
+def _write_cls(ctx: Context, oof: tuple[list[str], np.ndarray], test_ids: list[str], test_prob: np.ndarray) -> None:
+    """Classifier probabilities for the blended OOF ids (`oof`: ids, a prob per row) and the test
+    ids (NaN = no classifier), from the classify stage or, with classify.source = seg_head,
+    from the lead model's head."""
     classes = ctx.cfg.data.classes
-    fileio.write_csv(ctx.dir / "oof_cls.csv", cls_frame(ids, row_probs(oof, ids, classes), classes))
+    fileio.write_csv(ctx.dir / "oof_cls.csv", cls_frame(oof[0], oof[1], classes))
     fileio.write_csv(ctx.dir / "test_cls.csv", cls_frame(test_ids, test_prob, classes))

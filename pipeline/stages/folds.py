@@ -12,8 +12,8 @@ from pipeline.core import fileio
 from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore
 from pipeline.data.metadata import check_group_column
-from pipeline.data.splits import coverage_bins, make_folds
-from pipeline.data.tables import read_train_table
+from pipeline.data.splits import class_strata, coverage_bins, coverage_strata, make_folds
+from pipeline.data.tables import class_presence, read_train_table
 from pipeline.engine.cache import Context
 from pipeline.neighbours import mosaic
 
@@ -30,22 +30,41 @@ def run(ctx: Context) -> dict:
     if cfg.mosaic.enabled or cfg.clusters:
         train[MOSAIC_COLUMN], metrics = _groups(ctx, train["id"].tolist())
         group_column = MOSAIC_COLUMN
-    folds = make_folds(train, cfg.n_folds, cfg.coverage_bins, cfg.seed, group_column)
-    out = pd.DataFrame(
-        {
-            "id": train["id"],
-            "fold": folds,
-            "coverage": train["coverage"],
-            "stratum": coverage_bins(train["coverage"].to_numpy(), cfg.coverage_bins),
-        }
-    )
+    strata = _strata(ctx, train)
+    folds = make_folds(train, cfg.n_folds, strata, cfg.seed, group_column)
+    stratum = strata if cfg.stratify == "classes" else coverage_bins(train["coverage"].to_numpy(), cfg.coverage_bins)
+    out = pd.DataFrame({"id": train["id"], "fold": folds, "coverage": train["coverage"], "stratum": stratum})
     if group_column:
         out["group"] = train[group_column].to_numpy()
     ctx.dir.mkdir(parents=True, exist_ok=True)
     fileio.write_csv(ctx.dir / "folds.csv", out)
     sizes = out.groupby("fold").size().tolist()
     empty = out.assign(e=out["coverage"] == 0).groupby("fold")["e"].mean().round(3).tolist()
-    return {"fold_sizes": sizes, "fold_empty_share": empty, **metrics}
+    return {"fold_sizes": sizes, "fold_empty_share": empty, **metrics} | _class_counts(ctx, train, folds)
+
+
+def _strata(ctx: Context, train: pd.DataFrame) -> np.ndarray:
+    """Coverage bins, or with folds.stratify = classes each image's class combination (one
+    binary class: empty or not)."""
+    cfg = ctx.cfg.folds
+    if cfg.stratify == "classes":
+        classes = ctx.cfg.data.classes
+        presence = class_presence(train, classes) if classes else train[["coverage"]].to_numpy() > 0
+        return class_strata(presence, cfg.n_folds)
+    return coverage_strata(train["coverage"].to_numpy(), cfg.n_folds, cfg.coverage_bins)
+
+
+def _class_counts(ctx: Context, train: pd.DataFrame, folds: np.ndarray) -> dict:
+    """K classes: how many images of each class each fold holds."""
+    classes = ctx.cfg.data.classes
+    if not classes:
+        return {}
+    presence = class_presence(train, classes)
+    return {
+        "fold_class_images": {
+            c: np.bincount(folds[presence[:, j]], minlength=ctx.cfg.folds.n_folds).tolist() for j, c in enumerate(classes)
+        }
+    }
 
 
 def _groups(ctx: Context, ids: list[str]) -> tuple[np.ndarray, dict]:

@@ -12,6 +12,7 @@ from pipeline.core.errors import UserError
 from pipeline.data.classrows import class_of_row, flat, repeat
 from pipeline.data.tables import load_folds
 from pipeline.engine.cache import Context
+from pipeline.evaluation.class_rows import all_empty, class_rows
 from pipeline.inference.ensemble_io import EnsembleOutputs
 from pipeline.neighbours import edges, knn
 from pipeline.neighbours import mosaic_context as context
@@ -75,18 +76,22 @@ def _problem(ctx: Context, ens: EnsembleOutputs) -> tuple[Problem, pd.DataFrame]
     return Problem(feats, cands, scores, folds, scfg.lgbm, cfg.experiment.seed, groups, row_class, scfg.difficulty), feats
 
 
-def _per_class(p: Problem, held: dict[str, np.ndarray], policy: str, names: tuple[str, ...]) -> dict:
+def _per_class(p: Problem, held: dict[str, np.ndarray], policy: str, names: tuple[str, ...], present: np.ndarray) -> dict:
     """K classes: each class's nested CV score under the reported policy and with no
-    post-processing ({} for one binary class)."""
+    post-processing, its rows split by whether the image holds the class
+    (pipeline/evaluation/class_rows.py), and the all-empty submission's score ({} for one
+    binary class)."""
     if p.row_class is None:
         return {}
+    rows = class_rows(held[policy], present, p.row_class, names)
     out = {}
     for c, name in enumerate(names):
         at = p.row_class == c
         out[name] = {"cv": round(float(held[policy][at].mean()), 4)}
         if "none" in held:
             out[name]["none"] = round(float(held["none"][at].mean()), 4)
-    return {"per_class_cv": out}
+        out[name] |= {k: rows[name][k] for k in ("images", "present", "absent_fp", "all_empty")}
+    return {"per_class_cv": out, "all_empty_cv": all_empty(present)}
 
 
 def run(ctx: Context) -> dict:
@@ -135,6 +140,6 @@ def run(ctx: Context) -> dict:
         # chosen and scored on the same OOF: optimistic, but how a one-split script reports
         "grid_best_all_oof_score": round(float(mean_scores.max()), 4),
         "n_candidates": len(p.cands),
-    } | _per_class(p, held, "auto" if scfg.policy == "auto" else policy, ens.classes)
+    } | _per_class(p, held, "auto" if scfg.policy == "auto" else policy, ens.classes, np.array([t.any() for t in ens.truths()]))
     fileio.write_json(ctx.dir / "policy.json", summary)
     return summary

@@ -20,7 +20,7 @@ from pipeline.data.classrows import class_of_row, cls_frame, planes, read_rows, 
 from pipeline.data.datasets import Geometry, SegDataset, build_augment
 from pipeline.data.tables import fold_model_paths
 from pipeline.evaluation.oof import score_probs
-from pipeline.evaluation.roc import roc_outputs, safe_auc
+from pipeline.evaluation.roc import roc_outputs
 from pipeline.inference.fold_models import TestMaps, build_model, seg_test_maps
 from pipeline.inference.fold_models import seg_infer_spec as infer_spec
 from pipeline.inference.predict import predict
@@ -158,10 +158,7 @@ def merge_cls(stage_dir: Path, fold_dirs: list[Path], data: TrainSet) -> dict:
         present = {i: [t.any() for t in truth_planes(data.masks.get(i), data.k)] for i in oof["id"].unique()}
         oof["label"] = [int(present[i][data.classes.index(c)]) for i, c in zip(oof["id"], oof["class"], strict=True)]
     fileio.write_csv(stage_dir / "oof_cls.csv", oof)
-    out = roc_outputs(stage_dir, oof)
-    if data.k > 1:
-        out["class_auc"] = {c: round(safe_auc(g["label"].to_numpy(), g["prob"].to_numpy()), 4) for c, g in oof.groupby("class", sort=False)}
-    return out
+    return roc_outputs(stage_dir, oof)
 
 
 def fold_models(model_dir: Path, folds: list[int] | None = None) -> list[Path]:

@@ -12,7 +12,7 @@ import pandas as pd
 from pipeline.config.segment import SegmentCfg
 from pipeline.core.store import ArrayStore
 from pipeline.data.classrows import truth_planes
-from pipeline.data.tables import folds_to_run, load_folds, open_train, train_classes
+from pipeline.data.tables import class_presence, folds_to_run, load_folds, open_train, train_classes
 from pipeline.neighbours.balance import ImageTraits
 from pipeline.neighbours.mosaic_context import Mosaic, for_model
 
@@ -28,6 +28,7 @@ class TrainSet:
     classes: tuple[str, ...] = ()  # K > 1 class names (empty: one binary class)
     traits: ImageTraits | None = None  # embedding clusters and test-likeness (segment.balance)
     mosaic: Mosaic | None = None  # each tile's touching neighbours (segment.context)
+    presence: np.ndarray | None = None  # K classes: (n, K) bool, class k in image i (per store position)
 
     @classmethod
     def open(cls, ingest_dir: Path, folds_dir: Path, embed_dir: Path | None = None, mosaic_dir: Path | None = None) -> TrainSet:
@@ -37,7 +38,15 @@ class TrainSet:
         coverage = table.set_index("id").loc[images.ids, "coverage"].to_numpy()
         traits = ImageTraits.read(embed_dir, list(images.ids)) if embed_dir is not None else None
         mosaic = Mosaic.open(mosaic_dir, images) if mosaic_dir is not None else None
-        return cls(images, masks, coverage, load_folds(folds_dir), train_classes(ingest_dir), traits, mosaic)
+        classes = train_classes(ingest_dir)
+        presence = class_presence(table.set_index("id").loc[list(images.ids)], classes) if classes else None
+        return cls(images, masks, coverage, load_folds(folds_dir), classes, traits, mosaic, presence)
+
+    def labels(self, positions: np.ndarray) -> np.ndarray:
+        """Image labels at store positions: non-empty (n,), or each class present (n, K)."""
+        if self.presence is None:
+            return (self.coverage[positions] > 0).astype(float)
+        return self.presence[positions].astype(float)
 
     def seen(self, scfg: SegmentCfg):
         """The images as a model of `scfg` predicts them (grown with any neighbour's pixels

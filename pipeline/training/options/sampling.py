@@ -9,11 +9,13 @@ from pipeline.training.options.base import Fold, Option
 
 
 class Oversampling(Option):
-    """Weights per coverage bin (empty, small, medium, large); extra (pseudo-labelled) images
-    are binned by their own coverage."""
+    """Weights per coverage bin (empty, small, medium, large), times the rare-class weights
+    (K classes, oversample.rare_class) of the training part; extra (pseudo-labelled) images are
+    binned by their own coverage."""
 
     def weights(self, fold: Fold) -> None:
-        fold.weights = sample_weights(fold.coverage, fold.cfg.segment.train.oversample)
+        presence = None if fold.data.presence is None else fold.data.presence[fold.train_idx]
+        fold.weights = sample_weights(fold.coverage, fold.cfg.segment.train.oversample, presence)
 
 
 class Balance(Option):
