@@ -7,8 +7,10 @@ The shared dataset has one binary mask per image and, in `labels.csv`, the image
 (`ImageId, ClassId, EncodedPixels`, one row per image with a non-empty mask, ClassId the
 defect's name without `MT_`), `OUT/classes.txt` and `OUT/README.md`. Images stay in
 `--src`: a config points `data.train_images` there. MT_Free images, and the few defect images
-whose mask is empty, get no row (empty in every class). Bad input: one line, exit code 2,
-nothing written."""
+whose mask is empty, get no row (empty in every class). `--sample-test N` also links the first N
+images (sorted by name) into `OUT/sample_test/`: a small test folder for ablation runs that change
+only the ensemble or scorer (`--set data.test_images=data/magnetic_tile_5class/sample_test`), whose
+OOF figures do not depend on the test set. Bad input: one line, exit code 2, nothing written."""
 
 from __future__ import annotations
 
@@ -57,10 +59,20 @@ def _rows(src: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _sample_test(images: Path, out: Path, n: int) -> None:
+    """Symbolic links to the first n images of `images` (the data stay where they are)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(images.iterdir())[:n]:
+        link = out / path.name
+        if not link.exists():
+            link.symlink_to(path.resolve())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--src", type=Path, default=Path("../shared/data/magnetic_tile"))
     ap.add_argument("--out", type=Path, default=Path("data/magnetic_tile_5class"))
+    ap.add_argument("--sample-test", type=int, default=0, metavar="N", help="link N images into OUT/sample_test")
     args = ap.parse_args(argv)
     try:
         rows = _rows(args.src)
@@ -78,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         + "\n"
     )
     fileio.write_text(args.out / "README.md", readme)
+    if args.sample_test:
+        _sample_test(args.src / "images", args.out / "sample_test", args.sample_test)
     fileio.write_csv(args.out / "train_rle.csv", df)  # last: its presence means the rest is there
     print(f"{len(df)} rows -> {args.out / 'train_rle.csv'} ({', '.join(f'{c} {n}' for c, n in counts.items())})")
     return 0
