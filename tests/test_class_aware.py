@@ -12,7 +12,7 @@ from pipeline.config import loader as config
 from pipeline.data.datasets import rare_class_weights, sample_weights
 from pipeline.evaluation.class_rows import all_empty, class_rows
 from pipeline.modeling.models import ClassifierNet
-from pipeline.postprocessing.readout import foreground_readout, readout
+from pipeline.postprocessing.readout import foreground_readout, readout_image
 from pipeline.training.classifier import image_loss, mean_auc
 
 
@@ -76,8 +76,9 @@ def test_foreground_readout_gives_each_region_its_winning_class():
     voted = foreground_readout(_defect_map(), np.array([0.1, 0.9, 0.5]))
     assert np.allclose(voted[5:10, 2:7, 1], 0.6) and np.allclose(voted[5:10, 12:17, 2], 0.5)
     # NaN probabilities (no classifier) do not vote; readout "classes" changes nothing.
-    assert np.array_equal(readout("foreground", [_defect_map()], np.full((1, 3), np.nan))[0], out)
-    assert readout("classes", [_defect_map()], None)[0] is not out and np.array_equal(readout("classes", [_defect_map()], None)[0], _defect_map())
+    assert np.array_equal(readout_image("foreground", _defect_map(), np.full(3, np.nan)), out)
+    assert np.array_equal(readout_image("classes", _defect_map(), None), _defect_map())
+    assert readout_image("foreground", _defect_map()[..., 0], np.nan).ndim == 2  # one binary class: unchanged
 
 
 def test_class_rows_split_present_and_absent_rows():

@@ -308,8 +308,18 @@ def _plan_k_classes(cfg, data, tmp_path) -> None:
 
     plans, pick = api.plan(cfg, "1h", bundle_dir=tmp_path / "bundle")
     assert len(plans) == 7 * 2 and 0 < pick["oof"] <= 1  # 7 view sets x 1 or 2 fold models
-    cmd = [sys.executable, "-I", str(tmp_path / "bundle" / "predict.py"), "--images", str(data / "test" / "images"), "--out", str(tmp_path / "p.csv")]
-    res = subprocess.run([*cmd, "--sample-submission", str(data / "sample_submission.csv")], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    cmd = [
+        sys.executable,
+        "-I",
+        str(tmp_path / "bundle" / "predict.py"),
+        "--images",
+        str(data / "test" / "images"),
+        "--out",
+        str(tmp_path / "p.csv"),
+    ]
+    res = subprocess.run(
+        [*cmd, "--sample-submission", str(data / "sample_submission.csv")], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert len(pd.read_csv(tmp_path / "p.csv")) == 12 * 3
 

@@ -17,7 +17,7 @@ from pipeline.inference.blend import blend
 from pipeline.inference.contract import FittedModel
 from pipeline.inference.fold_models import cls_test_probs, seg_test_maps
 from pipeline.neighbours.mosaic_context import Mosaic, for_model
-from pipeline.postprocessing.readout import readout
+from pipeline.postprocessing.readout import readout_image
 
 
 @dataclass
@@ -50,4 +50,16 @@ def ensemble_test(
         dists = maps.dists if dists is None else dists
         head = maps.cls if head is None else head
     cls = head if cfg.classify.seg_head else cls_test_probs(cfg, cls_paths, images, cfg.ensemble.adabn)
-    return EnsembleTest(readout(cfg.ensemble.readout, blend(tests, weights), cls), dists, cls)
+    return EnsembleTest(_blend_and_read(cfg.ensemble.readout, tests, weights, cls), dists, cls)
+
+
+def _blend_and_read(mode: str, tests: list[list[np.ndarray]], weights: np.ndarray, cls: np.ndarray) -> list[np.ndarray]:
+    """The models' test maps blended and read out image by image, each image's inputs freed as
+    it is done: a whole blended copy beside the models' maps would double the memory."""
+    rows = np.asarray(cls, dtype=np.float64).reshape(len(tests[0]), -1)
+    out = []
+    for i in range(len(tests[0])):
+        out.append(readout_image(mode, blend([[t[i]] for t in tests], weights)[0], rows[i]))
+        for t in tests:
+            t[i] = None
+    return out

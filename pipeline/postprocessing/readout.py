@@ -11,8 +11,6 @@ foreground, the others are 0 there. Pixels outside every region keep their class
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import cv2
 import numpy as np
 
@@ -40,10 +38,10 @@ def foreground_readout(prob: np.ndarray, cls: np.ndarray | None = None) -> np.nd
     return out
 
 
-def readout(mode: str, maps: Sequence[np.ndarray], cls: np.ndarray | None) -> list[np.ndarray]:
-    """The maps as ensemble.readout says: unchanged (classes), or each image's foreground
-    readout (foreground) with its row of `cls` ((N, K) classifier probabilities, or NaN)."""
-    if mode != "foreground":
-        return list(maps)
-    rows = None if cls is None else np.asarray(cls, dtype=np.float64).reshape(len(maps), -1)
-    return [foreground_readout(m, None if rows is None or rows.shape[1] != m.shape[-1] else rows[i]) for i, m in enumerate(maps)]
+def readout_image(mode: str, prob: np.ndarray, cls: np.ndarray | None) -> np.ndarray:
+    """One image's map as ensemble.readout says: unchanged (classes, or one binary class), or
+    its foreground readout (foreground) with its classifier probabilities `cls` ((K,), or NaN)."""
+    if mode != "foreground" or prob.ndim != 3:
+        return prob
+    cls = None if cls is None or np.size(cls) != prob.shape[-1] else np.asarray(cls, dtype=np.float64)
+    return foreground_readout(prob, cls)
