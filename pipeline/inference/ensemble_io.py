@@ -89,12 +89,10 @@ class EnsembleOutputs:
         """Boolean truths per row: an image, or an (image, class) pair for K classes."""
         return [t for i in self.oof_ids for t in truth_planes(self.masks.get(i), self.k)]
 
-    @cached_property
-    def _oof(self) -> list[np.ndarray]:
-        return read_maps(self.dir, "oof", self.oof_ids)
-
     def oof_probs(self) -> list[np.ndarray]:
-        return self._oof
+        """The blended OOF maps, read anew on each call: a caller holds them only as long as it
+        needs them (K classes of large images: gigabytes)."""
+        return read_maps(self.dir, "oof", self.oof_ids)
 
     def oof_dists(self) -> list[np.ndarray] | None:
         return read_maps(self.dir, "oof_dist", self.oof_ids)

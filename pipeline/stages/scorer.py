@@ -64,14 +64,12 @@ def _problem(ctx: Context, ens: EnsembleOutputs) -> tuple[Problem, pd.DataFrame]
     if k > 1 and groups is None:  # an image's class rows stay on one side of auto's inner split
         groups = np.asarray(ens.oof_ids)
     groups = None if groups is None else repeat(groups, k)
-    feats = feature_table(ens.oof_ids, ens.oof_probs(), ens.oof_dists(), ens.images, ens.oof_cls, ens.train_meta, ens.classes)
+    probs = ens.oof_probs()  # read once, freed on return (the test part comes next)
+    feats = feature_table(ens.oof_ids, probs, ens.oof_dists(), ens.images, ens.oof_cls, ens.train_meta, ens.classes)
     feats = _with_knn(ctx, feats, pd.Series(table["fold"].to_numpy(), index=ens.oof_ids), k, "train")
-    probs = ens.oof_probs()
     feats = _with_edges(ctx, feats, ens.oof_ids, probs, edges.oof_lookup(ens.oof_ids, probs, table["fold"].to_dict()))
     cls = ens.oof_cls  # per row
-    cands, scores = candidate_scores(
-        ens.truths(), flat(ens.oof_probs()), cls, scfg.thresholds, scfg.min_areas, scfg.gates, cfg.submit.metric
-    )
+    cands, scores = candidate_scores(ens.truths(), flat(probs), cls, scfg.thresholds, scfg.min_areas, scfg.gates, cfg.submit.metric)
     row_class = class_of_row(len(ens.oof_ids), k) if k > 1 else None
     return Problem(feats, cands, scores, folds, scfg.lgbm, cfg.experiment.seed, groups, row_class, scfg.difficulty), feats
 
