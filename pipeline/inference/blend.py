@@ -70,6 +70,9 @@ def nested_blend(oofs: list[list[np.ndarray]], truths: list[np.ndarray], fold: n
             weights[int(k)], _ = fit_weights([[m[i] for i in fit_rows] for m in oofs], [truths[i] for i in fit_rows])
         else:
             weights[int(k)] = uniform
-        for i, b in zip(rows, blend([[m[i] for i in rows] for m in oofs], weights[int(k)]), strict=True):
+        # One model's OOF maps are its own blend: the maps themselves, not a float64 copy of the
+        # same values (twice their memory; K classes of large images: gigabytes).
+        part = [[m[i] for i in rows] for m in oofs]
+        for i, b in zip(rows, part[0] if n == 1 else blend(part, weights[int(k)]), strict=True):
             out[i] = b
     return NestedBlend(weights, out, score_probs(truths, out), test_weights(oofs, truths, fit))
