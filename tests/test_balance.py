@@ -68,7 +68,7 @@ def _weights(cfg, data, train_idx, cov):
 
 def test_segment_weights_multiply_oversampling_and_leave_extra_images_at_one(smoke_cfg):
     cfg = smoke_cfg("segment.train.oversample={empty: 1.0, small: 2.0}")
-    data = SimpleNamespace(traits=_traits([0, 0, 0, 1]))
+    data = SimpleNamespace(traits=_traits([0, 0, 0, 1]), presence=None)  # one binary class
     cov = np.array([0.0, 0.05, 0.0, 0.0, 0.3])  # four training images, one pseudo-labelled extra
     off = _weights(cfg, data, np.arange(4), cov)
     assert off.tolist() == [1.0, 2.0, 1.0, 1.0, 1.0]
