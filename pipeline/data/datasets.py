@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pipeline.config.fields import OVERSAMPLE_KEYS
 from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore
 from pipeline.data.geometry import Geometry, to_tensor
@@ -34,9 +35,9 @@ def coverage_bin(coverage: np.ndarray) -> np.ndarray:
 def sample_weights(coverage: np.ndarray, weights: dict[str, float], presence: np.ndarray | None = None) -> np.ndarray:
     """Per-image sampling weight from the configured per-bin weights, times the rare-class
     weights (`rare_class`) when the images' class presence (n, K) is given."""
-    unknown = set(weights) - {"empty", "small", "medium", "large", "rare_class"}
+    unknown = set(weights) - set(OVERSAMPLE_KEYS)
     if unknown:
-        raise UserError(f"train.oversample: unknown bin {sorted(unknown)[0]!r}; valid: empty, small, medium, large, rare_class")
+        raise UserError(f"train.oversample: unknown bin {sorted(unknown)[0]!r}; valid: {', '.join(OVERSAMPLE_KEYS)}")
     bins = coverage_bin(coverage)
     out = np.array([weights.get(b, 1.0) for b in bins], dtype=np.float64)
     if presence is not None and weights.get("rare_class", 0.0) > 0:

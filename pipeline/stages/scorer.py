@@ -10,7 +10,7 @@ import pandas as pd
 from pipeline.core import fileio
 from pipeline.core.errors import UserError
 from pipeline.data.classrows import class_of_row, flat, repeat
-from pipeline.data.tables import load_folds
+from pipeline.data.tables import class_presence, load_folds
 from pipeline.engine.cache import Context
 from pipeline.evaluation.class_rows import all_empty, class_rows
 from pipeline.inference.ensemble_io import EnsembleOutputs
@@ -92,6 +92,13 @@ def _per_class(p: Problem, held: dict[str, np.ndarray], policy: str, names: tupl
     return {"per_class_cv": out, "all_empty_cv": all_empty(present)}
 
 
+def _presence(ens: EnsembleOutputs) -> np.ndarray:
+    """Per (image, class) row, whether the image holds the class, from the ingest table's
+    per-class coverage (no masks decoded again: the candidate scores already did)."""
+    table = ens.train_meta.set_index("id").loc[ens.oof_ids]
+    return class_presence(table, ens.classes).reshape(-1) if ens.classes else table["coverage"].to_numpy() > 0
+
+
 def run(ctx: Context) -> dict:
     scfg = ctx.cfg.scorer  # its values were checked when the config loaded
     ens = EnsembleOutputs(ctx.upstream["ensemble"], ctx.upstream["ingest"], ctx.upstream["ingest_test"])
@@ -138,6 +145,6 @@ def run(ctx: Context) -> dict:
         # chosen and scored on the same OOF: optimistic, but how a one-split script reports
         "grid_best_all_oof_score": round(float(mean_scores.max()), 4),
         "n_candidates": len(p.cands),
-    } | _per_class(p, held, "auto" if scfg.policy == "auto" else policy, ens.classes, np.array([t.any() for t in ens.truths()]))
+    } | _per_class(p, held, "auto" if scfg.policy == "auto" else policy, ens.classes, _presence(ens))
     fileio.write_json(ctx.dir / "policy.json", summary)
     return summary
