@@ -25,6 +25,7 @@ from pipeline.config import loader as config  # noqa: E402
 from pipeline.core.store import ArrayStore  # noqa: E402
 from pipeline.engine import cache  # noqa: E402
 from pipeline.neighbours import retrieval  # noqa: E402
+from pipeline.stages import GRAPH  # noqa: E402
 from pipeline.training import embedding  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=5)
     args = ap.parse_args()
     cfg = config.load(args.config, args.set)
-    folder, _ = cache.run_stage(cfg, "embed")
+    folder, _ = cache.run_stage(GRAPH, cfg, "embed")
     npz = np.load(folder / "embeddings.npz")
     ids = [str(i) for i in npz["ids"]]
     truth = retrieval.grid_neighbours(pd.read_csv(args.positions, dtype={"id": str}))
@@ -58,7 +59,7 @@ def main() -> None:
 
 
 def _untrained(cfg) -> np.ndarray:
-    ingest, ingest_test = cache.load_upstream(cfg, "ingest"), cache.load_upstream(cfg, "ingest_test")
+    ingest, ingest_test = cache.load_upstream(GRAPH, cfg, "ingest"), cache.load_upstream(GRAPH, cfg, "ingest_test")
     train = ArrayStore(ingest, "images")
     images = embedding.Images.of(train, np.zeros(len(train.ids)), ArrayStore(ingest_test, "test_images"))
     torch.manual_seed(cfg.experiment.seed)

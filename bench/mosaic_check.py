@@ -30,6 +30,7 @@ from pipeline.config import loader as config  # noqa: E402
 from pipeline.core.store import ArrayStore  # noqa: E402
 from pipeline.engine import cache  # noqa: E402
 from pipeline.neighbours import mosaic  # noqa: E402
+from pipeline.stages import GRAPH  # noqa: E402
 
 SAME_DEPTH = 50  # depth units (tgs: feet) within which a side-by-side pair counts as level
 
@@ -69,7 +70,7 @@ def main() -> None:
     ap.add_argument("--margins", type=float, nargs="+", default=[0.8, 0.6, 0.5])
     args = ap.parse_args()
     cfg = config.load(args.config, args.set)
-    stores = [ArrayStore(cache.run_stage(cfg, s)[0], name) for s, name in (("ingest", "images"), ("ingest_test", "test_images"))]
+    stores = [ArrayStore(cache.run_stage(GRAPH, cfg, s)[0], name) for s, name in (("ingest", "images"), ("ingest_test", "test_images"))]
     ids = [str(i) for s in stores for i in s.ids]
     tiles = mosaic.grayscale_tiles([np.asarray(s.get(i)) for s in stores for i in s.ids])
     costs = {axis: mosaic.edge_costs(tiles, axis) for axis in ("h", "v")}

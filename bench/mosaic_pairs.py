@@ -23,6 +23,7 @@ from pipeline.config import loader as config  # noqa: E402
 from pipeline.core.store import ArrayStore  # noqa: E402
 from pipeline.engine import cache  # noqa: E402
 from pipeline.neighbours import mosaic  # noqa: E402
+from pipeline.stages import GRAPH  # noqa: E402
 
 
 def true_pairs(positions: pd.DataFrame) -> set[tuple[str, str, str]]:
@@ -67,10 +68,10 @@ def main() -> None:
     ap.add_argument("--margins", type=float, nargs="+", default=[0.8, 0.6])
     args = ap.parse_args()
     cfg = config.load(args.config, args.set)
-    folder, _ = cache.run_stage(cfg, "embed")
+    folder, _ = cache.run_stage(GRAPH, cfg, "embed")
     npz = np.load(folder / "embeddings.npz")
     emb_of = dict(zip(npz["ids"].astype(str).tolist(), npz["embedding"], strict=True))
-    stores = [ArrayStore(cache.load_upstream(cfg, s), name) for s, name in (("ingest", "images"), ("ingest_test", "test_images"))]
+    stores = [ArrayStore(cache.load_upstream(GRAPH, cfg, s), name) for s, name in (("ingest", "images"), ("ingest_test", "test_images"))]
     ids = [str(i) for s in stores for i in s.ids]
     tiles = mosaic.grayscale_tiles([np.asarray(s.get(i)) for s in stores for i in s.ids])
     truth = true_pairs(pd.read_csv(args.positions, dtype={"id": str}))

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline import api  # noqa: E402
-from pipeline.engine import cache, graph  # noqa: E402
+from pipeline.engine import graph  # noqa: E402
+from pipeline.stages import GRAPH  # noqa: E402
 
 
 def all_keys(no_inputs: bool) -> dict[str, dict[str, str]]:
@@ -31,7 +32,7 @@ def all_keys(no_inputs: bool) -> dict[str, dict[str, str]]:
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         cfg = api.load_config(path)
         memo: dict = {}
-        out[path.name] = {name: cache.stage_key(cfg, name, memo) for name in cache.STAGES}
+        out[path.name] = {name: GRAPH.stage_key(cfg, name, memo) for name in GRAPH.stages}
     return out
 
 

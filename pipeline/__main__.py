@@ -24,18 +24,19 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import stages  # noqa: F401  (registers the stages)
 from pipeline.config import loader as config_mod
 from pipeline.config import zoo
 from pipeline.core import distributed, logs
 from pipeline.core.errors import LockedError, UserError
 from pipeline.engine import cache, foldrun
+from pipeline.engine.graph import Graph
+from pipeline.stages import GRAPH
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
 
-def _parser() -> argparse.ArgumentParser:
-    stage_lines = "\n".join(f"  {s.name:<12} {s.doc}" for s in cache.STAGES.values())
+def _parser(graph: Graph) -> argparse.ArgumentParser:
+    stage_lines = "\n".join(f"  {s.name:<12} {s.doc}" for s in graph.stages.values())
     p = argparse.ArgumentParser(
         prog="python -m pipeline",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -106,16 +107,18 @@ def _folds(args: argparse.Namespace) -> list[int] | None:
         folds = sorted({int(part) for text in args.folds for part in text.split(",")})
     except ValueError:
         raise UserError(f"--fold takes fold numbers (K or K,K2), got {', '.join(args.folds)!r}") from None
-    foldrun.check_fold_stage(args.command)
+    foldrun.check_fold_stage(args.graph, args.command)
     return folds
 
 
-def _run_stage(cfg: config_mod.Config, name: str, force: bool, keys: dict[str, str] | None = None, folds: list[int] | None = None) -> None:
+def _run_stage(
+    graph: Graph, cfg: config_mod.Config, name: str, force: bool, keys: dict[str, str] | None = None, folds: list[int] | None = None
+) -> None:
     start = time.perf_counter()
     if folds is None:
-        folder, ran = cache.run_stage(cfg, name, force=force, keys=keys)
+        folder, ran = cache.run_stage(graph, cfg, name, force=force, keys=keys)
     else:
-        folder, ran = foldrun.run_folds(cfg, name, folds, force=force, keys=keys)
+        folder, ran = foldrun.run_folds(graph, cfg, name, folds, force=force, keys=keys)
     state = "ran" if ran else "cached"
     if not distributed.is_main():  # under torchrun one process reports
         return
@@ -153,8 +156,10 @@ def format_plans(plans, pick, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, graph: Graph = GRAPH) -> int:
+    """The command line over `graph` (the pipeline's stage table; a test may add stages)."""
+    args = _parser(graph).parse_args(argv)
+    args.graph = graph
     logs.setup()
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
@@ -212,23 +217,23 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise UserError(f"--model applies to segment, pseudo and status, not {args.command}")
         cfg = zoo.model_cfg(cfg, args.model)
     if folds is not None:
-        foldrun.check_folds(cfg, args.command, folds, args.force)  # before preflight: a bad fold fails at once
+        foldrun.check_folds(args.graph, cfg, args.command, folds, args.force)  # before preflight: a bad fold fails at once
     if args.command == "status":
-        for name, state, key in cache.status(cfg):
+        for name, state, key in cache.status(args.graph, cfg):
             print(f"{name:<12} {state:<8} {key}")
         return 0
     if args.command == "report":
         from pipeline.engine.report import build_report
 
-        print(build_report(cfg))
+        print(build_report(args.graph, cfg))
         return 0
     if args.command == "bundle":
         return _bundle(cfg, args)
     if args.command == "plan":
         return _plan(cfg, args)
-    if args.command not in (*cache.STAGES, "all"):
+    if args.command not in (*args.graph.stages, "all"):
         raise UserError(
-            f"unknown command {args.command!r}; valid: {', '.join([*cache.STAGES, 'all', 'status', 'report', 'demo-data', 'score', 'bundle', 'plan'])}"
+            f"unknown command {args.command!r}; valid: {', '.join([*args.graph.stages, 'all', 'status', 'report', 'demo-data', 'score', 'bundle', 'plan'])}"
         )
     return _run_stages(cfg, args, folds)
 
@@ -261,15 +266,15 @@ def _run_stages(cfg: config_mod.Config, args: argparse.Namespace, folds: list[in
     distributed.setup(cfg.experiment.device)  # under torchrun: join the process group
     if args.command == "all":
         keys: dict[str, str] = {}  # keys depend on the config and input files only: compute each once
-        for name in cache.STAGES:
-            _run_stage(cfg, name, force=False, keys=keys)
+        for name in args.graph.stages:
+            _run_stage(args.graph, cfg, name, force=False, keys=keys)
         if not distributed.is_main():
             return 0
         from pipeline.engine.report import build_report
 
-        print(build_report(cfg, save=True))
+        print(build_report(args.graph, cfg, save=True))
         return 0
-    _run_stage(cfg, args.command, args.force, folds=folds)
+    _run_stage(args.graph, cfg, args.command, args.force, folds=folds)
     return 0
 
 

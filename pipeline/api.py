@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import stages  # noqa: F401  (registers the stages)
 from pipeline.bundle import build as bundle_mod
 from pipeline.bundle import planner
 from pipeline.bundle.build import Sources
@@ -23,6 +22,7 @@ from pipeline.inference.contract import fitted_models
 from pipeline.inference.ensemble_io import model_folders
 from pipeline.inference.fold_models import classifier_paths
 from pipeline.neighbours.mosaic_context import Mosaic
+from pipeline.stages import GRAPH
 from pipeline.submission.binary import check_submission, read_submission, score_submission  # noqa: F401  (part of the API)
 
 
@@ -41,13 +41,13 @@ def run(cfg: Config, stage: str, force: bool = False, folds: list[int] | None = 
     logs.setup()
     distributed.setup(cfg.experiment.device)  # a no-op outside torchrun
     if folds is not None:
-        return foldrun.run_folds(cfg, stage, folds, force=force)[0]
-    return cache.run_stage(cfg, stage, force=force)[0]
+        return foldrun.run_folds(GRAPH, cfg, stage, folds, force=force)[0]
+    return cache.run_stage(GRAPH, cfg, stage, force=force)[0]
 
 
 def artifact(cfg: Config, stage: str) -> Path:
     """Folder of a finished stage for this config; fails with the command to run if missing."""
-    return cache.load_upstream(cfg, stage)
+    return cache.load_upstream(GRAPH, cfg, stage)
 
 
 def manifest(cfg: Config, stage: str) -> dict:
@@ -61,8 +61,8 @@ def bundle_sources(cfg: Config) -> Sources:
     own = {stage for stage, model in map(zoo.parse, cfg.ensemble.models) if model == zoo.BASE}
     names = ["ingest", "folds", "classify", "scorer", *sorted(own)]
     try:
-        up = {name: cache.load_upstream(cfg, name) for name in names}
-        up |= {entry: cache.load_upstream(sub, stage) for entry, (sub, stage) in zoo.upstream(cfg).items()}
+        up = {name: cache.load_upstream(GRAPH, cfg, name) for name in names}
+        up |= {entry: cache.load_upstream(GRAPH, sub, stage) for entry, (sub, stage) in zoo.upstream(cfg).items()}
         models = fitted_models(cfg, model_folders(cfg.ensemble.models, up))
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from exc
@@ -86,10 +86,10 @@ def plan(
     if device:
         cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, device=device))
     src = bundle_sources(cfg)
-    test = ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images")
+    test = ArrayStore(cache.load_upstream(GRAPH, cfg, "ingest_test"), "test_images")
     classifier = [] if cfg.classify.seg_head or not cfg.classify.enabled else classifier_paths(fold_model_paths(src.classify))
     grown = next((m.cfg for m in src.models.values() if m.context is not None), None)  # the search it trained with
-    mosaic = None if grown is None else Mosaic.open(cache.load_upstream(grown, "mosaic"), test, ArrayStore(src.ingest, "images"))
+    mosaic = None if grown is None else Mosaic.open(cache.load_upstream(GRAPH, grown, "mosaic"), test, ArrayStore(src.ingest, "images"))
     measured = planner.measure(cfg, src.models, (src.ingest, src.folds), test, classifier, mosaic)
     plans = planner.table(measured, n_test or len(test), cfg.ensemble.adabn, list(cfg.segment.train.tta), cfg.ensemble.fit_weights)
     pick = planner.choose(plans, seconds)

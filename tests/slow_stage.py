@@ -3,8 +3,8 @@
 `python tests/slow_stage.py t_slow --config FILE [--set ...] [--force]` runs the real
 `pipeline.__main__.main` (its signal handling included) on a stage that writes `partial.txt` into
 its folder and then sleeps, so that a test can signal, kill or contend with it mid-run. The
-stage's key depends only on its name, sections and version, so a test registering a stage of the
-same name in its own process gets the same folder.
+stage's key depends only on its name, sections and version, so a test adding a stage of the
+same name to its own graph gets the same folder.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import sys
 import time
 
 from pipeline.__main__ import main
-from pipeline.engine import cache, graph
+from pipeline.engine import cache
+from pipeline.stages import GRAPH
 
 SLOW = cache.Stage("t_slow", ("pseudo.rounds",), (), lambda ctx: _slow(ctx), doc="test: slow")
 
@@ -27,5 +28,4 @@ def _slow(ctx: cache.Context) -> dict:
 
 
 if __name__ == "__main__":
-    graph.register(SLOW)
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], graph=GRAPH.with_stages(SLOW)))

@@ -15,6 +15,7 @@ from pipeline.data.datasets import sample_weights
 from pipeline.engine import cache
 from pipeline.neighbours import balance
 from pipeline.neighbours.balance import ImageTraits
+from pipeline.stages import GRAPH
 from pipeline.training import options, segmentation
 from pipeline.training.trainset import TrainSet
 
@@ -88,12 +89,12 @@ def test_balance_needs_a_label_free_embed_stage(smoke_cfg):
 def test_embed_is_an_upstream_of_the_training_stages_only_with_balance(smoke_cfg):
     plain, on = smoke_cfg(*BALANCE_EMBED), smoke_cfg(*BALANCE_EMBED, "segment.balance.clusters=1.0")
     for stage in ("segment", "pseudo"):
-        assert "embed" not in cache.key_material(plain, stage)["upstream"]
-        assert "embed" in cache.key_material(on, stage)["upstream"]
-    assert cache.stage_key(plain, "segment") == cache.stage_key(smoke_cfg(), "segment")
+        assert "embed" not in GRAPH.key_material(plain, stage)["upstream"]
+        assert "embed" in GRAPH.key_material(on, stage)["upstream"]
+    assert GRAPH.stage_key(plain, "segment") == GRAPH.stage_key(smoke_cfg(), "segment")
     for stage in ("segment", "pseudo"):  # off: not hashed, so keys from before the option stay
-        assert "balance" not in cache.key_material(plain, stage)["config"]["segment"]
-        assert cache.key_material(on, stage)["config"]["segment"]["balance"]["clusters"] == 1.0
+        assert "balance" not in GRAPH.key_material(plain, stage)["config"]["segment"]
+        assert GRAPH.key_material(on, stage)["config"]["segment"]["balance"]["clusters"] == 1.0
 
 
 def test_traits_of_a_missing_image_are_refused(tmp_path):
@@ -110,7 +111,7 @@ def test_traits_of_a_missing_image_are_refused(tmp_path):
 @pytest.mark.slow
 def test_segment_stage_trains_with_balance_weights(smoke_cfg, monkeypatch):
     cfg = smoke_cfg(*BALANCE_EMBED, "segment.balance.clusters=1.0", "segment.train.folds=[0]")
-    cache.run_stage(cfg, "embed")  # its Fitter first, unweighted
+    cache.run_stage(GRAPH, cfg, "embed")  # its Fitter first, unweighted
     seen = []
     fit = segmentation.Fitter.fit
 
@@ -119,9 +120,9 @@ def test_segment_stage_trains_with_balance_weights(smoke_cfg, monkeypatch):
         return fit(self, ds, weights, on_epoch_end)
 
     monkeypatch.setattr(segmentation.Fitter, "fit", spy)
-    cache.run_stage(cfg, "segment")
+    cache.run_stage(GRAPH, cfg, "segment")
     # Oversampling times the cluster weights of fold 0's training part, in store order.
-    data = TrainSet.open(cache.stage_dir(cfg, "ingest"), cache.stage_dir(cfg, "folds"), cache.stage_dir(cfg, "embed"))
+    data = TrainSet.open(cache.stage_dir(GRAPH, cfg, "ingest"), cache.stage_dir(GRAPH, cfg, "folds"), cache.stage_dir(GRAPH, cfg, "embed"))
     train_idx, _ = data.split(0, 0, cfg.experiment.seed)
     expected = sample_weights(data.coverage[train_idx], cfg.segment.train.oversample) * balance.weights(data.traits, train_idx, 1.0, 0.0)
     assert len(seen) == 1 and np.allclose(seen[0], expected)

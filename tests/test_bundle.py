@@ -22,6 +22,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore, map_of
 from pipeline.engine import cache
 from pipeline.neighbours.mosaic_context import Mosaic
+from pipeline.stages import GRAPH
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +38,8 @@ def finished(smoke_cfg, tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(paths, "SUBMISSIONS_DIR", root / "submissions")
             mp.setattr(paths, "REPO_ROOT", root)
-            for name in cache.STAGES:
-                cache.run_stage(cfg, name)
+            for name in GRAPH.stages:
+                cache.run_stage(GRAPH, cfg, name)
         return cfg
 
     return make

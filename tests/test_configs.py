@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.config import loader as config
 from pipeline.engine import cache
+from pipeline.stages import GRAPH
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,7 +40,7 @@ def test_gpu_config_runs_a_training_step_on_cpu(smoke_overrides, tmp_path):
     )
     cfg = config.load(REPO / "configs" / "tgs_salt_gpu.yaml", overrides)
     assert cfg.segment.model.encoder == "tu-efficientnet_lite2" and cfg.segment.input.size == 256
-    folder, ran = cache.run_stage(cfg, "segment")
+    folder, ran = cache.run_stage(GRAPH, cfg, "segment")
     assert ran
     history = pd.read_csv(folder / "fold0" / "metrics.csv")
     assert len(history) == 1 and np.isfinite(history["train_loss"]).all()
@@ -52,14 +53,14 @@ def test_seg_head_classifier(smoke_cfg, tmp_path):
     OOF probabilities and ROC, and the ensemble takes its classifier probabilities from it."""
     cfg = smoke_cfg("classify.source=seg_head", "pseudo.rounds=0", "ensemble.models=[segment]", artifacts=tmp_path)
     separate = smoke_cfg("pseudo.rounds=0", "ensemble.models=[segment]", artifacts=tmp_path)
-    assert cache.stage_key(cfg, "segment") != cache.stage_key(separate, "segment")
-    seg_dir, _ = cache.run_stage(cfg, "segment")
+    assert GRAPH.stage_key(cfg, "segment") != GRAPH.stage_key(separate, "segment")
+    seg_dir, _ = cache.run_stage(GRAPH, cfg, "segment")
     metrics = json.loads((seg_dir / "manifest.json").read_text())["metrics"]
     assert "oof_auc" in metrics and (seg_dir / "roc.png").exists()
     oof = pd.read_csv(seg_dir / "oof_cls.csv", dtype={"id": str})
     assert len(oof) == 48 and oof["prob"].between(0, 1).all()
-    ens_dir, _ = cache.run_stage(cfg, "ensemble")
+    ens_dir, _ = cache.run_stage(GRAPH, cfg, "ensemble")
     assert not pd.read_csv(ens_dir / "oof_cls.csv")["prob"].isna().any()
     assert not pd.read_csv(ens_dir / "test_cls.csv")["prob"].isna().any()
-    classify_dir, _ = cache.run_stage(cfg, "classify")
+    classify_dir, _ = cache.run_stage(GRAPH, cfg, "classify")
     assert not list(classify_dir.glob("fold*"))  # no separate classifier was trained

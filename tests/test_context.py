@@ -17,6 +17,7 @@ from pipeline.engine import cache
 from pipeline.inference.predict import InferSpec, predict
 from pipeline.neighbours import edges
 from pipeline.neighbours import mosaic_context as context
+from pipeline.stages import GRAPH
 from pipeline.training.trainset import TrainSet
 
 T = 20  # tile side
@@ -137,11 +138,11 @@ def test_context_models_are_refused_as_teachers_or_student_and_must_share_one_se
 def test_the_switch_is_hashed_only_when_on_and_brings_the_mosaic_stage(smoke_cfg):
     off = smoke_cfg("pseudo.rounds=0", "ensemble.models=[segment]")
     on = smoke_cfg("pseudo.rounds=0", "ensemble.models=[segment]", "segment.context.enabled=true")
-    assert "context" not in cache.key_material(off, "segment")["config"]["segment"]
-    assert cache.key_material(on, "segment")["config"]["segment"]["context"]["margin"] == 13
-    stage = cache.get_stage("segment")
+    assert "context" not in GRAPH.key_material(off, "segment")["config"]["segment"]
+    assert GRAPH.key_material(on, "segment")["config"]["segment"]["context"]["margin"] == 13
+    stage = GRAPH.get("segment")
     assert "mosaic" not in stage.models(off) and "mosaic" in stage.models(on)
-    assert "mosaic" in cache.get_stage("ensemble").models(on)
+    assert "mosaic" in GRAPH.get("ensemble").models(on)
 
 
 @pytest.mark.slow
@@ -163,11 +164,11 @@ def test_segment_trains_on_grown_tiles_from_its_own_part_and_predicts_grown_oof(
         dataset(self, images, masks, indices, *args, **kwargs)
 
     monkeypatch.setattr(segmentation.SegDataset, "__init__", spy)
-    folder, _ = cache.run_stage(cfg, "segment")
-    mosaic_dir = cache.stage_dir(cfg, "mosaic")
+    folder, _ = cache.run_stage(GRAPH, cfg, "segment")
+    mosaic_dir = cache.stage_dir(GRAPH, cfg, "mosaic")
     assert (mosaic_dir / context.NEIGHBOURS_CSV).exists()
     images, masks, idx = seen[0]
-    data = TrainSet.open(cache.stage_dir(cfg, "ingest"), cache.stage_dir(cfg, "folds"), None, mosaic_dir)
+    data = TrainSet.open(cache.stage_dir(GRAPH, cfg, "ingest"), cache.stage_dir(GRAPH, cfg, "folds"), None, mosaic_dir)
     train_idx, val_idx = data.split(0, 0, cfg.experiment.seed)
     assert np.array_equal(idx, train_idx)
     part = {data.images.ids[int(i)] for i in train_idx}
@@ -204,17 +205,17 @@ def test_an_oof_image_reads_its_own_folds_neighbours_alone_and_a_test_image_any(
 
 def test_scorer_edges_is_hashed_only_when_on_and_reads_the_mosaic_stage(smoke_cfg):
     off, on = smoke_cfg(), smoke_cfg("scorer.edges=true")
-    assert "edges" not in cache.key_material(off, "scorer")["config"]["scorer"]
-    stage = cache.get_stage("scorer")
+    assert "edges" not in GRAPH.key_material(off, "scorer")["config"]["scorer"]
+    stage = GRAPH.get("scorer")
     assert "mosaic" not in stage.models(off) and "mosaic" in stage.models(on)
     # The pair search's ratio reaches the mosaic stage's key with context off as well.
-    assert cache.stage_key(on, "mosaic") != cache.stage_key(smoke_cfg("scorer.edges=true", "segment.context.ratio=0.5"), "mosaic")
+    assert GRAPH.stage_key(on, "mosaic") != GRAPH.stage_key(smoke_cfg("scorer.edges=true", "segment.context.ratio=0.5"), "mosaic")
 
 
 @pytest.mark.slow
 def test_scorer_fits_with_edge_features_of_oof_and_test_images(smoke_cfg):
     cfg = smoke_cfg("scorer.edges=true", "scorer.policy=per_image")
-    folder, _ = cache.run_stage(cfg, "scorer")
+    folder, _ = cache.run_stage(GRAPH, cfg, "scorer")
     feats = pd.read_csv(folder / "oof_features.csv", index_col=0)
     assert set(edges.COLUMNS) <= set(feats.columns)
     assert (feats["edge_n"] > 0).any()  # the smoke tiles touch, and some in one fold
@@ -228,8 +229,8 @@ def test_the_mosaic_stage_searches_nothing_for_a_config_without_context(smoke_cf
     assert not mosaic_used(smoke_cfg())
     assert mosaic_used(smoke_cfg("scorer.edges=true"))
     assert mosaic_used(smoke_cfg("pseudo.rounds=0", "ensemble.models=[segment, c]", "segment.models={c: {context: {enabled: true}}}"))
-    folder, _ = cache.run_stage(smoke_cfg("segment.context.ratio=0.75"), "mosaic")
+    folder, _ = cache.run_stage(GRAPH, smoke_cfg("segment.context.ratio=0.75"), "mosaic")
     assert not (folder / context.NEIGHBOURS_CSV).exists()
     # The unused search's artifact never serves a config that reads the stage.
-    used_folder, _ = cache.run_stage(smoke_cfg("scorer.edges=true", "segment.context.ratio=0.75"), "mosaic")
+    used_folder, _ = cache.run_stage(GRAPH, smoke_cfg("scorer.edges=true", "segment.context.ratio=0.75"), "mosaic")
     assert used_folder != folder and (used_folder / context.NEIGHBOURS_CSV).exists()

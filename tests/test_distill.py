@@ -11,6 +11,7 @@ from pipeline.config.teachers import DistillCfg
 from pipeline.core.errors import ConfigError
 from pipeline.core.store import ArrayStore
 from pipeline.engine import cache
+from pipeline.stages import GRAPH
 from pipeline.training import distill
 
 ZOO = "segment.models={fpn: {model: {arch: FPN}}}"
@@ -52,7 +53,7 @@ def test_distill_keys_follow_the_student_and_the_teachers(smoke_cfg, tmp_path):
     base = smoke_cfg(ZOO, *on, artifacts=tmp_path)
     student = smoke_cfg(ZOO, *on, "distill.student=fpn", artifacts=tmp_path)
     teachers = smoke_cfg(ZOO, *on, "distill.teachers=[fpn]", artifacts=tmp_path)
-    keys = {cache.stage_key(c, "distill") for c in (base, student, teachers)}
+    keys = {GRAPH.stage_key(c, "distill") for c in (base, student, teachers)}
     assert len(keys) == 3
     # Naming the student in the blend reads the distill stage: the blend's key follows it.
     blend = smoke_cfg(
@@ -63,11 +64,11 @@ def test_distill_keys_follow_the_student_and_the_teachers(smoke_cfg, tmp_path):
         "ensemble.models=[segment, distill]",
         artifacts=tmp_path,
     )
-    assert "distill" in zoo.upstream(blend) and cache.stage_key(blend, "ensemble") != cache.stage_key(base, "ensemble")
+    assert "distill" in zoo.upstream(blend) and GRAPH.stage_key(blend, "ensemble") != GRAPH.stage_key(base, "ensemble")
     # The teachers are hashed as resolved: named, or taken from ensemble.models, one student.
     named = smoke_cfg(ZOO, *on, "distill.teachers=[segment, fpn]", artifacts=tmp_path)
     alone = smoke_cfg(ZOO, *on[:2], "distill.teachers=[segment, fpn]", "ensemble.models=[distill]", artifacts=tmp_path)
-    assert cache.stage_key(named, "distill") == cache.stage_key(base, "distill") == cache.stage_key(alone, "distill")
+    assert GRAPH.stage_key(named, "distill") == GRAPH.stage_key(base, "distill") == GRAPH.stage_key(alone, "distill")
 
 
 @pytest.mark.slow
@@ -89,10 +90,10 @@ def test_a_fold_student_learns_from_its_fold_teachers_only(smoke_cfg, tmp_path, 
         return real(model_cfg, paths, images, adabn)
 
     monkeypatch.setattr(distill, "seg_test_maps", spy)
-    folder, _ = cache.run_stage(cfg, "ensemble")
-    dist_dir = cache.stage_dir(cfg, "distill")
-    folds = __import__("pandas").read_csv(cache.stage_dir(cfg, "folds") / "folds.csv")
-    images = ArrayStore(cache.stage_dir(cfg, "ingest"), "images")
+    folder, _ = cache.run_stage(GRAPH, cfg, "ensemble")
+    dist_dir = cache.stage_dir(GRAPH, cfg, "distill")
+    folds = __import__("pandas").read_csv(cache.stage_dir(GRAPH, cfg, "folds") / "folds.csv")
+    images = ArrayStore(cache.stage_dir(GRAPH, cfg, "ingest"), "images")
     fold_of = {images.position(i): f for i, f in zip(folds["id"], folds["fold"], strict=True)}
     trained = [s for s in seen if len(s[0]) == 1]  # per-fold teacher maps (the speed check reads all folds)
     assert trained and all(len(set(names)) == 1 for names, _, _ in trained)

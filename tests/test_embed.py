@@ -14,6 +14,7 @@ from pipeline.core import fileio
 from pipeline.core.errors import ConfigError
 from pipeline.engine import cache
 from pipeline.neighbours import retrieval
+from pipeline.stages import GRAPH
 from pipeline.training import embedding
 
 EMBED = [
@@ -100,15 +101,15 @@ def test_folds_clusters_needs_the_embed_stage(smoke_cfg):
 
 def test_embed_is_an_upstream_of_folds_only_with_cluster_folds(smoke_cfg):
     plain = smoke_cfg()
-    assert cache.stage_key(smoke_cfg(*EMBED), "folds") == cache.stage_key(plain, "folds")
-    assert cache.stage_key(smoke_cfg(*EMBED, "folds.clusters=true"), "folds") != cache.stage_key(plain, "folds")
-    assert "embed" in cache.key_material(smoke_cfg(*EMBED, "folds.clusters=true"), "folds")["upstream"]
+    assert GRAPH.stage_key(smoke_cfg(*EMBED), "folds") == GRAPH.stage_key(plain, "folds")
+    assert GRAPH.stage_key(smoke_cfg(*EMBED, "folds.clusters=true"), "folds") != GRAPH.stage_key(plain, "folds")
+    assert "embed" in GRAPH.key_material(smoke_cfg(*EMBED, "folds.clusters=true"), "folds")["upstream"]
 
 
 @pytest.mark.slow
 def test_embed_stage_artifacts_and_cluster_folds(smoke_cfg):
     cfg = smoke_cfg(*EMBED, "folds.clusters=true")
-    folder, _ = cache.run_stage(cfg, "embed")
+    folder, _ = cache.run_stage(GRAPH, cfg, "embed")
     npz = np.load(folder / "embeddings.npz")
     n = len(npz["ids"])
     assert npz["embedding"].shape == (n, 8) and npz["raw"].shape[0] == n and (npz["split"] == "test").sum() == 12
@@ -119,7 +120,7 @@ def test_embed_stage_artifacts_and_cluster_folds(smoke_cfg):
     assert manifest["duplicates_flat_pairs"] >= 0 and "flat" in fileio.read_csv(folder / "duplicates.csv", nrows=0).columns
     assert (folder / "duplicates.png").exists() and (folder / "adversarial.csv").exists()
     clusters = fileio.read_csv(folder / "clusters.csv", dtype={"id": str}).set_index("id")["cluster"]
-    folds_dir, _ = cache.run_stage(cfg, "folds")
+    folds_dir, _ = cache.run_stage(GRAPH, cfg, "folds")
     folds = fileio.read_csv(folds_dir / "folds.csv", dtype={"id": str})
     # Every cluster's train images share one fold.
     assert (folds.assign(c=clusters.loc[folds["id"]].to_numpy()).groupby("c")["fold"].nunique() == 1).all()

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline.engine import cache
+from pipeline.stages import GRAPH
 from pipeline.training import hard, segmentation
 from pipeline.training.options import hard as hard_option
 from pipeline.training.trainset import TrainSet
@@ -26,9 +27,9 @@ def test_the_round_keeps_the_last_loss_phase_without_crops_or_swa(smoke_cfg):
 
 def test_the_switch_is_hashed_only_when_on(smoke_cfg):
     off, on = smoke_cfg(), smoke_cfg("segment.hard.enabled=true")
-    assert "hard" not in cache.key_material(off, "segment")["config"]["segment"]
-    assert cache.key_material(on, "segment")["config"]["segment"]["hard"]["enabled"] is True
-    assert "hard" not in cache.key_material(off, "pseudo")["config"]["segment"]
+    assert "hard" not in GRAPH.key_material(off, "segment")["config"]["segment"]
+    assert GRAPH.key_material(on, "segment")["config"]["segment"]["hard"]["enabled"] is True
+    assert "hard" not in GRAPH.key_material(off, "pseudo")["config"]["segment"]
 
 
 @pytest.mark.slow
@@ -53,11 +54,11 @@ def test_segment_stage_runs_a_hard_round_on_the_training_part(smoke_cfg, monkeyp
     monkeypatch.setattr(segmentation.Fitter, "fit", spy_fit)
     monkeypatch.setattr(hard, "difficulty", spy_difficulty)
     monkeypatch.setattr(hard_option, "row_scores", spy_rows)
-    folder, _ = cache.run_stage(cfg, "segment")
+    folder, _ = cache.run_stage(GRAPH, cfg, "segment")
     assert [name for name, _ in fits] == ["first", "fold0"]
     assert (folder / "fold0" / "first" / "model.pt").exists() and (folder / "fold0" / "model.pt").exists()
     idx, d = scored[0]
-    data = TrainSet.open(cache.stage_dir(cfg, "ingest"), cache.stage_dir(cfg, "folds"))
+    data = TrainSet.open(cache.stage_dir(GRAPH, cfg, "ingest"), cache.stage_dir(GRAPH, cfg, "folds"))
     assert np.array_equal(idx, data.split(0, 0, cfg.experiment.seed)[0])  # the training part alone, never validation
     first, second = fits[0][1], fits[1][1]
     assert np.allclose(second, first * (1 + cfg.segment.hard.strength * d)) and d.max() > 0

@@ -20,6 +20,7 @@ from pipeline.core.store import ArrayStore, write_store
 from pipeline.data import imagehead, imageio
 from pipeline.data.ingest import ingest, validate
 from pipeline.data.sources import IngestError, Sources, format_problems
+from pipeline.stages import GRAPH
 
 TGS = Path("/work/shared/data/tgs_salt")
 TGS_TEST = Path("/work/shared/data/tgs_salt_unlabeled")
@@ -504,9 +505,8 @@ def test_tgs_rle_matches_masks(tgs: Path, tmp_path: Path) -> None:
 
 def test_max_pixels_is_in_no_stage_key(smoke_cfg) -> None:
     # Valid data ingests the same under any limit: existing artifacts must keep their keys.
-    from pipeline.engine import cache
 
     default, other = smoke_cfg(), smoke_cfg("data.max_pixels=1000")
     assert default.data.max_pixels == 50_000_000 and other.data.max_pixels == 1000
     for stage in ("ingest", "ingest_test"):
-        assert cache.stage_key(default, stage) == cache.stage_key(other, stage)
+        assert GRAPH.stage_key(default, stage) == GRAPH.stage_key(other, stage)

@@ -12,6 +12,7 @@ from pipeline.core import fileio
 from pipeline.core.errors import ConfigError, UserError
 from pipeline.engine import cache
 from pipeline.neighbours import knn
+from pipeline.stages import GRAPH
 
 
 def _table(ids: list[str], k: int = 1) -> pd.DataFrame:
@@ -57,12 +58,12 @@ def test_knn_needs_a_label_free_embed_stage(smoke_cfg):
     with pytest.raises(ConfigError, match="scorer.knn: needs embed.constraint: 0"):
         smoke_cfg(*EMBED, "scorer.knn=3")
     on, plain = smoke_cfg(*BALANCE_EMBED, "scorer.knn=3"), smoke_cfg()
-    assert "embed" in cache.key_material(on, "scorer")["upstream"]
-    assert "embed" not in cache.key_material(smoke_cfg(*BALANCE_EMBED), "scorer")["upstream"]
-    assert cache.stage_key(smoke_cfg(*BALANCE_EMBED), "scorer") == cache.stage_key(plain, "scorer")
-    hashed = cache.key_material(smoke_cfg(*BALANCE_EMBED), "scorer")["config"]["scorer"]
+    assert "embed" in GRAPH.key_material(on, "scorer")["upstream"]
+    assert "embed" not in GRAPH.key_material(smoke_cfg(*BALANCE_EMBED), "scorer")["upstream"]
+    assert GRAPH.stage_key(smoke_cfg(*BALANCE_EMBED), "scorer") == GRAPH.stage_key(plain, "scorer")
+    hashed = GRAPH.key_material(smoke_cfg(*BALANCE_EMBED), "scorer")["config"]["scorer"]
     assert "knn" not in hashed and "difficulty" not in hashed
-    assert cache.key_material(on, "scorer")["config"]["scorer"]["knn"] == 3
+    assert GRAPH.key_material(on, "scorer")["config"]["scorer"]["knn"] == 3
 
 
 def test_test_pools_are_about_a_fold_s_size():
@@ -84,9 +85,9 @@ def test_scorer_stage_with_knn_features(smoke_cfg, monkeypatch):
         return search(emb, pools, k)
 
     monkeypatch.setattr(knn, "pool_neighbours", spy)
-    folder, _ = cache.run_stage(cfg, "scorer")
+    folder, _ = cache.run_stage(GRAPH, cfg, "scorer")
     # OOF images search their own fold only (the honest part), test images a test pool.
-    folds = fileio.read_csv(cache.stage_dir(cfg, "folds") / "folds.csv", dtype={"id": str}).set_index("id")["fold"]
+    folds = fileio.read_csv(cache.stage_dir(GRAPH, cfg, "folds") / "folds.csv", dtype={"id": str}).set_index("id")["fold"]
     oof, test = seen
     assert (oof.to_numpy() == folds.loc[oof.index].to_numpy()).all() and oof.nunique() == folds.nunique()
     assert len(test) == 12 and test.nunique() == max(1, round(12 / (len(folds) / folds.nunique())))

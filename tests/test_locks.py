@@ -19,7 +19,8 @@ from test_cache import DEMO_CFG, REPO, _cfg, dummies  # noqa: F401  (dummies: a 
 
 from pipeline.__main__ import main
 from pipeline.core import errors, locks
-from pipeline.engine import cache, graph
+from pipeline.engine import cache
+from pipeline.stages import GRAPH
 from pipeline.training import reuse
 
 SLOW_SCRIPT = Path(__file__).with_name("slow_stage.py")
@@ -29,10 +30,16 @@ def _cli_args(tmp_path: Path, *extra: str) -> list[str]:
     return ["t_slow", "--config", str(DEMO_CFG), "--set", f"experiment.artifacts={tmp_path / 'artifacts'}", *extra]
 
 
+class _Calls(list):
+    """The folders a test stage ran in; `graph`: the pipeline's stages and that one."""
+
+    graph = GRAPH
+
+
 @pytest.fixture
 def slow_calls():
     """Registers `t_slow` in this process (same key as tests/slow_stage.py's); counts its runs."""
-    calls: list[Path] = []
+    calls = _Calls()
 
     def fn(ctx: cache.Context) -> dict:
         calls.append(ctx.dir)
@@ -40,11 +47,8 @@ def slow_calls():
         (ctx.dir / "done.txt").write_text("done")
         return {"n": len(calls)}
 
-    graph.register(cache.Stage("t_slow", ("pseudo.rounds",), (), fn, doc="test: slow"))
-    try:
-        yield calls
-    finally:
-        cache.STAGES.pop("t_slow", None)
+    calls.graph = GRAPH.with_stages(cache.Stage("t_slow", ("pseudo.rounds",), (), fn, doc="test: slow"))
+    return calls
 
 
 def start_slow(tmp_path: Path, folder: Path, *extra: str) -> subprocess.Popen:
@@ -68,17 +72,18 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> int:
 
 @pytest.mark.slow
 def test_second_process_gets_locked_error_and_cli_exit_3(tmp_path, slow_calls, capsys):
+    g = slow_calls.graph
     cfg = _cfg(tmp_path)
-    folder = cache.stage_dir(cfg, "t_slow")
+    folder = cache.stage_dir(g, cfg, "t_slow")
     proc = start_slow(tmp_path, folder)
     try:
         expected = f"{folder}: locked by pid {proc.pid} (host {platform.node()})"
         with pytest.raises(errors.LockedError) as info:
-            cache.run_stage(cfg, "t_slow", force=True)
+            cache.run_stage(g, cfg, "t_slow", force=True)
         assert str(info.value) == expected
         old = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
         try:
-            assert main(_cli_args(tmp_path)) == 3
+            assert main(_cli_args(tmp_path), graph=g) == 3
         finally:
             signal.signal(signal.SIGTERM, old[0])
             signal.signal(signal.SIGHUP, old[1])
@@ -91,36 +96,39 @@ def test_second_process_gets_locked_error_and_cli_exit_3(tmp_path, slow_calls, c
     assert folder.with_name(folder.name + ".lock").is_file()
     assert not (folder / ".lock").exists()
     # the kernel drops a killed holder's lock: the next run goes ahead and resumes the folder
-    assert cache.run_stage(cfg, "t_slow")[1] and slow_calls == [folder]
+    assert cache.run_stage(g, cfg, "t_slow")[1] and slow_calls == [folder]
 
 
 def test_a_stage_does_not_start_while_its_finished_upstream_is_forced(tmp_path, dummies):  # noqa: F811
+    g = dummies.graph
     cfg = _cfg(tmp_path)
-    up, _ = cache.run_stage(cfg, "t_up")
+    up, _ = cache.run_stage(g, cfg, "t_up")
     with locks.folder_lock(up), pytest.raises(errors.LockedError, match=f"{up}: locked by pid {os.getpid()}"):
-        cache.run_stage(cfg, "t_down")  # a --force rerun of t_up holds it: it may rename it away
+        cache.run_stage(g, cfg, "t_down")  # a --force rerun of t_up holds it: it may rename it away
     assert dummies.calls == {"t_up": 1, "t_down": 0}
 
 
 def test_an_upstream_is_not_forced_while_a_stage_reads_it(tmp_path, dummies):  # noqa: F811
+    g = dummies.graph
     cfg = _cfg(tmp_path)
-    up, _ = cache.run_stage(cfg, "t_up")
+    up, _ = cache.run_stage(g, cfg, "t_up")
     with locks.folder_lock(up, shared=True):  # a running t_down reads it
         with pytest.raises(errors.LockedError, match="read by a running stage downstream of it"):
-            cache.run_stage(cfg, "t_up", force=True)
+            cache.run_stage(g, cfg, "t_up", force=True)
         with locks.folder_lock(up, shared=True):  # readers do not exclude each other
             pass
     assert dummies.calls == {"t_up": 1, "t_down": 0}
-    assert cache.run_stage(cfg, "t_up", force=True)[1]  # released on exit
+    assert cache.run_stage(g, cfg, "t_up", force=True)[1]  # released on exit
 
 
 def test_upstream_that_must_run_takes_its_own_lock(tmp_path, dummies):  # noqa: F811
+    g = dummies.graph
     cfg = _cfg(tmp_path)
-    up = cache.stage_dir(cfg, "t_up")
+    up = cache.stage_dir(g, cfg, "t_up")
     with locks.folder_lock(up), pytest.raises(errors.LockedError, match=f"{up}: locked by pid {os.getpid()}"):
-        cache.run_stage(cfg, "t_down")
+        cache.run_stage(g, cfg, "t_down")
     assert dummies.calls == {"t_up": 0, "t_down": 0}
-    assert cache.run_stage(cfg, "t_down")[1]  # released on exit
+    assert cache.run_stage(g, cfg, "t_down")[1]  # released on exit
 
 
 def test_fold_lock(tmp_path):
@@ -179,7 +187,7 @@ def test_fold_reuse_temp_folder_is_per_process(tmp_path, monkeypatch):
     theirs = new / ".fold0.reuse"
     theirs.mkdir(parents=True)
     (theirs / "model.pt").write_text("theirs, half copied")
-    ctx = cache.Context(cfg=_cfg(tmp_path), stage="segment", key="new", dir=new, upstream={}, material={})
+    ctx = cache.Context(cfg=_cfg(tmp_path), stage="segment", key="new", dir=new, upstream={}, material={}, graph=GRAPH)
     source = reuse.reuse_fold(ctx, new / "fold0", "k0")
     assert source == exp / "segment-old" / "fold0"
     assert len(copied_into) == 1 and str(os.getpid()) in copied_into.pop()  # a temp of this process
@@ -202,6 +210,6 @@ def test_fold_reuse_skips_a_candidate_that_vanishes_mid_copy(tmp_path, monkeypat
 
     monkeypatch.setattr(reuse.shutil, "copy2", copy2)
     new = exp / "segment-new"
-    ctx = cache.Context(cfg=_cfg(tmp_path), stage="segment", key="new", dir=new, upstream={}, material={})
+    ctx = cache.Context(cfg=_cfg(tmp_path), stage="segment", key="new", dir=new, upstream={}, material={}, graph=GRAPH)
     assert reuse.reuse_fold(ctx, new / "fold0", "k0") == exp / "segment-b" / "fold0"
     assert sorted(p.name for p in new.iterdir()) == ["fold0"]

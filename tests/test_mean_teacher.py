@@ -14,6 +14,7 @@ from pipeline.core.store import ArrayStore, write_store
 from pipeline.data.geometry import Geometry
 from pipeline.engine import cache
 from pipeline.modeling.models import build_segmentation
+from pipeline.stages import GRAPH
 from pipeline.training.loop import Fitter
 from pipeline.training.mean_teacher import MeanTeacher
 from pipeline.training.step import Task
@@ -109,10 +110,10 @@ def test_pseudo_with_mean_teacher_changes_models_and_key(smoke_cfg, tmp_path):
     off = smoke_cfg(artifacts=tmp_path / "a")
     on = smoke_cfg("pseudo.mean_teacher.enabled=true", "pseudo.mean_teacher.batch_size=4", artifacts=tmp_path / "a")
     tweak_off = smoke_cfg("pseudo.mean_teacher.weight=3.0", artifacts=tmp_path / "a")
-    assert cache.stage_key(tweak_off, "pseudo") == cache.stage_key(off, "pseudo")  # opt-in: off keeps keys
-    assert cache.stage_key(on, "pseudo") != cache.stage_key(off, "pseudo")
-    f_off, _ = cache.run_stage(off, "pseudo")
-    f_on, ran = cache.run_stage(on, "pseudo")
+    assert GRAPH.stage_key(tweak_off, "pseudo") == GRAPH.stage_key(off, "pseudo")  # opt-in: off keeps keys
+    assert GRAPH.stage_key(on, "pseudo") != GRAPH.stage_key(off, "pseudo")
+    f_off, _ = cache.run_stage(GRAPH, off, "pseudo")
+    f_on, ran = cache.run_stage(GRAPH, on, "pseudo")
     assert ran
     rounds = json.loads((f_on / "rounds.json").read_text())
     assert rounds[1]["mean_teacher"] is True
@@ -128,11 +129,11 @@ def test_pseudo_with_mutual_teachers_trains_a_peer(smoke_cfg, tmp_path):
     on = ["pseudo.mean_teacher.enabled=true", "pseudo.mean_teacher.batch_size=4"]
     single = smoke_cfg(*on, artifacts=tmp_path)
     mutual = smoke_cfg(*on, "pseudo.mean_teacher.mutual=true", artifacts=tmp_path)
-    assert cache.stage_key(mutual, "pseudo") != cache.stage_key(single, "pseudo")
-    assert cache.stage_key(smoke_cfg("pseudo.mean_teacher.mutual=true", artifacts=tmp_path), "pseudo") == cache.stage_key(
+    assert GRAPH.stage_key(mutual, "pseudo") != GRAPH.stage_key(single, "pseudo")
+    assert GRAPH.stage_key(smoke_cfg("pseudo.mean_teacher.mutual=true", artifacts=tmp_path), "pseudo") == GRAPH.stage_key(
         smoke_cfg(artifacts=tmp_path), "pseudo"
     )
-    folder, ran = cache.run_stage(mutual, "pseudo")
+    folder, ran = cache.run_stage(GRAPH, mutual, "pseudo")
     history = (folder / "round1" / "fold0" / "metrics.csv").read_text().splitlines()[0]
     assert ran and {"train_consistency", "train_peer_loss", "train_peer_consistency"} <= set(history.split(","))
 
@@ -193,7 +194,7 @@ def test_final_teacher_saves_the_teacher_and_both_scores(tmp_path, smoke_cfg):
 
 def test_final_teacher_is_opt_in_within_the_mean_teacher_switch(smoke_cfg, tmp_path):
     def key(*over):
-        return cache.stage_key(smoke_cfg(*over, artifacts=tmp_path), "pseudo")
+        return GRAPH.stage_key(smoke_cfg(*over, artifacts=tmp_path), "pseudo")
 
     on = "pseudo.mean_teacher.enabled=true"
     final = "pseudo.mean_teacher.final_teacher=true"

@@ -14,6 +14,7 @@ from pipeline.data.tables import load_folds
 from pipeline.demo import binary as demo
 from pipeline.engine import cache
 from pipeline.neighbours import mosaic
+from pipeline.stages import GRAPH
 
 TILE = 101
 
@@ -79,7 +80,7 @@ def _cfg(tmp_path, data, *overrides):
 
 def test_mosaic_folds_keep_touching_tiles_together(tmp_path, demo_data):
     cfg = _cfg(tmp_path, demo_data, "folds.mosaic.enabled=true")
-    folder = cache.run_stage(cfg, "folds")[0]
+    folder = cache.run_stage(GRAPH, cfg, "folds")[0]
     folds = load_folds(folder).set_index("id")
     pairs = pd.read_csv(folder / "mosaic_pairs.csv", dtype={"a": str, "b": str})
     assert len(pairs) > 20
@@ -91,7 +92,7 @@ def test_mosaic_folds_keep_touching_tiles_together(tmp_path, demo_data):
     true = (a["section"].to_numpy() == b["section"].to_numpy()) & (step == 1)
     assert true.mean() > 0.9
     # without mosaic groups, a random split separates many of these pairs
-    plain = load_folds(cache.run_stage(_cfg(tmp_path, demo_data), "folds")[0]).set_index("id")
+    plain = load_folds(cache.run_stage(GRAPH, _cfg(tmp_path, demo_data), "folds")[0]).set_index("id")
     assert (plain.loc[pairs["a"], "fold"].to_numpy() != plain.loc[pairs["b"], "fold"].to_numpy()).mean() > 0.3
 
 
@@ -110,7 +111,7 @@ def test_mosaic_refuses_tiles_of_different_sizes(tmp_path, demo_data):
     (data / "metadata.csv").write_text((demo_data / "metadata.csv").read_text())
     cfg = _cfg(tmp_path / "art", data, "folds.mosaic.enabled=true", "folds.n_folds=2")
     with pytest.raises(UserError, match="folds.mosaic: needs tiles of one size"):
-        cache.run_stage(cfg, "folds")
+        cache.run_stage(GRAPH, cfg, "folds")
 
 
 def test_mosaic_and_group_column_are_exclusive(tmp_path, demo_data):
@@ -119,7 +120,7 @@ def test_mosaic_and_group_column_are_exclusive(tmp_path, demo_data):
 
 
 def test_mosaic_off_keeps_the_folds_key(tmp_path, demo_data):
-    off = cache.key_material(_cfg(tmp_path, demo_data), "folds")["config"]["folds"]
+    off = GRAPH.key_material(_cfg(tmp_path, demo_data), "folds")["config"]["folds"]
     assert "mosaic" not in off
     margin_only = _cfg(tmp_path, demo_data, "folds.mosaic.margin=0.5")
-    assert cache.stage_key(margin_only, "folds") == cache.stage_key(_cfg(tmp_path, demo_data), "folds")
+    assert GRAPH.stage_key(margin_only, "folds") == GRAPH.stage_key(_cfg(tmp_path, demo_data), "folds")

@@ -27,6 +27,7 @@ from pipeline.modeling.losses import ScheduledLoss, class_index
 from pipeline.modeling.models import build_segmentation
 from pipeline.postprocessing.features import feature_table
 from pipeline.postprocessing.policy import choose
+from pipeline.stages import GRAPH
 from pipeline.submission.long import make_long_submission
 
 CLASSES = ["stripes", "speckle", "dark"]
@@ -68,12 +69,12 @@ def test_class_config_problems(overrides, expected):
 def test_new_keys_at_their_defaults_keep_every_stage_key():
     plain = _cfg()
     spelled = _cfg("segment.target=binary", "data.classes=[]", "data.exclusive=false", "segment.subclasses=null")
-    keys_plain = {s: cache.stage_key(plain, s) for s in cache.STAGES}
-    assert keys_plain == {s: cache.stage_key(spelled, s) for s in cache.STAGES}
+    keys_plain = {s: GRAPH.stage_key(plain, s) for s in GRAPH.stages}
+    assert keys_plain == {s: GRAPH.stage_key(spelled, s) for s in GRAPH.stages}
     sub = _cfg("segment.subclasses={by: size, n: 2}", "pseudo.rounds=0", "ensemble.models=[segment]")
     base = _cfg("pseudo.rounds=0", "ensemble.models=[segment]")
-    assert cache.stage_key(sub, "segment") != cache.stage_key(base, "segment")
-    assert cache.stage_key(sub, "folds") == cache.stage_key(base, "folds")
+    assert GRAPH.stage_key(sub, "segment") != GRAPH.stage_key(base, "segment")
+    assert GRAPH.stage_key(sub, "folds") == GRAPH.stage_key(base, "folds")
 
 
 # ----------------------------------------------------------------------------- training pieces
@@ -219,9 +220,9 @@ def _mc_cfg(root, artifacts, *overrides: str):
 def _run(cfg, monkeypatch, root) -> dict:
     monkeypatch.setattr(paths, "SUBMISSIONS_DIR", root / "submissions")
     monkeypatch.setattr(paths, "REPO_ROOT", root)
-    for name in cache.STAGES:
-        cache.run_stage(cfg, name)
-    return {name: cache.read_manifest(cache.load_upstream(cfg, name))["metrics"] for name in ("segment", "scorer", "submit")}
+    for name in GRAPH.stages:
+        cache.run_stage(GRAPH, cfg, name)
+    return {name: cache.read_manifest(cache.load_upstream(GRAPH, cfg, name))["metrics"] for name in ("segment", "scorer", "submit")}
 
 
 @pytest.mark.slow
@@ -250,11 +251,11 @@ def test_k_classes_end_to_end(mc_data, tmp_path, monkeypatch, target):
     }[target]
     cfg = _mc_cfg(mc_data, tmp_path / "artifacts", *extra)
     m = _run(cfg, monkeypatch, tmp_path)
-    ens = cache.load_upstream(cfg, "ensemble")
+    ens = cache.load_upstream(GRAPH, cfg, "ensemble")
     cls = pd.read_csv(ens / "oof_cls.csv")
     assert len(cls) == 48 * 3 and cls["class"].tolist()[:3] == CLASSES
     if target in ("class_head", "separate"):  # per-class image probabilities: ROC per class, they gate rows
-        auc = cache.read_manifest(cache.load_upstream(cfg, "classify"))["metrics"] if target == "separate" else m["segment"]
+        auc = cache.read_manifest(cache.load_upstream(GRAPH, cfg, "classify"))["metrics"] if target == "separate" else m["segment"]
         assert set(auc["class_auc"]) == set(CLASSES) and cls["prob"].notna().all()
         assert pd.read_csv(ens / "test_cls.csv")["prob"].notna().all()
     else:
@@ -262,7 +263,7 @@ def test_k_classes_end_to_end(mc_data, tmp_path, monkeypatch, target):
     assert set(m["segment"]["per_class"]) == set(CLASSES) and set(m["scorer"]["per_class_cv"]) == set(CLASSES)
     row = m["scorer"]["per_class_cv"][CLASSES[0]]  # present rows, absent rows' false positives, all-empty
     assert row["images"] > 0 and 0 <= row["present"] <= 1 and 0 <= row["absent_fp"] <= 1 and 0 < m["scorer"]["all_empty_cv"] < 1
-    seg_dir = cache.load_upstream(cfg, "segment")
+    seg_dir = cache.load_upstream(GRAPH, cfg, "segment")
     oof = ArrayStore(seg_dir, "oof")
     assert len(oof) == 48 and oof[0].shape[-1] == 3
     scores = pd.read_csv(seg_dir / "oof_scores.csv")
@@ -271,15 +272,15 @@ def test_k_classes_end_to_end(mc_data, tmp_path, monkeypatch, target):
     sample = pd.read_csv(mc_data / "sample_submission.csv", keep_default_na=False)
     assert sub["Image_Label"].tolist() == sample["Image_Label"].tolist()
     assert 0 <= m["submit"]["hidden_score"] <= 1 and set(m["submit"]["hidden_per_class"]) == set(CLASSES)
-    params = pd.read_csv(cache.load_upstream(cfg, "scorer") / "test_params.csv")
+    params = pd.read_csv(cache.load_upstream(GRAPH, cfg, "scorer") / "test_params.csv")
     assert len(params) == 12 * 3 and params["class"].tolist()[:3] == CLASSES
     _bundle_reproduces(cfg, mc_data, tmp_path, tmp_path / m["submit"]["file"])
     if target == "separate":
         _plan_k_classes(cfg, mc_data, tmp_path)
     if target == "pseudo":
-        labels = ArrayStore(cache.load_upstream(cfg, "pseudo") / "round1" / "fold0", "pseudo_masks")
+        labels = ArrayStore(cache.load_upstream(GRAPH, cfg, "pseudo") / "round1" / "fold0", "pseudo_masks")
         assert len(labels) == 12 and labels[0].shape[-1] == 3  # every test image, a soft plane per class
-        assert len(ArrayStore(cache.load_upstream(cfg, "pseudo") / "final", "oof")) == 48
+        assert len(ArrayStore(cache.load_upstream(GRAPH, cfg, "pseudo") / "final", "oof")) == 48
 
 
 def _bundle_reproduces(cfg, data, tmp_path, submission) -> None:
@@ -329,7 +330,7 @@ def test_subclasses_train_sub_class_channels_and_give_one_map(smoke_cfg, tmp_pat
     common = ["pseudo.rounds=0", "ensemble.models=[segment]", "classify.enabled=false"]
     plain = smoke_cfg(*common, artifacts=tmp_path / "a")
     split = smoke_cfg(*common, "segment.subclasses={by: size, n: 2}", artifacts=tmp_path / "b")
-    dirs = [cache.run_stage(c, "segment")[0] for c in (plain, split)]
+    dirs = [cache.run_stage(GRAPH, c, "segment")[0] for c in (plain, split)]
     state = torch.load(dirs[1] / "fold0" / "model.pt", weights_only=True)
     head = [v for k, v in state.items() if k.endswith("segmentation_head.0.weight")][0]
     assert head.shape[0] == 3 + 2  # background + 2 sub-classes, a distance map per sub-class

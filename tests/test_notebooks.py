@@ -17,6 +17,7 @@ from nbclient import NotebookClient
 
 from pipeline.core import paths
 from pipeline.engine import cache
+from pipeline.stages import GRAPH
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -37,7 +38,7 @@ def smoke_built(smoke_cfg, smoke_overrides, tmp_path_factory) -> list[str]:
         # Submit writes under SUBMISSIONS_DIR and records it relative to REPO_ROOT (see conftest.submissions_dir).
         mp.setattr(paths, "SUBMISSIONS_DIR", root / "submissions")
         mp.setattr(paths, "REPO_ROOT", root)
-        cache.run_stage(smoke_cfg(), "submit")
+        cache.run_stage(GRAPH, smoke_cfg(), "submit")
     return smoke_overrides()
 
 

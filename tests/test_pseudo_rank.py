@@ -11,6 +11,7 @@ from pipeline.core.store import ArrayStore
 from pipeline.data.tables import load_folds
 from pipeline.engine import cache
 from pipeline.inference.fold_models import TestMaps as Maps  # not Test*: pytest would try to collect it
+from pipeline.stages import GRAPH
 from pipeline.stages import pseudo as stage
 from pipeline.training import pseudo_select as pseudo_rank
 from pipeline.training.pseudo_labels import LABELS, select
@@ -74,10 +75,10 @@ def test_score_select_keys_are_opt_in(smoke_cfg, tmp_path):
     off = smoke_cfg(artifacts=tmp_path)
     tweak_off = smoke_cfg("pseudo.score_select.min_score=0.3", artifacts=tmp_path)
     on = smoke_cfg("pseudo.score_select.enabled=true", artifacts=tmp_path)
-    assert cache.stage_key(tweak_off, "pseudo") == cache.stage_key(off, "pseudo")
-    assert cache.stage_key(on, "pseudo") != cache.stage_key(off, "pseudo")
+    assert GRAPH.stage_key(tweak_off, "pseudo") == GRAPH.stage_key(off, "pseudo")
+    assert GRAPH.stage_key(on, "pseudo") != GRAPH.stage_key(off, "pseudo")
     lgbm = smoke_cfg("pseudo.score_select.enabled=true", "scorer.lgbm={n_estimators: 10}", artifacts=tmp_path)
-    assert cache.stage_key(lgbm, "pseudo") != cache.stage_key(on, "pseudo")  # it fits the scorer's LightGBM
+    assert GRAPH.stage_key(lgbm, "pseudo") != GRAPH.stage_key(on, "pseudo")  # it fits the scorer's LightGBM
 
 
 @pytest.mark.slow
@@ -85,7 +86,7 @@ def test_pseudo_stage_selects_by_predicted_score(smoke_cfg, tmp_path, monkeypatc
     # Every image passes the confidence filters, so the predicted score alone chooses.
     confident = ["pseudo.min_confident_share=0", "pseudo.prob_lo=0.5", "pseudo.prob_hi=0.5"]
     on = smoke_cfg("pseudo.score_select.enabled=true", *confident, "pseudo.max_images=3", artifacts=tmp_path)
-    cache.run_stage(on, "segment")
+    cache.run_stage(GRAPH, on, "segment")
     calls = []
 
     def recording(cfg, model_dir, images, adabn=False, folds=None):
@@ -94,11 +95,11 @@ def test_pseudo_stage_selects_by_predicted_score(smoke_cfg, tmp_path, monkeypatc
 
     original = stage.predict_test
     monkeypatch.setattr(stage, "predict_test", recording)
-    folder, ran = cache.run_stage(on, "pseudo")
+    folder, ran = cache.run_stage(GRAPH, on, "pseudo")
     assert ran
     # Honest CV: fold k's predictor reads fold k's model alone, on its training part alone.
-    table = load_folds(cache.stage_dir(on, "folds")).set_index("id")
-    images = ArrayStore(cache.stage_dir(on, "ingest"), "images")
+    table = load_folds(cache.stage_dir(GRAPH, on, "folds")).set_index("id")
+    images = ArrayStore(cache.stage_dir(GRAPH, on, "ingest"), "images")
     fold_at = table.loc[list(images.ids), "fold"].to_numpy()
     fits = [(folds, pos) for folds, pos in calls if pos is not None]
     assert fits and all(len(folds) == 1 and not (fold_at[pos] == folds[0]).any() for folds, pos in fits)

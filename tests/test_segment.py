@@ -24,6 +24,7 @@ from pipeline.data.datasets import coverage_bin, sample_weights
 from pipeline.data.tables import load_folds
 from pipeline.engine import cache
 from pipeline.evaluation.oof import score_probs
+from pipeline.stages import GRAPH
 from pipeline.training import segmentation as segment
 from pipeline.training.loop import make_loader
 
@@ -39,16 +40,16 @@ def cfg(smoke_cfg):
 
 @pytest.fixture(scope="module")
 def seg_dir(cfg) -> Path:
-    return cache.run_stage(cfg, "segment")[0]
+    return cache.run_stage(GRAPH, cfg, "segment")[0]
 
 
 @pytest.fixture(scope="module")
 def ingest_dir(cfg, seg_dir) -> Path:
-    return cache.load_upstream(cfg, "ingest")
+    return cache.load_upstream(GRAPH, cfg, "ingest")
 
 
 def _folds(cfg) -> pd.DataFrame:
-    return load_folds(cache.load_upstream(cfg, "folds"))
+    return load_folds(cache.load_upstream(GRAPH, cfg, "folds"))
 
 
 # ----------------------------------------------------------------------------- OOF
@@ -99,7 +100,7 @@ def test_oof_scores_csv_and_manifest_metrics(cfg, seg_dir, ingest_dir):
 
 @pytest.mark.slow
 def test_predict_test_maps_at_original_size(cfg, seg_dir):
-    test_dir = cache.run_stage(cfg, "ingest_test")[0]
+    test_dir = cache.run_stage(GRAPH, cfg, "ingest_test")[0]
     store = ArrayStore(test_dir, "test_images")
     assert len(store) == N_TEST
     masks, dists, _ = segment.predict_test(cfg, seg_dir, store)
@@ -112,8 +113,8 @@ def test_predict_test_maps_at_original_size(cfg, seg_dir):
 
 @pytest.mark.slow
 def test_ensemble_writes_a_test_map_per_test_id(cfg):
-    ens_dir = cache.run_stage(cfg, "ensemble")[0]
-    test_ids = ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images").ids
+    ens_dir = cache.run_stage(GRAPH, cfg, "ensemble")[0]
+    test_ids = ArrayStore(cache.load_upstream(GRAPH, cfg, "ingest_test"), "test_images").ids
     store = ArrayStore(ens_dir, "test")
     assert store.ids == test_ids
     assert all(store[i].shape == (101, 101, 1) for i in range(len(store)))
@@ -121,8 +122,8 @@ def test_ensemble_writes_a_test_map_per_test_id(cfg):
 
 @pytest.mark.slow
 def test_adabn_changes_test_maps_only(cfg, smoke_cfg):
-    plain = cache.run_stage(cfg, "ensemble")[0]
-    adapted = cache.run_stage(smoke_cfg("ensemble.adabn=true"), "ensemble")[0]
+    plain = cache.run_stage(GRAPH, cfg, "ensemble")[0]
+    adapted = cache.run_stage(GRAPH, smoke_cfg("ensemble.adabn=true"), "ensemble")[0]
     assert adapted != plain
     for name in ("oof", "test"):
         a, b = ArrayStore(plain, name), ArrayStore(adapted, name)
@@ -172,7 +173,7 @@ def _start_and_kill(overrides: list[str], metrics: Path, log_path: Path) -> bool
 @pytest.mark.slow
 def test_sigterm_during_a_forced_rerun_restores_the_previous_result(smoke_cfg, smoke_overrides, tmp_path):
     over = ["segment.train.epochs=4", "segment.train.folds=[0]", "segment.train.swa_epochs=1", "segment.input.size=96"]
-    folder, _ = cache.run_stage(smoke_cfg(*over), "segment")
+    folder, _ = cache.run_stage(GRAPH, smoke_cfg(*over), "segment")
     before = (folder / cache.MANIFEST).read_text()
     backup = folder.with_name(folder.name + ".previous")
     metrics = folder / "fold0" / "metrics.csv"
@@ -194,8 +195,8 @@ def test_segment_resumes_after_sigkill(smoke_cfg, smoke_overrides, tmp_path):
     for size in (64, 96, 160):
         over = [f"segment.train.epochs={epochs}", "segment.train.folds=[0]", "segment.train.swa_epochs=1", f"segment.input.size={size}"]
         cfg = smoke_cfg(*over)
-        cache.run_stage(cfg, "folds")  # upstream in-process: the subprocess only trains
-        folder = cache.stage_dir(cfg, "segment")
+        cache.run_stage(GRAPH, cfg, "folds")  # upstream in-process: the subprocess only trains
+        folder = cache.stage_dir(GRAPH, cfg, "segment")
         assert not folder.exists()
         log_path = tmp_path / f"run{size}.log"
         if _start_and_kill(smoke_overrides(*over), folder / "fold0" / "metrics.csv", log_path):
@@ -205,8 +206,8 @@ def test_segment_resumes_after_sigkill(smoke_cfg, smoke_overrides, tmp_path):
 
     assert not (folder / cache.MANIFEST).exists()
     assert (folder / "fold0" / "checkpoint.pt").is_file()
-    assert dict((s, st) for s, st, _ in cache.status(cfg))["segment"] == "partial"
-    assert not cache.is_done(cfg, "segment")
+    assert dict((s, st) for s, st, _ in cache.status(GRAPH, cfg))["segment"] == "partial"
+    assert not cache.is_done(GRAPH, cfg, "segment")
 
     again, ran, logs = _run_logged_ran(cfg)
     assert ran and again == folder
@@ -217,7 +218,7 @@ def test_segment_resumes_after_sigkill(smoke_cfg, smoke_overrides, tmp_path):
     assert history["epoch"].tolist() == list(range(epochs))
     assert history["swa"].tolist() == [False] * (epochs - 1) + [True]
     assert not (folder / "fold0" / "checkpoint.pt").exists()
-    assert dict((s, st) for s, st, _ in cache.status(cfg))["segment"] == "done"
+    assert dict((s, st) for s, st, _ in cache.status(GRAPH, cfg))["segment"] == "done"
     assert cache.read_manifest(folder)["metrics"]["fits"]["fold0"]["epochs"] == epochs
 
 
@@ -277,7 +278,7 @@ def test_segment_stage_is_reproducible(smoke_cfg, tmp_path):
     runs = []
     for name in ("a", "b"):
         cfg = smoke_cfg(*over, artifacts=tmp_path / name)
-        folder = cache.run_stage(cfg, "segment")[0]
+        folder = cache.run_stage(GRAPH, cfg, "segment")[0]
         runs.append((pd.read_csv(folder / "fold0" / "metrics.csv"), ArrayStore(folder, "oof")))
     (h1, o1), (h2, o2) = runs
     assert h1["train_loss"].tolist() == h2["train_loss"].tolist()
@@ -291,7 +292,7 @@ def test_pseudo_stage_is_reproducible(smoke_cfg, tmp_path):
     runs = []
     for name in ("a", "b"):
         cfg = smoke_cfg(*over, "pseudo.min_confident_share=0.0", "pseudo.prob_lo=1.0", artifacts=tmp_path / name)
-        folder = cache.run_stage(cfg, "pseudo")[0]
+        folder = cache.run_stage(GRAPH, cfg, "pseudo")[0]
         assert sum(json.loads((folder / "rounds.json").read_text())[1]["selected"].values()) > 0
         runs.append(pd.read_csv(folder / "round1" / "fold0" / "metrics.csv")["train_loss"].tolist())
     assert runs[0] == runs[1]
@@ -318,7 +319,7 @@ def _run_logged_ran(cfg, force: bool = False) -> tuple[Path, bool, list[str]]:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        folder, ran = cache.run_stage(cfg, "segment", force=force)
+        folder, ran = cache.run_stage(GRAPH, cfg, "segment", force=force)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)

@@ -19,6 +19,7 @@ from pipeline.engine.report import build_report, steps
 from pipeline.evaluation.metrics import tgs_ap
 from pipeline.inference.ensemble_io import EnsembleOutputs
 from pipeline.postprocessing.masks import apply, candidate_scores, gate_masks
+from pipeline.stages import GRAPH
 from pipeline.training import segmentation
 
 N_TRAIN, N_TEST = 48, 12
@@ -30,7 +31,7 @@ def _quiet(_: str) -> None:
 
 def _run_all(cfg) -> dict[str, bool]:
     """Each stage in order; {stage: ran}."""
-    return {name: cache.run_stage(cfg, name)[1] for name in cache.STAGES}
+    return {name: cache.run_stage(GRAPH, cfg, name)[1] for name in GRAPH.stages}
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,8 @@ def _test_ids_sorted(smoke_data: Path) -> list[str]:
 @pytest.mark.slow
 def test_all_stages_done_and_submission_valid(full, smoke_data):
     cfg, root = full
-    assert {state for _, state, _ in cache.status(cfg)} == {"done"}
-    sub_dir = cache.load_upstream(cfg, "submit")
+    assert {state for _, state, _ in cache.status(GRAPH, cfg)} == {"done"}
+    sub_dir = cache.load_upstream(GRAPH, cfg, "submit")
     metrics = cache.read_manifest(sub_dir)["metrics"]
     csv = root / metrics["file"]
     assert csv.parent == root / "submissions" and csv.is_file()
@@ -70,7 +71,7 @@ def test_all_stages_done_and_submission_valid(full, smoke_data):
     expected = _test_ids_sorted(smoke_data)
     assert len(expected) == N_TEST
     assert sub["id"].tolist() == expected
-    assert ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images").ids == expected
+    assert ArrayStore(cache.load_upstream(GRAPH, cfg, "ingest_test"), "test_images").ids == expected
     assert metrics["rows"] == N_TEST
 
     score, n = api.score_submission(csv, smoke_data / "test_solution" / "masks")
@@ -94,18 +95,18 @@ def test_cached_run_fingerprints_inputs_once(full, monkeypatch):
 
     monkeypatch.setattr(reads, "fingerprint", counting)
     keys: dict = {}
-    assert not any(cache.run_stage(cfg, name, keys=keys)[1] for name in cache.STAGES)
+    assert not any(cache.run_stage(GRAPH, cfg, name, keys=keys)[1] for name in GRAPH.stages)
     assert len(calls) == 2
     calls.clear()
-    build_report(cfg)
+    build_report(GRAPH, cfg)
     assert len(calls) == 2
 
 
 @pytest.mark.slow
 def test_report_has_every_step(full):
     cfg, _ = full
-    text = build_report(cfg)
-    values = {name: value for name, value, _ in steps(cfg)}
+    text = build_report(GRAPH, cfg)
+    values = {name: value for name, value, _ in steps(GRAPH, cfg)}
     for name in values:
         assert f"| {name} |" in text
     for name in (
@@ -119,10 +120,10 @@ def test_report_has_every_step(full):
         "= final (the submission's policy)",
     ):
         assert values[name] is not None and 0.0 <= values[name] <= 1.0, name
-    for stage in cache.STAGES:
+    for stage in GRAPH.stages:
         assert f"| {stage} |" in text
     assert "hidden test solution score:" in text
-    scorer = cache.read_manifest(cache.stage_dir(cfg, "scorer"))["metrics"]
+    scorer = cache.read_manifest(cache.stage_dir(GRAPH, cfg, "scorer"))["metrics"]
     optimistic = scorer["grid_best_all_oof_score"]
     assert f"optimistic): {optimistic:.4f}" in text
     # the in-sample best candidate is at least the no-post-processing candidate, one of the grid's
@@ -133,10 +134,10 @@ def test_report_has_every_step(full):
 @pytest.mark.slow
 def test_second_run_is_fully_cached(full, submissions_dir):
     cfg, _ = full
-    folder, ran = cache.run_stage(cfg, "submit")
-    assert not ran and folder == cache.load_upstream(cfg, "submit")
+    folder, ran = cache.run_stage(GRAPH, cfg, "submit")
+    assert not ran and folder == cache.load_upstream(GRAPH, cfg, "submit")
     assert not any(_run_all(cfg).values())
-    assert [state for _, state, _ in cache.status(cfg)] == ["done"] * len(cache.STAGES)
+    assert [state for _, state, _ in cache.status(GRAPH, cfg)] == ["done"] * len(GRAPH.stages)
     assert not submissions_dir.exists()  # nothing rewritten
 
 
@@ -144,12 +145,12 @@ def test_second_run_is_fully_cached(full, submissions_dir):
 def test_changing_min_areas_reruns_only_scorer_and_submit(full, smoke_cfg, submissions_dir):
     cfg, _ = full
     changed = smoke_cfg("scorer.min_areas=[0, 30]", artifacts=Path(cfg.experiment.artifacts))
-    before = {name: key for name, _, key in cache.status(cfg)}
-    after = {name: key for name, _, key in cache.status(changed)}
+    before = {name: key for name, _, key in cache.status(GRAPH, cfg)}
+    after = {name: key for name, _, key in cache.status(GRAPH, changed)}
     assert {n for n in before if before[n] != after[n]} == {"scorer", "submit"}
     ran = _run_all(changed)
     assert {n for n, r in ran.items() if r} == {"scorer", "submit"}
-    policy = json.loads((cache.load_upstream(changed, "scorer") / "policy.json").read_text())
+    policy = json.loads((cache.load_upstream(GRAPH, changed, "scorer") / "policy.json").read_text())
     assert policy["n_candidates"] == 2 * 2 * 2
     assert len(list(submissions_dir.glob("*.csv"))) == 1
 
@@ -158,13 +159,13 @@ def test_changing_min_areas_reruns_only_scorer_and_submit(full, smoke_cfg, submi
 def test_policy_none_submits_the_raw_maps(full, smoke_cfg, submissions_dir):
     cfg, _ = full
     art = Path(cfg.experiment.artifacts)
-    folder, _ = cache.run_stage(smoke_cfg("scorer.policy=none", artifacts=art), "scorer")
+    folder, _ = cache.run_stage(GRAPH, smoke_cfg("scorer.policy=none", artifacts=art), "scorer")
     params = pd.read_csv(folder / "test_params.csv")
     assert (params["threshold"] == 0.5).all() and (params["min_area"] == 0).all() and (params["gate"] == 0).all()
     policy = json.loads((folder / "policy.json").read_text())
     assert policy["policy"] == "none" and policy["nested_cv"]["none"] == policy["nested_cv"]["raw@0.5"]
     # auto picks none exactly when no other policy beats it out of sample (ties go to none)
-    auto = json.loads((cache.load_upstream(cfg, "scorer") / "policy.json").read_text())
+    auto = json.loads((cache.load_upstream(GRAPH, cfg, "scorer") / "policy.json").read_text())
     others = max(auto["nested_cv"][p] for p in ("grid", "global", "per_image"))
     assert (auto["policy"] == "none") == (auto["nested_cv"]["none"] >= others)
 
@@ -173,7 +174,7 @@ def test_policy_none_submits_the_raw_maps(full, smoke_cfg, submissions_dir):
 def test_submit_outside_repo_root(full, tmp_path, monkeypatch):
     cfg, _ = full
     monkeypatch.setattr(paths, "SUBMISSIONS_DIR", tmp_path / "subs")
-    folder, ran = cache.run_stage(cfg, "submit", force=True)
+    folder, ran = cache.run_stage(GRAPH, cfg, "submit", force=True)
     assert ran and list((tmp_path / "subs").glob("*.csv"))
 
 
@@ -183,12 +184,12 @@ def test_submit_outside_repo_root(full, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_classify_outputs(full):
     cfg, _ = full
-    folder = cache.load_upstream(cfg, "classify")
+    folder = cache.load_upstream(GRAPH, cfg, "classify")
     oof = pd.read_csv(folder / "oof_cls.csv", dtype={"id": str})
-    ingest = cache.load_upstream(cfg, "ingest")
+    ingest = cache.load_upstream(GRAPH, cfg, "ingest")
     assert oof["id"].tolist() == ArrayStore(ingest, "images").ids
     assert oof["prob"].notna().all() and oof["prob"].between(0, 1).all()
-    folds = load_folds(cache.load_upstream(cfg, "folds")).set_index("id")
+    folds = load_folds(cache.load_upstream(GRAPH, cfg, "folds")).set_index("id")
     assert (oof["fold"].to_numpy() == folds.loc[oof["id"], "fold"].to_numpy()).all()
     train = pd.read_csv(ingest / "train.csv", dtype={"id": str}).set_index("id")
     assert (oof["label"].to_numpy() == (train.loc[oof["id"], "coverage"].to_numpy() > 0)).all()
@@ -199,7 +200,7 @@ def test_classify_outputs(full):
     metrics = cache.read_manifest(folder)["metrics"]
     assert metrics["enabled"] is True and set(metrics["fold_auc"]) == {"fold0", "fold1"}
     # The ensemble carries the same OOF probabilities.
-    ens = pd.read_csv(cache.load_upstream(cfg, "ensemble") / "oof_cls.csv", dtype={"id": str})
+    ens = pd.read_csv(cache.load_upstream(GRAPH, cfg, "ensemble") / "oof_cls.csv", dtype={"id": str})
     np.testing.assert_allclose(ens["prob"], oof.set_index("id").loc[ens["id"], "prob"])
 
 
@@ -207,16 +208,16 @@ def test_classify_outputs(full):
 def test_classify_disabled_gives_nan_probs_and_never_gates(full, smoke_cfg):
     base, _ = full
     cfg = smoke_cfg("classify.enabled=false", artifacts=Path(base.experiment.artifacts))
-    ran = {name: cache.run_stage(cfg, name)[1] for name in ("segment", "classify", "ensemble")}
+    ran = {name: cache.run_stage(GRAPH, cfg, name)[1] for name in ("segment", "classify", "ensemble")}
     assert ran == {"segment": False, "classify": True, "ensemble": True}
-    assert cache.stage_dir(cfg, "segment") == cache.stage_dir(base, "segment")
-    ens_dir = cache.load_upstream(cfg, "ensemble")
+    assert cache.stage_dir(GRAPH, cfg, "segment") == cache.stage_dir(GRAPH, base, "segment")
+    ens_dir = cache.load_upstream(GRAPH, cfg, "ensemble")
     oof_cls = pd.read_csv(ens_dir / "oof_cls.csv", dtype={"id": str})
     test_cls = pd.read_csv(ens_dir / "test_cls.csv", dtype={"id": str})
     assert len(oof_cls) == N_TRAIN and oof_cls["prob"].isna().all()
     assert len(test_cls) == N_TEST and test_cls["prob"].isna().all()
 
-    ens = EnsembleOutputs(ens_dir, cache.load_upstream(cfg, "ingest"), cache.load_upstream(cfg, "ingest_test"))
+    ens = EnsembleOutputs(ens_dir, cache.load_upstream(GRAPH, cfg, "ingest"), cache.load_upstream(GRAPH, cfg, "ingest_test"))
     assert np.isnan(ens.test_cls).all()
     for prob, cls in zip(ens.test_probs(), ens.test_cls, strict=True):
         for gate in (0.0, 0.5, 1.0):
@@ -233,16 +234,16 @@ def test_classify_disabled_gives_nan_probs_and_never_gates(full, smoke_cfg):
 def test_pseudo_round_labels_only_test_ids(full, smoke_cfg):
     # Loose selection so that the round really trains on pseudo-labelled images.
     cfg = smoke_cfg("pseudo.min_confident_share=0.0", "pseudo.prob_lo=1.0", "pseudo.max_images=5")
-    folder, ran = cache.run_stage(cfg, "pseudo")
+    folder, ran = cache.run_stage(GRAPH, cfg, "pseudo")
     assert ran
     rounds = json.loads((folder / "rounds.json").read_text())
     assert [r["round"] for r in rounds] == [0, 1]
     assert rounds[1]["selected"] == {"fold0": 5, "fold1": 5}
     labels = ArrayStore(folder / "round1" / "fold0", "pseudo_masks")
     assert len(labels.ids) == 5
-    test_ids = set(ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images").ids)
-    train_ids = ArrayStore(cache.load_upstream(cfg, "ingest"), "images").ids
-    folds = load_folds(cache.load_upstream(cfg, "folds"))
+    test_ids = set(ArrayStore(cache.load_upstream(GRAPH, cfg, "ingest_test"), "test_images").ids)
+    train_ids = ArrayStore(cache.load_upstream(GRAPH, cfg, "ingest"), "images").ids
+    folds = load_folds(cache.load_upstream(GRAPH, cfg, "folds"))
     assert set(labels.ids) <= test_ids
     assert not set(labels.ids) & set(folds["id"])
     assert set(folds["id"]) == set(train_ids)
@@ -260,9 +261,9 @@ def test_pseudo_labels_of_a_fold_come_from_that_fold_s_model_alone(full, smoke_c
     # Every other fold's model trained on this fold's validation images: labels from the fold
     # average would leak their labels into this fold's OOF score after fine-tuning.
     cfg = smoke_cfg("pseudo.min_confident_share=0.0", "pseudo.prob_lo=1.0", "pseudo.max_images=5", "pseudo.soft=true")
-    folder, _ = cache.run_stage(cfg, "pseudo")
-    seg_dir = cache.load_upstream(cfg, "segment")
-    test = ArrayStore(cache.load_upstream(cfg, "ingest_test"), "test_images")
+    folder, _ = cache.run_stage(GRAPH, cfg, "pseudo")
+    seg_dir = cache.load_upstream(GRAPH, cfg, "segment")
+    test = ArrayStore(cache.load_upstream(GRAPH, cfg, "ingest_test"), "test_images")
     own = segmentation.predict_test(cfg, seg_dir, test, folds=[0]).masks
     average = segmentation.predict_test(cfg, seg_dir, test).masks
     labels = ArrayStore(folder / "round1" / "fold0", "pseudo_masks")
@@ -275,12 +276,12 @@ def test_pseudo_labels_of_a_fold_come_from_that_fold_s_model_alone(full, smoke_c
 @pytest.mark.slow
 def test_smoke_pseudo_round_records_selected_count(full):
     cfg, _ = full
-    folder = cache.load_upstream(cfg, "pseudo")
+    folder = cache.load_upstream(GRAPH, cfg, "pseudo")
     rounds = json.loads((folder / "rounds.json").read_text())
     assert len(rounds) == cfg.pseudo.rounds + 1
     for fold in ("fold0", "fold1"):
         assert rounds[1]["selected"][fold] == len(ArrayStore(folder / "round1" / fold, "pseudo_masks").ids)
-    assert ArrayStore(folder / "round1", "oof").ids == ArrayStore(cache.load_upstream(cfg, "ingest"), "images").ids
+    assert ArrayStore(folder / "round1", "oof").ids == ArrayStore(cache.load_upstream(GRAPH, cfg, "ingest"), "images").ids
 
 
 # ----------------------------------------------------------------------------- post-processing

@@ -11,6 +11,7 @@ import pytest
 from pipeline.core.errors import UserError
 from pipeline.data.rle import rle_encode
 from pipeline.engine import cache
+from pipeline.stages import GRAPH
 from pipeline.submission.binary import header_problem, score_submission
 
 
@@ -34,8 +35,8 @@ def test_test_ingest_refuses_a_header_that_cannot_match(smoke_cfg, smoke_data, t
     pd.DataFrame({"ImageId": ids, "EncodedPixels": ""}).to_csv(sample, index=False)
     cfg = smoke_cfg(f"data.sample_submission={sample}", artifacts=tmp_path / "art")
     with pytest.raises(UserError, match="differs from the submission's id,rle_mask"):
-        cache.run_stage(cfg, "ingest_test")
-    assert not cache.stage_dir(cfg, "ingest_test").exists()
+        cache.run_stage(GRAPH, cfg, "ingest_test")
+    assert not cache.stage_dir(GRAPH, cfg, "ingest_test").exists()
 
 
 def test_a_sample_with_a_byte_order_mark_matches(tmp_path):

@@ -12,8 +12,8 @@ import torch
 from pipeline.config.blocks import LossPhase
 from pipeline.core.errors import ConfigError
 from pipeline.data.datasets import crop_batch
-from pipeline.engine import cache
 from pipeline.inference.predict import predict
+from pipeline.stages import GRAPH
 from pipeline.training.segmentation import build_model, infer_spec, seg_task
 
 
@@ -99,15 +99,15 @@ def test_progressive_crops_refuse_tile_mode(smoke_cfg):
 
 
 def test_progressive_enters_the_segment_key_only_when_on(smoke_cfg, tmp_path):
-    off = cache.stage_key(smoke_cfg("segment.input.size=64", artifacts=tmp_path), "segment")
+    off = GRAPH.stage_key(smoke_cfg("segment.input.size=64", artifacts=tmp_path), "segment")
     assert (
-        cache.stage_key(
+        GRAPH.stage_key(
             smoke_cfg("segment.train.progressive={crop: 0, until_epoch: 0}", "segment.input.size=64", artifacts=tmp_path), "segment"
         )
         == off
     )
     assert (
-        cache.stage_key(
+        GRAPH.stage_key(
             smoke_cfg("segment.train.progressive={crop: 32, until_epoch: 1}", "segment.input.size=64", artifacts=tmp_path), "segment"
         )
         != off

@@ -9,6 +9,7 @@ import pytest
 from pipeline.config import zoo
 from pipeline.core.errors import ConfigError, UserError
 from pipeline.engine import cache
+from pipeline.stages import GRAPH
 
 FPN = "segment.models={fpn: {model: {arch: FPN}}, small: {input: {size: 64}}}"
 
@@ -36,15 +37,15 @@ def test_each_model_has_the_key_of_a_one_model_experiment(smoke_cfg, tmp_path):
     alone = smoke_cfg("segment.model.arch=FPN", artifacts=tmp_path)
     # The segment section is model `segment`: a zoo beside it leaves its key (and its pseudo's).
     for stage in ("segment", "pseudo", "classify"):
-        assert cache.stage_key(zoo_cfg, stage) == cache.stage_key(plain, stage)
-    assert cache.stage_key(zoo.model_cfg(zoo_cfg, "fpn"), "segment") == cache.stage_key(alone, "segment")
+        assert GRAPH.stage_key(zoo_cfg, stage) == GRAPH.stage_key(plain, stage)
+    assert GRAPH.stage_key(zoo.model_cfg(zoo_cfg, "fpn"), "segment") == GRAPH.stage_key(alone, "segment")
     # Editing one model changes no other model's key, and every blend that reads it.
     edited = smoke_cfg(FPN.replace("size: 64", "size: 96"), "ensemble.models=[segment, fpn, pseudo:small]", artifacts=tmp_path)
-    assert cache.stage_key(zoo.model_cfg(edited, "fpn"), "segment") == cache.stage_key(zoo.model_cfg(zoo_cfg, "fpn"), "segment")
-    assert cache.stage_key(zoo.model_cfg(edited, "small"), "segment") != cache.stage_key(zoo.model_cfg(zoo_cfg, "small"), "segment")
-    assert cache.stage_key(edited, "ensemble") != cache.stage_key(zoo_cfg, "ensemble")
+    assert GRAPH.stage_key(zoo.model_cfg(edited, "fpn"), "segment") == GRAPH.stage_key(zoo.model_cfg(zoo_cfg, "fpn"), "segment")
+    assert GRAPH.stage_key(zoo.model_cfg(edited, "small"), "segment") != GRAPH.stage_key(zoo.model_cfg(zoo_cfg, "small"), "segment")
+    assert GRAPH.stage_key(edited, "ensemble") != GRAPH.stage_key(zoo_cfg, "ensemble")
     # A zoo that the blend does not name leaves the blend's key.
-    assert cache.stage_key(smoke_cfg(FPN, artifacts=tmp_path), "ensemble") == cache.stage_key(plain, "ensemble")
+    assert GRAPH.stage_key(smoke_cfg(FPN, artifacts=tmp_path), "ensemble") == GRAPH.stage_key(plain, "ensemble")
 
 
 def test_entries_parse_to_stage_and_model():
@@ -58,18 +59,18 @@ def test_entries_parse_to_stage_and_model():
 def test_two_models_train_once_and_are_reused_when_only_the_blend_changes(smoke_cfg, tmp_path):
     common = ["pseudo.rounds=0", "classify.enabled=false", "segment.models={fpn: {model: {arch: FPN}}}"]
     first = smoke_cfg(*common, "ensemble.models=[segment, fpn]", artifacts=tmp_path)
-    folder, ran = cache.run_stage(first, "ensemble")
+    folder, ran = cache.run_stage(GRAPH, first, "ensemble")
     assert ran
     seg_dirs = sorted((folder.parent).glob("segment-*[!k]"))
     assert len(seg_dirs) == 2  # one artifact per model
     stamps = {d: (d / "manifest.json").stat().st_mtime_ns for d in seg_dirs}
-    fpn_dir = cache.stage_dir(zoo.model_cfg(first, "fpn"), "segment")
+    fpn_dir = cache.stage_dir(GRAPH, zoo.model_cfg(first, "fpn"), "segment")
     assert fpn_dir in stamps and cache.read_manifest(fpn_dir)["config"]["segment"]["model"]["arch"] == "FPN"
     metrics = cache.read_manifest(folder)["metrics"]
     assert set(metrics["oof_tgs_per_model"]) == {"segment", "fpn"} and metrics["blend_gain"]["over"] in {"segment", "fpn"}
     # Only the blend changes: both models are read from cache, neither retrains.
     second = smoke_cfg(*common, "ensemble.models=[fpn, segment]", "ensemble.fit_weights=false", artifacts=tmp_path)
-    folder2, ran2 = cache.run_stage(second, "ensemble")
+    folder2, ran2 = cache.run_stage(GRAPH, second, "ensemble")
     assert ran2 and folder2 != folder
     assert {d: (d / "manifest.json").stat().st_mtime_ns for d in seg_dirs} == stamps
     assert sorted(folder.parent.glob("segment-*[!k]")) == seg_dirs

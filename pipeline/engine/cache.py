@@ -27,14 +27,7 @@ from pipeline.config.schema import Config
 from pipeline.core import distributed, fileio, locks, paths
 from pipeline.core.errors import UserError
 from pipeline.engine import manifest, previous
-from pipeline.engine.graph import (
-    STAGES,
-    Stage,
-    get_stage,
-    key_material,
-    model_memo,
-    stage_key,
-)
+from pipeline.engine.graph import Graph, Stage, model_memo
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +44,7 @@ class Context:
     dir: Path
     upstream: dict[str, Path]
     material: dict[str, Any]  # what the key hashes (fold reuse derives training keys from it)
+    graph: Graph  # the stage table it runs in
     extra_manifest: dict[str, Any] = field(default_factory=dict)
     force: bool = False  # a --force rerun: recompute everything, reuse nothing
     only_folds: list[int] | None = None  # a fold-parallel run (--fold): these folds, no merge
@@ -71,8 +65,8 @@ class Context:
         return [k for k in configured if k in self.only_folds]
 
 
-def stage_dir(cfg: Config, name: str, key: str | None = None) -> Path:
-    key = key or stage_key(cfg, name)
+def stage_dir(graph: Graph, cfg: Config, name: str, key: str | None = None) -> Path:
+    key = key or graph.stage_key(cfg, name)
     return paths.stage_dir(cfg.experiment.artifacts, cfg.experiment.name, name, key)
 
 
@@ -86,19 +80,19 @@ def finished(folder: Path) -> bool:
     return read_manifest(folder) is not None
 
 
-def is_done(cfg: Config, name: str) -> bool:
-    return read_manifest(stage_dir(cfg, name)) is not None
+def is_done(graph: Graph, cfg: Config, name: str) -> bool:
+    return read_manifest(stage_dir(graph, cfg, name)) is not None
 
 
-def status(cfg: Config) -> list[tuple[str, str, str]]:
+def status(graph: Graph, cfg: Config) -> list[tuple[str, str, str]]:
     """(stage, state, key) for each stage: done, previous (its complete copy waits in
     `.previous`, put back at the next start), partial (no manifest), stale or missing."""
     rows = []
     exp_dir = paths.experiment_dir(cfg.experiment.artifacts, cfg.experiment.name)
     memo: dict = {}
-    for name in STAGES:
-        key = stage_key(cfg, name, memo)
-        folder = stage_dir(cfg, name, key)
+    for name in graph:
+        key = graph.stage_key(cfg, name, memo)
+        folder = stage_dir(graph, cfg, name, key)
         if read_manifest(folder) is not None:
             state = "done"
         elif read_manifest(previous.backup_of(folder)) is not None:
@@ -117,6 +111,7 @@ def status(cfg: Config) -> list[tuple[str, str, str]]:
 class _Job:
     """One stage to run or read, with what its run needs."""
 
+    graph: Graph
     cfg: Config
     stage: Stage
     key: str
@@ -126,11 +121,11 @@ class _Job:
     memo: dict
 
     def context(self) -> Context:
-        material = key_material(self.cfg, self.stage.name, self.memo)
-        return Context(self.cfg, self.stage.name, self.key, self.folder, self.upstream, material, force=self.force)
+        material = self.graph.key_material(self.cfg, self.stage.name, self.memo)
+        return Context(self.cfg, self.stage.name, self.key, self.folder, self.upstream, material, self.graph, force=self.force)
 
 
-def run_stage(cfg: Config, name: str, force: bool = False, keys: dict[str, str] | None = None) -> tuple[Path, bool]:
+def run_stage(graph: Graph, cfg: Config, name: str, force: bool = False, keys: dict[str, str] | None = None) -> tuple[Path, bool]:
     """Run one stage (its upstream first, from cache when done). Returns (folder, ran).
 
     `keys` memoises stage keys for this cfg across calls (e.g. every stage of one `all` run):
@@ -140,12 +135,12 @@ def run_stage(cfg: Config, name: str, force: bool = False, keys: dict[str, str] 
     runs on all of them (rank 0 decides whether it must run, takes the locks and writes; the
     others follow it), any other stage on rank 0 alone while the rest wait."""
     memo: dict = {} if keys is None else keys
-    stage = get_stage(name)
-    upstream = {u: run_stage(cfg, u, keys=memo)[0] for u in stage.upstream}
+    stage = graph.get(name)
+    upstream = {u: run_stage(graph, cfg, u, keys=memo)[0] for u in stage.upstream}
     for model, (sub, sub_stage) in (stage.models(cfg) if stage.models else {}).items():
-        upstream[model] = run_stage(sub, sub_stage, keys=model_memo(memo, model))[0]
-    key = stage_key(cfg, name, memo)
-    job = _Job(cfg, stage, key, stage_dir(cfg, name, key), upstream, force, memo)
+        upstream[model] = run_stage(graph, sub, sub_stage, keys=model_memo(memo, model))[0]
+    key = graph.stage_key(cfg, name, memo)
+    job = _Job(graph, cfg, stage, key, stage_dir(graph, cfg, name, key), upstream, force, memo)
     if not distributed.active():
         return job.folder, _execute(job)
     if not stage.trains:
@@ -153,7 +148,9 @@ def run_stage(cfg: Config, name: str, force: bool = False, keys: dict[str, str] 
     if distributed.is_main():
         ran = _execute(job, decide=distributed.broadcast)
     elif ran := distributed.broadcast(None):  # rank 0's decision: whether the stage runs
-        _follow(job.context())
+        # Its training loops run alongside rank 0's, which writes everything (the stage
+        # function asks pipeline.core.distributed where it must).
+        job.stage.fn(job.context())
     if ran:
         distributed.barrier()  # the others wait for rank 0's manifest
     return job.folder, ran and distributed.is_main()
@@ -179,12 +176,6 @@ def _execute(job: _Job, decide: Callable[[bool], bool] = bool) -> bool:
     return True
 
 
-def _follow(ctx: Context) -> None:
-    """A training stage on a torchrun rank other than 0: its training loops run alongside rank
-    0's, which writes everything (the stage function asks pipeline.core.distributed where it must)."""
-    get_stage(ctx.stage).fn(ctx)
-
-
 def _run(ctx: Context, stage: Stage) -> None:
     """Run the stage into ctx.dir and write its manifest (the folder's lock is held)."""
     folder, backup = ctx.dir, previous.backup_of(ctx.dir)
@@ -203,9 +194,9 @@ def _run(ctx: Context, stage: Stage) -> None:
     shutil.rmtree(backup, ignore_errors=True)  # only now: the new result is complete
 
 
-def load_upstream(cfg: Config, name: str) -> Path:
+def load_upstream(graph: Graph, cfg: Config, name: str) -> Path:
     """Folder of a finished stage, for notebooks and later stages; fails if not done."""
-    folder = stage_dir(cfg, name)
+    folder = stage_dir(graph, cfg, name)
     if read_manifest(folder) is None:
         raise FileNotFoundError(
             f"stage '{name}' has no finished artifacts at {folder}; run: python -m pipeline {name} --config {cfg.source}"

@@ -23,6 +23,7 @@ from pipeline.config.schema import Config
 from pipeline.core import distributed, locks
 from pipeline.core.errors import LockedError, UserError
 from pipeline.engine import cache, previous
+from pipeline.engine.graph import Graph
 
 logger = logging.getLogger(__name__)
 
@@ -32,26 +33,22 @@ UPSTREAM_WAIT_S = 24 * 3600.0
 POLL_S = 1.5
 
 
-def fold_stages() -> list[str]:
-    return [s.name for s in cache.STAGES.values() if s.folds_key]
-
-
 def configured_folds(cfg: Config, stage: cache.Stage) -> list[int]:
     """The folds a fold-trained stage runs: its folds key, or all folds.n_folds when empty."""
     return list(typed.section(cfg, stage.folds_key)) or list(range(cfg.folds.n_folds))
 
 
-def check_fold_stage(name: str) -> None:
+def check_fold_stage(graph: Graph, name: str) -> None:
     """UserError unless `name` is a stage trained fold by fold (one that may run single folds)."""
-    if name not in fold_stages():
-        raise UserError(f"--fold applies to the stages trained fold by fold ({', '.join(fold_stages())}), not {name}")
+    if name not in graph.fold_stages():
+        raise UserError(f"--fold applies to the stages trained fold by fold ({', '.join(graph.fold_stages())}), not {name}")
 
 
-def check_folds(cfg: Config, name: str, folds: list[int], force: bool = False) -> None:
+def check_folds(graph: Graph, cfg: Config, name: str, folds: list[int], force: bool = False) -> None:
     """UserError (one line) unless `folds` may run alone: a fold-trained stage, each fold
     among its configured folds, and no --force."""
-    check_fold_stage(name)
-    stage = cache.get_stage(name)
+    check_fold_stage(graph, name)
+    stage = graph.get(name)
     if not folds:
         raise UserError("--fold needs at least one fold number")
     if force:
@@ -84,24 +81,31 @@ def _wait_unlocked(attempt: Callable[[], Any], what: str, wait_s: float) -> Any:
 
 
 def run_folds(
-    cfg: Config, name: str, folds: list[int], force: bool = False, keys: dict[str, str] | None = None, wait_s: float = UPSTREAM_WAIT_S
+    graph: Graph,
+    cfg: Config,
+    name: str,
+    folds: list[int],
+    force: bool = False,
+    keys: dict[str, str] | None = None,
+    wait_s: float = UPSTREAM_WAIT_S,
 ) -> tuple[Path, bool]:
     """Train and predict only `folds` of a fold-trained stage, beside other such runs in the same
     folder, and leave the stage unfinished; an upstream stage another process is running is
     waited for (up to `wait_s` seconds). Returns (stage folder, ran)."""
-    check_folds(cfg, name, folds, force)
+    check_folds(graph, cfg, name, folds, force)
     memo: dict = {} if keys is None else keys
-    stage = cache.get_stage(name)
+    stage = graph.get(name)
     if distributed.active():
         # Under torchrun a retry on rank 0 alone would put the processes' collectives out of step:
         # the upstream stages must be finished (or free), else exit 3 as for any locked stage.
-        upstream = {u: cache.run_stage(cfg, u, keys=memo)[0] for u in stage.upstream}
+        upstream = {u: cache.run_stage(graph, cfg, u, keys=memo)[0] for u in stage.upstream}
     else:
-        upstream = {u: _wait_unlocked(lambda u=u: cache.run_stage(cfg, u, keys=memo)[0], f"stage {u}", wait_s) for u in stage.upstream}
-    key = cache.stage_key(cfg, name, memo)
-    ctx = cache.Context(
-        cfg, name, key, cache.stage_dir(cfg, name, key), upstream, cache.key_material(cfg, name, memo), only_folds=sorted(set(folds))
-    )
+        upstream = {
+            u: _wait_unlocked(lambda u=u: cache.run_stage(graph, cfg, u, keys=memo)[0], f"stage {u}", wait_s) for u in stage.upstream
+        }
+    key = graph.stage_key(cfg, name, memo)
+    material = graph.key_material(cfg, name, memo)
+    ctx = cache.Context(cfg, name, key, cache.stage_dir(graph, cfg, name, key), upstream, material, graph, only_folds=sorted(set(folds)))
     if not distributed.is_main():
         if distributed.broadcast(None):  # rank 0 holds the locks and found the folds to run
             stage.fn(ctx)
@@ -147,7 +151,7 @@ def _run_folds(ctx: cache.Context, held: contextlib.ExitStack, wait_s: float) ->
     # Finished meanwhile by a run of the whole stage: nothing to do (told to the other ranks).
     if not distributed.broadcast(not cache.finished(folder)):
         return False
-    cache.get_stage(ctx.stage).fn(ctx)
+    ctx.graph.get(ctx.stage).fn(ctx)
     names = ", ".join(f"fold{k}" for k in ctx.only_folds)
     logger.info(f"{folder.name}: {names} finished; a run of {ctx.stage} without --fold keeps them, merges and writes the manifest")
     return True

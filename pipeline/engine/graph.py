@@ -1,14 +1,14 @@
 """The stage graph and its keys: each stage's declaration (`Stage`: function, hashed sections,
-upstreams, extras, models), the table `pipeline/stages/__init__.py` fills, the config keys
-hashed only when on (OPT_IN), hashed elsewhere (UNHASHED) or never (NOT_HASHED), and a stage's
-key: the hash of its sections, seed, input fingerprints and upstream keys."""
+upstreams, extras, models), a table of them with the rules for config keys hashed only when on,
+hashed elsewhere or never (`Graph`; pipeline/stages/__init__.py builds the pipeline's), and a
+stage's key: the hash of its sections, seed, input fingerprints and upstream keys."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import typed
@@ -45,43 +45,64 @@ class Stage:
         return self.folds_key is not None
 
 
-STAGES: dict[str, Stage] = {}
-# Config switches hashed only when on (a truthy value, a sub-section whose `enabled` is true, or
-# one without `enabled` with any truthy value),
-# by every stage whose hashed sections hold them: adding an opt-in option, off by default, keeps
-# existing artifacts' keys. A switch whose default is a value (segment.target: binary) names it
-# as its off value.
-OPT_IN: dict[str, Any] = {}
-# Config values no stage key hashes where they sit (segment.models: each model is hashed as a
-# stage of its own config, and a stage reading it hashes that key).
-UNHASHED: set[str] = set()
-# Config keys no stage key hashes at all (experiment.threads): declared, so that a key that is
-# in no hashed section and not declared here fails a test instead of going unnoticed.
-NOT_HASHED: set[str] = set()
+@dataclass(frozen=True)
+class Graph:
+    """The stage table (pipeline/stages/__init__.py builds the one the pipeline runs) and the
+    rules for the config keys no stage key hashes as they stand. Every engine function that
+    walks stages takes it: there is no module-level table to fill by importing something."""
 
+    stages: Mapping[str, Stage]  # in run order
+    # Config switches hashed only when on (a truthy value, a sub-section whose `enabled` is
+    # true, or one without `enabled` with any truthy value), by every stage whose hashed
+    # sections hold them: adding an opt-in option, off by default, keeps existing artifacts'
+    # keys. A switch whose default is a value (segment.target: binary) maps to its off value.
+    opt_in: Mapping[str, Any] = field(default_factory=dict)
+    # Config values no stage key hashes where they sit (segment.models: each model is hashed
+    # as a stage of its own config, and a stage reading it hashes that key).
+    unhashed: frozenset[str] = frozenset()
+    # Config keys no stage key hashes at all (experiment.threads): declared, so that a key that
+    # is in no hashed section and not declared here fails a test instead of going unnoticed.
+    not_hashed: frozenset[str] = frozenset()
 
-def register_opt_in(*switches: str, **off_values: Any) -> None:
-    OPT_IN.update(dict.fromkeys(switches))
-    OPT_IN.update({k.replace("__", "."): v for k, v in off_values.items()})
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stages)
 
+    def get(self, name: str) -> Stage:
+        if name not in self.stages:
+            raise KeyError(f"unknown stage {name!r}; valid stages: {', '.join(self.stages)}")
+        return self.stages[name]
 
-def register_unhashed(*paths: str) -> None:
-    UNHASHED.update(paths)
+    def with_stages(self, *extra: Stage) -> Graph:
+        """This graph with more stages after its own (tests add stages of their own)."""
+        return replace(self, stages={**self.stages, **{s.name: s for s in extra}})
 
+    def fold_stages(self) -> list[str]:
+        """The stages trained fold by fold (those that may run single folds)."""
+        return [s.name for s in self.stages.values() if s.folds_key]
 
-def register_not_hashed(*paths: str) -> None:
-    NOT_HASHED.update(paths)
+    def key_material(self, cfg: Config, name: str, _memo: dict | None = None) -> dict:
+        """Everything a stage's key hashes: own sections, seed, inputs, upstream keys."""
+        stage = self.get(name)
+        material = {
+            "stage": name,
+            "version": stage.version,
+            "seed": cfg.experiment.seed,
+            "config": _hashed_sections(self, cfg, stage),
+            "inputs": stage_inputs(cfg, stage),
+            "upstream": {u: self.stage_key(cfg, u, _memo) for u in stage.upstream},
+        }
+        for model, (sub, sub_stage) in (stage.models(cfg) if stage.models else {}).items():
+            material["upstream"][model] = self.stage_key(sub, sub_stage, model_memo(_memo if _memo is not None else {}, model))
+        extra = stage.extra(cfg) if stage.extra else {}
+        if extra:
+            material["extra"] = extra
+        return material
 
-
-def register(stage: Stage) -> Stage:
-    STAGES[stage.name] = stage
-    return stage
-
-
-def get_stage(name: str) -> Stage:
-    if name not in STAGES:
-        raise KeyError(f"unknown stage {name!r}; valid stages: {', '.join(STAGES)}")
-    return STAGES[name]
+    def stage_key(self, cfg: Config, name: str, _memo: dict | None = None) -> str:
+        memo = {} if _memo is None else _memo
+        if name not in memo:
+            memo[name] = digest(self.key_material(cfg, name, memo))
+        return memo[name]
 
 
 def digest(obj: Any) -> str:
@@ -108,15 +129,15 @@ def _drop(out: dict, path: str) -> None:
                 hashed.pop(leaf, None)
 
 
-def _hashed_sections(cfg: Config, stage: Stage) -> dict:
+def _hashed_sections(graph: Graph, cfg: Config, stage: Stage) -> dict:
     out = {s: typed.section(cfg, s) for s in stage.sections}
-    for switch, off in sorted(OPT_IN.items()):
+    for switch, off in sorted(graph.opt_in.items()):
         value = typed.section(cfg, switch)
         # A switch section without `enabled` is on when any of its values is set.
         on = (value.get("enabled") if "enabled" in value else any(value.values())) if isinstance(value, dict) else value
         if not ((value != off) if off is not None else on):
             _drop(out, switch)
-    for path in sorted(UNHASHED):
+    for path in sorted(graph.unhashed):
         _drop(out, path)
     return out
 
@@ -124,29 +145,3 @@ def _hashed_sections(cfg: Config, stage: Stage) -> dict:
 def model_memo(memo: dict, name: str) -> dict:
     """The key memo of a zoo model's config, inside the experiment's."""
     return memo.setdefault(("model", name), {})
-
-
-def key_material(cfg: Config, name: str, _memo: dict | None = None) -> dict:
-    """Everything a stage's key hashes: own sections, seed, inputs, upstream keys."""
-    stage = get_stage(name)
-    material = {
-        "stage": name,
-        "version": stage.version,
-        "seed": cfg.experiment.seed,
-        "config": _hashed_sections(cfg, stage),
-        "inputs": stage_inputs(cfg, stage),
-        "upstream": {u: stage_key(cfg, u, _memo) for u in stage.upstream},
-    }
-    for model, (sub, sub_stage) in (stage.models(cfg) if stage.models else {}).items():
-        material["upstream"][model] = stage_key(sub, sub_stage, model_memo(_memo if _memo is not None else {}, model))
-    extra = stage.extra(cfg) if stage.extra else {}
-    if extra:
-        material["extra"] = extra
-    return material
-
-
-def stage_key(cfg: Config, name: str, _memo: dict | None = None) -> str:
-    memo = {} if _memo is None else _memo
-    if name not in memo:
-        memo[name] = digest(key_material(cfg, name, memo))
-    return memo[name]

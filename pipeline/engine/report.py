@@ -6,24 +6,25 @@ from pipeline.config import zoo
 from pipeline.config.schema import Config
 from pipeline.core import fileio
 from pipeline.engine import cache
+from pipeline.engine.graph import Graph
 
 Manifests = dict[str, tuple[dict, float | None]]
 
 
-def stage_metrics(cfg: Config, keys: dict[str, str] | None = None) -> Manifests:
+def stage_metrics(graph: Graph, cfg: Config, keys: dict[str, str] | None = None) -> Manifests:
     """{stage: (metrics, seconds)} from each stage's manifest at the config's key ({}, None when
     not done); `keys` memoises the keys, so the input files are fingerprinted once."""
     keys = {} if keys is None else keys
     out: Manifests = {}
-    for stage in cache.STAGES:
-        m = cache.read_manifest(cache.stage_dir(cfg, stage, cache.stage_key(cfg, stage, keys)))
+    for stage in graph:
+        m = cache.read_manifest(cache.stage_dir(graph, cfg, stage, graph.stage_key(cfg, stage, keys)))
         out[stage] = (m["metrics"], m["timings"]["seconds"]) if m else ({}, None)
     return out
 
 
-def steps(cfg: Config, manifests: Manifests | None = None) -> list[tuple[str, float | None, str]]:
+def steps(graph: Graph, cfg: Config, manifests: Manifests | None = None) -> list[tuple[str, float | None, str]]:
     """(step, CV, how it was measured) in pipeline order."""
-    ms = stage_metrics(cfg) if manifests is None else manifests
+    ms = stage_metrics(graph, cfg) if manifests is None else manifests
     seg, cls, pseudo, ens, scorer = (ms[s][0] for s in ("segment", "classify", "pseudo", "ensemble", "scorer"))
     nested = scorer.get("nested_cv", {})
     metric = cfg.submit.metric
@@ -108,13 +109,13 @@ def per_class_lines(metric: str, seg: dict, scorer: dict, sub: dict) -> list[str
     return lines
 
 
-def zoo_seconds(cfg: Config) -> dict[str, float | None]:
+def zoo_seconds(graph: Graph, cfg: Config) -> dict[str, float | None]:
     """{stage:model: seconds} of the zoo models (other configs' stages) the blend read."""
     out = {}
     for entry, (sub, stage) in zoo.upstream(cfg).items():
         if stage == zoo.DISTILL:  # the experiment's own stage, in the stage table already
             continue
-        m = cache.read_manifest(cache.stage_dir(sub, stage))
+        m = cache.read_manifest(cache.stage_dir(graph, sub, stage))
         out[entry if stage == zoo.PSEUDO else f"{stage}:{entry}"] = m["timings"]["seconds"] if m else None
     return out
 
@@ -139,12 +140,12 @@ def model_lines(ens: dict, student: dict) -> list[str]:
     return lines if len(lines) > 3 else []
 
 
-def build_report(cfg: Config, save: bool = False) -> str:
+def build_report(graph: Graph, cfg: Config, save: bool = False) -> str:
     """Markdown table of CV per step and time per stage (saved next to the submission)."""
     keys: dict[str, str] = {}
-    ms = stage_metrics(cfg, keys)
+    ms = stage_metrics(graph, cfg, keys)
     lines = [f"## {cfg.experiment.name}: CV ({cfg.submit.metric}) per step", "", "| step | CV | measured as |", "|---|---|---|"]
-    for name, value, how in steps(cfg, ms):
+    for name, value, how in steps(graph, cfg, ms):
         lines.append(f"| {name} | {'-' if value is None else f'{value:.4f}'} | {how} |")
     scorer = ms["scorer"][0]
     lines += per_class_lines(cfg.submit.metric, ms["segment"][0], scorer, ms["submit"][0])
@@ -162,17 +163,17 @@ def build_report(cfg: Config, save: bool = False) -> str:
             lines.append(f"hidden test solution score: {sub['hidden_score']:.4f}")
     lines += ["", "| stage | seconds |", "|---|---|"]
     total = 0.0
-    for name in cache.STAGES:
+    for name in graph:
         sec = ms[name][1]
         total += sec or 0.0
         lines.append(f"| {name} | {'-' if sec is None else f'{sec:.1f}'} |")
-    for name, sec in zoo_seconds(cfg).items():
+    for name, sec in zoo_seconds(graph, cfg).items():
         total += sec or 0.0
         lines.append(f"| {name} | {'-' if sec is None else f'{sec:.1f}'} |")
     lines.append(f"| total | {total:.1f} |")
     text = "\n".join(lines)
     if save:
-        folder = cache.stage_dir(cfg, "submit", cache.stage_key(cfg, "submit", keys))
+        folder = cache.stage_dir(graph, cfg, "submit", graph.stage_key(cfg, "submit", keys))
         if folder.exists():
             fileio.write_text(folder / "report.md", text + "\n")
     return text
