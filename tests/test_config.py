@@ -259,7 +259,7 @@ def test_null_section_is_reported():
 
 def test_missing_key_is_reported(tmp_path):
     path = tmp_path / "nobase.yaml"
-    path.write_text("base: null\nexperiment: {name: x, seed: 1, artifacts: a, device: cpu, threads: 0}\n")
+    path.write_text("base: null\nexperiment: {name: x, seed: 1, artifacts: a, device: cpu, threads: 0, deterministic: false, compile: false, batch_tta: false}\n")
     msg = _error(path)
     assert "missing key 'data'" in msg
 
@@ -409,3 +409,29 @@ def test_cli_status_ok(tmp_path):
     rows = [line.split() for line in proc.stdout.strip().splitlines()]
     assert [r[0] for r in rows][:5] == ["ingest", "ingest_test", "embed", "mosaic", "folds"]
     assert all(r[1] == "missing" for r in rows)
+
+
+def test_defaults_live_in_base_yaml_only():
+    """No section field carries a default of its own: base.yaml is the one place a default is
+    written, so the two cannot drift. The exception: a field of a list item (a loss phase's
+    lr_scale), which base.yaml cannot give to the items of an experiment's own list."""
+    import dataclasses
+    import typing
+
+    from pipeline.config.schema import Config
+
+    found = []
+
+    def walk(cls: type, where: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            path = f"{where}.{f.name}" if where else f.name
+            if not f.metadata.get("internal") and (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING):
+                found.append(path)
+            tp = hints[f.name]
+            for t in (tp, *typing.get_args(tp), *(a for arg in typing.get_args(tp) for a in typing.get_args(arg))):
+                if dataclasses.is_dataclass(t):
+                    walk(t, path)
+
+    walk(Config, "")
+    assert found == ["segment.train.loss.lr_scale"]

@@ -14,7 +14,7 @@ DECODER = [32, 16, 16, 8, 8]
 
 def _cfg(**kw) -> ModelCfg:
     base = dict(arch="Unet", encoder="resnet18", encoder_weights=None, encoder_depth=5, decoder_channels=DECODER)
-    return ModelCfg(**{**base, "decoder_attention": None, "dropout": 0.0, **kw})
+    return ModelCfg(**{**base, "decoder_attention": None, "dropout": 0.0, "head": None, **kw})
 
 
 def test_head_reads_every_decoder_stage_and_keeps_outputs():

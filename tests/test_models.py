@@ -43,6 +43,7 @@ def _model_cfg(**kw) -> ModelCfg:
         "decoder_channels": SMALL_DECODER,
         "decoder_attention": None,
         "dropout": 0.0,
+        "head": None,
     }
     return ModelCfg(**{**base, **kw})
 

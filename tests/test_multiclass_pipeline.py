@@ -340,7 +340,7 @@ def test_subclasses_train_sub_class_channels_and_give_one_map(smoke_cfg, tmp_pat
 
 
 def test_k_class_pseudo_labels_pack_hard_keep_soft_and_train(tmp_path):
-    from pipeline.config.teachers import PseudoCfg
+    from pipeline.config.teachers import PseudoCfg, ScoreSelectCfg
     from pipeline.training.pseudo_labels import label_coverage, select, write_labels
 
     probs = [np.zeros((4, 4, 2)), np.zeros((4, 4, 2))]
@@ -359,7 +359,7 @@ def test_k_class_pseudo_labels_pack_hard_keep_soft_and_train(tmp_path):
     sample = ds[0]
     np.testing.assert_allclose(sample["mask"].numpy(), np.moveaxis(probs[0], -1, 0), atol=0.003)
     assert sample["label"].tolist() == [1.0, 1.0]
-    cfg = PseudoCfg(1, 0.1, 0.9, 0.1, 0.9, 0.9, 0, False, 1, None)
+    cfg = PseudoCfg(1, 0.1, 0.9, 0.1, 0.9, 0.9, 0, False, 1, None, ScoreSelectCfg(False, 0.0))
     assert select(cfg, probs, np.full(2, np.nan)).tolist() == [0]
     # per-class image probabilities: each class of an image must be confident
     assert select(cfg, probs, np.array([[0.95, 0.5], [0.95, 0.05]])).tolist() == []
@@ -381,7 +381,7 @@ def test_mean_teacher_compares_softmax_probabilities(tmp_path):
         "ensemble.models=[segment]",
     )
     mt = MeanTeacher(
-        ArrayStore(tmp_path, "imgs"), Geometry("resize", 32), MeanTeacherCfg(True, 1.0, 0.9, 2, 0.0, False), cfg.segment, seed=3
+        ArrayStore(tmp_path, "imgs"), Geometry("resize", 32), MeanTeacherCfg(True, 1.0, 0.9, 2, 0.0, False, False), cfg.segment, seed=3
     )
     x = torch.randn(2, 3, 4, 4)
     np.testing.assert_allclose(mt.activate(x).sum(1).numpy(), 1.0, rtol=1e-6)  # background + classes

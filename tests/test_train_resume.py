@@ -203,7 +203,7 @@ def test_mean_teacher_batches_resume_identically_in_tile_mode(tmp_path, smoke_cf
 
     rng = np.random.default_rng(0)
     write_store(tmp_path, "imgs", ((f"t{i}", rng.integers(0, 255, (64, 64, 1), dtype=np.uint8)) for i in range(4)))
-    mt_cfg = MeanTeacherCfg(enabled=True, weight=1.0, ema=0.5, batch_size=4, noise=0.1, final_teacher=False)
+    mt_cfg = MeanTeacherCfg(enabled=True, weight=1.0, ema=0.5, batch_size=4, noise=0.1, final_teacher=False, mutual=False)
 
     def make() -> MeanTeacher:
         return MeanTeacher(ArrayStore(tmp_path, "imgs"), Geometry("tile", 32), mt_cfg, smoke_cfg().segment, seed=3)

@@ -38,7 +38,7 @@ _ONE_WIDTH_DECODERS = ("PAN", "DeepLabV3", "DeepLabV3Plus", "UPerNet", "PSPNet",
 class ModelCfg(EncoderCfg):
     arch: str = valid(*fields.SEG_ARCHS)
     decoder_channels: list[int] = valid(min=1)
-    head: str | None = None  # hypercolumn: every decoder stage, L2-normalised, concatenated (Unet)
+    head: str | None  # hypercolumn: every decoder stage, L2-normalised, concatenated (Unet)
 
     def check(self) -> Problems:
         out = super().check()

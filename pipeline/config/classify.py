@@ -38,7 +38,7 @@ class ClassifyCfg:
     patch: PatchCfg
     # bce; weighted_bce: each class's positives weighted by its negatives/positives in the
     # training part (K classes: rare classes count); focal: focal loss, gamma 2
-    loss: str = valid("bce", "weighted_bce", "focal", default="bce")
+    loss: str = valid("bce", "weighted_bce", "focal")
 
     @property
     def seg_head(self) -> bool:

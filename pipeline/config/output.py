@@ -18,9 +18,9 @@ class ScorerCfg:
     gates: list[float] = valid(min=0, max=1, nonempty=True)
     lgbm: dict[str, Any]
     policy: str = valid(*fields.SCORER_POLICIES)  # auto: best under nested CV; none: no post-processing
-    knn: int = valid(min=0, default=0)  # neighbours whose predictions are features (pipeline/neighbours/knn.py); 0 = off
-    difficulty: bool = False  # policy `difficulty`: a grid candidate per easy / medium / hard group
-    edges: bool = False  # neighbour-edge features from the mosaic stage's neighbours (pipeline/neighbours/edges.py)
+    knn: int = valid(min=0)  # neighbours whose predictions are features (pipeline/neighbours/knn.py); 0 = off
+    difficulty: bool  # policy `difficulty`: a grid candidate per easy / medium / hard group
+    edges: bool  # neighbour-edge features from the mosaic stage's neighbours (pipeline/neighbours/edges.py)
 
     def check(self) -> Problems:
         # policy none scores the plain masks: the candidate (0.5, 0, 0) must be in the grid.
@@ -40,7 +40,7 @@ class EnsembleCfg:
     # K exclusive classes: classes = the blended class maps as they are; foreground = each
     # defect's foreground (1 - background) given to the one class that wins inside it
     # (pipeline/postprocessing/readout.py).
-    readout: str = valid("classes", "foreground", default="classes")
+    readout: str = valid("classes", "foreground")
 
 
 @dataclass

@@ -26,9 +26,9 @@ class ExperimentCfg:
     artifacts: str
     device: str = valid("auto", "cpu", "cuda")
     threads: int = valid(min=0)  # torch CPU threads; 0 keeps torch's default
-    deterministic: bool = False  # cuDNN deterministic algorithms on GPUs (slower); not hashed
-    compile: bool = False  # torch.compile the segmentation models for OOF and test inference; not hashed
-    batch_tta: bool = False  # the TTA views of a batch in one forward pass (OOF and test inference); not hashed
+    deterministic: bool  # cuDNN deterministic algorithms on GPUs (slower); not hashed
+    compile: bool  # torch.compile the segmentation models for OOF and test inference; not hashed
+    batch_tta: bool  # the TTA views of a batch in one forward pass (OOF and test inference); not hashed
 
     def check(self) -> Problems:
         ok = self.name.strip(".") and all(c.isascii() and (c.isalnum() or c in "._-") for c in self.name)
@@ -50,7 +50,7 @@ class DataCfg:
     max_pixels: int  # refuse an image whose header declares more pixels, before decoding it
     solution_masks: str | None  # hidden test masks (a folder, or a long-format CSV for K classes), only to score a demo
     classes: list[str] = valid(distinct=True)  # K > 1 class names (empty: one binary class)
-    exclusive: bool = False  # the classes exclude each other (label images; segment.target multiclass)
+    exclusive: bool  # the classes exclude each other (label images; segment.target multiclass)
 
     @property
     def n_classes(self) -> int:
@@ -87,8 +87,8 @@ class FoldsCfg:
     group_column: str | None
     mosaic: MosaicCfg
     seed: int
-    clusters: bool = False  # group by the embed stage's clusters (joined with the mosaic groups when both are on)
-    stratify: str = valid("coverage", "classes", default="coverage")  # classes: by each image's class combination
+    clusters: bool  # group by the embed stage's clusters (joined with the mosaic groups when both are on)
+    stratify: str = valid("coverage", "classes")  # classes: by each image's class combination
 
     def check(self) -> Problems:
         if self.group_column and (self.mosaic.enabled or self.clusters):

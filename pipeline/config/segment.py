@@ -3,7 +3,7 @@ sub-classes, balance, the hard round, mosaic context, more models)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import fields
@@ -35,8 +35,8 @@ class SubclassesCfg:
 class BalanceCfg:
     """Sampling weights from the embed stage (pipeline/neighbours/balance.py), each an exponent (0 = off)."""
 
-    clusters: float = valid(min=0, max=2, default=0.0)  # cluster size ** -clusters: 1 draws every cluster equally often
-    test_likeness: float = valid(min=0, max=2, default=0.0)  # test-likeness odds ** test_likeness: 1 = the density ratio
+    clusters: float = valid(min=0, max=2)  # cluster size ** -clusters: 1 draws every cluster equally often
+    test_likeness: float = valid(min=0, max=2)  # test-likeness odds ** test_likeness: 1 = the density ratio
 
     @property
     def on(self) -> bool:
@@ -47,18 +47,18 @@ class BalanceCfg:
 class HardCfg:
     """A second training round that draws hard training images more often (pipeline/training/hard.py)."""
 
-    enabled: bool = False
-    epochs: int = valid(min=1, default=2)
-    strength: float = valid(min=0, default=2.0)  # weight x (1 + strength x (1 - in-sample score))
+    enabled: bool
+    epochs: int = valid(min=1)
+    strength: float = valid(min=0)  # weight x (1 + strength x (1 - in-sample score))
 
 
 @dataclass
 class ContextCfg:
     """Mosaic context (pipeline/neighbours/mosaic_context.py): tiles grown by their touching neighbours' pixels."""
 
-    enabled: bool = False
-    margin: int = valid(min=1, default=13)  # px added on every side (neighbours' pixels where known, else reflection)
-    ratio: float = valid(above=0, max=1, default=0.8)  # the pair search's ratio test (as folds.mosaic.margin)
+    enabled: bool
+    margin: int = valid(min=1)  # px added on every side (neighbours' pixels where known, else reflection)
+    ratio: float = valid(above=0, max=1)  # the pair search's ratio test (as folds.mosaic.margin)
 
 
 @dataclass
@@ -69,13 +69,13 @@ class SegmentCfg:
     aux: AuxCfg
     # binary: one sigmoid; multilabel: one sigmoid per class of data.classes (classes may
     # overlap); multiclass: softmax over background + the classes (exclusive classes)
-    target: str = valid(*fields.TARGETS, default="binary")
-    subclasses: SubclassesCfg | None = None  # binary target only
-    balance: BalanceCfg = field(default_factory=BalanceCfg)
-    hard: HardCfg = field(default_factory=HardCfg)
-    context: ContextCfg = field(default_factory=ContextCfg)
+    target: str = valid(*fields.TARGETS)
+    subclasses: SubclassesCfg | None  # binary target only
+    balance: BalanceCfg
+    hard: HardCfg
+    context: ContextCfg
     # More models: {name: the segment keys where it differs}; see pipeline/config/zoo.py.
-    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]]
 
     @property
     def softmax(self) -> bool:

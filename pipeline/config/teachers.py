@@ -3,7 +3,7 @@ mean teacher) and the distilled student."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pipeline.config.fields import Problems, valid
 
@@ -16,7 +16,7 @@ class MeanTeacherCfg:
     batch_size: int  # unlabeled test images per step
     noise: float = valid(min=0)  # std of the Gaussian noise added to the student's (normalised) input
     final_teacher: bool  # the teacher, not the student, becomes the fold's model
-    mutual: bool = False  # mutual mean teaching: a peer student, each learning the other's teacher
+    mutual: bool  # mutual mean teaching: a peer student, each learning the other's teacher
 
     def check(self) -> Problems:
         if not 0 < self.ema < 1:
@@ -30,8 +30,8 @@ class MeanTeacherCfg:
 class ScoreSelectCfg:
     """Pseudo-labels chosen by a predicted per-image score (pipeline/training/pseudo_select.py)."""
 
-    enabled: bool = False
-    min_score: float = valid(min=0, max=1, default=0.0)  # keep test images predicted at least this
+    enabled: bool
+    min_score: float = valid(min=0, max=1)  # keep test images predicted at least this
 
 
 @dataclass
@@ -46,7 +46,7 @@ class PseudoCfg:
     soft: bool
     epochs: int = valid(min=1)
     mean_teacher: MeanTeacherCfg
-    score_select: ScoreSelectCfg = field(default_factory=ScoreSelectCfg)
+    score_select: ScoreSelectCfg
 
 
 @dataclass
