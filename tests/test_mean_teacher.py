@@ -37,7 +37,9 @@ def _store(tmp_path, n=6, size=40):
 
 
 def _teacher(tmp_path, cfg, **kw):
-    mt = MeanTeacherCfg(**{"enabled": True, "weight": 1.0, "ema": 0.5, "batch_size": 4, "noise": 0.1, "final_teacher": False, "mutual": False, **kw})
+    mt = MeanTeacherCfg(
+        **{"enabled": True, "weight": 1.0, "ema": 0.5, "batch_size": 4, "noise": 0.1, "final_teacher": False, "mutual": False, **kw}
+    )
     return MeanTeacher(_store(tmp_path), Geometry("resize", 32), mt, cfg.segment, seed=3)
 
 

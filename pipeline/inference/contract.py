@@ -57,6 +57,11 @@ class FittedModel:
             "image_head": self.cfg.classify.seg_head,
         }
 
+    def only(self, folds: list[int]) -> FittedModel:
+        """The same model with the weight files of `folds` alone (fold<k>/model.pt)."""
+        keep = [p for p in self.folds if int(p.parent.name.removeprefix("fold")) in set(folds)]
+        return dataclasses.replace(self, folds=tuple(keep))
+
     def network(self, channels: int) -> Callable[[], nn.Module]:
         """Builds its network without pretrained weights (a fold file holds every weight)."""
         return seg_network(self.cfg, channels)

@@ -21,6 +21,7 @@ from pipeline.data.tables import fold_model_paths
 from pipeline.engine.cache import Context
 from pipeline.evaluation.oof import paired, score_probs
 from pipeline.inference.blend import blend, nested_blend
+from pipeline.inference.contract import FittedModel, fitted_models
 from pipeline.inference.ensemble_io import common_ids, model_folders
 from pipeline.training import distill
 from pipeline.training.pseudo_labels import Reindexed
@@ -92,7 +93,7 @@ def run(ctx: Context) -> dict:
     names = zoo.teachers(cfg)
     folders = model_folders(names, ctx.upstream)
     student = zoo.model_cfg(cfg, cfg.distill.student)
-    teachers = distill.Teachers({n: zoo.entry_cfg(cfg, n) for n in names}, folders, student)
+    teachers = distill.Teachers(fitted_models(cfg, folders), student)
     oof = TeacherOOF.read(folders, data)
     weights = oof.fold_weights(data, cfg.ensemble.fit_weights)
     ctx.dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ def _against_teachers(ctx: Context, teachers: distill.Teachers, oof: TeacherOOF,
     return {
         "oof_tgs": round(float(student.mean()), 4),
         "oof_dice": round(float(scores["dice"].mean()), 4),
-        "teachers": list(teachers.folders),
+        "teachers": list(teachers.models),
         "teachers_oof_tgs": round(float(teacher_scores.mean()), 4),
         "student_minus_teachers": {"mean": round(mean, 4), "se": round(se, 4)},
     }
@@ -138,6 +139,7 @@ def _against_teachers(ctx: Context, teachers: distill.Teachers, oof: TeacherOOF,
 def _speeds(ctx: Context, teachers: distill.Teachers, test_images: ArrayStore, folds: list[int]) -> dict:
     """Test inference in img/s: the student's fold models against the teachers' of the same folds."""
     adabn = ctx.cfg.ensemble.adabn
-    own = distill.images_per_second({"student": teachers.student}, {"student": fold_model_paths(ctx.dir, folds)}, test_images, adabn)
-    blend_speed = distill.images_per_second(teachers.cfgs, teachers.all_paths(folds), test_images, adabn)
+    student = FittedModel("student", teachers.student, tuple(fold_model_paths(ctx.dir, folds)), ctx.dir)
+    own = distill.images_per_second([student], test_images, adabn)
+    blend_speed = distill.images_per_second(teachers.of_folds(folds), test_images, adabn)
     return {"student_img_per_s": round(own, 1), "teachers_img_per_s": round(blend_speed, 1), "speedup": round(own / blend_speed, 2)}

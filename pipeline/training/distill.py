@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from pipeline.config.schema import Config
 from pipeline.config.teachers import DistillCfg
 from pipeline.core.store import quantise
-from pipeline.data.tables import fold_model_paths
+from pipeline.inference.contract import FittedModel
 from pipeline.inference.fold_models import seg_test_maps
 
 EPS = 1e-4
@@ -43,36 +42,36 @@ def target(prob: np.ndarray, hard: np.ndarray | None, cfg: DistillCfg) -> np.nda
 
 
 class Teachers:
-    """Fold k's teachers: each blended model's fold-k model, predicted by its own config; and
-    the config of the student they teach."""
+    """Fold k's teachers: each blended model (a FittedModel: its config and fold weight files),
+    predicted by its own config; and the config of the student they teach."""
 
-    def __init__(self, cfgs: Mapping[str, Config], folders: Mapping[str, Path], student: Config) -> None:
-        self.cfgs, self.folders, self.student = cfgs, folders, student
+    def __init__(self, models: Mapping[str, FittedModel], student: Config) -> None:
+        self.models, self.student = models, student
 
     def maps(self, k: int, weights: Sequence[float], images, adabn: bool) -> list[np.ndarray]:
         """The weighted blend of fold k's teachers' probability maps of `images` (with each
         model's TTA, at each image's size)."""
         out: list[np.ndarray] | None = None
-        for (name, folder), w in zip(self.folders.items(), weights, strict=True):
-            paths = fold_model_paths(folder, [k])
+        for (name, model), w in zip(self.models.items(), weights, strict=True):
+            paths = list(model.only([k]).folds)
             if not paths:
-                raise FileNotFoundError(f"distill: {name} has no fold{k} model under {folder}")
-            masks = seg_test_maps(self.cfgs[name], paths, images, adabn).masks
+                raise FileNotFoundError(f"distill: {name} has no fold{k} model under {model.oof}")
+            masks = seg_test_maps(model.cfg, paths, images, adabn).masks
             out = [w * m for m in masks] if out is None else [o + w * m for o, m in zip(out, masks, strict=True)]
         return out
 
-    def all_paths(self, folds: list[int]) -> dict[str, list[Path]]:
-        """Each teacher's models of `folds` (a submission of the blend runs them all)."""
-        return {name: fold_model_paths(folder, folds) for name, folder in self.folders.items()}
+    def of_folds(self, folds: list[int]) -> list[FittedModel]:
+        """Each teacher with its models of `folds` (a submission of the blend runs them all)."""
+        return [model.only(folds) for model in self.models.values()]
 
 
-def images_per_second(cfgs: Mapping[str, Config], paths: Mapping[str, list[Path]], images, adabn: bool) -> float:
-    """Test inference speed of every fold model of every model in `paths` (as a submission
+def images_per_second(models: Sequence[FittedModel], images, adabn: bool) -> float:
+    """Test inference speed of every fold model of every model in `models` (as a submission
     runs them: each model's TTA and input size), in images per second."""
     warm = [images[i] for i in range(min(8, len(images)))]
-    for name, model_paths in paths.items():  # untimed: first reads, allocator and kernel warm-up
-        seg_test_maps(cfgs[name], model_paths[:1], warm, adabn)
+    for model in models:  # untimed: first reads, allocator and kernel warm-up
+        seg_test_maps(model.cfg, list(model.folds[:1]), warm, adabn)
     start = time.perf_counter()
-    for name, model_paths in paths.items():
-        seg_test_maps(cfgs[name], model_paths, images, adabn)
+    for model in models:
+        seg_test_maps(model.cfg, list(model.folds), images, adabn)
     return len(images) / (time.perf_counter() - start)
