@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _lgbm(n: int) -> None:
+    """The scorer's regressor (its defaults, LIGHTGBM_THREADS threads) fitted n times."""
     import lightgbm as lgb
     import numpy as np
 
@@ -35,7 +36,7 @@ def _lgbm(n: int) -> None:
     x = rng.normal(size=(20000, 30))
     y = x[:, 0] + 0.5 * x[:, 1] ** 2 + rng.normal(scale=0.1, size=len(x))
     for seed in range(n):
-        params = {"n_estimators": 100, "num_leaves": 31, "random_state": seed, "n_jobs": 2, "verbose": -1}
+        params = {"n_estimators": 100, "num_leaves": 31, "random_state": seed, "n_jobs": int(os.environ.get("LIGHTGBM_THREADS", "2")), "verbose": -1}
         lgb.LGBMRegressor(deterministic=True, force_col_wise=True, **params).fit(x, y)
 
 
@@ -64,9 +65,11 @@ def child(workload: str, n: int, policy: str) -> None:
 
 
 def _env(policy: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "PIPELINE_OMP_DEFAULTS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "PIPELINE_OMP_DEFAULTS")}
     if policy in ("active", "passive"):
         env["OMP_WAIT_POLICY"] = policy.upper()
+    if policy.startswith("spin"):  # libgomp: spin this many times, then sleep
+        env["GOMP_SPINCOUNT"] = policy.removeprefix("spin")
     if policy != "pipeline":
         env["PIPELINE_OMP_DEFAULTS"] = "0"  # as before issue 36: the pipeline sets no policy
     env["PYTHONPATH"] = str(ROOT)
@@ -95,9 +98,10 @@ def measure(policy: str, jobs: dict[str, int]) -> dict[str, tuple[float, float]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policies", default="default,pipeline", help="comma list of default, active, passive, pipeline")
+    parser.add_argument("--policies", default="default,pipeline", help="comma list of default, active, passive, spinN (GOMP_SPINCOUNT=N), pipeline")
     parser.add_argument("--lgbm-fits", type=int, default=12)
     parser.add_argument("--train-steps", type=int, default=12)
+    parser.add_argument("--lgbm-threads", type=int, default=2, help="n_jobs of the LightGBM fits")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -105,6 +109,7 @@ def main() -> None:
         child(args.child, args.n, args.policies)
         return
     jobs = {"lgbm": args.lgbm_fits, "train": args.train_steps}
+    os.environ["LIGHTGBM_THREADS"] = str(args.lgbm_threads)
     print(f"cores: {os.cpu_count()}; jobs: {jobs}")
     print(f"{'policy':<9} {'workload':<6} {'alone s':>8} {'side by side s':>15} {'slowdown':>9}")
     for policy in args.policies.split(","):

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from pipeline.core import progress
 from pipeline.core.fileio import read_csv
 from pipeline.data.imagehead import DEFAULT_MAX_PIXELS, integrity_problem, size_problem
 
@@ -209,7 +210,7 @@ def decode_all(
     loader: Callable[[Path], Loaded],
 ) -> dict[str, Loaded]:
     """Decode every path on ``pool``; report failures, return the successes."""
-    results = dict(zip(paths, pool.map(loader, paths.values()), strict=True))
+    results = dict(zip(paths, progress.bar(pool.map(loader, paths.values()), "decode", len(paths)), strict=True))
     for item_id, loaded in results.items():
         if loaded.problem:
             report.add(paths[item_id], loaded.problem)

@@ -18,7 +18,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from pipeline.config.blocks import FitCfg
-from pipeline.core import runtime
+from pipeline.core import progress, runtime
 from pipeline.core.store import ArrayStore, quantise, write_store
 from pipeline.data.geometry import Geometry, to_tensor
 from pipeline.neighbours.mosaic_context import crop, margin_of
@@ -220,6 +220,10 @@ def predict(model: nn.Module, images: ArrayStore, indices: np.ndarray, spec: Inf
     """Yield (store index, outputs at the image's original size) for each index. In tile mode a
     forward pass holds the tiles of whole images, at least `tile_batch` of them (default: one
     image's tiles on CPU, `batch_size` on a GPU)."""
+    yield from progress.bar(_predict(model, images, indices, spec), "predict", len(indices))
+
+
+def _predict(model: nn.Module, images: ArrayStore, indices: np.ndarray, spec: InferSpec) -> Iterator[tuple[int, dict]]:
     model.eval()
     model.to(spec.device)
     if spec.tcfg.channels_last:

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from pipeline.core import progress
 from pipeline.data import classrows
 
 AREA_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -58,7 +59,10 @@ def feature_table(
     k = max(len(classes), 1)
     image_of = classrows.repeat(ids, k)
     prob_rows, dist_rows = classrows.flat(probs), None if dists is None else classrows.flat(dists)
-    rows = [image_features(p, None if dist_rows is None else dist_rows[r], images.get(image_of[r])) for r, p in enumerate(prob_rows)]
+    rows = [
+        image_features(p, None if dist_rows is None else dist_rows[r], images.get(image_of[r]))
+        for r, p in progress.bar(enumerate(prob_rows), "map features", len(prob_rows), unit="row")
+    ]
     table = pd.DataFrame(rows, index=pd.Index(classrows.keys(ids, classes), name="id"))
     if k > 1:
         table["class"] = classrows.class_of_row(len(ids), k)

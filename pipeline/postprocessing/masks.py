@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pipeline.core import progress
 from pipeline.evaluation.metrics import pixel_counts, scores_from_counts
 
 
@@ -40,7 +41,7 @@ def candidate_scores(
     truth_bool = [t > 0 for t in truths]
     cls = np.nan_to_num(np.asarray(cls_probs, dtype=float), nan=1.0)
     cands, cols = [], []
-    for t in thresholds:
+    for t in progress.bar(thresholds, "candidates", unit="threshold"):
         inter, ta, pa = pixel_counts(truth_bool, [p > t for p in probs])
         for a in min_areas:
             for g in gates:

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pipeline.config.embed import EmbedCfg, EmbedModelCfg
+from pipeline.core import progress
 from pipeline.core.store import ArrayStore
 from pipeline.data.datasets import build_augment, coverage_bin
 from pipeline.data.geometry import Geometry, to_tensor
@@ -165,7 +166,7 @@ def extract(model: EmbedNet, images: Images, size: int, device: torch.device, ba
     mirror's, L2-normalised."""
     model.eval().to(device)
     geometry, out = Geometry("resize", size), []
-    for start in range(0, len(images), batch):
+    for start in progress.bar(range(0, len(images), batch), "embed", unit="batch"):
         x = torch.stack([to_tensor(geometry.forward(images.get(i))) for i in range(start, min(start + batch, len(images)))]).to(device)
         out.append(F.normalize(model.embed(x) + model.embed(x.flip(-1)), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
@@ -178,7 +179,7 @@ def extract_patches(model: EmbedNet, images: Images, size: int, device: torch.de
     small to survive the whole image's resize."""
     model.eval().to(device)
     embs, rows = [], []
-    for i in range(len(images)):
+    for i in progress.bar(range(len(images)), "embed patches"):
         img = images.get(i)
         h, w = img.shape[:2]
         if h <= size and w <= size:

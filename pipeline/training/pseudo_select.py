@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config.schema import Config
+from pipeline.core import progress
 from pipeline.evaluation.oof import score_probs
 from pipeline.inference.fold_models import TestMaps
 from pipeline.postprocessing.features import image_features
@@ -35,7 +36,8 @@ def map_table(maps: TestMaps, images: Sequence[np.ndarray], cls_probs: np.ndarra
     """One feature row per map: the scorer's map statistics and the empty-mask probability
     (NaN without a classifier; LightGBM treats it as missing)."""
     dists = maps.dists if maps.dists is not None else [None] * len(maps.masks)
-    rows = [image_features(p, d, images[i]) for i, (p, d) in enumerate(zip(maps.masks, dists, strict=True))]
+    pairs = progress.bar(enumerate(zip(maps.masks, dists, strict=True)), "pseudo features", len(maps.masks))
+    rows = [image_features(p, d, images[i]) for i, (p, d) in pairs]
     table = pd.DataFrame(rows)
     cls = np.full(len(rows), np.nan) if cls_probs is None else np.asarray(cls_probs, dtype=float).reshape(len(rows))
     table["cls_prob"] = cls
