@@ -36,7 +36,13 @@ def _lgbm(n: int) -> None:
     x = rng.normal(size=(20000, 30))
     y = x[:, 0] + 0.5 * x[:, 1] ** 2 + rng.normal(scale=0.1, size=len(x))
     for seed in range(n):
-        params = {"n_estimators": 100, "num_leaves": 31, "random_state": seed, "n_jobs": int(os.environ.get("LIGHTGBM_THREADS", "2")), "verbose": -1}
+        params = {
+            "n_estimators": 100,
+            "num_leaves": 31,
+            "random_state": seed,
+            "n_jobs": int(os.environ.get("LIGHTGBM_THREADS", "2")),
+            "verbose": -1,
+        }
         lgb.LGBMRegressor(deterministic=True, force_col_wise=True, **params).fit(x, y)
 
 
@@ -98,7 +104,9 @@ def measure(policy: str, jobs: dict[str, int]) -> dict[str, tuple[float, float]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policies", default="default,pipeline", help="comma list of default, active, passive, spinN (GOMP_SPINCOUNT=N), pipeline")
+    parser.add_argument(
+        "--policies", default="default,pipeline", help="comma list of default, active, passive, spinN (GOMP_SPINCOUNT=N), pipeline"
+    )
     parser.add_argument("--lgbm-fits", type=int, default=12)
     parser.add_argument("--train-steps", type=int, default=12)
     parser.add_argument("--lgbm-threads", type=int, default=2, help="n_jobs of the LightGBM fits")
