@@ -41,9 +41,9 @@ def _parser(graph: Graph) -> argparse.ArgumentParser:
         prog="python -m pipeline",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Staged, cached segmentation pipeline.",
-        epilog=f"stages (in run order):\n{stage_lines}\n\nother commands:\n  all          run every stage in order\n  status       list each stage as done, partial, stale or missing\n  report       print the per-step CV table\n  demo-data    generate the synthetic demo dataset\n  score        score a submission CSV against a folder of masks\n  bundle       write the offline inference bundle (--out DIR)\n  plan         choose models, folds and TTA views for a time budget (--budget 2h)",
+        epilog=f"stages (in run order):\n{stage_lines}\n\nother commands:\n  all          run every stage in order\n  status       list each stage as done, partial, stale or missing\n  report       print the per-step CV table\n  demo-data    generate the synthetic demo dataset\n  score        score a submission CSV against a folder of masks\n  bundle       write the offline inference bundle (--out DIR)\n  plan         choose models, folds and TTA views for a time budget (--budget 2h)\n  seeds        run the config with --n seeds: each step's CV mean and sd (the report marks gains within it)",
     )
-    p.add_argument("command", help="a stage name or one of: all, status, report, demo-data, score, bundle, plan")
+    p.add_argument("command", help="a stage name or one of: all, status, report, demo-data, score, bundle, plan, seeds")
     p.add_argument("target", nargs="?", help="score: the submission CSV")
     p.add_argument(
         "--config",
@@ -97,6 +97,8 @@ def _command_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-test", type=int, default=None, help="plan: test images to plan for (default: the local test folder's)")
     p.add_argument("--wheels", action="store_true", help="bundle: download the requirements' wheels into the bundle")
     p.add_argument("--seed", type=int, default=None, help="demo-data: seed")
+    p.add_argument("--n", type=int, default=3, help="seeds: how many seeds (experiment.seed, +1, ...)")
+    p.add_argument("--through", default="submit", metavar="STAGE", help="seeds: run the stages up to this one (default submit)")
 
 
 def _folds(args: argparse.Namespace) -> list[int] | None:
@@ -223,17 +225,20 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{name:<12} {state:<8} {key}")
         return 0
     if args.command == "report":
+        from pipeline.engine import seeds
         from pipeline.engine.report import build_report
 
-        print(build_report(args.graph, cfg))
+        print(build_report(args.graph, cfg, noise=seeds.noise_marks(args.graph, cfg)))
         return 0
     if args.command == "bundle":
         return _bundle(cfg, args)
     if args.command == "plan":
         return _plan(cfg, args)
+    if args.command == "seeds":
+        return _seeds(cfg, args)
     if args.command not in (*args.graph.stages, "all"):
         raise UserError(
-            f"unknown command {args.command!r}; valid: {', '.join([*args.graph.stages, 'all', 'status', 'report', 'demo-data', 'score', 'bundle', 'plan'])}"
+            f"unknown command {args.command!r}; valid: {', '.join([*args.graph.stages, 'all', 'status', 'report', 'demo-data', 'score', 'bundle', 'plan', 'seeds'])}"
         )
     return _run_stages(cfg, args, folds)
 
@@ -258,6 +263,20 @@ def _plan(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    """`seeds --n N [--through STAGE]`: the config under N seeds, each step's CV mean and sd."""
+    from pipeline import preflight
+    from pipeline.engine import seeds
+
+    preflight.check(cfg, "all")
+    distributed.setup(cfg.experiment.device)
+    table = seeds.run(args.graph, cfg, args.n, args.through)
+    if distributed.is_main():
+        print(seeds.format_table(table))
+        print(f"written: {seeds.table_path(args.graph, cfg, args.through)}")
+    return 0
+
+
 def _run_stages(cfg: config_mod.Config, args: argparse.Namespace, folds: list[int] | None) -> int:
     """A stage, or `all` of them and the report: the commands that train and predict."""
     from pipeline import preflight
@@ -270,9 +289,10 @@ def _run_stages(cfg: config_mod.Config, args: argparse.Namespace, folds: list[in
             _run_stage(args.graph, cfg, name, force=False, keys=keys)
         if not distributed.is_main():
             return 0
+        from pipeline.engine import seeds
         from pipeline.engine.report import build_report
 
-        print(build_report(args.graph, cfg, save=True))
+        print(build_report(args.graph, cfg, save=True, noise=seeds.noise_marks(args.graph, cfg)))
         return 0
     _run_stage(args.graph, cfg, args.command, args.force, folds=folds)
     return 0

@@ -40,6 +40,9 @@ FAST = ["experiment.threads=1", "scorer.lgbm.num_threads=1"]
 # instead of about 1 s on a busy machine). Before any test module imports either; an
 # OMP_NUM_THREADS set outside wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No MLflow store for every test's artifacts (a new SQLite store takes seconds of schema
+# migrations): tests/test_tracking.py switches tracking back on where it tests it.
+os.environ["PIPELINE_TRACKING"] = "0"
 
 
 def data_overrides(root: Path) -> list[str]:

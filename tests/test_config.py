@@ -260,7 +260,7 @@ def test_null_section_is_reported():
 def test_missing_key_is_reported(tmp_path):
     path = tmp_path / "nobase.yaml"
     path.write_text(
-        "base: null\nexperiment: {name: x, seed: 1, artifacts: a, device: cpu, threads: 0, deterministic: false, compile: false, batch_tta: false}\n"
+        "base: null\nexperiment: {name: x, seed: 1, artifacts: a, device: cpu, threads: 0, deterministic: false, compile: false, batch_tta: false, tracking: false, tracking_uri: ''}\n"
     )
     msg = _error(path)
     assert "missing key 'data'" in msg

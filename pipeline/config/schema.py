@@ -29,6 +29,8 @@ class ExperimentCfg:
     deterministic: bool  # cuDNN deterministic algorithms on GPUs (slower); not hashed
     compile: bool  # torch.compile the segmentation models for OOF and test inference; not hashed
     batch_tta: bool  # the TTA views of a batch in one forward pass (OOF and test inference); not hashed
+    tracking: bool  # log each stage run to MLflow (pipeline/engine/tracking.py); not hashed
+    tracking_uri: str  # the MLflow store; "" = sqlite:///<artifacts>/mlflow.db; not hashed
 
     def check(self) -> Problems:
         ok = self.name.strip(".") and all(c.isascii() and (c.isalnum() or c in "._-") for c in self.name)

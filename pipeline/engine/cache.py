@@ -26,7 +26,7 @@ from pipeline.config import loader as config_mod
 from pipeline.config.schema import Config
 from pipeline.core import distributed, fileio, locks, paths
 from pipeline.core.errors import UserError
-from pipeline.engine import manifest, previous
+from pipeline.engine import manifest, previous, tracking
 from pipeline.engine.graph import Graph, Stage, model_memo
 
 logger = logging.getLogger(__name__)
@@ -187,11 +187,13 @@ def _run(ctx: Context, stage: Stage) -> None:
         metrics = stage.fn(ctx) or {}
         folder.mkdir(parents=True, exist_ok=True)
         fileio.write_text(folder / "config.yaml", config_mod.dump(ctx.cfg))
-        manifest.write(ctx, ctx.material, time.perf_counter() - start, metrics)
+        seconds = time.perf_counter() - start
+        manifest.write(ctx, ctx.material, seconds, metrics)
     except BaseException:  # SIGTERM and SIGHUP arrive as SystemExit (see __main__)
         previous.put_back(folder)
         raise
     shutil.rmtree(backup, ignore_errors=True)  # only now: the new result is complete
+    tracking.log_stage(ctx.cfg, ctx.stage, ctx.key, folder, metrics, seconds)
 
 
 def load_upstream(graph: Graph, cfg: Config, name: str) -> Path:

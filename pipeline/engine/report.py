@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.config import zoo
 from pipeline.config.schema import Config
 from pipeline.core import fileio
-from pipeline.engine import cache
+from pipeline.engine import cache, tracking
 from pipeline.engine.graph import Graph
 
 Manifests = dict[str, tuple[dict, float | None]]
@@ -140,13 +140,17 @@ def model_lines(ens: dict, student: dict) -> list[str]:
     return lines if len(lines) > 3 else []
 
 
-def build_report(graph: Graph, cfg: Config, save: bool = False) -> str:
-    """Markdown table of CV per step and time per stage (saved next to the submission)."""
+def build_report(graph: Graph, cfg: Config, save: bool = False, noise: dict[str, float] | None = None) -> str:
+    """Markdown table of CV per step and time per stage (saved next to the submission). `noise`:
+    {step: sd over seeds of its gain} for the steps whose gain here is smaller than that
+    (pipeline.engine.seeds.noise_marks), marked in the table."""
+    noise = noise or {}
     keys: dict[str, str] = {}
     ms = stage_metrics(graph, cfg, keys)
     lines = [f"## {cfg.experiment.name}: CV ({cfg.submit.metric}) per step", "", "| step | CV | measured as |", "|---|---|---|"]
     for name, value, how in steps(graph, cfg, ms):
-        lines.append(f"| {name} | {'-' if value is None else f'{value:.4f}'} | {how} |")
+        mark = f"; gain within seed noise (paired sd {noise[name]:.4f} over seeds)" if name in noise else ""
+        lines.append(f"| {name} | {'-' if value is None else f'{value:.4f}'} | {how}{mark} |")
     scorer = ms["scorer"][0]
     lines += per_class_lines(cfg.submit.metric, ms["segment"][0], scorer, ms["submit"][0])
     lines += model_lines(ms["ensemble"][0], ms["distill"][0])
@@ -176,4 +180,5 @@ def build_report(graph: Graph, cfg: Config, save: bool = False) -> str:
         folder = cache.stage_dir(graph, cfg, "submit", graph.stage_key(cfg, "submit", keys))
         if folder.exists():
             fileio.write_text(folder / "report.md", text + "\n")
+        tracking.log_report(cfg, steps(graph, cfg, ms), folder / "report.md")
     return text

@@ -256,6 +256,8 @@ GRAPH = Graph(
             "experiment.compile",  # torch.compile of inference: speed only
             "experiment.batch_tta",  # TTA views in one forward pass: speed only
             "data.max_pixels",  # a guard against decompression bombs, read before decoding
+            "experiment.tracking",  # logs a finished stage's results elsewhere: changes nothing it computes
+            "experiment.tracking_uri",  # where they are logged
         }
     ),
 )
