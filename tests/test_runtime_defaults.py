@@ -54,3 +54,20 @@ def test_progress_bar_is_silent_off_rank_0(monkeypatch):
     monkeypatch.setattr(progress.distributed, "is_main", lambda: False)
     assert list(progress.bar(range(3), "predict")) == [0, 1, 2]
     assert sys.stderr.getvalue() == ""
+
+
+def test_bf16_auto_follows_the_instruction_set_onednn_may_use(monkeypatch):
+    from pipeline.core import runtime
+
+    if "avx512_bf16" not in Path("/proc/cpuinfo").read_text():
+        pytest.skip("this CPU has no native bf16")
+    runtime.cpu_has_bf16.cache_clear()
+    try:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # as on an AVX2-only CPU: fp32, not emulated bf16
+        assert not runtime.cpu_has_bf16()
+        runtime.cpu_has_bf16.cache_clear()
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+        assert runtime.cpu_has_bf16()
+        assert runtime.cpu_info()["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE_BF16" and runtime.cpu_info()["isa"] in ("avx512_bf16", "amx_bf16")
+    finally:
+        runtime.cpu_has_bf16.cache_clear()

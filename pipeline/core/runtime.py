@@ -36,7 +36,28 @@ def cpu_has_bf16() -> bool:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    if not ("avx512_bf16" in flags or "amx_bf16" in flags):
+        return False
+    # oneDNN held below its bf16 kernels (ONEDNN_MAX_CPU_ISA=AVX2, to measure what most users'
+    # CPUs do) emulates bf16, as an AVX2-only CPU does: 1.4 img/s against 12.7 in fp32 for the
+    # tgs_salt model's training step there (issue 36).
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "DEFAULT").upper()
+    return cap in ("DEFAULT", "ALL") or any(tag in cap for tag in ("BF16", "FP16", "AMX", "AVX10"))
+
+
+def cpu_info() -> dict:
+    """The CPU a run used, for manifests: model, cores, its widest vector instruction set, and
+    any cap set on oneDNN and MKL (ONEDNN_MAX_CPU_ISA=AVX2 measures an AVX2-only machine here)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
+    order = ("amx_bf16", "avx512_bf16", "avx512f", "avx2", "avx", "sse4_2")
+    isa = next((f for f in order if f in flags), "unknown")
+    caps = {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if k in os.environ}
+    return {"model": model, "cores": os.cpu_count(), "isa": isa, "torch_threads": torch.get_num_threads(), **caps}
 
 
 def autocast(device: torch.device, tcfg: FitCfg) -> contextlib.AbstractContextManager:

@@ -9,7 +9,7 @@ import platform
 import time
 from typing import TYPE_CHECKING
 
-from pipeline.core import distributed, fileio
+from pipeline.core import distributed, fileio, runtime
 
 if TYPE_CHECKING:
     from pipeline.engine.cache import Context
@@ -54,6 +54,7 @@ def write(ctx: Context, material: dict, seconds: float, metrics: dict) -> None:
         "upstream_keys": material["upstream"],
         "versions": package_versions(),
         "host": platform.node(),
+        "cpu": runtime.cpu_info(),  # instruction set and any AVX2 cap: timings differ by 5x between them
         "processes": distributed.world(),  # torchrun's world size (in no key)
         "timings": {
             "seconds": round(seconds, 2),
