@@ -76,3 +76,19 @@ def test_an_unavailable_store_costs_one_warning_not_the_run(tmp_path, monkeypatc
     assert ran and cache.read_manifest(folder)["metrics"]["oof_tgs"] == 0.71
     warnings = [r for r in caplog.records if "experiment tracking off" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_the_cv_table_of_all_is_a_run_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_TRACKING", "1")
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    cfg = _cfg(tmp_path, f"experiment.tracking_uri={uri}")
+    (tmp_path / "report.md").write_text("| step | CV |\n")
+    steps = [
+        ("raw segmentation @0.5", 0.85, "OOF"),
+        ("+ pseudo-labels", None, "off"),
+        ("= final (the submission's policy)", 0.86, "nested"),
+    ]
+    assert tracking.log_report(cfg, steps, tmp_path / "report.md")
+    run = _runs(uri, cfg.experiment.name).iloc[0]
+    assert run["tags.mlflow.runName"] == "report" and run["metrics.cv/final the submissions policy"] == 0.86
+    assert run["metrics.cv/raw segmentation 0.5"] == 0.85 and "metrics.cv/pseudo-labels" not in run

@@ -135,7 +135,8 @@ def log_report(cfg: Config, steps: list[tuple[str, float | None, str]], report: 
     """Log the per-step CV table of an `all` run (one metric per step) and its report.md."""
     if not enabled(cfg):
         return None
-    numbers = {_name(f"cv/{name}"): float(value) for name, value, _ in steps if value is not None}
+    # "+ classifier gating" -> "cv/classifier gating", "= final (the submission's policy)" -> "cv/final the submissions policy"
+    numbers = {"cv/" + re.sub(r"[^\w\-. ]", "", name.lstrip("+= ")).strip(): float(value) for name, value, _ in steps if value is not None}
     files = [report] if report is not None and report.exists() else []
     tags = {"stage": "report", "config": cfg.source}
     return _safely(store_uri(cfg), lambda: _log_run(cfg, "report", tags, numbers, [], files))
