@@ -277,6 +277,7 @@ def test_k_classes_end_to_end(mc_data, tmp_path, monkeypatch, target):
     _bundle_reproduces(cfg, mc_data, tmp_path, tmp_path / m["submit"]["file"])
     if target == "separate":
         _plan_k_classes(cfg, mc_data, tmp_path)
+        _export_k_classes(cfg, mc_data, tmp_path, tmp_path / m["submit"]["file"])
     if target == "pseudo":
         labels = ArrayStore(cache.load_upstream(GRAPH, cfg, "pseudo") / "round1" / "fold0", "pseudo_masks")
         assert len(labels) == 12 and labels[0].shape[-1] == 3  # every test image, a soft plane per class
@@ -298,6 +299,27 @@ def _bundle_reproduces(cfg, data, tmp_path, submission) -> None:
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "b.csv").read_bytes() == submission.read_bytes()
+
+
+def _export_k_classes(cfg, data, tmp_path, submission) -> None:
+    """A K-class bundle with TorchScript fold models (and a separate K-output classifier):
+    predict.py writes the same (image, class) rows, most of them identical (a traced graph
+    computes in another order, so a few pixels at the threshold may flip)."""
+    import subprocess
+    import sys
+
+    from pipeline import api
+
+    out = tmp_path / "bundle_ts"
+    manifest = api.bundle(cfg, out, export="torchscript")
+    assert manifest["export"]["kind"] == "torchscript" and any(f.endswith(".ts") for f in manifest["files"])
+    cmd = [sys.executable, "-I", str(out / "predict.py"), "--images", str(data / "test" / "images"), "--out", str(tmp_path / "ts.csv")]
+    cmd += ["--sample-submission", str(data / "sample_submission.csv")]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got, want = (pd.read_csv(p, keep_default_na=False) for p in (tmp_path / "ts.csv", submission))
+    assert got.iloc[:, 0].tolist() == want.iloc[:, 0].tolist()
+    assert (got.iloc[:, 1] == want.iloc[:, 1]).mean() >= 0.9
 
 
 def _plan_k_classes(cfg, data, tmp_path) -> None:
