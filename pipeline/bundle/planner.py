@@ -27,7 +27,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.runtime import pick_device
 from pipeline.core.store import ArrayStore, dequantise, quantise
 from pipeline.data.classrows import flat, repeat, truth_planes
-from pipeline.data.tables import load_folds
+from pipeline.data.tables import fold_of, load_folds
 from pipeline.evaluation.oof import paired
 from pipeline.inference.blend import blend, nested_blend
 from pipeline.inference.contract import FittedModel
@@ -81,7 +81,7 @@ def _oof_views(fitted: FittedModel, images, pos: np.ndarray, fold: np.ndarray, d
     predicted by fold k's model alone."""
     out: dict[str, list[np.ndarray | None]] = {v: [None] * len(pos) for v in VIEWS}
     for path in fitted.folds:
-        k = int(path.parent.name.removeprefix("fold"))
+        k = fold_of(path)
         rows = np.flatnonzero(fold == k)
         model = _model(fitted, path, images[0].shape[2])
         for view in VIEWS:

@@ -44,7 +44,12 @@ def folds_to_run(cfg_folds: list[int], folds: pd.DataFrame) -> list[int]:
     return list(cfg_folds) or sorted(folds["fold"].unique().tolist())
 
 
+def fold_of(model_path: Path) -> int:
+    """k of a fold model file `.../fold<k>/model.pt`."""
+    return int(model_path.parent.name.removeprefix("fold"))
+
+
 def fold_model_paths(folder: Path, folds: list[int] | None = None) -> list[Path]:
     """`fold<k>/model.pt` of a model folder, in fold order: all, or those of `folds`."""
     paths = sorted(folder.glob("fold*/model.pt"))
-    return paths if folds is None else [p for p in paths if int(p.parent.name.removeprefix("fold")) in set(folds)]
+    return paths if folds is None else [p for p in paths if fold_of(p) in set(folds)]

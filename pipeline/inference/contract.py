@@ -20,7 +20,7 @@ from torch import nn
 from pipeline.config import typed, zoo
 from pipeline.config.schema import Config
 from pipeline.config.segment import ContextCfg, SegmentCfg
-from pipeline.data.tables import fold_model_paths
+from pipeline.data.tables import fold_model_paths, fold_of
 from pipeline.inference.fold_models import seg_infer_spec, seg_network
 from pipeline.inference.predict import InferSpec
 
@@ -59,7 +59,7 @@ class FittedModel:
 
     def only(self, folds: list[int]) -> FittedModel:
         """The same model with the weight files of `folds` alone (fold<k>/model.pt)."""
-        keep = [p for p in self.folds if int(p.parent.name.removeprefix("fold")) in set(folds)]
+        keep = [p for p in self.folds if fold_of(p) in set(folds)]
         return dataclasses.replace(self, folds=tuple(keep))
 
     def network(self, channels: int) -> Callable[[], nn.Module]:
