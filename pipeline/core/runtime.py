@@ -30,13 +30,21 @@ def pick_device(cfg: ExperimentCfg) -> torch.device:
 
 
 @functools.cache
+def _cpu() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and feature flags, read once from /proc/cpuinfo (none elsewhere)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown", frozenset()
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+    return model, frozenset(flags)
+
+
+@functools.cache
 def cpu_has_bf16() -> bool:
     """Native bf16 matmul support (AVX512-BF16 or AMX); without it bf16 autocast is slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    if not ("avx512_bf16" in flags or "amx_bf16" in flags):
+    if not _cpu()[1] & {"avx512_bf16", "amx_bf16"}:
         return False
     # oneDNN held below its bf16 kernels (ONEDNN_MAX_CPU_ISA=AVX2, to measure what most users'
     # CPUs do) emulates bf16, as an AVX2-only CPU does: 1.4 img/s against 12.7 in fp32 for the
@@ -48,12 +56,7 @@ def cpu_has_bf16() -> bool:
 def cpu_info() -> dict:
     """The CPU a run used, for manifests: model, cores, its widest vector instruction set, and
     any cap set on oneDNN and MKL (ONEDNN_MAX_CPU_ISA=AVX2 measures an AVX2-only machine here)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
+    model, flags = _cpu()
     order = ("amx_bf16", "avx512_bf16", "avx512f", "avx2", "avx", "sse4_2")
     isa = next((f for f in order if f in flags), "unknown")
     caps = {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if k in os.environ}
