@@ -225,10 +225,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{name:<12} {state:<8} {key}")
         return 0
     if args.command == "report":
-        from pipeline.engine import seeds
         from pipeline.engine.report import build_report
 
-        print(build_report(args.graph, cfg, noise=seeds.noise_marks(args.graph, cfg)))
+        print(build_report(args.graph, cfg))
         return 0
     if args.command == "bundle":
         return _bundle(cfg, args)
@@ -267,13 +266,14 @@ def _seeds(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     """`seeds --n N [--through STAGE]`: the config under N seeds, each step's CV mean and sd."""
     from pipeline import preflight
     from pipeline.engine import seeds
+    from pipeline.engine.report import seed_table_path
 
     preflight.check(cfg, "all")
     distributed.setup(cfg.experiment.device)
     table = seeds.run(args.graph, cfg, args.n, args.through)
     if distributed.is_main():
         print(seeds.format_table(table))
-        print(f"written: {seeds.table_path(args.graph, cfg, args.through)}")
+        print(f"written: {seed_table_path(args.graph, cfg, args.through)}")
     return 0
 
 
@@ -289,10 +289,9 @@ def _run_stages(cfg: config_mod.Config, args: argparse.Namespace, folds: list[in
             _run_stage(args.graph, cfg, name, force=False, keys=keys)
         if not distributed.is_main():
             return 0
-        from pipeline.engine import seeds
         from pipeline.engine.report import build_report
 
-        print(build_report(args.graph, cfg, save=True, noise=seeds.noise_marks(args.graph, cfg)))
+        print(build_report(args.graph, cfg, save=True))
         return 0
     _run_stage(args.graph, cfg, args.command, args.force, folds=folds)
     return 0

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline.config import zoo
 from pipeline.config.schema import Config
-from pipeline.core import fileio
+from pipeline.core import fileio, paths
 from pipeline.engine import cache, tracking
 from pipeline.engine.graph import Graph
 
 Manifests = dict[str, tuple[dict, float | None]]
+Steps = list[tuple[str, float | None, str]]  # (step, CV, how it was measured)
 
 
 def stage_metrics(graph: Graph, cfg: Config, keys: dict[str, str] | None = None) -> Manifests:
@@ -22,7 +25,7 @@ def stage_metrics(graph: Graph, cfg: Config, keys: dict[str, str] | None = None)
     return out
 
 
-def steps(graph: Graph, cfg: Config, manifests: Manifests | None = None) -> list[tuple[str, float | None, str]]:
+def steps(graph: Graph, cfg: Config, manifests: Manifests | None = None) -> Steps:
     """(step, CV, how it was measured) in pipeline order."""
     ms = stage_metrics(graph, cfg) if manifests is None else manifests
     seg, cls, pseudo, ens, scorer = (ms[s][0] for s in ("segment", "classify", "pseudo", "ensemble", "scorer"))
@@ -140,15 +143,40 @@ def model_lines(ens: dict, student: dict) -> list[str]:
     return lines if len(lines) > 3 else []
 
 
-def build_report(graph: Graph, cfg: Config, save: bool = False, noise: dict[str, float] | None = None) -> str:
-    """Markdown table of CV per step and time per stage (saved next to the submission). `noise`:
-    {step: sd over seeds of its gain} for the steps whose gain here is smaller than that
-    (pipeline.engine.seeds.noise_marks), marked in the table."""
-    noise = noise or {}
+def seed_table_path(graph: Graph, cfg: Config, through: str = "submit", keys: dict[str, str] | None = None) -> Path:
+    """Where `seeds` writes this config's seed-noise table (pipeline/engine/seeds.py): named by
+    the key of its last stage at the config's own seed."""
+    key = graph.stage_key(cfg, through, keys)
+    return paths.experiment_dir(cfg.experiment.artifacts, cfg.experiment.name) / f"seeds-{key}.json"
+
+
+def noise_marks(graph: Graph, cfg: Config, rows: Steps | None = None, keys: dict[str, str] | None = None) -> dict[str, float]:
+    """{step: the sd over seeds of its gain} from the seed table of this config (through
+    submit), for the steps whose gain here (`rows`: this run's steps) is smaller than that sd;
+    {} without a table."""
+    found = fileio.read_json(seed_table_path(graph, cfg, keys=keys))
+    if not isinstance(found, dict):
+        return {}
+    here = {step: value for step, value, _ in (steps(graph, cfg) if rows is None else rows)}
+    marks, previous = {}, None
+    for row in found.get("steps", []):
+        step = row["step"]
+        if previous is not None and "gain_sd" in row and here.get(step) is not None and here.get(previous) is not None:
+            if abs(here[step] - here[previous]) < row["gain_sd"]:
+                marks[step] = row["gain_sd"]
+        previous = step
+    return marks
+
+
+def build_report(graph: Graph, cfg: Config, save: bool = False) -> str:
+    """Markdown table of CV per step and time per stage (saved next to the submission); a step
+    whose gain is within the seed noise of a `seeds` table of this config is marked."""
     keys: dict[str, str] = {}
     ms = stage_metrics(graph, cfg, keys)
+    rows = steps(graph, cfg, ms)
+    noise = noise_marks(graph, cfg, rows, keys)
     lines = [f"## {cfg.experiment.name}: CV ({cfg.submit.metric}) per step", "", "| step | CV | measured as |", "|---|---|---|"]
-    for name, value, how in steps(graph, cfg, ms):
+    for name, value, how in rows:
         mark = f"; gain within seed noise (paired sd {noise[name]:.4f} over seeds)" if name in noise else ""
         lines.append(f"| {name} | {'-' if value is None else f'{value:.4f}'} | {how}{mark} |")
     scorer = ms["scorer"][0]
@@ -180,5 +208,5 @@ def build_report(graph: Graph, cfg: Config, save: bool = False, noise: dict[str,
         folder = cache.stage_dir(graph, cfg, "submit", graph.stage_key(cfg, "submit", keys))
         if folder.exists():
             fileio.write_text(folder / "report.md", text + "\n")
-        tracking.log_report(cfg, steps(graph, cfg, ms), folder / "report.md")
+        tracking.log_report(cfg, rows, folder / "report.md")
     return text

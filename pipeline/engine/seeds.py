@@ -4,19 +4,18 @@ deviation over the seeds, so that a gain smaller than the seed-to-seed spread is
 Seed s is `experiment.seed` + s (s = 0 is the config's own run, reused from cache when done).
 Every stage key hashes the seed, so each other seed is a run of its own, with its own folders,
 and a rerun of the command reads them all from cache. The table is written as
-`<artifacts>/<experiment>/seeds-<key>.json` (key: the last stage's key at the config's own seed),
-where the CV report (pipeline/engine/report.py) finds it and marks each step whose gain over the
-step before it is smaller than the spread of that gain over the seeds."""
+`<artifacts>/<experiment>/seeds-<key>.json` (key: the last stage's key at the config's own seed;
+`report.seed_table_path`), where the CV report finds it and marks each step whose gain over the
+step before it is smaller than the spread of that gain over the seeds (`report.noise_marks`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import statistics
-from pathlib import Path
 
 from pipeline.config.schema import Config
-from pipeline.core import fileio, paths
+from pipeline.core import fileio
 from pipeline.core.errors import UserError
 from pipeline.engine import cache, report
 from pipeline.engine.graph import Graph
@@ -24,11 +23,6 @@ from pipeline.engine.graph import Graph
 
 def with_seed(cfg: Config, seed: int) -> Config:
     return dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, seed=seed))
-
-
-def table_path(graph: Graph, cfg: Config, through: str) -> Path:
-    key = graph.stage_key(cfg, through)
-    return paths.experiment_dir(cfg.experiment.artifacts, cfg.experiment.name) / f"seeds-{key}.json"
 
 
 def _stages_through(graph: Graph, through: str) -> list[str]:
@@ -51,7 +45,7 @@ def run(graph: Graph, cfg: Config, n: int, through: str = "submit") -> dict:
             cache.run_stage(graph, seeded, name, keys=keys)
         per_seed.append(dict((step, value) for step, value, _ in report.steps(graph, seeded)))
     table = {"seeds": seeds, "through": through, "steps": _rows(per_seed)}
-    fileio.write_text(table_path(graph, cfg, through), json.dumps(table, indent=1) + "\n")
+    fileio.write_text(report.seed_table_path(graph, cfg, through), json.dumps(table, indent=1) + "\n")
     return table
 
 
@@ -81,20 +75,3 @@ def format_table(table: dict) -> str:
         values = " | ".join(f"{v:.4f}" for v in row["values"])
         lines.append(f"| {row['step']} | {values} | {row['mean']:.4f} | {row['sd']:.4f} | {gain} |")
     return "\n".join(lines)
-
-
-def noise_marks(graph: Graph, cfg: Config) -> dict[str, float]:
-    """{step: the sd over seeds of its gain} from the seed table of this config (through
-    submit), for the steps whose gain at this seed is smaller than that sd; {} without a table."""
-    found = fileio.read_json(table_path(graph, cfg, "submit"))
-    if not isinstance(found, dict):
-        return {}
-    here = {step: value for step, value, _ in report.steps(graph, cfg)}
-    marks, previous = {}, None
-    for row in found.get("steps", []):
-        step = row["step"]
-        if previous is not None and "gain_sd" in row and here.get(step) is not None and here.get(previous) is not None:
-            if abs(here[step] - here[previous]) < row["gain_sd"]:
-                marks[step] = row["gain_sd"]
-        previous = step
-    return marks
