@@ -10,6 +10,8 @@ python -m pipeline score SUBMISSION.csv --masks DIR [--metric tgs|dice]
 python -m pipeline score SUBMISSION.csv --solution SOLUTION.csv --images DIR --classes a,b,c [--metric dice]
 python -m pipeline bundle --config FILE --out DIR [--export torchscript|onnx] [--wheels]
 python -m pipeline plan --config FILE --budget 2h [--device cpu|cuda] [--bundle DIR] [--n-test N]
+python -m pipeline init --train-images DIR (--train-masks DIR | --train-rle CSV) [--test-images DIR] [--metadata CSV]
+    [--classes a,b] --budget 90m --out configs/NAME.yaml   fingerprint a dataset, write a config sized to the budget
 
 Exit codes: 2 bad input, 3 a stage folder locked by another process, 128+N stopped by signal N.
 """
@@ -41,7 +43,7 @@ def _parser(graph: Graph) -> argparse.ArgumentParser:
         prog="python -m pipeline",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Staged, cached segmentation pipeline.",
-        epilog=f"stages (in run order):\n{stage_lines}\n\nother commands:\n  all          run every stage in order\n  status       list each stage as done, partial, stale or missing\n  report       print the per-step CV table\n  demo-data    generate the synthetic demo dataset\n  score        score a submission CSV against a folder of masks\n  bundle       write the offline inference bundle (--out DIR)\n  plan         choose models, folds and TTA views for a time budget (--budget 2h)\n  seeds        run the config with --n seeds: each step's CV mean and sd (the report marks gains within it)",
+        epilog=f"stages (in run order):\n{stage_lines}\n\nother commands:\n  all          run every stage in order\n  status       list each stage as done, partial, stale or missing\n  report       print the per-step CV table\n  demo-data    generate the synthetic demo dataset\n  score        score a submission CSV against a folder of masks\n  bundle       write the offline inference bundle (--out DIR)\n  plan         choose models, folds and TTA views for a time budget (--budget 2h)\n  init         fingerprint a new dataset, write a config sized to a time budget (init --help)\n  seeds        run the config with --n seeds: each step's CV mean and sd (the report marks gains within it)",
     )
     p.add_argument("command", help="a stage name or one of: all, status, report, demo-data, score, bundle, plan, seeds")
     p.add_argument("target", nargs="?", help="score: the submission CSV")
@@ -160,13 +162,23 @@ def format_plans(plans, pick, top: int = 25) -> str:
 
 def main(argv: list[str] | None = None, graph: Graph = GRAPH) -> int:
     """The command line over `graph` (the pipeline's stage table; a test may add stages)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["init"]:  # its own options: python -m pipeline init --help
+        from pipeline.init import cli as init_cli
+
+        return _guarded(init_cli.main, argv[1:])
     args = _parser(graph).parse_args(argv)
     args.graph = graph
+    return _guarded(_dispatch, args)
+
+
+def _guarded(fn, arg) -> int:
+    """Run a command with the exit codes of the module docstring."""
     logs.setup()
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     try:
-        return _dispatch(args)
+        return fn(arg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "neighbours postprocessing",
         "inference submission",
         "training",
-        "bundle",
+        "bundle init",
         "stages",
         "api __main__ explore preflight",  # the entry points: the CLI, the Python API, the notebook helpers
     )

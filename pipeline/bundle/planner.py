@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pandas as pd
 import torch
 
 from pipeline.config.schema import Config
+from pipeline.core.durations import parse_duration
 from pipeline.core.errors import UserError
 from pipeline.core.runtime import pick_device
 from pipeline.core.store import ArrayStore, dequantise, quantise
@@ -42,13 +42,7 @@ TIMING_SAMPLE = 64
 
 def parse_budget(text: str) -> float:
     """Seconds from '2h', '90m', '45s', '1h30m' or a plain number of seconds."""
-    s = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", s):
-        return float(s)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", s)
-    if not parts or "".join(a + b for a, b in parts) != s:
-        raise UserError(f"plan --budget: {text!r} is not a duration such as 2h, 90m, 1h30m or 3600")
-    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
+    return parse_duration(text, "plan --budget")
 
 
 @dataclasses.dataclass

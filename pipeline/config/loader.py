@@ -72,14 +72,25 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
     raw = load_raw(path)
     for text in overrides:
         raw = merge(raw, parse_override(text))
+    cfg = _checked(raw, path.stem)
+    cfg.source = str(path)
+    return cfg
+
+
+def load_dict(data: dict, name: str) -> Config:
+    """An experiment given as a mapping (what an experiment file holds), merged onto
+    configs/base.yaml and validated as `load` validates a file."""
+    return _checked(merge(load_raw(paths.BASE_CONFIG), data), name)
+
+
+def _checked(raw: dict, name: str) -> Config:
     exp = raw.setdefault("experiment", {})
     if isinstance(exp, dict) and not exp.get("name"):
-        exp["name"] = path.stem
+        exp["name"] = name
     cfg = _build(Config, raw, "")
     problems = validate.problems(cfg)
     if problems:
         raise ConfigError("\n".join(problems))
-    cfg.source = str(path)
     return cfg
 
 

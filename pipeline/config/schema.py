@@ -48,6 +48,7 @@ class DataCfg:
     sample_submission: str | None
     metadata: list[str]
     mask_threshold: int = valid(min=0)
+    mask_invert: bool  # one binary class: foreground is where the mask is <= mask_threshold
     channels: str | int  # auto | 1 | 3
     max_pixels: int  # refuse an image whose header declares more pixels, before decoding it
     solution_masks: str | None  # hidden test masks (a folder, or a long-format CSV for K classes), only to score a demo
@@ -71,6 +72,9 @@ class DataCfg:
             )
         if (self.train_masks is None) == (self.train_rle_csv is None):
             out.append(("", "set exactly one of train_masks and train_rle_csv"))
+        if self.mask_invert and len(self.classes) > 1:
+            # K classes come as label images or class rows: there is no one foreground to invert
+            out.append(("mask_invert", "applies to one binary class; K classes are read as given"))
         if str(self.channels) not in ("auto", "1", "3"):
             out.append(("", f"channels must be 'auto', '1' or '3', got {self.channels!r}"))
         return out

@@ -39,7 +39,9 @@ from pipeline.data.sources import IngestError, Sources
 
 
 @dataclass
-class _Scan:
+class Scan:
+    """A dataset decoded and checked: train images and masks, test images, metadata."""
+
     problems: list[str]
     images: dict[str, np.ndarray] = field(default_factory=dict)
     masks: dict[str, np.ndarray] = field(default_factory=dict)
@@ -102,9 +104,9 @@ def _submission_order(report: Report, src: Sources, test: dict[str, Path]) -> li
     return [i for i in order if i in test]
 
 
-def _scan(src: Sources) -> _Scan:
+def _scan(src: Sources) -> Scan:
     report = Report(src.paths())
-    scan = _Scan(report.problems)
+    scan = Scan(report.problems)
     if src.channels not in ("auto", 1, 3):
         report.add("channels", f"must be 'auto', 1 or 3, got {src.channels!r}")
     if src.train_images is None and src.test_images is None:
@@ -144,10 +146,17 @@ def _masks(
     elif classes is not None:
         return _class_masks(report, pool, src, classes, train, images)
     elif src.train_masks is not None:
-        return pair_masks(report, pool, train, images, src.train_masks, src.mask_threshold, src.max_pixels)
+        return _inverted(src, pair_masks(report, pool, train, images, src.train_masks, src.mask_threshold, src.max_pixels))
     else:
-        return _rle_masks(report, src, train, images)
+        return _inverted(src, _rle_masks(report, src, train, images))
     return {}
+
+
+def _inverted(src: Sources, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # A mask whose foreground is drawn as 0 (EM membranes): the task's foreground is the rest.
+    if not src.mask_invert:
+        return masks
+    return {i: (m == 0).astype(m.dtype) for i, m in masks.items()}
 
 
 def _class_masks(report: Report, pool: Executor, src: Sources, classes: Classes, train: dict, images: dict) -> dict[str, np.ndarray]:
@@ -164,7 +173,7 @@ def _class_masks(report: Report, pool: Executor, src: Sources, classes: Classes,
 
 # One slot: validate() then ingest() on unchanged files reuses the decoded
 # arrays. Only clean scans are kept; a failed one leads to edited files anyway.
-_last: tuple[tuple, _Scan] | None = None
+_last: tuple[tuple, Scan] | None = None
 
 
 def _fingerprint(src: Sources) -> tuple:
@@ -186,7 +195,15 @@ def validate(src: Sources) -> list[str]:
     return list(scan.problems)
 
 
-def _take_scan(src: Sources) -> _Scan:
+def scan_dataset(src: Sources) -> Scan:
+    """Every file decoded and checked, nothing written; IngestError (one line per problem) if any."""
+    scan = _scan(src)
+    if scan.problems:
+        raise IngestError(scan.problems)
+    return scan
+
+
+def _take_scan(src: Sources) -> Scan:
     global _last
     cached, _last = _last, None
     if cached is not None and cached[0] == _fingerprint(src):
@@ -232,7 +249,7 @@ def _table(ids: list[str], arrays: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame({"id": ids, "height": shapes[:, 0], "width": shapes[:, 1]})
 
 
-def _write_train(scan: _Scan, out: Path, channels: int, classes: Classes | None) -> dict:
+def _write_train(scan: Scan, out: Path, channels: int, classes: Classes | None) -> dict:
     ids = sorted(scan.images)
     write_store(out, "images", ((i, with_channels(scan.images[i], channels)) for i in ids))
     write_store(out, "masks", ((i, scan.masks[i]) for i in ids))
@@ -261,7 +278,7 @@ def _coverage_stats(coverage: pd.Series) -> dict:
     }
 
 
-def _write_test(scan: _Scan, out: Path, channels: int) -> dict:
+def _write_test(scan: Scan, out: Path, channels: int) -> dict:
     ids = scan.test_order
     write_store(out, "test_images", ((i, with_channels(scan.tests[i], channels)) for i in ids))
     table = _table(ids, scan.tests)

@@ -32,6 +32,7 @@ class Sources:
     sample_submission: Path | None = None
     metadata_csv: list[Path] = field(default_factory=list)
     mask_threshold: int = 0
+    mask_invert: bool = False  # one binary class: foreground = mask pixel <= threshold (membrane drawn as 0)
     channels: Literal["auto", 1, 3] = "auto"
     id_column: str = "id"
     rle_column: str = "rle_mask"

@@ -228,6 +228,7 @@ GRAPH = Graph(
         "segment.train.progressive": None,
         "data.classes": None,
         "data.exclusive": None,
+        "data.mask_invert": None,
         "segment.subclasses": None,
         "folds.clusters": None,
         "segment.balance": None,

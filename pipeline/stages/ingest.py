@@ -32,6 +32,7 @@ def train_sources(d: DataCfg) -> Sources:
         train_rle_csv=paths.resolve(d.train_rle_csv),
         metadata_csv=[paths.resolve(m) for m in d.metadata],
         mask_threshold=d.mask_threshold,
+        mask_invert=d.mask_invert,
         channels=d.channels,
         max_pixels=d.max_pixels,
         id_column=d.id_column,

@@ -19,6 +19,7 @@ TRAIN_DATA = (
     "data.rle_column",
     "data.metadata",
     "data.mask_threshold",
+    "data.mask_invert",
     "data.channels",
     "data.classes",
     "data.exclusive",

@@ -45,7 +45,7 @@ def run(ctx: Context) -> dict:
     }
     solution = paths.resolve(cfg.data.solution_masks)
     if solution is not None and solution.is_dir() and ens.k == 1:
-        metrics["hidden_score"], _ = score_submission(target, solution, cfg.submit.metric)
+        metrics["hidden_score"], _ = score_submission(target, solution, cfg.submit.metric, cfg.data.mask_invert)
         metrics["hidden_score"] = round(metrics["hidden_score"], 4)
     elif solution is not None and ens.k > 1:  # a long-format hidden solution
         if not solution.is_file():

@@ -45,13 +45,14 @@ def check_submission(df: pd.DataFrame, expected_ids: list[str], shapes: dict[str
     return problems
 
 
-def score_submission(csv: str | Path, masks_dir: str | Path, metric: str = "tgs") -> tuple[float, int]:
-    """Validate a submission against a folder of truth masks and return (mean metric, n)."""
-    scores = submission_scores(csv, masks_dir, metric)
+def score_submission(csv: str | Path, masks_dir: str | Path, metric: str = "tgs", invert: bool = False) -> tuple[float, int]:
+    """Validate a submission against a folder of truth masks and return (mean metric, n);
+    `invert`: the masks draw the foreground as 0 (data.mask_invert)."""
+    scores = submission_scores(csv, masks_dir, metric, invert)
     return float(scores.mean()), len(scores)
 
 
-def submission_scores(csv: str | Path, masks_dir: str | Path, metric: str = "tgs") -> pd.Series:
+def submission_scores(csv: str | Path, masks_dir: str | Path, metric: str = "tgs", invert: bool = False) -> pd.Series:
     """Each image's metric (by id) of a submission validated against a folder of truth masks."""
     sub = read_submission(csv)
     folder = Path(masks_dir)
@@ -70,7 +71,7 @@ def submission_scores(csv: str | Path, masks_dir: str | Path, metric: str = "tgs
     if problems:
         raise UserError(format_problems(problems))
     preds = [rle_decode(rle, shapes[i]).astype(bool) for i, rle in zip(sub["id"], sub["rle"], strict=True)]
-    scores = scores_from_counts(*pixel_counts([truths[i] > 0 for i in sub["id"]], preds), metric)
+    scores = scores_from_counts(*pixel_counts([(truths[i] > 0) != invert for i in sub["id"]], preds), metric)
     return pd.Series(scores, index=pd.Index(sub["id"], name="id"), name=metric)
 
 

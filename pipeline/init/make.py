@@ -1,0 +1,151 @@
+"""`python -m pipeline init`: read a dataset through the ingest contract, fingerprint it, plan
+from rules, size the plan with a timed probe, write the config and its fingerprint.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import loader
+from pipeline.core import paths
+from pipeline.core.durations import parse_duration
+from pipeline.core.errors import UserError
+from pipeline.core.fileio import write_text
+from pipeline.data.ingest import scan_dataset
+from pipeline.data.sources import Sources
+from pipeline.init import budget, rules
+from pipeline.init.fingerprint import duplicate_groups, fingerprint
+from pipeline.init.probe import run_probe
+from pipeline.init.writer import nested, refuse_existing, render, write_config
+
+log = logging.getLogger(__name__)
+GROUP_COLUMN = "duplicate_group"
+
+
+@dataclass
+class InitArgs:
+    train_images: str
+    out: str
+    budget: str
+    train_masks: str | None = None
+    train_rle: str | None = None
+    test_images: str | None = None
+    metadata: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    metric: str | None = None
+
+
+def _config_path(p: str | None) -> str | None:
+    """A path as the config holds it: relative to the repository root (where configs resolve
+    from), whatever the directory init ran in."""
+    if p is None:
+        return None
+    return os.path.relpath(os.path.abspath(p), paths.REPO_ROOT)
+
+
+def _sources(a: InitArgs, invert: bool = False) -> Sources:
+    if (a.train_masks is None) == (a.train_rle is None):
+        raise UserError("init: give --train-masks DIR or --train-rle CSV (one of them)")
+    return Sources(
+        train_images=paths.resolve(_config_path(a.train_images)),
+        train_masks=paths.resolve(_config_path(a.train_masks)),
+        train_rle_csv=paths.resolve(_config_path(a.train_rle)),
+        test_images=paths.resolve(_config_path(a.test_images)),
+        metadata_csv=[paths.resolve(_config_path(m)) for m in a.metadata],
+        classes=tuple(a.classes),
+        # Exclusivity is measured, not assumed: the scan accepts overlaps, the fingerprint counts them.
+        exclusive=False if a.train_rle or not a.classes else True,
+        mask_invert=invert,
+    )
+
+
+def _groups_csv(out: Path, groups: list[list[str]], ids: list[str]) -> Path:
+    """Derived metadata: each image's duplicate group (its own id when it has no duplicate)."""
+    of = {i: g[0] for g in groups for i in g}
+    path = paths.REPO_ROOT / "data" / out.stem / "duplicate_groups.csv"
+    refuse_existing(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"id": ids, GROUP_COLUMN: [f"g_{of.get(i, i)}" for i in ids]}).to_csv(path, index=False)
+    return path
+
+
+def _data_section(a: InitArgs, fp: dict, invert: bool, groups_csv: Path | None) -> dict:
+    data = {
+        "train_images": _config_path(a.train_images),
+        "train_masks": _config_path(a.train_masks),
+        "train_rle_csv": _config_path(a.train_rle),
+        # No test folder: the train images stand in (a dry run that validates; point it at the real one).
+        "test_images": _config_path(a.test_images or a.train_images),
+        "sample_submission": None,
+        "solution_masks": None,
+        "metadata": [_config_path(m) for m in a.metadata] + ([_config_path(str(groups_csv))] if groups_csv else []),
+    }
+    if a.train_rle and a.classes:
+        data |= {"id_column": "ImageId", "rle_column": "EncodedPixels"}
+    if invert:
+        data["mask_invert"] = True
+    return data
+
+
+def _header(a: InitArgs, fp: dict, probe: dict, s: budget.Sizing, invert: bool) -> list[str]:
+    t = fp["train"]
+    lines = [
+        f"Written by `python -m pipeline init` for {a.train_images} (budget {a.budget}); its fingerprint is beside it.",
+        f"Dataset: {t['count']} train images ({t['height']['q50']:.0f} x {t['width']['q50']:.0f} px median, {t['distinct_sizes']} distinct sizes), "
+        f"{fp['test']['count']} test, {fp['channels']} channel(s), K = {fp['k']}, {fp['empty_share']:.0%} empty masks, "
+        f"{fp['duplicates']['images']} images in duplicate groups.",
+        f"Probe on {probe['cpu'].get('model', '?')} ({probe['cpu'].get('isa', '?')}, {probe['cpu'].get('cores', '?')} cores, {probe['device']}): "
+        f"segmentation {1 / probe['seg_train']:.1f} inputs/s training, {1 / probe['seg_infer']:.1f} inference"
+        + (f"; classifier {1 / probe['cls_train']:.1f} / {1 / probe['cls_infer']:.1f}" if probe["cls_train"] else "")
+        + ".",
+        f"Estimated stage times: {', '.join(f'{k} {v:.0f} s' for k, v in s.estimate.items())}.",
+    ]
+    if invert:
+        lines.append(
+            "The masks' foreground covered most of most images: read inverted (data.mask_invert), the 0 pixels are the foreground."
+        )
+    if not s.fits:
+        lines.append("WARNING: the budget is smaller than the smallest plan; this one will run over it.")
+    return lines
+
+
+def init(a: InitArgs) -> dict:
+    """Fingerprint, plan, probe, write; returns {config, fingerprint, plan}. Writes nothing when
+    the dataset fails the ingest contract or an output exists."""
+    out = Path(a.out)
+    fp_path = out.with_name(out.stem + ".fingerprint.json")
+    refuse_existing(out, fp_path)
+    seconds = budget_seconds(a.budget)
+    scan = scan_dataset(_sources(a))
+    fp = fingerprint(scan, tuple(a.classes), [])
+    invert = rules.orientation(fp)
+    if invert:  # the fingerprint of the foreground the pipeline will train on
+        scan = scan_dataset(_sources(a, invert=True))
+    groups = duplicate_groups({**scan.images, **scan.tests})
+    fp = fingerprint(scan, tuple(a.classes), groups) | {"inverted": invert}
+    groups_csv = _groups_csv(out, groups, [*scan.images, *scan.tests]) if groups else None
+    plan = rules.make_plan(fp, a.metric, GROUP_COLUMN if groups else None)
+    plan.set("experiment.name", out.stem, "the config's name: its artifacts folder")
+    data = _data_section(a, fp, invert, groups_csv)
+    cfg = loader.load_dict(nested(plan, data), out.stem)
+    probe = run_probe(cfg, fp["channels"])
+    sizing = budget.size(fp, plan, probe, seconds)
+    budget.apply(plan, sizing, seconds)
+    fp |= {"probe": probe.to_dict(), "budget_s": seconds, "estimate_s": sizing.estimate, "plan": {c.key: c.value for c in plan.choices}}
+    text = render(plan, data, _header(a, fp, probe.to_dict(), sizing, invert))
+    write_config(text, out)
+    write_text(fp_path, json.dumps(fp, indent=2, default=str) + "\n")
+    log.info("init: %s and %s", out, fp_path)
+    return {"config": out, "fingerprint": fp_path, "plan": plan, "estimate": sizing.estimate}
+
+
+def budget_seconds(text: str) -> float:
+    value = parse_duration(text, "init --budget")
+    if value <= 0:
+        raise UserError(f"init --budget: {text!r} must be a positive duration")
+    return value
