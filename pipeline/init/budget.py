@@ -75,12 +75,14 @@ def estimate(fp: dict, plan: Plan, probe: Probe, s: Sizing, n_folds: int) -> dic
     return {k: round(v, 1) for k, v in out.items()} | {"total": round(sum(out.values()), 1)}
 
 
-def size(fp: dict, plan: Plan, probe: Probe, budget_s: float) -> Sizing:
-    """The most epochs that fit MARGIN x budget; fewer folds trained, then one TTA view, when
-    MIN_EPOCHS does not fit; `fits` False when nothing does (the config says so)."""
+def size(fp: dict, plan: Plan, probe: Probe, budget_s: float, fewer_folds: bool = True) -> Sizing:
+    """The most epochs that fit MARGIN x budget; one TTA view, then (with `fewer_folds`) fewer
+    folds trained, when MIN_EPOCHS does not fit; `fits` False when nothing does."""
     n_folds = plan.get("folds.n_folds")
     target = MARGIN * budget_s
-    for folds, tta in [(n_folds, ["none", "hflip"]), *[(f, ["none"]) for f in range(n_folds, 1, -1)]]:
+    options = [(n_folds, ["none", "hflip"]), (n_folds, ["none"])]
+    options += [(f, ["none"]) for f in range(n_folds - 1, 1, -1)] if fewer_folds else []
+    for folds, tta in options:
         s = Sizing(MIN_EPOCHS, folds, tta, CLS_EPOCHS)
         base = estimate(fp, plan, probe, Sizing(0, folds, tta, CLS_EPOCHS), n_folds)["total"]
         per_epoch = (

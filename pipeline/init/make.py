@@ -114,6 +114,24 @@ def _header(a: InitArgs, fp: dict, probe: dict, s: budget.Sizing, invert: bool) 
     return lines
 
 
+def _sized(plan: rules.Plan, data: dict, fp: dict, seconds: float, name: str) -> tuple:
+    """Probe the planned input, then cheaper ones until one fits the budget with every fold
+    trained; failing that, the cheapest input with fewer folds. Returns the probe, the sizing
+    and every probe's figures."""
+    fallbacks = rules.smaller_inputs(fp, plan)
+    probes = []
+    for k in range(len(fallbacks) + 1):
+        if k:
+            rules.use_input(plan, *fallbacks[k - 1])
+        probe = run_probe(loader.load_dict(nested(plan, data), name), fp["channels"])
+        last = k == len(fallbacks)
+        sizing = budget.size(fp, plan, probe, seconds, fewer_folds=last)
+        probes.append({"input": plan.get("segment.input"), **probe.to_dict(), "estimate_s": sizing.estimate["total"], "fits": sizing.fits})
+        if sizing.fits and (last or sizing.folds_trained == plan.get("folds.n_folds")):
+            return probe, sizing, probes
+    return probe, sizing, probes
+
+
 def init(a: InitArgs) -> dict:
     """Fingerprint, plan, probe, write; returns {config, fingerprint, plan}. Writes nothing when
     the dataset fails the ingest contract or an output exists."""
@@ -132,11 +150,15 @@ def init(a: InitArgs) -> dict:
     plan = rules.make_plan(fp, a.metric, GROUP_COLUMN if groups else None)
     plan.set("experiment.name", out.stem, "the config's name: its artifacts folder")
     data = _data_section(a, fp, invert, groups_csv)
-    cfg = loader.load_dict(nested(plan, data), out.stem)
-    probe = run_probe(cfg, fp["channels"])
-    sizing = budget.size(fp, plan, probe, seconds)
+    probe, sizing, probes = _sized(plan, data, fp, seconds, out.stem)
     budget.apply(plan, sizing, seconds)
-    fp |= {"probe": probe.to_dict(), "budget_s": seconds, "estimate_s": sizing.estimate, "plan": {c.key: c.value for c in plan.choices}}
+    fp |= {
+        "probe": probe.to_dict(),
+        "probes": probes,
+        "budget_s": seconds,
+        "estimate_s": sizing.estimate,
+        "plan": {c.key: c.value for c in plan.choices},
+    }
     text = render(plan, data, _header(a, fp, probe.to_dict(), sizing, invert))
     write_config(text, out)
     write_text(fp_path, json.dumps(fp, indent=2, default=str) + "\n")

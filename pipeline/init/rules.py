@@ -85,6 +85,43 @@ def input_plan(fp: dict, plan: Plan) -> None:
     )
 
 
+def smaller_inputs(fp: dict, plan: Plan) -> list[tuple[dict, str]]:
+    """Cheaper inputs to fall back on when the planned one does not fit the budget, largest
+    first: whole images resized down (while the 5th-percentile object keeps 2 px across), or
+    smaller training tiles (inference reads the same pixels)."""
+    inp = plan.get("segment.input")
+    side = max(fp["train"]["height"]["max"], fp["train"]["width"]["max"])
+    small = _diameter(_object_quantile(fp, "q05"))
+    out = []
+    if inp["mode"] == "pad":
+        for size in (96, 64):
+            if size < side and small * size / side >= 2:
+                out.append(
+                    (
+                        {"mode": "resize", "size": size, "tile_overlap": 0},
+                        f"resized to {size} px: the budget does not fit {inp['size']} px (the 5th-percentile object keeps {small * size / side:.1f} px across)",
+                    )
+                )
+    elif inp["mode"] == "tile":
+        for size in range(inp["size"] - STRIDE, 127, -STRIDE):
+            overlap = min(inp["tile_overlap"], size // 2 - STRIDE // 2)
+            out.append(
+                (
+                    {"mode": "tile", "size": size, "tile_overlap": overlap},
+                    f"{size} px training tiles: the budget does not fit {inp['size']} px",
+                )
+            )
+    return out
+
+
+def use_input(plan: Plan, inp: dict, reason: str) -> None:
+    """Switch the plan to another segmentation input (and the classifier's, where it follows it)."""
+    plan.set("segment.input", inp, reason)
+    cls = plan.get("classify.input")
+    if plan.get("classify.enabled") and cls and not plan.get("classify.patch"):
+        plan.set("classify.input", dict(inp), "the classifier sees the image as the segmentation does")
+
+
 def fold_plan(fp: dict, plan: Plan, group_column: str | None) -> None:
     n = fp["train"]["count"]
     folds = 5 if n < 200 else 3
