@@ -16,7 +16,7 @@ MARGIN = 0.75  # share of the budget planned: the machine's speed varies 1.5x fr
 # distance targets, the loss terms, SWA's BatchNorm pass (training); stitching, flips and the
 # store (inference). Measured on the demo (docs/results.md, issue 38).
 TRAIN_OVERHEAD, INFER_OVERHEAD = 1.6, 1.5
-FIXED_S = 90.0  # ingest, folds, scorer, submit and process starts
+FIXED_S = 45.0  # ingest, folds, scorer, submit and process starts (the demo: about 30 s)
 MIN_EPOCHS, MAX_EPOCHS = 4, 60
 # On a small dataset an epoch is a few steps: the cap is then on the inputs seen per fold
 # (60 epochs of 250 images), not on epochs (isbi2012 has 24 training images per fold).
