@@ -111,6 +111,8 @@ def test_metric_and_adabn():
     fp = _fp()
     fp["intensity"]["test"] = {"mean": 140.0, "std": 40.0}
     assert rules.make_plan(fp).get("ensemble.adabn") and not rules.make_plan(_fp()).get("ensemble.adabn")
+    fp["intensity"]["test"] = {"mean": 120.0, "std": 35.0}  # the demo's shift: contrast, not level
+    assert rules.make_plan(fp).get("ensemble.adabn")
 
 
 def _probe(seg_train: float) -> Probe:
