@@ -24,6 +24,12 @@ MAX_SEEN = 15000
 CLS_EPOCHS = 6
 
 
+def cls_epochs(epochs: int) -> int:
+    """The classifier's epochs: two thirds of the segmentation's, at most CLS_EPOCHS (the
+    hand-written configs: 4-6; it converges in a few and should not take the segmentation's time)."""
+    return max(2, min(CLS_EPOCHS, round(epochs * 2 / 3)))
+
+
 @dataclass
 class Sizing:
     epochs: int
@@ -82,20 +88,15 @@ def size(fp: dict, plan: Plan, probe: Probe, budget_s: float, fewer_folds: bool 
     target = MARGIN * budget_s
     options = [(n_folds, ["none", "hflip"]), (n_folds, ["none"])]
     options += [(f, ["none"]) for f in range(n_folds - 1, 1, -1)] if fewer_folds else []
+    fit_images = fp["train"]["count"] * (n_folds - 1) / n_folds
+    most = max(MAX_EPOCHS, math.ceil(MAX_SEEN / fit_images))
     for folds, tta in options:
-        s = Sizing(MIN_EPOCHS, folds, tta, CLS_EPOCHS)
-        base = estimate(fp, plan, probe, Sizing(0, folds, tta, CLS_EPOCHS), n_folds)["total"]
-        per_epoch = (
-            estimate(fp, plan, probe, Sizing(1, folds, tta, 0), n_folds)["segment"]
-            - estimate(fp, plan, probe, Sizing(0, folds, tta, 0), n_folds)["segment"]
-        )
-        epochs = int((target - base) // max(per_epoch, 1e-9))
-        if epochs >= MIN_EPOCHS:
-            fit_images = fp["train"]["count"] * (n_folds - 1) / n_folds
-            s.epochs = min(epochs, max(MAX_EPOCHS, math.ceil(MAX_SEEN / fit_images)))
+        for epochs in range(most, MIN_EPOCHS - 1, -1):  # estimates are arithmetic: cheap to scan
+            s = Sizing(epochs, folds, tta, cls_epochs(epochs))
             s.estimate = estimate(fp, plan, probe, s, n_folds)
-            return s
-    s = Sizing(MIN_EPOCHS, 2, ["none"], CLS_EPOCHS // 2, fits=False)
+            if s.estimate["total"] <= target:
+                return s
+    s = Sizing(MIN_EPOCHS, 2, ["none"], cls_epochs(MIN_EPOCHS), fits=False)
     s.estimate = estimate(fp, plan, probe, s, n_folds)
     return s
 
@@ -132,5 +133,7 @@ def apply(plan: Plan, s: Sizing, budget_s: float) -> None:
             plan.set("classify.train.folds", folds, "the classifier on the same folds")
     plan.set("segment.train.tta", s.tta, "flip TTA" if len(s.tta) > 1 else "no TTA: test inference did not fit with flips")
     if plan.get("classify.enabled"):
-        plan.set("classify.train.epochs", s.cls_epochs, "the classifier converges in a few epochs (hand-written configs: 4-6)")
+        plan.set(
+            "classify.train.epochs", s.cls_epochs, "two thirds of the segmentation epochs, at most 6: the classifier converges in a few"
+        )
         plan.set("classify.train.tta", s.tta, "as the segmentation")
