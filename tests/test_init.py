@@ -68,6 +68,17 @@ def test_small_tiles_are_padded_large_or_varied_images_tiled():
     assert small_objects["size"] == 128 and large_objects["size"] == 224
 
 
+def test_a_thin_network_gets_small_tiles_and_a_tiny_set_small_batches():
+    fp = _fp(n=30, side=512, empty=0.0, areas=(20, 230, 420, 45000, 62000))
+    assert rules.make_plan(fp).get("segment.input")["size"] == 256  # extent alone: the whole network
+    for c in fp["per_class"].values():
+        c["object_width"] = {"q50": 12.0, "q95": 20.0}
+    plan = rules.make_plan(fp)
+    assert plan.get("segment.input")["size"] == 128
+    assert plan.get("segment.train.batch_size") == 6  # 24 training images: 4 steps an epoch
+    assert rules.make_plan(_fp(side=512, areas=(5, 10, 20, 4000, 9000))).get("segment.train.batch_size") == 10  # 224 px: fewer a step
+
+
 def test_orientation_inverts_a_majority_foreground_only_for_one_class():
     assert rules.orientation(_fp(majority=0.9))
     assert not rules.orientation(_fp(majority=0.1))
@@ -228,3 +239,15 @@ def test_mask_invert_reads_the_zero_pixels_as_foreground(tmp_path):
     for i in plain.masks:
         assert np.array_equal(inverted.masks[i], 1 - plain.masks[i])
     assert not inverted.masks["tr0"].any()
+
+
+def test_init_refuses_bad_arguments_and_an_impossible_invert(tmp_path, capsys):
+    root = _dataset(tmp_path / "ds", n=4)
+    assert _init(root, tmp_path / "a.yaml", "--budget", "soon") == 2
+    assert "init --budget: 'soon' is not a duration" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as both:  # argparse: masks and RLE exclude each other
+        main(["init", "--train-images", "x", "--train-masks", "y", "--train-rle", "z.csv", "--budget", "1h", "--out", "o.yaml"])
+    assert both.value.code == 2
+    assert not list(tmp_path.glob("*.yaml"))
+    with pytest.raises(Exception, match="mask_invert: applies to one binary class"):
+        loader.load_dict({"data": {"classes": ["a", "b"], "exclusive": True, "mask_invert": True}}, "x")

@@ -58,12 +58,15 @@ def _class_stats(planes: list[np.ndarray]) -> dict:
     """One class over all train images: planes are (h, w) 0/1."""
     coverage = np.array([float(p.mean()) for p in planes])
     present = coverage > 0
-    counts, areas = [], []
+    counts, areas, widths = [], [], []
     for p in planes:
         if p.any():
             a = _objects(p)
             counts.append(len(a))
             areas.extend(a.tolist())
+            # The widest object's width (twice its largest inscribed radius): a membrane network
+            # spans the image but is a few pixels wide, a salt body is as wide as it is long.
+            widths.append(2.0 * float(cv2.distanceTransform(np.pad(p.astype(np.uint8), 1), cv2.DIST_L2, 3).max()))
     return {
         "images": int(present.sum()),
         "empty_share": round(float(1 - present.mean()), 4),
@@ -71,6 +74,7 @@ def _class_stats(planes: list[np.ndarray]) -> dict:
         "majority_share": round(float((coverage > 0.5).mean()), 4),  # images the class covers mostly
         "objects_per_image": _quantiles(np.array(counts)),
         "object_area": _quantiles(np.array(areas)),
+        "object_width": _quantiles(np.array(widths)),
     }
 
 

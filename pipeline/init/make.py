@@ -86,8 +86,6 @@ def _data_section(a: InitArgs, fp: dict, invert: bool, groups_csv: Path | None) 
         "solution_masks": None,
         "metadata": [_config_path(m) for m in a.metadata] + ([_config_path(str(groups_csv))] if groups_csv else []),
     }
-    if a.train_rle and a.classes:
-        data |= {"id_column": "ImageId", "rle_column": "EncodedPixels"}
     if invert:
         data["mask_invert"] = True
     return data
@@ -146,7 +144,7 @@ def _sized(plan: rules.Plan, data: dict, fp: dict, seconds: float, name: str) ->
     probes = []
     for k in range(len(fallbacks) + 1):
         if k:
-            rules.use_input(plan, *fallbacks[k - 1])
+            rules.use_input(fp, plan, *fallbacks[k - 1])
         probe = _probe(plan, data, fp, name)
         last = k == len(fallbacks)
         sizing = budget.size(fp, plan, probe, seconds, fewer_folds=last)

@@ -64,6 +64,7 @@ def input_plan(fp: dict, plan: Plan) -> None:
     side = max(train["height"]["q50"], train["width"]["q50"])
     varied = train["height"]["max"] > 1.25 * train["height"]["min"] or train["width"]["max"] > 1.25 * train["width"]["min"]
     big = _diameter(_object_quantile(fp, "q95"))
+    wide = max((c["object_width"]["q95"] for c in fp["per_class"].values() if c.get("object_width")), default=big)
     if side <= PAD_MAX and not varied:
         size = _up32(max(train["height"]["max"], train["width"]["max"]))
         plan.set(
@@ -72,15 +73,17 @@ def input_plan(fp: dict, plan: Plan) -> None:
             f"images of at most {size} px of one size: whole images, reflect-padded to {size} (a multiple of 32)",
         )
         return
-    # A tile should hold the large objects whole: twice the 95th-percentile object diameter,
+    # A tile should hold an object across its width: twice the 95th-percentile width of the
+    # widest object per image (its extent would make a membrane network's tile the whole image),
     # between 128 and 256 px (larger tiles buy context a CPU cannot pay for).
-    tile = min(256, max(128, _up32(2 * big)))
-    overlap = min(tile // 2 - STRIDE // 2, max(STRIDE, _up32(min(big, tile) / 2)))
+    across = min(big, wide)
+    tile = min(256, max(128, _up32(2 * across)))
+    overlap = min(tile // 2 - STRIDE // 2, max(STRIDE, _up32(min(across, tile) / 2)))
     why = "sizes vary" if varied else f"images of {side:.0f} px"
     plan.set(
         "segment.input",
         {"mode": "tile", "size": tile, "tile_overlap": overlap},
-        f"{why}: {tile} px tiles at full resolution (2 x the 95th-percentile object diameter {big:.0f} px, within 128-256), "
+        f"{why}: {tile} px tiles at full resolution (2 x the 95th-percentile object width {across:.0f} px, within 128-256), "
         f"sliding-window inference with {overlap} px overlap (half an object)",
     )
 
@@ -114,9 +117,24 @@ def smaller_inputs(fp: dict, plan: Plan) -> list[tuple[dict, str]]:
     return out
 
 
-def use_input(plan: Plan, inp: dict, reason: str) -> None:
+def batch_plan(fp: dict, plan: Plan) -> None:
+    """32 inputs of 128 px a step, fewer for larger inputs (the same pixels a step), and at least
+    4 steps an epoch: on 24 training images a batch of 32 made each epoch one step."""
+    size = plan.get("segment.input")["size"]
+    n_folds = plan.get("folds.n_folds")
+    fit = int(fp["train"]["count"] * (n_folds - 1) / n_folds)
+    by_pixels = max(8, min(32, int(32 * (128 / size) ** 2)))
+    batch = max(2, min(by_pixels, fit // 4))
+    why = f"{by_pixels} inputs of {size} px a step (32 at 128 px)" + (
+        f", at most a quarter of the {fit} training images: 4 steps an epoch" if batch < by_pixels else ""
+    )
+    plan.set("segment.train.batch_size", batch, why)
+
+
+def use_input(fp: dict, plan: Plan, inp: dict, reason: str) -> None:
     """Switch the plan to another segmentation input (and the classifier's, where it follows it)."""
     plan.set("segment.input", inp, reason)
+    batch_plan(fp, plan)
     cls = plan.get("classify.input")
     if plan.get("classify.enabled") and cls and not plan.get("classify.patch"):
         plan.set("classify.input", dict(inp), "the classifier sees the image as the segmentation does")
@@ -263,6 +281,7 @@ def make_plan(fp: dict, metric: str | None = None, group_column: str | None = No
     class_plan(fp, plan)
     input_plan(fp, plan)
     fold_plan(fp, plan, group_column)
+    batch_plan(fp, plan)
     gating_plan(fp, plan)
     oversample_plan(fp, plan)
     postprocessing_plan(fp, plan)
