@@ -55,3 +55,16 @@ def test_a_submission_with_another_id_column_is_scored(tmp_path):
     csv = tmp_path / "sub.csv"
     pd.DataFrame({"ImageId": ["a", "b"], "EncodedPixels": [rle_encode(truth > 0), ""]}).to_csv(csv, index=False)
     assert score_submission(csv, masks) == (1.0, 2)
+
+
+def test_score_reads_a_zero_drawn_foreground_with_invert(tmp_path):
+    """data.mask_invert: the hidden masks draw the foreground (membranes) as 0."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    drawn = np.full((8, 8), 255, np.uint8)
+    drawn[2:4, :] = 0  # the foreground
+    cv2.imwrite(str(masks / "a.png"), drawn)
+    sub = tmp_path / "sub.csv"
+    pd.DataFrame({"id": ["a"], "rle_mask": [rle_encode(drawn == 0)]}).to_csv(sub, index=False)
+    assert score_submission(sub, masks, "dice", invert=True)[0] == 1.0
+    assert score_submission(sub, masks, "dice")[0] < 0.5
