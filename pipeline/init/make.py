@@ -15,7 +15,7 @@ from pipeline.config import loader
 from pipeline.core import paths
 from pipeline.core.durations import parse_duration
 from pipeline.core.errors import UserError
-from pipeline.core.fileio import write_text
+from pipeline.core.fileio import write_csv, write_text
 from pipeline.core.runtime import cpu_has_bf16
 from pipeline.data.ingest import scan_dataset
 from pipeline.data.sources import Sources
@@ -65,14 +65,15 @@ def _sources(a: InitArgs, invert: bool = False) -> Sources:
     )
 
 
-def _groups_csv(out: Path, groups: list[list[str]], ids: list[str]) -> Path:
+def _groups_path(out: Path) -> Path:
+    return paths.REPO_ROOT / "data" / out.stem / "duplicate_groups.csv"
+
+
+def _write_groups(path: Path, groups: list[list[str]], ids: list[str]) -> None:
     """Derived metadata: each image's duplicate group (its own id when it has no duplicate)."""
     of = {i: g[0] for g in groups for i in g}
-    path = paths.REPO_ROOT / "data" / out.stem / "duplicate_groups.csv"
-    refuse_existing(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"id": ids, GROUP_COLUMN: [f"g_{of.get(i, i)}" for i in ids]}).to_csv(path, index=False)
-    return path
+    write_csv(path, pd.DataFrame({"id": ids, GROUP_COLUMN: [f"g_{of.get(i, i)}" for i in ids]}))
 
 
 def _data_section(a: InitArgs, fp: dict, invert: bool, groups_csv: Path | None) -> dict:
@@ -159,7 +160,8 @@ def init(a: InitArgs) -> dict:
     the dataset fails the ingest contract or an output exists."""
     out = Path(a.out)
     fp_path = out.with_name(out.stem + ".fingerprint.json")
-    refuse_existing(out, fp_path)
+    groups_path = _groups_path(out)
+    refuse_existing(out, fp_path, groups_path)
     seconds = budget_seconds(a.budget)
     scan = scan_dataset(_sources(a))
     fp = fingerprint(scan, tuple(a.classes), [])
@@ -168,7 +170,7 @@ def init(a: InitArgs) -> dict:
         scan = scan_dataset(_sources(a, invert=True))
     groups = duplicate_groups({**scan.images, **scan.tests})
     fp = fingerprint(scan, tuple(a.classes), groups) | {"inverted": invert}
-    groups_csv = _groups_csv(out, groups, [*scan.images, *scan.tests]) if groups else None
+    groups_csv = groups_path if groups else None
     plan = rules.make_plan(fp, a.metric, GROUP_COLUMN if groups else None)
     plan.set("experiment.name", out.stem, "the config's name: its artifacts folder")
     data = _data_section(a, fp, invert, groups_csv)
@@ -183,6 +185,8 @@ def init(a: InitArgs) -> dict:
     }
     text = render(plan, data, _header(a, fp, probe.to_dict(), sizing, invert))
     write_config(text, out)
+    if groups:  # written after the config passed validation: a refused plan leaves nothing
+        _write_groups(groups_path, groups, [*scan.images, *scan.tests])
     write_text(fp_path, json.dumps(fp, indent=2, default=str) + "\n")
     log.info("init: %s and %s", out, fp_path)
     return {"config": out, "fingerprint": fp_path, "plan": plan, "estimate": sizing.estimate}
