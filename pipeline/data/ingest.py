@@ -154,9 +154,7 @@ def _masks(
 
 def _inverted(src: Sources, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     # A mask whose foreground is drawn as 0 (EM membranes): the task's foreground is the rest.
-    if not src.mask_invert:
-        return masks
-    return {i: (m == 0).astype(m.dtype) for i, m in masks.items()}
+    return {i: (m == 0).astype(m.dtype) for i, m in masks.items()} if src.mask_invert else masks
 
 
 def _class_masks(report: Report, pool: Executor, src: Sources, classes: Classes, train: dict, images: dict) -> dict[str, np.ndarray]:
