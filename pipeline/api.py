@@ -21,6 +21,7 @@ from pipeline.engine import cache, foldrun
 from pipeline.inference.contract import fitted_models
 from pipeline.inference.ensemble_io import model_folders
 from pipeline.inference.fold_models import classifier_paths
+from pipeline.init.make import InitArgs, init
 from pipeline.neighbours.mosaic_context import Mosaic
 from pipeline.stages import GRAPH
 from pipeline.submission.binary import check_submission, read_submission, score_submission  # noqa: F401  (part of the API)
@@ -97,3 +98,9 @@ def plan(
         info = {"budget_s": seconds, "device": str(cfg.experiment.device), "n_test": n_test or len(test)}
         bundle_mod.replan(Path(bundle_dir), cfg, measured, pick, info)
     return plans, pick
+
+
+def init_config(args: InitArgs) -> dict:
+    """`python -m pipeline init` from Python: fingerprint a dataset, write a config sized to a
+    time budget (pipeline/init/make.py); returns {config, fingerprint, plan, estimate}."""
+    return init(args)
