@@ -173,6 +173,7 @@ def test_section_and_to_dict():
         "mosaic": {"enabled": False, "margin": 0.8},
         "seed": 42,
         "clusters": False,
+        "duplicates": False,
         "stratify": "coverage",
     }
 

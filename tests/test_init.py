@@ -4,7 +4,6 @@ arithmetic, and the command end to end on small generated datasets (refusals inc
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import cv2
@@ -13,12 +12,14 @@ import pytest
 
 from pipeline.__main__ import main
 from pipeline.config import loader
-from pipeline.core import paths
+from pipeline.data.duplicates import duplicate_groups
 from pipeline.data.ingest import validate
 from pipeline.data.sources import Sources
+from pipeline.data.tables import load_folds
+from pipeline.engine import cache
 from pipeline.init import budget, rules
-from pipeline.init.fingerprint import duplicate_groups
 from pipeline.init.probe import Probe
+from pipeline.stages import GRAPH
 
 
 def _fp(
@@ -90,7 +91,9 @@ def test_folds_follow_size_classes_and_groups():
     assert rules.make_plan(_fp(n=3000)).get("folds.n_folds") == 3
     assert rules.make_plan(_fp(k=3)).get("folds.stratify") == "classes"
     assert rules.make_plan(_fp()).get("folds.stratify") == "coverage"
-    assert rules.make_plan(_fp(), group_column="duplicate_group").get("folds.group_column") == "duplicate_group"
+    dup = _fp()
+    dup["duplicates"] = {"groups": 3, "images": 7}
+    assert rules.make_plan(dup).get("folds.duplicates") and not rules.make_plan(_fp()).get("folds.duplicates")
     fp = _fp()
     fp["metadata"] = [
         {"column": "depth", "group_candidate": False, "distinct": 900},
@@ -152,13 +155,15 @@ def test_duplicate_groups_exact_and_near():
     assert sorted(duplicate_groups(arrays)) == [["a", "b"], ["c", "d"]]
 
 
-def _dataset(root: Path, n: int = 16, invert: bool = False, dup: bool = False) -> Path:
+def _dataset(root: Path, n: int = 16, invert: bool = False, dup: bool = False, copies: int = 1) -> Path:
+    """n train and 4 test 64 px images, half with a mask; with `dup`, train image 2k + 1 repeats
+    image 2k for k < copies (the first exactly, the others one gray level brighter)."""
     rng = np.random.default_rng(1)
     for split in ("train", "test"):
         for i in range(n if split == "train" else 4):
             img = cv2.GaussianBlur(rng.integers(0, 255, (64, 64), np.uint8), (0, 0), 2)
-            if dup and split == "train" and i == 1:
-                img = cv2.imread(str(root / "train" / "images" / "tr0.png"), cv2.IMREAD_GRAYSCALE)
+            if dup and split == "train" and i % 2 and i // 2 < copies:
+                img = cv2.imread(str(root / "train" / "images" / f"tr{i - 1}.png"), cv2.IMREAD_GRAYSCALE) + np.uint8(i > 1)
             (root / split / "images").mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(root / split / "images" / f"{split[:2]}{i}.png"), img)
             if split == "train":
@@ -176,24 +181,16 @@ def _init(root: Path, out: Path, *extra: str) -> int:
     return main([*args, "--test-images", str(root / "test" / "images"), "--budget", "3m", "--out", str(out), *extra])
 
 
-@pytest.fixture
-def derived(request):
-    """The data/<name> folder init may write duplicate groups into, removed afterwards."""
-    name = f"init_test_{request.node.name}"
-    yield name
-    shutil.rmtree(paths.REPO_ROOT / "data" / name, ignore_errors=True)
-
-
 @pytest.mark.slow
-def test_init_writes_a_valid_config_and_never_overwrites(tmp_path, derived, capsys):
+def test_init_writes_a_valid_config_and_never_overwrites(tmp_path, capsys):
     root = _dataset(tmp_path / "ds")
-    out = tmp_path / f"{derived}.yaml"
+    out = tmp_path / "ours.yaml"
     assert _init(root, out) == 0
     cfg = loader.load(out)
     assert cfg.segment.input.mode == "pad" and cfg.segment.input.size == 64
     assert cfg.classify.enabled  # half the masks are empty
     assert cfg.segment.train.epochs >= budget.MIN_EPOCHS
-    fp = json.loads((tmp_path / f"{derived}.fingerprint.json").read_text())
+    fp = json.loads((tmp_path / "ours.fingerprint.json").read_text())
     assert fp["train"]["count"] == 16 and fp["empty_share"] == 0.5 and fp["probe"]["seg_train"] > 0
     text = out.read_text()
     assert "# segment.train.epochs:" in text and "Probe on" in text
@@ -203,16 +200,13 @@ def test_init_writes_a_valid_config_and_never_overwrites(tmp_path, derived, caps
 
 
 @pytest.mark.slow
-def test_init_inverts_a_majority_foreground_and_groups_duplicates(tmp_path, derived):
+def test_init_inverts_a_majority_foreground_and_groups_duplicates(tmp_path):
     root = _dataset(tmp_path / "ds", invert=True, dup=True)
-    out = tmp_path / f"{derived}.yaml"
+    out = tmp_path / "dups.yaml"
     assert _init(root, out) == 0
     cfg = loader.load(out)
-    assert cfg.data.mask_invert
-    assert cfg.folds.group_column == "duplicate_group"
-    groups = (paths.REPO_ROOT / "data" / derived / "duplicate_groups.csv").read_text().splitlines()
-    assert len(groups) == 16 + 4 + 1
-    fp = json.loads((tmp_path / f"{derived}.fingerprint.json").read_text())
+    assert cfg.data.mask_invert and cfg.folds.duplicates
+    fp = json.loads((tmp_path / "dups.fingerprint.json").read_text())
     assert fp["inverted"] and fp["empty_share"] == 0.5  # measured on the inverted masks
     assert fp["duplicates"]["groups"] == 1
 
@@ -251,3 +245,23 @@ def test_init_refuses_bad_arguments_and_an_impossible_invert(tmp_path, capsys):
     assert not list(tmp_path.glob("*.yaml"))
     with pytest.raises(Exception, match="mask_invert: applies to one binary class"):
         loader.load_dict({"data": {"classes": ["a", "b"], "exclusive": True, "mask_invert": True}}, "x")
+
+
+def test_folds_duplicates_keep_copies_in_one_fold(tmp_path):
+    root = _dataset(tmp_path / "ds", n=24, dup=True, copies=6)
+    over = [f"data.train_images={root / 'train' / 'images'}", f"data.train_masks={root / 'train' / 'masks'}"]
+    over += [
+        f"data.test_images={root / 'test' / 'images'}",
+        "data.metadata=[]",
+        "data.solution_masks=null",
+        f"experiment.artifacts={tmp_path / 'art'}",
+    ]
+    fold_of = {}
+    for on in (False, True):
+        cfg = loader.load("configs/smoke.yaml", [*over, "folds.n_folds=2", f"folds.duplicates={str(on).lower()}"])
+        folder = cache.run_stage(GRAPH, cfg, "folds")[0]
+        fold_of[on] = load_folds(folder).set_index("id")["fold"]
+    pairs = [(f"tr{2 * k}", f"tr{2 * k + 1}") for k in range(6)]
+    assert all(fold_of[True][a] == fold_of[True][b] for a, b in pairs)
+    assert any(fold_of[False][a] != fold_of[False][b] for a, b in pairs)  # a plain split parts some
+    assert json.loads((folder / "manifest.json").read_text())["metrics"]["duplicate_pairs"] == 6

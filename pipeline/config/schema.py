@@ -94,6 +94,7 @@ class FoldsCfg:
     mosaic: MosaicCfg
     seed: int
     clusters: bool  # group by the embed stage's clusters (joined with the mosaic groups when both are on)
+    duplicates: bool  # keep exact and near-duplicate images in one fold (joined with any other grouping)
     stratify: str = valid("coverage", "classes")  # classes: by each image's class combination
 
     def check(self) -> Problems:

@@ -4,21 +4,17 @@ read only this, so a plan can be checked against its fingerprint.json."""
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 
 import cv2
 import numpy as np
 import pandas as pd
 
+from pipeline.data.duplicates import is_blank
 from pipeline.data.ingest import Scan
 from pipeline.data.multiclass import overlapping, unpack
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-# Near-duplicates: 16x16 thumbnails correlated at least this much (a copy re-encoded, shifted
-# in gain or offset, or cropped by a pixel).
-THUMB, NEAR_CORR, CONFIRM_CORR = 16, 0.98, 0.95
-BLANK = 1.0  # gray levels of standard deviation: below it an image is blank
 
 
 def _quantiles(values: np.ndarray) -> dict[str, float]:
@@ -87,48 +83,8 @@ def _classes(scan: Scan, names: tuple[str, ...]) -> tuple[dict, bool]:
     return stats, not shared
 
 
-def _thumb(a: np.ndarray, side: int = THUMB) -> np.ndarray:
-    """Gray thumbnail, zero mean and unit norm: a dot product of two is their correlation."""
-    gray = a if a.ndim == 2 else a.mean(axis=2)
-    t = cv2.resize(gray.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA).ravel()
-    t -= t.mean()
-    return t / max(float(np.linalg.norm(t)), 1e-6)
-
-
-def duplicate_groups(arrays: dict[str, np.ndarray]) -> list[list[str]]:
-    """Groups of images that repeat exactly (same pixels) or nearly (16x16 thumbnails correlated
-    at NEAR_CORR or more, confirmed at 64x64). Blank images (std below BLANK) are left out of the
-    near ones: they are alike without being copies. An 8x8 average hash was tried first: its
-    matches on the demo at 3 bits were all false (pixel correlation 0.04-0.50), and 16x16 alone
-    joined tgs_salt tiles that correlate 0.76-0.92 at 64x64."""
-    ids = list(arrays)
-    parent = list(range(len(ids)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    seen: dict[str, int] = {}
-    for j, i in enumerate(ids):
-        digest = hashlib.sha1(np.ascontiguousarray(arrays[i]).tobytes()).hexdigest()
-        parent[root(j)] = root(seen.setdefault(digest, j))
-    textured = [j for j, i in enumerate(ids) if float(arrays[i].std()) >= BLANK]
-    thumbs = np.stack([_thumb(arrays[ids[j]]) for j in textured]) if textured else np.zeros((0, THUMB * THUMB), np.float32)
-    for start in range(0, len(thumbs), 1024):
-        corr = thumbs[start : start + 1024] @ thumbs.T
-        for a, b in zip(*np.nonzero(corr >= NEAR_CORR), strict=True):
-            if start + a < b and float(_thumb(arrays[ids[textured[start + a]]], 64) @ _thumb(arrays[ids[textured[b]]], 64)) >= CONFIRM_CORR:
-                parent[root(textured[b])] = root(textured[start + a])
-    groups: dict[int, list[str]] = {}
-    for j, i in enumerate(ids):
-        groups.setdefault(root(j), []).append(i)
-    return [sorted(g) for g in groups.values() if len(g) > 1]
-
-
 def _duplicates(groups: list[list[str]], arrays: dict[str, np.ndarray]) -> dict:
-    blank = sum(float(a.std()) < BLANK for a in arrays.values())
+    blank = sum(is_blank(a) for a in arrays.values())
     return {"groups": len(groups), "images": sum(len(g) for g in groups), "examples": [g[:5] for g in groups[:3]], "blank_images": blank}
 
 

@@ -9,23 +9,21 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import pandas as pd
-
 from pipeline.config import loader
 from pipeline.core import paths
 from pipeline.core.durations import parse_duration
 from pipeline.core.errors import UserError
-from pipeline.core.fileio import write_csv, write_text
+from pipeline.core.fileio import write_text
 from pipeline.core.runtime import cpu_has_bf16
+from pipeline.data.duplicates import duplicate_groups
 from pipeline.data.ingest import scan_dataset
 from pipeline.data.sources import Sources
 from pipeline.init import budget, rules
-from pipeline.init.fingerprint import duplicate_groups, fingerprint
+from pipeline.init.fingerprint import fingerprint
 from pipeline.init.probe import Probe, run_probe
 from pipeline.init.writer import nested, refuse_existing, render, write_config
 
 log = logging.getLogger(__name__)
-GROUP_COLUMN = "duplicate_group"
 
 
 @dataclass
@@ -65,18 +63,7 @@ def _sources(a: InitArgs, invert: bool = False) -> Sources:
     )
 
 
-def _groups_path(out: Path) -> Path:
-    return paths.REPO_ROOT / "data" / out.stem / "duplicate_groups.csv"
-
-
-def _write_groups(path: Path, groups: list[list[str]], ids: list[str]) -> None:
-    """Derived metadata: each image's duplicate group (its own id when it has no duplicate)."""
-    of = {i: g[0] for g in groups for i in g}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(path, pd.DataFrame({"id": ids, GROUP_COLUMN: [f"g_{of.get(i, i)}" for i in ids]}))
-
-
-def _data_section(a: InitArgs, fp: dict, invert: bool, groups_csv: Path | None) -> dict:
+def _data_section(a: InitArgs, invert: bool) -> dict:
     data = {
         "train_images": _config_path(a.train_images),
         "train_masks": _config_path(a.train_masks),
@@ -85,7 +72,7 @@ def _data_section(a: InitArgs, fp: dict, invert: bool, groups_csv: Path | None) 
         "test_images": _config_path(a.test_images or a.train_images),
         "sample_submission": None,
         "solution_masks": None,
-        "metadata": [_config_path(m) for m in a.metadata] + ([_config_path(str(groups_csv))] if groups_csv else []),
+        "metadata": [_config_path(m) for m in a.metadata],
     }
     if invert:
         data["mask_invert"] = True
@@ -160,8 +147,7 @@ def init(a: InitArgs) -> dict:
     the dataset fails the ingest contract or an output exists."""
     out = Path(a.out)
     fp_path = out.with_name(out.stem + ".fingerprint.json")
-    groups_path = _groups_path(out)
-    refuse_existing(out, fp_path, groups_path)
+    refuse_existing(out, fp_path)
     seconds = budget_seconds(a.budget)
     scan = scan_dataset(_sources(a))
     fp = fingerprint(scan, tuple(a.classes), [])
@@ -170,10 +156,9 @@ def init(a: InitArgs) -> dict:
         scan = scan_dataset(_sources(a, invert=True))
     groups = duplicate_groups({**scan.images, **scan.tests})
     fp = fingerprint(scan, tuple(a.classes), groups) | {"inverted": invert}
-    groups_csv = groups_path if groups else None
-    plan = rules.make_plan(fp, a.metric, GROUP_COLUMN if groups else None)
+    plan = rules.make_plan(fp, a.metric)
     plan.set("experiment.name", out.stem, "the config's name: its artifacts folder")
-    data = _data_section(a, fp, invert, groups_csv)
+    data = _data_section(a, invert)
     probe, sizing, probes = _sized(plan, data, fp, seconds, out.stem)
     budget.apply(plan, sizing, seconds)
     fp |= {
@@ -185,8 +170,6 @@ def init(a: InitArgs) -> dict:
     }
     text = render(plan, data, _header(a, fp, probe.to_dict(), sizing, invert))
     write_config(text, out)
-    if groups:  # written after the config passed validation: a refused plan leaves nothing
-        _write_groups(groups_path, groups, [*scan.images, *scan.tests])
     write_text(fp_path, json.dumps(fp, indent=2, default=str) + "\n")
     log.info("init: %s and %s", out, fp_path)
     return {"config": out, "fingerprint": fp_path, "plan": plan, "estimate": sizing.estimate}

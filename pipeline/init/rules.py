@@ -140,7 +140,7 @@ def use_input(fp: dict, plan: Plan, inp: dict, reason: str) -> None:
         plan.set("classify.input", dict(inp), "the classifier sees the image as the segmentation does")
 
 
-def fold_plan(fp: dict, plan: Plan, group_column: str | None) -> None:
+def fold_plan(fp: dict, plan: Plan) -> None:
     n = fp["train"]["count"]
     folds = 5 if n < 200 else 3
     plan.set(
@@ -157,13 +157,11 @@ def fold_plan(fp: dict, plan: Plan, group_column: str | None) -> None:
     else:
         plan.set("folds.stratify", "coverage", "one class: folds stratified by coverage bins (empty masks their own bin)")
     candidates = [m["column"] for m in fp["metadata"] if m["group_candidate"]]
-    if group_column:
-        plan.set(
-            "folds.group_column",
-            group_column,
-            "images that repeat (duplicates) share a group, so no image is scored by a model that saw its copy",
-        )
-    elif candidates:
+    dup = fp["duplicates"]
+    if dup["groups"]:
+        why = f"{dup['images']} images in {dup['groups']} groups of exact or near duplicates: each group in one fold, so no image is scored by a model that saw its copy"
+        plan.set("folds.duplicates", True, why)
+    if candidates:
         plan.set(
             "folds.group_column",
             candidates[0],
@@ -275,12 +273,12 @@ def shift_plan(fp: dict, plan: Plan) -> None:
     )
 
 
-def make_plan(fp: dict, metric: str | None = None, group_column: str | None = None) -> Plan:
-    """Every rule in order; `group_column` names a derived duplicate-group column when there is one."""
+def make_plan(fp: dict, metric: str | None = None) -> Plan:
+    """Every rule in order."""
     plan = Plan()
     class_plan(fp, plan)
     input_plan(fp, plan)
-    fold_plan(fp, plan, group_column)
+    fold_plan(fp, plan)
     batch_plan(fp, plan)
     gating_plan(fp, plan)
     oversample_plan(fp, plan)

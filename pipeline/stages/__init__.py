@@ -231,6 +231,7 @@ GRAPH = Graph(
         "data.mask_invert": None,
         "segment.subclasses": None,
         "folds.clusters": None,
+        "folds.duplicates": None,
         "segment.balance": None,
         "segment.hard": None,
         "scorer.knn": None,

@@ -1,7 +1,8 @@
 """Folds: StratifiedKFold on coverage bins (empty masks are their own bin), or
 StratifiedGroupKFold when the config names a group column or asks for mosaic groups
 (tiles that touch in the original image, found from their edges: pipeline/neighbours/mosaic.py), embedding
-clusters (the embed stage's KMeans clusters: similar images share a fold), or both."""
+clusters (the embed stage's KMeans clusters: similar images share a fold), duplicate groups
+(exact and near-duplicate images: pipeline/data/duplicates.py), joined when several are on."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 from pipeline.core import fileio
 from pipeline.core.errors import UserError
 from pipeline.core.store import ArrayStore
+from pipeline.data.duplicates import duplicate_pairs
 from pipeline.data.metadata import check_group_column
 from pipeline.data.splits import class_strata, coverage_bins, coverage_strata, make_folds
 from pipeline.data.tables import class_presence, read_train_table
@@ -27,8 +29,9 @@ def run(ctx: Context) -> dict:
     if len(train) < cfg.n_folds:
         raise UserError(f"folds.n_folds={cfg.n_folds} but only {len(train)} train images")
     group_column, metrics = cfg.group_column, {}
-    if cfg.mosaic.enabled or cfg.clusters:
-        train[MOSAIC_COLUMN], metrics = _groups(ctx, train["id"].tolist())
+    if cfg.mosaic.enabled or cfg.clusters or cfg.duplicates:
+        own = train[cfg.group_column].to_numpy() if cfg.group_column else None
+        train[MOSAIC_COLUMN], metrics = _groups(ctx, train["id"].tolist(), own)
         group_column = MOSAIC_COLUMN
     strata = _strata(ctx, train)
     folds = make_folds(train, cfg.n_folds, strata, cfg.seed, group_column)
@@ -67,19 +70,32 @@ def _class_counts(ctx: Context, train: pd.DataFrame, folds: np.ndarray) -> dict:
     }
 
 
-def _groups(ctx: Context, ids: list[str]) -> tuple[np.ndarray, dict]:
-    """Mosaic groups, embedding clusters, or both joined (tiles linked by either relation
-    share a group)."""
-    pairs, metrics = _mosaic_pairs(ctx, ids) if ctx.cfg.folds.mosaic.enabled else (pd.DataFrame({"a": [], "b": []}), {})
-    if ctx.cfg.folds.clusters:
+def _linked(labels: np.ndarray) -> pd.DataFrame:
+    """Pairs linking each row to the first row of its label: the components are the labels."""
+    first = pd.Series(np.arange(len(labels))).groupby(labels).transform("min").to_numpy()
+    return pd.DataFrame({"a": np.arange(len(labels)), "b": first})
+
+
+def _groups(ctx: Context, ids: list[str], own: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """Mosaic groups, embedding clusters, duplicate groups and the group column's groups, joined
+    (tiles linked by any relation share a group)."""
+    cfg = ctx.cfg.folds
+    pairs, metrics = _mosaic_pairs(ctx, ids) if cfg.mosaic.enabled else (pd.DataFrame({"a": [], "b": []}), {})
+    pairs = pairs[["a", "b"]]
+    if cfg.clusters:
         table = fileio.read_csv(ctx.upstream["embed"] / "clusters.csv", dtype={"id": str}).set_index("id")
-        cluster = table.loc[ids, "cluster"].to_numpy()
-        # Each tile linked to its cluster's first tile: the components are the clusters.
-        first = pd.Series(np.arange(len(ids))).groupby(cluster).transform("min").to_numpy()
-        pairs = pd.concat([pairs[["a", "b"]], pd.DataFrame({"a": np.arange(len(ids)), "b": first})])
+        pairs = pd.concat([pairs, _linked(table.loc[ids, "cluster"].to_numpy())])
+    if own is not None:
+        pairs = pd.concat([pairs, _linked(own)])
+    if cfg.duplicates:
+        store = ArrayStore(ctx.upstream["ingest"], "images")
+        found = duplicate_pairs([np.asarray(store.get(i)) for i in ids])
+        metrics["duplicate_pairs"] = len(found)
+        pairs = pd.concat([pairs, pd.DataFrame(found, columns=["a", "b"], dtype=np.int64)])
     groups = mosaic.groups_from_pairs(len(ids), pairs)
     sizes = np.bincount(groups)
-    prefix = "" if ctx.cfg.folds.clusters else "mosaic_"  # the names mosaic folds always had
+    # the names mosaic folds always had
+    prefix = "" if cfg.clusters else "mosaic_" if cfg.mosaic.enabled else "duplicate_"
     return groups, metrics | {f"{prefix}groups_over_1": int((sizes > 1).sum()), f"{prefix}largest_group": int(sizes.max())}
 
 
