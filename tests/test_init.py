@@ -265,3 +265,25 @@ def test_folds_duplicates_keep_copies_in_one_fold(tmp_path):
     assert all(fold_of[True][a] == fold_of[True][b] for a, b in pairs)
     assert any(fold_of[False][a] != fold_of[False][b] for a, b in pairs)  # a plain split parts some
     assert json.loads((folder / "manifest.json").read_text())["metrics"]["duplicate_pairs"] == 6
+
+
+@pytest.mark.slow
+def test_init_plans_k_exclusive_classes_from_label_images(tmp_path):
+    rng = np.random.default_rng(2)
+    for i in range(12):
+        img = cv2.GaussianBlur(rng.integers(0, 255, (64, 64), np.uint8), (0, 0), 2)
+        label = np.zeros((64, 64), np.uint8)
+        label[5:20, 5:20] = 1 + i % 3  # class 1, 2 or 3
+        label[40:50, 40:60] = 0 if i % 4 else 2
+        for sub, arr in (("images", img), ("labels", label)):
+            (tmp_path / "ds" / sub).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(tmp_path / "ds" / sub / f"k{i}.png"), arr)
+    out = tmp_path / "kc.yaml"
+    args = ["init", "--train-images", str(tmp_path / "ds" / "images"), "--train-masks", str(tmp_path / "ds" / "labels")]
+    assert main([*args, "--classes", "a,b,c", "--budget", "3m", "--out", str(out)]) == 0
+    cfg = loader.load(out)
+    assert cfg.data.classes == ["a", "b", "c"] and cfg.data.exclusive and cfg.segment.target == "multiclass"
+    assert cfg.folds.stratify == "classes" and cfg.submit.metric == "dice"
+    assert cfg.segment.train.oversample["rare_class"] > 0
+    fp = json.loads((tmp_path / "kc.fingerprint.json").read_text())
+    assert fp["k"] == 3 and fp["per_class"]["b"]["images"] == 6  # i = 1, 4, 7, 10 and the second patch of 0, 8
