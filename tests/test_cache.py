@@ -326,7 +326,7 @@ def test_real_stages_run_and_cache(tmp_path, tiny_data):
     assert sum(manifest["metrics"]["fold_sizes"]) == N_TRAIN
     assert manifest["upstream_keys"] == {"ingest": GRAPH.stage_key(cfg, "ingest")}
     # the manifest records what the key hashes: the folds section, less opt-in switches that are off
-    off = ("mosaic", "clusters", "stratify")
+    off = ("mosaic", "clusters", "duplicates", "stratify")
     hashed = {k: v for k, v in typed.section(cfg, "folds").items() if k not in off}
     assert manifest["config"] == {"folds": hashed}
     assert "mosaic:" in (folder / "config.yaml").read_text()  # the resolved config keeps everything
