@@ -9,6 +9,8 @@ import hashlib
 
 import cv2
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 # Near: 16x16 thumbnails correlated at NEAR_CORR or more, confirmed at 64x64 (CONFIRM_CORR).
 # An 8x8 average hash was tried first: its matches on the demo at 3 bits were all false (pixel
@@ -51,19 +53,13 @@ def duplicate_pairs(images: list[np.ndarray]) -> list[tuple[int, int]]:
 
 
 def duplicate_groups(arrays: dict[str, np.ndarray]) -> list[list[str]]:
-    """Groups (two or more ids) linked by duplicate pairs, directly or through others."""
+    """Groups (two or more ids) linked by duplicate pairs, directly or through others: the
+    connected components, as folds joins its groups (neighbours.mosaic.groups_from_pairs)."""
     ids = list(arrays)
-    parent = list(range(len(ids)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in duplicate_pairs([arrays[k] for k in ids]):
-        parent[root(j)] = root(i)
+    pairs = np.array(duplicate_pairs([arrays[k] for k in ids]), np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(ids), len(ids)))
+    labels = connected_components(graph, directed=False)[1]
     groups: dict[int, list[str]] = {}
-    for j, i in enumerate(ids):
-        groups.setdefault(root(j), []).append(i)
+    for label, i in zip(labels, ids, strict=True):
+        groups.setdefault(int(label), []).append(i)
     return [sorted(g) for g in groups.values() if len(g) > 1]

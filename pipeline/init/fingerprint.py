@@ -83,7 +83,8 @@ def _classes(scan: Scan, names: tuple[str, ...]) -> tuple[dict, bool]:
     return stats, not shared
 
 
-def _duplicates(groups: list[list[str]], arrays: dict[str, np.ndarray]) -> dict:
+def duplicates_summary(groups: list[list[str]], arrays: dict[str, np.ndarray]) -> dict:
+    """The fingerprint's `duplicates` entry: duplicate groups (data.duplicates) and blank images."""
     blank = sum(is_blank(a) for a in arrays.values())
     return {"groups": len(groups), "images": sum(len(g) for g in groups), "examples": [g[:5] for g in groups[:3]], "blank_images": blank}
 
@@ -110,9 +111,9 @@ def _metadata(meta: pd.DataFrame | None, n_train: int) -> list[dict]:
     return out
 
 
-def fingerprint(scan: Scan, names: tuple[str, ...], groups: list[list[str]]) -> dict:
-    """The dataset's fingerprint (JSON-ready); `names` the K class names (empty: one binary
-    class), `groups` the duplicate groups (duplicate_groups)."""
+def fingerprint(scan: Scan, names: tuple[str, ...]) -> dict:
+    """The dataset's fingerprint (JSON-ready) but its duplicates (duplicates_summary, which do
+    not depend on the masks); `names` the K class names (empty: one binary class)."""
     per_class, exclusive = _classes(scan, names)
     empty = np.array([not m.any() for m in scan.masks.values()])
     channels = 3 if any(a.ndim == 3 for a in [*scan.images.values(), *scan.tests.values()]) else 1
@@ -128,5 +129,4 @@ def fingerprint(scan: Scan, names: tuple[str, ...], groups: list[list[str]]) -> 
         "empty_share": round(float(empty.mean()), 4) if len(empty) else 0.0,
         "per_class": per_class,
         "metadata": _metadata(scan.metadata, len(scan.images)),
-        "duplicates": _duplicates(groups, {**scan.images, **scan.tests}),
     }

@@ -19,7 +19,7 @@ from pipeline.data.duplicates import duplicate_groups
 from pipeline.data.ingest import scan_dataset
 from pipeline.data.sources import Sources
 from pipeline.init import budget, rules
-from pipeline.init.fingerprint import fingerprint
+from pipeline.init.fingerprint import duplicates_summary, fingerprint
 from pipeline.init.probe import Probe, run_probe
 from pipeline.init.writer import nested, refuse_existing, render, write_config
 
@@ -150,12 +150,13 @@ def init(a: InitArgs) -> dict:
     refuse_existing(out, fp_path)
     seconds = budget_seconds(a.budget)
     scan = scan_dataset(_sources(a))
-    fp = fingerprint(scan, tuple(a.classes), [])
+    fp = fingerprint(scan, tuple(a.classes))
     invert = rules.orientation(fp)
     if invert:  # the fingerprint of the foreground the pipeline will train on
         scan = scan_dataset(_sources(a, invert=True))
-    groups = duplicate_groups({**scan.images, **scan.tests})
-    fp = fingerprint(scan, tuple(a.classes), groups) | {"inverted": invert}
+        fp = fingerprint(scan, tuple(a.classes))
+    arrays = {**scan.images, **scan.tests}
+    fp |= {"duplicates": duplicates_summary(duplicate_groups(arrays), arrays), "inverted": invert}
     plan = rules.make_plan(fp, a.metric)
     plan.set("experiment.name", out.stem, "the config's name: its artifacts folder")
     data = _data_section(a, invert)

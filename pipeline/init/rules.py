@@ -26,7 +26,6 @@ class Choice:
 @dataclass
 class Plan:
     choices: list[Choice] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # findings that set no key
 
     def set(self, key: str, value: Any, reason: str) -> None:
         self.choices = [c for c in self.choices if c.key != key] + [Choice(key, value, reason)]
